@@ -1,0 +1,202 @@
+/**
+ * The host daemon's whole surface, as the control plane sees it.
+ *
+ * This is the only way `packages/server` reaches VMs. Every argument and result is plain JSON so the
+ * interface can be carried over the network (one HTTP route per method, byte streams as
+ * `Upgrade: tcp-tunnel` connections) when hosts become many; today `packages/hostd` implements it
+ * in-process. Like Firecracker's action set, each method says when it is allowed; a call outside that
+ * state rejects with a {@link HostdError} whose `code` the control plane maps to an API status.
+ *
+ * Identity: the control plane owns sandbox ids and names. The host daemon keys VMs by the sandbox id
+ * it is given and snapshots by the snapshot id it returns. It keeps its own state on disk under its
+ * data dir, so after a restart `list()` reports every VM it re-adopted.
+ */
+import type { Duplex, Readable } from "node:stream";
+
+export type Accel = "kvm" | "tcg";
+
+export interface HostInfo {
+  id: string;
+  status: "active" | "draining" | "dead";
+  accel: Accel;
+  /** Host memory not yet promised to VMs, MiB. */
+  free_mib: number;
+  vm_count: number;
+  /** Images that are built and can be created from without a build. */
+  rootfses: string[];
+  /** Present while the host is not usable yet (images building, QEMU missing …). */
+  not_ready_reason?: string;
+}
+
+export interface ImageInfo {
+  name: string;
+  description: string;
+  built: boolean;
+  default?: boolean;
+}
+
+/** Progress of long work (image builds, warm snapshot creation). */
+export interface Progress {
+  phase: string;
+  /** 0..1 when known. */
+  fraction?: number;
+  message?: string;
+}
+
+export interface VmSpec {
+  sandbox_id: string;
+  /** Guest hostname. */
+  hostname: string;
+  image: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_mib: number;
+  /** Sandbox-wide env given to every exec; values are secrets — never logged. */
+  envs: Record<string, string>;
+}
+
+export interface VmRuntime {
+  sandbox_id: string;
+  /** Address the sandbox is reachable at from the host. */
+  ip: string;
+  /** Wall time of the whole operation on the host, ms. */
+  spawn_ms: number;
+  /** "warm" when restored from the image's warm snapshot, "cold" when booted. */
+  boot: "warm" | "cold" | "resume" | "fork";
+}
+
+export interface SnapshotRef {
+  snapshot_id: string;
+  sandbox_id: string;
+  mem_mib: number;
+  vcpu: number;
+  disk_mib: number;
+  image: string;
+  /** Bytes on disk (RAM file allocated blocks + disk layer + device state). */
+  size_bytes: number;
+  pause_ms: number;
+}
+
+export interface ExecRequest {
+  argv: string[];
+  /** Per-exec env, merged over the sandbox envs. */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Whole stdin, or a stream of it. Absent: /dev/null. */
+  stdin?: Buffer | Readable;
+}
+
+export interface ExecEvents {
+  onStdout?(chunk: Buffer): void;
+  onStderr?(chunk: Buffer): void;
+}
+
+export interface ExecResult {
+  exit_code: number;
+  signal?: string;
+  /** Set when the command could not start; exit_code is then -1. */
+  error?: string;
+  /** Agent-measured fork+exec time. */
+  spawn_us?: number;
+  /** Host-measured wall time from request to exit, ms. */
+  exec_ms: number;
+}
+
+export interface PtyRequest {
+  argv?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  rows: number;
+  cols: number;
+}
+
+/** An open PTY: write input to `stream`, read merged output from it. */
+export interface PtySession {
+  stream: Duplex;
+  resize(rows: number, cols: number): void;
+  signal(name: string): void;
+  /** Resolves when the process exits. */
+  exited: Promise<{ exit_code: number; signal?: string }>;
+}
+
+export interface FileStat {
+  size: number;
+  mode: number;
+}
+
+/** Something that happened on the host without the control plane asking. */
+export type HostEvent =
+  | { type: "self"; sandbox_id: string; action: "pause" | "delete"; reason?: string }
+  | { type: "vm_exited"; sandbox_id: string; reason: string }
+  /** Bytes moved over exec/files/shell/tunnel: resets the auto-pause idle clock. */
+  | { type: "activity"; sandbox_id: string };
+
+export type HostdErrorCode =
+  | "not_found" // no such VM or snapshot on this host
+  | "conflict" // the VM is not in a state that allows the action
+  | "bad_request" // invalid argument (relative path, unknown image, shrinking disk …)
+  | "file_not_found" // guest path does not exist
+  | "too_large" // file over the transfer limit
+  | "capacity" // not enough host memory or disk
+  | "not_ready" // images still building / QEMU unusable
+  | "agent_unreachable" // the guest agent did not answer in time
+  | "internal";
+
+export class HostdError extends Error {
+  constructor(
+    readonly code: HostdErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "HostdError";
+  }
+}
+
+export interface HostDaemon {
+  /** Always allowed. */
+  info(): Promise<HostInfo>;
+  /** Always allowed. */
+  images(): Promise<ImageInfo[]>;
+  /** Builds the image (and its warm snapshot) if missing. Allowed any time; concurrent calls share one build. */
+  ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void>;
+
+  /** Boot a new VM for `spec.sandbox_id` (no VM with that id may exist). Resolves when the agent answered. */
+  create(spec: VmSpec): Promise<VmRuntime>;
+  /** Running VM → snapshot on durable storage; QEMU exits and host memory is freed. */
+  pause(sandboxId: string): Promise<SnapshotRef>;
+  /** Snapshot → running VM with the same sandbox id. The snapshot is consumed. */
+  resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime>;
+  /**
+   * New VM (or, with `start_paused`, a new snapshot) for `child.sandbox_id` from a snapshot that stays
+   * valid: the parent can still be resumed or forked again. Several forks of one snapshot may run at once.
+   */
+  fork(
+    parent: SnapshotRef,
+    child: VmSpec,
+    opts?: { start_paused?: boolean },
+  ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }>;
+  /** Running or stopped VM: kill it and free everything (processes, sockets, TAPs, files). Idempotent. */
+  destroy(sandboxId: string): Promise<void>;
+  /** Delete a snapshot's files. Idempotent. */
+  deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
+  /** Running VM: grow its root disk to `diskMib` (> current) live. */
+  resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
+  /** Running VMs this host knows (after a restart: the re-adopted ones). */
+  list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
+
+  /** Running VM. The promise resolves at exit; aborting `signal` kills the process group. */
+  exec(sandboxId: string, req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult>;
+  /** Running VM. */
+  openPty(sandboxId: string, req: PtyRequest): Promise<PtySession>;
+  /** Running VM. Rejects with `file_not_found`. */
+  readFile(sandboxId: string, path: string): Promise<{ stat: FileStat; body: Readable }>;
+  /** Running VM. Parent directories are created; the write is atomic (temp file + rename). */
+  writeFile(sandboxId: string, path: string, body: Readable, mode?: number): Promise<{ bytes: number }>;
+  /** Running VM: a byte stream to `127.0.0.1:port` inside the guest, half-close honoured. */
+  connectTcp(sandboxId: string, port: number): Promise<Duplex>;
+
+  /** Subscribe to host events; returns an unsubscribe function. */
+  onEvent(listener: (e: HostEvent) => void): () => void;
+  /** Stop serving; running VMs keep running (they are re-adopted by the next start). */
+  close(): Promise<void>;
+}
