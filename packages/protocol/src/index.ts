@@ -1,1 +1,2 @@
 export * from "./hostd.js";
+export * as api from "./api.js";
