@@ -201,6 +201,10 @@ export interface CreateSandboxResponse {
   ingress_url_template?: string;
   auto_pause_after_seconds?: number;
   status?: SandboxStatus;
+  /** Not in the published type; when present the SDK handle uses it instead of a local timestamp. */
+  created_at?: string;
+  /** Not in the published type; the SDK otherwise assumes the requested value. */
+  ingress_enabled?: boolean;
 }
 
 export interface SandboxView {
