@@ -1,0 +1,3 @@
+module createos/agent
+
+go 1.19

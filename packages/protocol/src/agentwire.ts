@@ -1,0 +1,171 @@
+/**
+ * Frame codec of the host ↔ guest agent protocol (packages/agent/PROTOCOL.md): a 12-byte big-endian
+ * header (magic C5 0A, kind, flags, channel u32, payload length u32) and a payload of at most 1 MiB.
+ * The Go twin is packages/agent/internal/wire; both are checked against packages/agent/testdata/frames.json.
+ */
+
+export const MAGIC0 = 0xc5;
+export const MAGIC1 = 0x0a;
+export const HEADER_LEN = 12;
+export const MAX_PAYLOAD = 1 << 20;
+/** Credit each direction of a data channel starts with (bytes of STDIN, or of STDOUT+STDERR). */
+export const INITIAL_WINDOW = 1 << 20;
+/** Consumed bytes a receiver collects before granting them back with WINDOW. */
+export const GRANT_BATCH = 256 << 10;
+export const CONTROL_CHANNEL = 0;
+
+export const FrameKind = {
+  OPEN: 0x01,
+  STDIN: 0x02,
+  STDOUT: 0x03,
+  STDERR: 0x04,
+  EOF: 0x05,
+  EXIT: 0x06,
+  CTRL: 0x07,
+  WINDOW: 0x08,
+  RPC: 0x09,
+} as const;
+export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
+
+const KIND_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(FrameKind).map(([name, value]) => [value, name]),
+);
+
+export function kindName(kind: number): string {
+  return KIND_NAMES[kind] ?? `0x${kind.toString(16)}`;
+}
+
+export function isFrameKind(kind: number): kind is FrameKind {
+  return kind >= FrameKind.OPEN && kind <= FrameKind.RPC;
+}
+
+export interface Frame {
+  kind: FrameKind;
+  flags: number;
+  channel: number;
+  payload: Buffer;
+}
+
+/** Header and payload in one buffer: one write per frame, so concurrent senders never interleave. */
+export function encodeFrame(
+  kind: FrameKind,
+  channel: number,
+  payload: Uint8Array = EMPTY,
+  flags = 0,
+): Buffer {
+  if (payload.length > MAX_PAYLOAD) throw new RangeError(`frame payload ${payload.length} > ${MAX_PAYLOAD}`);
+  if (!Number.isInteger(channel) || channel < 0 || channel > 0xffffffff)
+    throw new RangeError("bad channel id");
+  const b = Buffer.allocUnsafe(HEADER_LEN + payload.length);
+  b[0] = MAGIC0;
+  b[1] = MAGIC1;
+  b[2] = kind;
+  b[3] = flags;
+  b.writeUInt32BE(channel, 4);
+  b.writeUInt32BE(payload.length, 8);
+  b.set(payload, HEADER_LEN);
+  return b;
+}
+
+export function encodeJson(kind: FrameKind, channel: number, value: unknown): Buffer {
+  return encodeFrame(kind, channel, Buffer.from(JSON.stringify(value)));
+}
+
+export function encodeWindow(channel: number, credit: number): Buffer {
+  const p = Buffer.allocUnsafe(4);
+  p.writeUInt32BE(credit >>> 0, 0);
+  return encodeFrame(FrameKind.WINDOW, channel, p);
+}
+
+/** A WINDOW payload's credit; a short payload grants nothing. */
+export function windowValue(payload: Buffer): number {
+  return payload.length >= 4 ? payload.readUInt32BE(0) : 0;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Streaming decoder: feed it chunks in any split, get frames out. A header with a bad magic, an
+ * unknown kind or an oversized length makes it discard bytes up to the next magic (a snapshot
+ * restore can cut a frame in half); each run of discarded bytes between good frames is one resync.
+ * Chunks are kept as a list and joined once per frame, so a 1 MiB frame in 64 KiB reads costs one copy.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private total = 0;
+  private discarding = false;
+  resyncs = 0;
+
+  get buffered(): number {
+    return this.total;
+  }
+
+  push(chunk: Uint8Array): Frame[] {
+    if (chunk.length > 0) {
+      this.chunks.push(
+        Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length),
+      );
+      this.total += chunk.length;
+    }
+    const out: Frame[] = [];
+    for (;;) {
+      if (this.total === 0) break;
+      const head = this.peek(Math.min(HEADER_LEN, this.total));
+      if (head[0] !== MAGIC0 || (head.length >= 2 && head[1] !== MAGIC1)) {
+        this.skip();
+        continue;
+      }
+      if (head.length < HEADER_LEN) break;
+      const kind = head[2]!;
+      const len = head.readUInt32BE(8);
+      if (!isFrameKind(kind) || len > MAX_PAYLOAD) {
+        this.skip();
+        continue;
+      }
+      if (this.total < HEADER_LEN + len) break;
+      const whole = this.take(HEADER_LEN + len);
+      out.push({
+        kind,
+        flags: whole[3]!,
+        channel: whole.readUInt32BE(4),
+        payload: whole.subarray(HEADER_LEN),
+      });
+      this.discarding = false;
+    }
+    return out;
+  }
+
+  /** The first n (≤ total) bytes, joining chunks only when the first one is too short. */
+  private peek(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    const joined = Buffer.concat(this.chunks, this.total);
+    this.chunks = [joined];
+    return joined.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    const first = this.peek(n);
+    const head = this.chunks[0]!;
+    if (head.length === n) this.chunks.shift();
+    else this.chunks[0] = head.subarray(n);
+    this.total -= n;
+    return first;
+  }
+
+  /** Drop the first byte and everything before the next possible magic. */
+  private skip(): void {
+    if (!this.discarding) {
+      this.discarding = true;
+      this.resyncs++;
+    }
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+    let i = 1;
+    for (; i < all.length; i++) {
+      if (all[i] === MAGIC0 && (i + 1 === all.length || all[i + 1] === MAGIC1)) break;
+    }
+    const rest = all.subarray(i);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.total = rest.length;
+  }
+}
