@@ -1,0 +1,1139 @@
+/**
+ * `LocalHostDaemon`: the VM lifecycle on one host (create from warm snapshots, pause, resume, fork,
+ * destroy, re-adoption after a restart). See docs/ARCHITECTURE.md for the on-disk layout and address plan.
+ *
+ * Files:
+ *   <dataDir>/hostd/vms/<sandbox>/        vm.json, qemu.pid, qmp.sock, agent.sock, ram, disk.qcow2, console.log
+ *   <dataDir>/hostd/snapshots/<snap>/     meta.json, ram, state, disk.qcow2
+ *   <dataDir>/hostd/layers/<id>.qcow2     frozen disk layers shared by forks (never written again)
+ *   <cacheDir>/warm/<hash>-<v>c-<m>m/     warm snapshot of a booted image: ram, state, disk.qcow2, meta.json
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Duplex, Readable } from "node:stream";
+import {
+  type Accel,
+  type ExecEvents,
+  type ExecRequest,
+  type ExecResult,
+  type FileStat,
+  type HostDaemon,
+  type HostEvent,
+  type HostInfo,
+  HostdError,
+  type ImageInfo,
+  type Progress,
+  type PtyRequest,
+  type PtySession,
+  type SnapshotRef,
+  type VmRuntime,
+  type VmSpec,
+} from "@createos-sandbox/protocol";
+import * as images from "./images/index.js";
+import { kernelPath } from "./images/kernel.js";
+import {
+  GUEST_MAC,
+  NetPool,
+  type SlotAddrs,
+  SlotAllocator,
+  TAP,
+  slotAddrs,
+  teardownSlot,
+} from "./net/index.js";
+import { cpSparse, memAvailableMib, qemuImg } from "./sys/index.js";
+import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
+import { type AgentLike, connectAgent } from "./vmm/guest.js";
+import { QemuDriver, isOurQemu, writeJsonAtomic } from "./vmm/qemu.js";
+
+export interface Logger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+const nullLog: Logger = { info() {}, warn() {}, error() {} };
+
+export interface OpenOptions {
+  dataDir: string;
+  /** Defaults to the images module's cache dir (~/.cache/createos-sandbox). */
+  cacheDir?: string;
+  log?: Logger;
+  /** Force the accelerator instead of probing (tests, doctor). */
+  accel?: Accel;
+  /** TCG translation cache, MiB. */
+  tbSizeMib?: number;
+  /** Network namespaces kept ready for new VMs (default 2; 0 disables the pool). */
+  netPool?: number;
+}
+
+/** Persisted per live VM; enough to re-adopt it after a restart. */
+interface VmRecord {
+  sandbox_id: string;
+  hostname: string;
+  slot: number;
+  ip: string;
+  image: string;
+  image_hash: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_mib: number;
+  kernel: string;
+  cmdline: string;
+  accel: Accel;
+  tb_size_mib: number;
+  /** Backing layers of disk.qcow2, nearest first (for layer garbage collection). */
+  chain: string[];
+  created_at: string;
+}
+
+/** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
+interface SnapMeta {
+  snapshot_id: string;
+  sandbox_id: string;
+  hostname: string;
+  image: string;
+  image_hash: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_mib: number;
+  kernel: string;
+  cmdline: string;
+  accel: Accel;
+  tb_size_mib: number;
+  chain: string[];
+  /** Set once disk.qcow2 is an empty overlay over a frozen layer (a fork froze it): later forks reuse it. */
+  frozen?: boolean;
+  pause_ms: number;
+  created_at: string;
+}
+
+interface WarmMeta {
+  key: string;
+  image: string;
+  image_hash: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_bytes: number;
+  kernel: string;
+  cmdline: string;
+  accel: Accel;
+  created_at: string;
+}
+
+interface Vm {
+  rec: VmRecord;
+  dir: string;
+  machine: Machine;
+  agent: AgentLike;
+  addrs: SlotAddrs;
+  /** Serialises lifecycle actions (pause/destroy/resize) on one VM. */
+  lock: Promise<unknown>;
+  gone: boolean;
+}
+
+const MIB = 1024 * 1024;
+
+function now(): number {
+  return performance.now();
+}
+
+function validateSpec(spec: VmSpec): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(spec.sandbox_id))
+    throw new HostdError("bad_request", `invalid sandbox id ${JSON.stringify(spec.sandbox_id)}`);
+  if (!Number.isInteger(spec.vcpu) || spec.vcpu < 1 || spec.vcpu > 64)
+    throw new HostdError("bad_request", "vcpu must be an integer between 1 and 64");
+  if (!Number.isInteger(spec.mem_mib) || spec.mem_mib < 128 || spec.mem_mib > 256 * 1024)
+    throw new HostdError("bad_request", "mem_mib must be an integer between 128 and 262144");
+  if (!Number.isInteger(spec.disk_mib) || spec.disk_mib < 64)
+    throw new HostdError("bad_request", "disk_mib must be an integer of at least 64");
+  if (!/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(spec.hostname))
+    throw new HostdError("bad_request", `invalid hostname ${JSON.stringify(spec.hostname)}`);
+}
+
+function entropy(): string {
+  return randomBytes(64).toString("base64");
+}
+
+function timeNs(): number {
+  // Number loses sub-microsecond precision at this magnitude, which is far below what a guest clock needs.
+  return Date.now() * 1e6;
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function allocatedBytes(path: string): Promise<number> {
+  try {
+    const s = await stat(path);
+    return s.blocks * 512;
+  } catch {
+    return 0;
+  }
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs `fn` once per key at a time; concurrent callers share the result. */
+class Flight<T> {
+  private m = new Map<string, Promise<T>>();
+  run(key: string, fn: () => Promise<T>): Promise<T> {
+    const have = this.m.get(key);
+    if (have) return have;
+    const p = fn().finally(() => this.m.delete(key));
+    this.m.set(key, p);
+    return p;
+  }
+}
+
+export class LocalHostDaemon implements HostDaemon {
+  private readonly root: string;
+  private readonly vmsDir: string;
+  private readonly snapsDir: string;
+  private readonly layersDir: string;
+  private readonly warmDir: string;
+  private readonly vms = new Map<string, Vm>();
+  /** Sandbox ids with a create/resume/fork in progress (no VM entry yet). */
+  private readonly starting = new Set<string>();
+  private readonly events = new EventEmitter();
+  private readonly pendingEvents: HostEvent[] = [];
+  private readonly slots: SlotAllocator;
+  private readonly pool: NetPool;
+  private readonly driver: VmmDriver = new QemuDriver();
+  private readonly warmFlight = new Flight<string>();
+  private readonly snapLocks = new Map<string, Promise<unknown>>();
+  private accelP: Promise<Accel> | undefined;
+  private closed = false;
+  readonly hostId: string;
+
+  private constructor(
+    private readonly opts: OpenOptions,
+    private readonly cache: string,
+    private readonly log: Logger,
+  ) {
+    this.root = join(opts.dataDir, "hostd");
+    this.vmsDir = join(this.root, "vms");
+    this.snapsDir = join(this.root, "snapshots");
+    this.layersDir = join(this.root, "layers");
+    this.warmDir = join(cache, "warm");
+    this.hostId = "local";
+    this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
+    this.events.setMaxListeners(0);
+    this.pool = new NetPool(this.slots, opts.netPool ?? 2, join(this.root, "netpool.json"), (e) =>
+      this.log.warn("network pool", { error: String(e) }),
+    );
+  }
+
+  static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
+    const cache = opts.cacheDir ?? images.cacheDir();
+    const d = new LocalHostDaemon(opts, cache, opts.log ?? nullLog);
+    for (const p of [d.vmsDir, d.snapsDir, d.layersDir]) await mkdir(p, { recursive: true });
+    await d.readopt();
+    await d.pool.init((slot) => [...d.vms.values()].some((v) => v.rec.slot === slot));
+    return d;
+  }
+
+  // ---------------------------------------------------------------- info
+
+  private accel(): Promise<Accel> {
+    if (this.opts.accel) return Promise.resolve(this.opts.accel);
+    this.accelP ??= (async () => {
+      const cached = join(this.cache, "accel.json");
+      const osr = (await readFile("/proc/sys/kernel/osrelease", "utf8").catch(() => "")).trim();
+      const c = await readJson<{ osrelease: string; accel: Accel }>(cached);
+      if (c && c.osrelease === osr) return c.accel;
+      const kernel = await images.ensureKernel();
+      const a = await this.driver.probeAccel(kernel);
+      this.log.info("accelerator probed", { accel: a });
+      await mkdir(this.cache, { recursive: true });
+      await writeJsonAtomic(cached, { osrelease: osr, accel: a });
+      return a;
+    })().catch((e) => {
+      this.accelP = undefined;
+      throw e;
+    });
+    return this.accelP;
+  }
+
+  async info(): Promise<HostInfo> {
+    const cat = await images.catalog();
+    const built: string[] = [];
+    for (const img of cat) if (images.builtImage(img.name)) built.push(img.name);
+    let accel: Accel = "tcg";
+    let notReady: string | undefined;
+    const kernelBuilt = existsSync(kernelPath());
+    if (kernelBuilt || this.opts.accel) {
+      try {
+        accel = await this.accel();
+      } catch (e) {
+        notReady = `accelerator probe failed: ${(e as Error).message}`;
+      }
+    } else notReady = "the guest kernel is not built yet (it builds on first use, ~6 min)";
+    if (!notReady && built.length === 0) notReady = "no rootfs image is built yet";
+    let promised = 0;
+    for (const v of this.vms.values()) promised += v.rec.mem_mib;
+    const info: HostInfo = {
+      id: this.hostId,
+      status: this.closed ? "dead" : "active",
+      accel,
+      free_mib: Math.max(0, memAvailableMib() - promised),
+      vm_count: this.vms.size,
+      rootfses: built,
+    };
+    if (notReady) info.not_ready_reason = notReady;
+    return info;
+  }
+
+  async images(): Promise<ImageInfo[]> {
+    const cat = await images.catalog();
+    const out: ImageInfo[] = [];
+    for (const img of cat) {
+      const i: ImageInfo = {
+        name: img.name,
+        description: img.description,
+        built: !!images.builtImage(img.name),
+      };
+      if (img.default) i.default = true;
+      out.push(i);
+    }
+    return out;
+  }
+
+  async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {
+    await images.ensureImage(name, onProgress);
+  }
+
+  // ---------------------------------------------------------------- events
+
+  onEvent(listener: (e: HostEvent) => void): () => void {
+    this.events.on("event", listener);
+    // Events found while re-adopting (before anyone could subscribe) go to the first listener.
+    const queued = this.pendingEvents.splice(0);
+    for (const e of queued) queueMicrotask(() => listener(e));
+    return () => this.events.off("event", listener);
+  }
+
+  private emit(e: HostEvent): void {
+    if (this.events.listenerCount("event") === 0) this.pendingEvents.push(e);
+    else this.events.emit("event", e);
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private vmDir(id: string): string {
+    return join(this.vmsDir, id);
+  }
+
+  private snapDir(id: string): string {
+    return join(this.snapsDir, id);
+  }
+
+  private machineConfig(rec: VmRecord, dir: string, addrs: SlotAddrs): MachineConfig {
+    return {
+      dir,
+      vcpu: rec.vcpu,
+      memMib: rec.mem_mib,
+      kernel: rec.kernel,
+      cmdline: rec.cmdline,
+      ramPath: join(dir, "ram"),
+      diskPath: join(dir, "disk.qcow2"),
+      netns: addrs.netns,
+      tap: TAP,
+      mac: GUEST_MAC,
+      accel: rec.accel,
+      tbSizeMib: rec.tb_size_mib,
+    };
+  }
+
+  private getVm(id: string): Vm {
+    const vm = this.vms.get(id);
+    if (!vm || vm.gone) throw new HostdError("not_found", `no running VM for sandbox ${id} on this host`);
+    return vm;
+  }
+
+  private async withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
+    const prev = vm.lock;
+    const p = prev.catch(() => undefined).then(fn);
+    vm.lock = p.catch(() => undefined);
+    return p;
+  }
+
+  private async withSnapLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.snapLocks.get(id) ?? Promise.resolve();
+    const p = prev.catch(() => undefined).then(fn);
+    const tail = p.catch(() => undefined);
+    this.snapLocks.set(id, tail);
+    void tail.then(() => {
+      if (this.snapLocks.get(id) === tail) this.snapLocks.delete(id);
+    });
+    return p;
+  }
+
+  private reserveId(id: string): void {
+    if (this.vms.has(id) || this.starting.has(id) || existsSync(this.vmDir(id)))
+      throw new HostdError("conflict", `a VM for sandbox ${id} already exists on this host`);
+    this.starting.add(id);
+  }
+
+  private async resolveImage(name: string) {
+    const cat = await images.catalog();
+    if (!cat.some((i) => i.name === name)) {
+      throw new HostdError(
+        "bad_request",
+        `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,
+      );
+    }
+    return images.ensureImage(name);
+  }
+
+  private async baseCmdline(): Promise<string> {
+    return images.kernelCmdline({ hostKhz: images.hostKhz() });
+  }
+
+  private attachAgentEvents(vm: Vm): void {
+    vm.agent.onSelf((action, reason) => {
+      const e: HostEvent = { type: "self", sandbox_id: vm.rec.sandbox_id, action };
+      if (reason) e.reason = reason;
+      this.emit(e);
+    });
+  }
+
+  private watchExit(vm: Vm): void {
+    void vm.machine.exited.then(async (reason) => {
+      if (vm.gone || this.closed) return;
+      vm.gone = true;
+      if (this.vms.get(vm.rec.sandbox_id) === vm) this.vms.delete(vm.rec.sandbox_id);
+      this.log.warn("VM exited on its own", { sandbox_id: vm.rec.sandbox_id, reason });
+      vm.agent.close();
+      await this.cleanupVmFiles(vm.rec, vm.dir).catch(() => undefined);
+      this.emit({ type: "vm_exited", sandbox_id: vm.rec.sandbox_id, reason });
+    });
+  }
+
+  /** Registers a started VM: agent connected, events wired. */
+  private register(rec: VmRecord, dir: string, machine: Machine, agent: AgentLike, addrs: SlotAddrs): Vm {
+    const vm: Vm = { rec, dir, machine, agent, addrs, lock: Promise.resolve(), gone: false };
+    this.vms.set(rec.sandbox_id, vm);
+    this.attachAgentEvents(vm);
+    this.watchExit(vm);
+    return vm;
+  }
+
+  private async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
+    await teardownSlot(rec.slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
+    this.slots.release(rec.slot);
+    await rm(dir, { recursive: true, force: true });
+    await this.gcLayers();
+  }
+
+  /** Deletes frozen layers no VM or snapshot backs onto any more. */
+  private async gcLayers(): Promise<void> {
+    const used = new Set<string>();
+    for (const v of this.vms.values()) for (const l of v.rec.chain) used.add(l);
+    for (const name of await readdir(this.vmsDir).catch(() => [] as string[])) {
+      const r = await readJson<VmRecord>(join(this.vmsDir, name, "vm.json"));
+      for (const l of r?.chain ?? []) used.add(l);
+    }
+    for (const name of await readdir(this.snapsDir).catch(() => [] as string[])) {
+      const m = await readJson<SnapMeta>(join(this.snapsDir, name, "meta.json"));
+      if (!m && !name.endsWith(".tmp")) continue;
+      for (const l of m?.chain ?? []) used.add(l);
+    }
+    // A snapshot being written (no meta.json yet) may reference a layer being created: keep recent ones.
+    const recent = Date.now() - 60_000;
+    for (const name of await readdir(this.layersDir).catch(() => [] as string[])) {
+      const p = join(this.layersDir, name);
+      if (used.has(p)) continue;
+      const s = await stat(p).catch(() => undefined);
+      if (s && s.mtimeMs > recent) continue;
+      await rm(p, { force: true });
+    }
+  }
+
+  /** Connects the agent and waits for its hello (the readiness probe). */
+  private async agentUp(dir: string, timeoutMs: number): Promise<AgentLike> {
+    return connectAgent(join(dir, "agent.sock"), timeoutMs);
+  }
+
+  /** block_resize to `diskMib` and grow the guest's ext4 to match. */
+  private async growDisk(vm: { machine: Machine; agent: AgentLike }, diskMib: number): Promise<void> {
+    await vm.machine.resizeDisk(diskMib * MIB);
+    await vm.agent.resizeFs("/dev/vda");
+  }
+
+  private async currentDiskBytes(path: string): Promise<number> {
+    const { stdout } = await qemuImg(["info", "--output=json", "-U", path]);
+    return (JSON.parse(stdout) as { "virtual-size": number })["virtual-size"];
+  }
+
+  // ---------------------------------------------------------------- create
+
+  async create(spec: VmSpec): Promise<VmRuntime> {
+    validateSpec(spec);
+    this.reserveId(spec.sandbox_id);
+    const t0 = now();
+    try {
+      const img = await this.resolveImage(spec.image);
+      const accel = await this.accel();
+      const key = `${img.hash}-${spec.vcpu}c-${spec.mem_mib}m`;
+      const warm = join(this.warmDir, key);
+      if (!existsSync(join(warm, "meta.json"))) {
+        // First VM of this shape: boot it cold and capture the warm snapshot from it (one boot, shared by
+        // concurrent first creates: only one of them boots cold, the others wait and restore).
+        let booted: VmRuntime | undefined;
+        await this.warmFlight.run(key, async () => {
+          booted = await this.coldCreate(spec, img, accel, key, t0);
+          return warm;
+        });
+        if (booted) return booted;
+      }
+      return await this.warmCreate(spec, warm, t0);
+    } finally {
+      this.starting.delete(spec.sandbox_id);
+    }
+  }
+
+  private async prepareVm(
+    spec: VmSpec,
+    base: Omit<VmRecord, "sandbox_id" | "hostname" | "slot" | "ip" | "disk_mib" | "created_at">,
+  ): Promise<{ rec: VmRecord; dir: string; addrs: SlotAddrs }> {
+    const dir = this.vmDir(spec.sandbox_id);
+    const addrs = await this.pool.acquire();
+    const rec: VmRecord = {
+      ...base,
+      sandbox_id: spec.sandbox_id,
+      hostname: spec.hostname,
+      slot: addrs.slot,
+      ip: addrs.sandboxIp,
+      disk_mib: spec.disk_mib,
+      created_at: new Date().toISOString(),
+    };
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeJsonAtomic(join(dir, "vm.json"), rec);
+    } catch (e) {
+      await teardownSlot(addrs.slot).catch(() => undefined);
+      this.slots.release(addrs.slot);
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return { rec, dir, addrs };
+  }
+
+  private async abortVm(rec: VmRecord, dir: string, machine?: Machine, agent?: AgentLike): Promise<void> {
+    agent?.close();
+    await machine?.stop(500).catch(() => undefined);
+    await this.cleanupVmFiles(rec, dir).catch(() => undefined);
+  }
+
+  private async coldCreate(
+    spec: VmSpec,
+    img: { name: string; kernel: string; rootfs: string; hash: string },
+    accel: Accel,
+    key: string,
+    t0: number,
+  ): Promise<VmRuntime> {
+    const cmdline = await this.baseCmdline();
+    const imgBytes = (await stat(img.rootfs)).size;
+    const { rec, dir, addrs } = await this.prepareVm(spec, {
+      image: spec.image,
+      image_hash: img.hash,
+      vcpu: spec.vcpu,
+      mem_mib: spec.mem_mib,
+      kernel: img.kernel,
+      cmdline,
+      accel,
+      tb_size_mib: this.opts.tbSizeMib ?? 32,
+      chain: [],
+    });
+    let machine: Machine | undefined;
+    let agent: AgentLike | undefined;
+    try {
+      await qemuImg([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        img.rootfs,
+        join(dir, "disk.qcow2"),
+        String(imgBytes),
+      ]);
+      machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
+      await machine.start();
+      agent = await this.agentUp(dir, 120_000);
+      await this.captureWarm(machine, agent, dir, key, { img, spec, cmdline, accel, imgBytes });
+      await agent.configure({
+        hostname: spec.hostname,
+        envs: spec.envs,
+        time_ns: timeNs(),
+        entropy: entropy(),
+      });
+      if (spec.disk_mib * MIB > imgBytes) await this.growDisk({ machine, agent }, spec.disk_mib);
+      this.register(rec, dir, machine, agent, addrs);
+      const spawn_ms = Math.round(now() - t0);
+      this.log.info("VM created (cold boot)", { sandbox_id: spec.sandbox_id, spawn_ms });
+      return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "cold" };
+    } catch (e) {
+      await this.abortVm(rec, dir, machine, agent);
+      throw e;
+    }
+  }
+
+  /**
+   * Snapshot this freshly booted VM as the image's warm snapshot, then let it run on. The VM keeps writing
+   * its own disk.qcow2; the warm snapshot gets a copy taken while the VM is stopped, which is frozen from
+   * then on (every warm-created VM gets its own overlay on it).
+   */
+  private async captureWarm(
+    machine: Machine,
+    agent: AgentLike,
+    dir: string,
+    key: string,
+    o: {
+      img: { name: string; hash: string; kernel: string };
+      spec: VmSpec;
+      cmdline: string;
+      accel: Accel;
+      imgBytes: number;
+    },
+  ): Promise<void> {
+    const warm = join(this.warmDir, key);
+    if (existsSync(join(warm, "meta.json"))) return;
+    const tmp = `${warm}.tmp-${process.pid}-${randomUUID().slice(0, 8)}`;
+    await mkdir(tmp, { recursive: true });
+    try {
+      await agent.quiesce();
+      await machine.pause();
+      await machine.snapshot(join(tmp, "state"));
+      await Promise.all([
+        cpSparse(join(dir, "ram"), join(tmp, "ram")),
+        cpSparse(join(dir, "disk.qcow2"), join(tmp, "disk.qcow2")),
+      ]);
+      const meta: WarmMeta = {
+        key,
+        image: o.img.name,
+        image_hash: o.img.hash,
+        vcpu: o.spec.vcpu,
+        mem_mib: o.spec.mem_mib,
+        disk_bytes: o.imgBytes,
+        kernel: o.img.kernel,
+        cmdline: o.cmdline,
+        accel: o.accel,
+        created_at: new Date().toISOString(),
+      };
+      await writeJsonAtomic(join(tmp, "meta.json"), meta);
+      for (const f of ["ram", "state", "disk.qcow2", "meta.json"]) await fsyncPath(join(tmp, f));
+      if (existsSync(warm)) await rm(tmp, { recursive: true, force: true });
+      else await rename(tmp, warm);
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    } finally {
+      if (machine.state === "paused") await machine.resume();
+    }
+    // quiesce stops the agent sending until the next hello.
+    await agent.hello();
+  }
+
+  private async warmCreate(spec: VmSpec, warm: string, t0: number): Promise<VmRuntime> {
+    const w = await readJson<WarmMeta>(join(warm, "meta.json"));
+    if (!w) throw new HostdError("internal", `warm snapshot ${warm} is unreadable; delete it to rebuild`);
+    const { rec, dir, addrs } = await this.prepareVm(spec, {
+      image: spec.image,
+      image_hash: w.image_hash,
+      vcpu: w.vcpu,
+      mem_mib: w.mem_mib,
+      kernel: w.kernel,
+      cmdline: w.cmdline,
+      accel: w.accel,
+      tb_size_mib: this.opts.tbSizeMib ?? 32,
+      chain: [join(warm, "disk.qcow2")],
+    });
+    let machine: Machine | undefined;
+    let agent: AgentLike | undefined;
+    try {
+      await Promise.all([
+        cpSparse(join(warm, "ram"), join(dir, "ram")),
+        qemuImg([
+          "create",
+          "-q",
+          "-f",
+          "qcow2",
+          "-F",
+          "qcow2",
+          "-b",
+          join(warm, "disk.qcow2"),
+          join(dir, "disk.qcow2"),
+        ]),
+      ]);
+      machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
+      await machine.restore(join(warm, "state"));
+      await machine.resume();
+      agent = await this.agentUp(dir, 30_000);
+      await agent.configure({
+        hostname: spec.hostname,
+        envs: spec.envs,
+        time_ns: timeNs(),
+        entropy: entropy(),
+      });
+      if (spec.disk_mib * MIB > w.disk_bytes) await this.growDisk({ machine, agent }, spec.disk_mib);
+      this.register(rec, dir, machine, agent, addrs);
+      const spawn_ms = Math.round(now() - t0);
+      this.log.info("VM created (warm)", { sandbox_id: spec.sandbox_id, spawn_ms });
+      return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "warm" };
+    } catch (e) {
+      await this.abortVm(rec, dir, machine, agent);
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------- pause
+
+  async pause(sandboxId: string): Promise<SnapshotRef> {
+    const vm = this.getVm(sandboxId);
+    return this.withVmLock(vm, async () => {
+      if (vm.gone) throw new HostdError("not_found", `sandbox ${sandboxId} is not running on this host`);
+      const t0 = now();
+      const snapId = `snap-${randomUUID()}`;
+      const sdir = this.snapDir(snapId);
+      await mkdir(sdir, { recursive: true });
+      const ram = join(vm.dir, "ram");
+      try {
+        await vm.agent.quiesce();
+        await vm.machine.pause();
+        // RAM no longer changes once the vCPUs stop: flush it while QEMU writes the device state.
+        const ramSync = fsyncPath(ram);
+        await vm.machine.snapshot(join(sdir, "state"));
+        await Promise.all([ramSync, fsyncPath(join(sdir, "state")), fsyncPath(join(vm.dir, "disk.qcow2"))]);
+      } catch (e) {
+        await rm(sdir, { recursive: true, force: true });
+        if (vm.machine.state === "paused") {
+          await vm.machine.resume().catch(() => undefined);
+          await vm.agent.hello().catch(() => undefined);
+        }
+        throw e;
+      }
+      vm.gone = true;
+      this.vms.delete(sandboxId);
+      vm.agent.close();
+      await vm.machine.stop(1000);
+      await rename(ram, join(sdir, "ram"));
+      await rename(join(vm.dir, "disk.qcow2"), join(sdir, "disk.qcow2"));
+      const pause_ms = Math.round(now() - t0);
+      const meta: SnapMeta = {
+        snapshot_id: snapId,
+        sandbox_id: sandboxId,
+        hostname: vm.rec.hostname,
+        image: vm.rec.image,
+        image_hash: vm.rec.image_hash,
+        vcpu: vm.rec.vcpu,
+        mem_mib: vm.rec.mem_mib,
+        disk_mib: vm.rec.disk_mib,
+        kernel: vm.rec.kernel,
+        cmdline: vm.rec.cmdline,
+        accel: vm.rec.accel,
+        tb_size_mib: vm.rec.tb_size_mib,
+        chain: vm.rec.chain,
+        pause_ms,
+        created_at: new Date().toISOString(),
+      };
+      await writeJsonAtomic(join(sdir, "meta.json"), meta);
+      const ref = await this.snapRef(meta);
+      // Freeing the network and the VM dir is not part of the pause latency the caller waits on for
+      // correctness, but doing it inline keeps slots from piling up; it is cheap.
+      await teardownSlot(vm.rec.slot).catch((e) =>
+        this.log.warn("network teardown failed", { error: String(e) }),
+      );
+      this.slots.release(vm.rec.slot);
+      await rm(vm.dir, { recursive: true, force: true });
+      this.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms });
+      return ref;
+    });
+  }
+
+  private async snapRef(meta: SnapMeta): Promise<SnapshotRef> {
+    const d = this.snapDir(meta.snapshot_id);
+    const size =
+      (await allocatedBytes(join(d, "ram"))) +
+      (await allocatedBytes(join(d, "state"))) +
+      (await allocatedBytes(join(d, "disk.qcow2")));
+    return {
+      snapshot_id: meta.snapshot_id,
+      sandbox_id: meta.sandbox_id,
+      mem_mib: meta.mem_mib,
+      vcpu: meta.vcpu,
+      disk_mib: meta.disk_mib,
+      image: meta.image,
+      size_bytes: size,
+      pause_ms: meta.pause_ms,
+    };
+  }
+
+  private async snapMeta(ref: SnapshotRef): Promise<SnapMeta> {
+    if (!/^[A-Za-z0-9_.-]+$/.test(ref.snapshot_id))
+      throw new HostdError("bad_request", "invalid snapshot id");
+    const m = await readJson<SnapMeta>(join(this.snapDir(ref.snapshot_id), "meta.json"));
+    if (!m) throw new HostdError("not_found", `snapshot ${ref.snapshot_id} is not on this host`);
+    return m;
+  }
+
+  // ---------------------------------------------------------------- resume
+
+  async resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
+    validateSpec(spec);
+    this.reserveId(spec.sandbox_id);
+    const t0 = now();
+    try {
+      return await this.withSnapLock(snapshot.snapshot_id, async () => {
+        const meta = await this.snapMeta(snapshot);
+        if (spec.disk_mib < meta.disk_mib) throw new HostdError("bad_request", "disk_mib cannot shrink");
+        const sdir = this.snapDir(meta.snapshot_id);
+        const { rec, dir, addrs } = await this.prepareVm(spec, {
+          image: meta.image,
+          image_hash: meta.image_hash,
+          vcpu: meta.vcpu,
+          mem_mib: meta.mem_mib,
+          kernel: meta.kernel,
+          cmdline: meta.cmdline,
+          accel: meta.accel,
+          tb_size_mib: meta.tb_size_mib,
+          chain: meta.chain,
+        });
+        let machine: Machine | undefined;
+        let agent: AgentLike | undefined;
+        // The snapshot is consumed: its RAM file and top disk layer become the VM's (renames, no copies).
+        await rename(join(sdir, "ram"), join(dir, "ram"));
+        await rename(join(sdir, "disk.qcow2"), join(dir, "disk.qcow2"));
+        try {
+          machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
+          await machine.restore(join(sdir, "state"));
+          await machine.resume();
+          agent = await this.agentUp(dir, 30_000);
+          // Same sandbox, same identity: only the clock and the RNG moved on while it was paused.
+          await agent.sync({ time_ns: timeNs(), entropy: entropy() });
+          if (spec.disk_mib > meta.disk_mib) await this.growDisk({ machine, agent }, spec.disk_mib);
+        } catch (e) {
+          // Give the snapshot its files back so it can be resumed again.
+          agent?.close();
+          await machine?.stop(500).catch(() => undefined);
+          await rename(join(dir, "ram"), join(sdir, "ram")).catch(() => undefined);
+          await rename(join(dir, "disk.qcow2"), join(sdir, "disk.qcow2")).catch(() => undefined);
+          await this.cleanupVmFiles(rec, dir).catch(() => undefined);
+          throw e;
+        }
+        this.register(rec, dir, machine, agent, addrs);
+        await rm(sdir, { recursive: true, force: true });
+        const spawn_ms = Math.round(now() - t0);
+        this.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms });
+        return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "resume" as const };
+      });
+    } finally {
+      this.starting.delete(spec.sandbox_id);
+    }
+  }
+
+  // ---------------------------------------------------------------- fork
+
+  /** Makes the parent's top layer immutable (once) and returns the frozen layer children back onto. */
+  private async freezeParent(meta: SnapMeta): Promise<{ base: string; chain: string[] }> {
+    const sdir = this.snapDir(meta.snapshot_id);
+    const top = join(sdir, "disk.qcow2");
+    if (meta.frozen && meta.chain[0]) return { base: meta.chain[0], chain: meta.chain };
+    const layer = join(this.layersDir, `${randomUUID()}.qcow2`);
+    await rename(top, layer);
+    try {
+      await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, top]);
+    } catch (e) {
+      await rename(layer, top);
+      throw e;
+    }
+    const chain = [layer, ...meta.chain];
+    const next: SnapMeta = { ...meta, chain, frozen: true };
+    await writeJsonAtomic(join(sdir, "meta.json"), next);
+    Object.assign(meta, next);
+    return { base: layer, chain };
+  }
+
+  async fork(
+    parent: SnapshotRef,
+    child: VmSpec,
+    opts: { start_paused?: boolean } = {},
+  ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
+    validateSpec(child);
+    const t0 = now();
+    const { meta, base, chain } = await this.withSnapLock(parent.snapshot_id, async () => {
+      const m = await this.snapMeta(parent);
+      const f = await this.freezeParent(m);
+      return { meta: m, ...f };
+    });
+    if (child.disk_mib < meta.disk_mib)
+      throw new HostdError("bad_request", "a fork's disk_mib cannot be smaller than its parent's");
+    const psdir = this.snapDir(meta.snapshot_id);
+
+    if (opts.start_paused) {
+      const snapId = `snap-${randomUUID()}`;
+      const sdir = this.snapDir(snapId);
+      await mkdir(sdir, { recursive: true });
+      try {
+        await Promise.all([
+          cpSparse(join(psdir, "ram"), join(sdir, "ram")),
+          cpSparse(join(psdir, "state"), join(sdir, "state")),
+          qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, join(sdir, "disk.qcow2")]),
+        ]);
+        const m: SnapMeta = {
+          ...meta,
+          snapshot_id: snapId,
+          sandbox_id: child.sandbox_id,
+          // The child's own identity is applied by configure when it is resumed.
+          hostname: `${meta.hostname}~fork`,
+          disk_mib: child.disk_mib,
+          chain,
+          frozen: true,
+          pause_ms: Math.round(now() - t0),
+          created_at: new Date().toISOString(),
+        };
+        await writeJsonAtomic(join(sdir, "meta.json"), m);
+        return { snapshot: await this.snapRef(m) };
+      } catch (e) {
+        await rm(sdir, { recursive: true, force: true });
+        throw e;
+      }
+    }
+
+    this.reserveId(child.sandbox_id);
+    try {
+      const { rec, dir, addrs } = await this.prepareVm(child, {
+        image: meta.image,
+        image_hash: meta.image_hash,
+        vcpu: meta.vcpu,
+        mem_mib: meta.mem_mib,
+        kernel: meta.kernel,
+        cmdline: meta.cmdline,
+        accel: meta.accel,
+        tb_size_mib: meta.tb_size_mib,
+        chain,
+      });
+      let machine: Machine | undefined;
+      let agent: AgentLike | undefined;
+      try {
+        await Promise.all([
+          cpSparse(join(psdir, "ram"), join(dir, "ram")),
+          qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, join(dir, "disk.qcow2")]),
+        ]);
+        machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
+        await machine.restore(join(psdir, "state"));
+        await machine.resume();
+        agent = await this.agentUp(dir, 30_000);
+        await agent.configure({
+          hostname: child.hostname,
+          envs: child.envs,
+          time_ns: timeNs(),
+          entropy: entropy(),
+        });
+        if (child.disk_mib > meta.disk_mib) await this.growDisk({ machine, agent }, child.disk_mib);
+      } catch (e) {
+        await this.abortVm(rec, dir, machine, agent);
+        throw e;
+      }
+      this.register(rec, dir, machine, agent, addrs);
+      const spawn_ms = Math.round(now() - t0);
+      this.log.info("VM forked", { sandbox_id: child.sandbox_id, parent: meta.snapshot_id, spawn_ms });
+      return { runtime: { sandbox_id: child.sandbox_id, ip: rec.ip, spawn_ms, boot: "fork" } };
+    } finally {
+      this.starting.delete(child.sandbox_id);
+    }
+  }
+
+  // ---------------------------------------------------------------- destroy & co
+
+  async destroy(sandboxId: string): Promise<void> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(sandboxId)) return;
+    const vm = this.vms.get(sandboxId);
+    if (vm) {
+      await this.withVmLock(vm, async () => {
+        vm.gone = true;
+        if (this.vms.get(sandboxId) === vm) this.vms.delete(sandboxId);
+        vm.agent.close();
+        await vm.machine.stop(1000);
+        await this.cleanupVmFiles(vm.rec, vm.dir);
+      });
+      return;
+    }
+    // A record without a live entry: a VM a crash left behind, or one whose QEMU died.
+    const dir = this.vmDir(sandboxId);
+    if (!existsSync(dir)) return;
+    const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+    await this.killStale(dir);
+    if (rec) await this.cleanupVmFiles(rec, dir);
+    else await rm(dir, { recursive: true, force: true });
+  }
+
+  private async killStale(dir: string): Promise<void> {
+    const pid = Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
+    if (pid > 0 && isOurQemu(pid, dir)) {
+      process.kill(pid, "SIGKILL");
+      for (let i = 0; i < 400 && isOurQemu(pid, dir); i++) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    if (!/^[A-Za-z0-9_.-]+$/.test(snapshot.snapshot_id)) return;
+    await this.withSnapLock(snapshot.snapshot_id, async () => {
+      await rm(this.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
+    });
+    await this.gcLayers();
+  }
+
+  async resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
+    const vm = this.getVm(sandboxId);
+    await this.withVmLock(vm, async () => {
+      if (!Number.isInteger(diskMib) || diskMib <= vm.rec.disk_mib)
+        throw new HostdError("bad_request", `disk can only grow (now ${vm.rec.disk_mib} MiB)`);
+      await this.growDisk(vm, diskMib);
+      vm.rec.disk_mib = diskMib;
+      await writeJsonAtomic(join(vm.dir, "vm.json"), vm.rec);
+    });
+  }
+
+  async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
+    return [...this.vms.values()]
+      .filter((v) => !v.gone)
+      .map((v) => ({ sandbox_id: v.rec.sandbox_id, ip: v.rec.ip, pid: v.machine.pid ?? 0 }));
+  }
+
+  // ---------------------------------------------------------------- guest I/O
+
+  private activity(id: string): void {
+    this.emit({ type: "activity", sandbox_id: id });
+  }
+
+  async exec(
+    sandboxId: string,
+    req: ExecRequest,
+    events?: ExecEvents,
+    signal?: AbortSignal,
+  ): Promise<ExecResult> {
+    const vm = this.getVm(sandboxId);
+    this.activity(sandboxId);
+    try {
+      return await vm.agent.exec(req, events, signal);
+    } finally {
+      this.activity(sandboxId);
+    }
+  }
+
+  async openPty(sandboxId: string, req: PtyRequest): Promise<PtySession> {
+    const vm = this.getVm(sandboxId);
+    this.activity(sandboxId);
+    return vm.agent.openPty(req);
+  }
+
+  async readFile(sandboxId: string, path: string): Promise<{ stat: FileStat; body: Readable }> {
+    const vm = this.getVm(sandboxId);
+    this.activity(sandboxId);
+    return vm.agent.readFile(path);
+  }
+
+  async writeFile(
+    sandboxId: string,
+    path: string,
+    body: Readable,
+    mode?: number,
+  ): Promise<{ bytes: number }> {
+    const vm = this.getVm(sandboxId);
+    this.activity(sandboxId);
+    try {
+      return await vm.agent.writeFile(path, body, mode);
+    } finally {
+      this.activity(sandboxId);
+    }
+  }
+
+  async connectTcp(sandboxId: string, port: number): Promise<Duplex> {
+    const vm = this.getVm(sandboxId);
+    this.activity(sandboxId);
+    return vm.agent.connectTcp(port);
+  }
+
+  /** The QEMU process of a running VM (tests, benchmarks). */
+  pidOf(sandboxId: string): number | undefined {
+    return this.vms.get(sandboxId)?.machine.pid;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.pool.close();
+    for (const vm of this.vms.values()) vm.agent.close();
+    // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
+    for (const vm of this.vms.values()) vm.machine.detach();
+    this.vms.clear();
+  }
+
+  // ---------------------------------------------------------------- re-adoption
+
+  private async readopt(): Promise<void> {
+    // Half-written snapshots and warm captures from a crash.
+    for (const name of await readdir(this.snapsDir)) {
+      if (!existsSync(join(this.snapsDir, name, "meta.json")))
+        await rm(join(this.snapsDir, name), { recursive: true, force: true });
+    }
+    for (const name of await readdir(this.vmsDir)) {
+      const dir = join(this.vmsDir, name);
+      const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+      if (!rec) {
+        await this.killStale(dir);
+        await rm(dir, { recursive: true, force: true });
+        continue;
+      }
+      this.slots.claim(rec.slot);
+      const pid = Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
+      const addrs = slotAddrs(rec.slot);
+      let machine: Machine | undefined;
+      let agent: AgentLike | undefined;
+      try {
+        if (pid > 0) machine = await this.driver.adopt(this.machineConfig(rec, dir, addrs), pid);
+        if (machine) {
+          if (machine.state === "paused") {
+            // A daemon died mid-pause: the guest is intact, let it run again.
+            await machine.resume();
+          }
+          agent = await this.agentUp(dir, 10_000);
+        }
+      } catch (e) {
+        this.log.warn("cannot re-adopt VM", { sandbox_id: rec.sandbox_id, error: String(e) });
+        agent?.close();
+        await machine?.stop(200).catch(() => undefined);
+        machine = undefined;
+      }
+      if (machine && agent) {
+        this.register(rec, dir, machine, agent, addrs);
+        this.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });
+      } else {
+        await this.killStale(dir);
+        await this.cleanupVmFiles(rec, dir);
+        this.emit({
+          type: "vm_exited",
+          sandbox_id: rec.sandbox_id,
+          reason: "the VM was not running when the host daemon started",
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * Per-sandbox networking, following the address plan in docs/ARCHITECTURE.md: every guest has the same
+ * inside address (169.254.0.21 behind tap0 in its own namespace `csb-<slot>`), so a restored or forked VM
+ * needs no re-addressing; the namespace NATs it to the sandbox address 10.201.<slot> and a veth pair
+ * (10.200.<4·slot+1|2>/30) links it to the root namespace. All rules live in nft tables named `createos`
+ * (one per sandbox namespace, one in the root namespace) so cleanup removes exactly what we added.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { HostdError } from "@createos-sandbox/protocol";
+import { ip, nft, nftCmd, run, sysctl } from "../sys/index.js";
+
+export const GUEST_IP = "169.254.0.21";
+export const GATEWAY_IP = "169.254.0.22";
+export const GUEST_MAC = "02:fc:00:00:00:01";
+export const TAP = "tap0";
+export const MAX_SLOT = 16383;
+
+export const netnsName = (slot: number) => `csb-${slot}`;
+export const hostVeth = (slot: number) => `csbv${slot}`;
+
+function addr16(prefix: string, n: number): string {
+  return `${prefix}.${(n >> 8) & 255}.${n & 255}`;
+}
+
+export interface SlotAddrs {
+  slot: number;
+  netns: string;
+  hostVeth: string;
+  /** Root-namespace end of the veth. */
+  hostIp: string;
+  /** Namespace end of the veth. */
+  nsIp: string;
+  /** The sandbox address (`ip` in the API). */
+  sandboxIp: string;
+}
+
+export function slotAddrs(slot: number): SlotAddrs {
+  if (!Number.isInteger(slot) || slot < 1 || slot > MAX_SLOT)
+    throw new HostdError("internal", `bad slot ${slot}`);
+  return {
+    slot,
+    netns: netnsName(slot),
+    hostVeth: hostVeth(slot),
+    hostIp: addr16("10.200", 4 * slot + 1),
+    nsIp: addr16("10.200", 4 * slot + 2),
+    sandboxIp: addr16("10.201", slot),
+  };
+}
+
+/** Namespaces named csb-N present on the host (including ones a crashed daemon left). */
+export function existingSlots(): Set<number> {
+  const out = new Set<number>();
+  if (!existsSync("/run/netns")) return out;
+  for (const name of readdirSync("/run/netns")) {
+    const m = /^csb-(\d+)$/.exec(name);
+    if (m) out.add(Number(m[1]));
+  }
+  return out;
+}
+
+/**
+ * Slot allocator. A slot is taken while a VM record (vm.json) names it, a namespace for it exists, or a
+ * caller reserved it in this process; so a restarted daemon never hands out a live VM's slot.
+ */
+export class SlotAllocator {
+  private reserved = new Set<number>();
+  private next = 1;
+
+  constructor(private readonly inUse: () => Iterable<number>) {}
+
+  allocate(): number {
+    const taken = new Set<number>([...this.reserved, ...this.inUse(), ...existingSlots()]);
+    for (let i = 0; i < MAX_SLOT; i++) {
+      const s = ((this.next - 1 + i) % MAX_SLOT) + 1;
+      if (!taken.has(s)) {
+        this.reserved.add(s);
+        // Round-robin so a just-freed slot (and its conntrack entries) is not reused at once.
+        this.next = (s % MAX_SLOT) + 1;
+        return s;
+      }
+    }
+    throw new HostdError("capacity", "no free network slot on this host (16383 sandboxes)");
+  }
+
+  release(slot: number): void {
+    this.reserved.delete(slot);
+  }
+
+  claim(slot: number): void {
+    this.reserved.add(slot);
+  }
+}
+
+let rootReady: Promise<void> | undefined;
+
+/** Root-namespace setup shared by all sandboxes: forwarding and the masquerade of sandbox traffic. */
+export function ensureRootNet(): Promise<void> {
+  rootReady ??= (async () => {
+    await sysctl("net.ipv4.ip_forward", "1");
+    const have = await nftCmd(["list", "table", "ip", "createos"]).then(
+      () => true,
+      () => false,
+    );
+    if (!have) {
+      await nft(`table ip createos {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 10.201.0.0/16 oifname != "csbv*" masquerade
+  }
+}
+`);
+    }
+  })().catch((e) => {
+    rootReady = undefined;
+    throw e;
+  });
+  return rootReady;
+}
+
+/** Creates namespace, TAP, veth, routes and NAT for `slot`. Cleans up after itself on failure. */
+export async function setupSlot(slot: number): Promise<SlotAddrs> {
+  const a = slotAddrs(slot);
+  await ensureRootNet();
+  // A crashed daemon may have left this slot's pieces behind.
+  await teardownSlot(slot);
+  try {
+    await ip("netns", "add", a.netns);
+    const script = [
+      "link set lo up",
+      `tuntap add dev ${TAP} mode tap`,
+      `addr add ${GATEWAY_IP}/30 dev ${TAP}`,
+      `link set ${TAP} up`,
+    ].join("\n");
+    await run("ip", ["-n", a.netns, "-batch", "-"], { input: `${script}\n` });
+    await ip("link", "add", a.hostVeth, "type", "veth", "peer", "name", "v0", "netns", a.netns);
+    await run("ip", ["-batch", "-"], {
+      input: `addr add ${a.hostIp}/30 dev ${a.hostVeth}\nlink set ${a.hostVeth} up\nroute add ${a.sandboxIp}/32 via ${a.nsIp} dev ${a.hostVeth}\n`,
+    });
+    await run("ip", ["-n", a.netns, "-batch", "-"], {
+      input: `addr add ${a.nsIp}/30 dev v0\nlink set v0 up\nroute add default via ${a.hostIp} dev v0\n`,
+    });
+    await sysctl("net.ipv4.ip_forward", "1", a.netns);
+    await nft(
+      `table ip createos {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "v0" ip daddr ${a.sandboxIp} dnat to ${GUEST_IP}
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "v0" ip saddr ${GUEST_IP} snat to ${a.sandboxIp}
+  }
+}
+`,
+      a.netns,
+    );
+    return a;
+  } catch (e) {
+    await teardownSlot(slot).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Removes everything `setupSlot` made. Idempotent: missing pieces are not errors. */
+export async function teardownSlot(slot: number): Promise<void> {
+  const a = slotAddrs(slot);
+  await ip("route", "del", `${a.sandboxIp}/32`).catch(() => undefined);
+  // Deleting one end of a veth deletes both; deleting the namespace deletes tap0, v0 and its nft table.
+  await ip("link", "del", a.hostVeth).catch(() => undefined);
+  if (existsSync(`/run/netns/${a.netns}`)) await ip("netns", "del", a.netns);
+}
+
+/**
+ * A few namespaces set up ahead of need: building one costs ~100 ms of `ip`/`nft` runs, which would
+ * otherwise be most of a warm create's budget. The ready slots are listed in `stateFile` so a restarted
+ * daemon removes the ones a crash left behind.
+ */
+export class NetPool {
+  private ready: SlotAddrs[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private filling: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly alloc: SlotAllocator,
+    private readonly target: number,
+    private readonly stateFile: string,
+    private readonly onError: (e: unknown) => void = () => {},
+  ) {}
+
+  /** Removes namespaces an earlier daemon had pooled (they carry no VM). */
+  async init(isClaimed: (slot: number) => boolean): Promise<void> {
+    const { readFile } = await import("node:fs/promises");
+    let slots: number[] = [];
+    try {
+      slots = JSON.parse(await readFile(this.stateFile, "utf8")) as number[];
+    } catch {
+      // no pool file yet
+    }
+    for (const s of slots)
+      if (Number.isInteger(s) && !isClaimed(s)) await teardownSlot(s).catch(this.onError);
+    await this.persist();
+    this.schedule(0);
+  }
+
+  private async persist(): Promise<void> {
+    const { writeFile, rename } = await import("node:fs/promises");
+    const tmp = `${this.stateFile}.tmp`;
+    await writeFile(tmp, JSON.stringify(this.ready.map((r) => r.slot)));
+    await rename(tmp, this.stateFile);
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.closed || this.target <= 0 || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.filling ??= this.fill().finally(() => {
+        this.filling = undefined;
+      });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private async fill(): Promise<void> {
+    while (!this.closed && this.ready.length < this.target) {
+      const s = this.alloc.allocate();
+      try {
+        const a = await setupSlot(s);
+        if (this.closed) {
+          await teardownSlot(s);
+          this.alloc.release(s);
+          return;
+        }
+        this.ready.push(a);
+        await this.persist();
+      } catch (e) {
+        this.alloc.release(s);
+        this.onError(e);
+        return;
+      }
+    }
+  }
+
+  /** A ready namespace for a new VM (the caller owns the slot from now on). */
+  async acquire(): Promise<SlotAddrs> {
+    const a = this.ready.shift();
+    // Refill once the VM being started has had the CPU to itself for a moment.
+    this.schedule(300);
+    if (a) {
+      await this.persist();
+      return a;
+    }
+    const s = this.alloc.allocate();
+    try {
+      return await setupSlot(s);
+    } catch (e) {
+      this.alloc.release(s);
+      throw e;
+    }
+  }
+
+  /** Tears the pooled namespaces down (VMs' own namespaces are left alone). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.filling;
+    const left = this.ready.splice(0);
+    for (const a of left) {
+      await teardownSlot(a.slot).catch(this.onError);
+      this.alloc.release(a.slot);
+    }
+    await this.persist().catch(() => undefined);
+  }
+
+  /** Slots currently pooled (not owned by any VM). */
+  pooled(): number[] {
+    return this.ready.map((r) => r.slot);
+  }
+}

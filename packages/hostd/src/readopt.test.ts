@@ -1,0 +1,116 @@
+/**
+ * kill -9 of the host daemon, then a new one re-adopts the running VMs: the daemon runs in a child Node
+ * process, creates a VM and is killed with SIGKILL; the VM must keep running and a new daemon on the same
+ * data dir must list it, exec in it, and never start it twice.
+ *
+ *   node --test --test-concurrency=1 packages/hostd/dist/readopt.test.js
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { after, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import type { HostEvent } from "@createos-sandbox/protocol";
+import { LocalHostDaemon } from "./hostd.js";
+import { TEST_IMAGE, hostFootprint, sh, spec, tempDataDir } from "./testutil.test.js";
+
+const dataDir = tempDataDir("readopt");
+let d: LocalHostDaemon | undefined;
+
+after(async () => {
+  if (d) {
+    for (const v of await d.list()) await d.destroy(v.sandbox_id);
+    await d.close();
+  }
+});
+
+/** Runs a daemon in a child process that creates `ids` and reports them, then waits to be killed. */
+function childDaemon(
+  ids: string[],
+): Promise<{ kill: () => Promise<void>; created: { sandbox_id: string; pid: number }[] }> {
+  const hostdUrl = new URL("./hostd.js", import.meta.url).href;
+  const specs = ids.map((id) => spec({ sandbox_id: id, image: TEST_IMAGE }));
+  const code = `
+    const { LocalHostDaemon } = await import(${JSON.stringify(hostdUrl)});
+    const d = await LocalHostDaemon.open({ dataDir: ${JSON.stringify(dataDir)} });
+    for (const s of ${JSON.stringify(specs)}) await d.create(s);
+    const out = await d.list();
+    await d.exec(out[0].sandbox_id, { argv: ["sh", "-c", "echo before-kill > /tmp/mark"] });
+    process.stdout.write(JSON.stringify(out) + "\\n");
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", code], {
+    stdio: ["ignore", "pipe", "inherit"],
+    cwd: fileURLToPath(new URL(".", import.meta.url)),
+  });
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    child.stdout.on("data", (c: Buffer) => {
+      buf += c.toString();
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) {
+        resolve({
+          created: JSON.parse(buf.slice(0, nl)) as { sandbox_id: string; pid: number }[],
+          kill: () =>
+            new Promise<void>((r) => {
+              child.once("exit", () => r());
+              child.kill("SIGKILL");
+            }),
+        });
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`child daemon exited early (${code})`)));
+  });
+}
+
+test("kill -9 of the host daemon, then a new one re-adopts running VMs", { timeout: 600_000 }, async () => {
+  const ids = [`ra-${process.pid}-a`, `ra-${process.pid}-b`];
+  const child = await childDaemon(ids);
+  assert.equal(child.created.length, 2);
+  await child.kill();
+
+  // The VMs outlived their daemon.
+  const fp = hostFootprint(dataDir);
+  for (const c of child.created) assert.ok(fp.qemu.includes(c.pid), `QEMU ${c.pid} died with the daemon`);
+
+  // One VM dies while no daemon runs: the next daemon must report it, not resurrect it.
+  const dead = child.created[1];
+  assert.ok(dead);
+  process.kill(dead.pid, "SIGKILL");
+  await new Promise((r) => setTimeout(r, 300));
+
+  d = await LocalHostDaemon.open({ dataDir });
+  const events: HostEvent[] = [];
+  d.onEvent((e) => events.push(e));
+  await new Promise((r) => setTimeout(r, 50));
+
+  const listed = await d.list();
+  const alive = child.created[0];
+  assert.ok(alive);
+  assert.deepEqual(
+    listed.map((v) => [v.sandbox_id, v.pid]),
+    [[alive.sandbox_id, alive.pid]],
+    "the live VM is re-adopted with the same QEMU process (not restarted); the dead one is not",
+  );
+  assert.ok(events.some((e) => e.type === "vm_exited" && e.sandbox_id === dead.sandbox_id));
+  assert.equal((await sh(d, alive.sandbox_id, "cat /tmp/mark")).trim(), "before-kill");
+  assert.equal((await sh(d, alive.sandbox_id, "echo after-readopt")).trim(), "after-readopt");
+
+  // A second restart (graceful this time) re-adopts again without double-starting.
+  await d.close();
+  d = await LocalHostDaemon.open({ dataDir });
+  const again = await d.list();
+  assert.deepEqual(
+    again.map((v) => v.pid),
+    [alive.pid],
+  );
+  assert.equal((await sh(d, alive.sandbox_id, "echo third")).trim(), "third");
+  await assert.rejects(
+    d.create(spec({ sandbox_id: alive.sandbox_id })),
+    (e: Error & { code?: string }) => e.code === "conflict",
+  );
+
+  await d.destroy(alive.sandbox_id);
+  const left = hostFootprint(dataDir);
+  assert.deepEqual(left.qemu, []);
+  assert.deepEqual(left.vmFiles, []);
+});

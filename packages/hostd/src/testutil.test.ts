@@ -1,0 +1,112 @@
+/**
+ * Helpers shared by the VM integration tests (named *.test.ts so it lives with them; it registers no test).
+ */
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import type { ExecRequest, VmSpec } from "@createos-sandbox/protocol";
+import type { LocalHostDaemon } from "./hostd.js";
+
+export const TEST_IMAGE = process.env.CREATEOS_TEST_IMAGE ?? "debian:12";
+
+export function tempDataDir(tag: string): string {
+  return mkdtempSync(join(tmpdir(), `csb-${tag}-`));
+}
+
+let n = 0;
+export function spec(over: Partial<VmSpec> = {}): VmSpec {
+  n++;
+  const id = over.sandbox_id ?? `t${process.pid}-${n}-${Math.random().toString(36).slice(2, 7)}`;
+  return {
+    sandbox_id: id,
+    hostname: over.hostname ?? `h-${id}`.slice(0, 60).replace(/[^A-Za-z0-9-]/g, "-"),
+    image: TEST_IMAGE,
+    vcpu: 1,
+    mem_mib: 256,
+    disk_mib: 2048,
+    envs: {},
+    ...over,
+  };
+}
+
+export async function run(
+  d: LocalHostDaemon,
+  id: string,
+  argv: string[],
+  extra: Omit<ExecRequest, "argv"> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const r = await d.exec(
+    id,
+    { argv, ...extra },
+    { onStdout: (c) => out.push(Buffer.from(c)), onStderr: (c) => err.push(Buffer.from(c)) },
+  );
+  if (r.error) throw new Error(`exec ${argv.join(" ")}: ${r.error}`);
+  return { code: r.exit_code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+}
+
+export async function sh(d: LocalHostDaemon, id: string, script: string): Promise<string> {
+  const r = await run(d, id, ["sh", "-c", script]);
+  if (r.code !== 0) throw new Error(`sh -c ${script} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+export function sha256(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+export async function drain(r: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of r) chunks.push(Buffer.from(c as Buffer));
+  return Buffer.concat(chunks);
+}
+
+export function bufferStream(b: Buffer, chunk = 256 * 1024): Readable {
+  let off = 0;
+  return new Readable({
+    read() {
+      if (off >= b.length) this.push(null);
+      else {
+        this.push(b.subarray(off, off + chunk));
+        off += chunk;
+      }
+    },
+  });
+}
+
+/** What a VM could leave behind on the host, counted. */
+export function hostFootprint(dataDir: string): {
+  netns: string[];
+  links: string[];
+  qemu: number[];
+  vmFiles: string[];
+  routes: string[];
+} {
+  const netns = existsSync("/run/netns") ? readdirSync("/run/netns").filter((x) => x.startsWith("csb-")) : [];
+  const links = execFileSync("ip", ["-o", "link", "show"], { encoding: "utf8" })
+    .split("\n")
+    .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? "")
+    .filter((x) => x.startsWith("csbv"));
+  const qemu: number[] = [];
+  for (const p of readdirSync("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8");
+      if (cmd.startsWith("qemu-system") && cmd.includes(dataDir)) qemu.push(Number(p));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const vmsDir = join(dataDir, "hostd", "vms");
+  const vmFiles = existsSync(vmsDir) ? readdirSync(vmsDir) : [];
+  const routes = execFileSync("ip", ["route", "show"], { encoding: "utf8" })
+    .split("\n")
+    .filter((l) => l.includes("csbv"));
+  return { netns, links, qemu, vmFiles, routes };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

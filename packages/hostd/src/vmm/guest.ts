@@ -1,0 +1,83 @@
+/**
+ * The guest side as the lifecycle code needs it: one agent connection per VM over the VM's virtio-serial
+ * socket. A thin adapter over `AgentClient` (packages/hostd/src/agent/client.ts) so lifecycle code
+ * depends on the few calls it makes, not on the client's whole surface.
+ */
+import type { Duplex, Readable } from "node:stream";
+import {
+  type ExecEvents,
+  type ExecRequest,
+  type ExecResult,
+  type FileStat,
+  HostdError,
+  type PtyRequest,
+  type PtySession,
+} from "@createos-sandbox/protocol";
+import { AgentClient, toHostdError } from "../agent/client.js";
+
+export interface AgentLike {
+  hello(): Promise<void>;
+  configure(p: {
+    hostname: string;
+    envs: Record<string, string>;
+    time_ns: number;
+    entropy: string;
+  }): Promise<void>;
+  sync(p: { time_ns: number; entropy: string }): Promise<void>;
+  quiesce(): Promise<void>;
+  resizeFs(device: string): Promise<void>;
+  exec(req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult>;
+  openPty(req: PtyRequest): Promise<PtySession>;
+  readFile(path: string): Promise<{ stat: FileStat; body: Readable }>;
+  writeFile(path: string, body: Readable, mode?: number): Promise<{ bytes: number }>;
+  connectTcp(port: number): Promise<Duplex>;
+  onSelf(fn: (action: "pause" | "delete", reason?: string) => void): void;
+  close(): void;
+}
+
+/** Connects to the agent socket and waits until the agent answers `hello` (the readiness probe). */
+export async function connectAgent(socketPath: string, timeoutMs: number): Promise<AgentLike> {
+  const c = new AgentClient(socketPath);
+  try {
+    await c.hello({ timeoutMs });
+  } catch (e) {
+    c.close();
+    throw new HostdError(
+      "agent_unreachable",
+      `the guest agent did not answer within ${timeoutMs} ms (${(e as Error).message}); see console.log in the VM dir`,
+    );
+  }
+  const w = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (e) {
+      throw toHostdError(e);
+    }
+  };
+  return {
+    hello: async () => {
+      await w(c.hello({ timeoutMs: 10_000 }));
+    },
+    configure: async (p) => {
+      await w(c.configure(p));
+    },
+    sync: async (p) => {
+      await w(c.sync(p));
+    },
+    quiesce: async () => {
+      await w(c.quiesce());
+    },
+    resizeFs: async (device) => {
+      await w(c.resizeFs(device));
+    },
+    exec: (req, events, signal) => w(c.exec(req, events, signal)),
+    openPty: (req) => w(c.openPty(req)),
+    readFile: (path) => w(c.readFile(path)),
+    writeFile: (path, body, mode) => w(c.writeFile(path, body, mode)),
+    connectTcp: (port) => w(c.connectTcp(port)),
+    onSelf: (fn) => {
+      c.on("self", (ev: { action: "pause" | "delete"; reason?: string }) => fn(ev.action, ev.reason));
+    },
+    close: () => c.close(),
+  };
+}

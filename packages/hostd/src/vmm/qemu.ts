@@ -1,0 +1,374 @@
+/**
+ * QEMU `microvm` driver. Guest RAM is a `memory-backend-file,share=on` file so a snapshot never copies
+ * RAM through the migration stream: with the `x-ignore-shared` capability the stream carries only device
+ * and vCPU state (~50 KB), and the RAM file itself is the memory image.
+ *
+ * QEMU runs with `-daemonize` (inside the sandbox's network namespace when given), so it is not our
+ * child: VMs outlive the host daemon and the next one re-adopts them through the pidfile and QMP socket.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type Accel, HostdError } from "@createos-sandbox/protocol";
+import { pidAlive, procCmdline, procGone, signal, spawnDaemon } from "../sys/index.js";
+import type { Machine, MachineConfig, MachinePaths, MachineState, VmmDriver } from "./driver.js";
+import { QmpClient } from "./qmp.js";
+
+export const QEMU_BIN = "qemu-system-x86_64";
+
+export function machinePaths(dir: string): MachinePaths {
+  return {
+    qmp: join(dir, "qmp.sock"),
+    agent: join(dir, "agent.sock"),
+    console: join(dir, "console.log"),
+    pidfile: join(dir, "qemu.pid"),
+  };
+}
+
+/** Single-quote for the `/bin/sh -c` that QEMU's `exec:` migration transport runs. */
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The QEMU argument vector for a machine. Restore adds `-incoming defer` to the very same devices. */
+export function qemuArgs(c: MachineConfig, p: MachinePaths, opts: { incoming: boolean }): string[] {
+  const accel =
+    c.accel === "kvm"
+      ? ["-accel", "kvm", "-cpu", "host"]
+      : ["-accel", `tcg,tb-size=${c.tbSizeMib ?? 32}`, "-cpu", "max"];
+  const args = [
+    "-name",
+    "createos,debug-threads=off",
+    "-M",
+    // pit/pic off: the guest uses the TSC (calibrated from the command line) and the IOAPIC; rtc on so the
+    // guest gets a wall clock at boot before the agent's configure sets it precisely.
+    "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off,acpi=off,memory-backend=mem",
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
+    ...accel,
+    "-smp",
+    String(c.vcpu),
+    "-m",
+    `${c.memMib}M`,
+    "-object",
+    `memory-backend-file,id=mem,size=${c.memMib}M,mem-path=${c.ramPath},share=on`,
+    "-kernel",
+    c.kernel,
+    "-append",
+    c.cmdline,
+    "-drive",
+    `file=${c.diskPath},format=qcow2,if=none,id=root,cache=writeback,discard=unmap,aio=threads`,
+    "-device",
+    "virtio-blk-device,drive=root",
+    "-device",
+    "virtio-serial-device,max_ports=2",
+    "-chardev",
+    `socket,id=agent,path=${p.agent},server=on,wait=off`,
+    "-device",
+    "virtserialport,chardev=agent,name=org.createos.agent",
+    "-device",
+    "virtio-rng-device",
+    "-serial",
+    `file:${p.console}`,
+    "-qmp",
+    `unix:${p.qmp},server=on,wait=off`,
+    "-pidfile",
+    p.pidfile,
+    "-daemonize",
+    "-no-reboot",
+  ];
+  if (c.tap) {
+    args.push(
+      "-netdev",
+      `tap,id=n0,ifname=${c.tap},script=no,downscript=no`,
+      "-device",
+      `virtio-net-device,netdev=n0,mac=${c.mac}`,
+    );
+  }
+  if (opts.incoming) args.push("-S", "-incoming", "defer");
+  return args;
+}
+
+class QemuMachine implements Machine {
+  state: MachineState = "configured";
+  pid: number | undefined;
+  readonly paths: MachinePaths;
+  private qmp: QmpClient | undefined;
+  private resolveExited!: (reason: string) => void;
+  readonly exited: Promise<string>;
+  private watching = false;
+
+  constructor(readonly config: MachineConfig) {
+    this.paths = machinePaths(config.dir);
+    this.exited = new Promise((r) => {
+      this.resolveExited = r;
+    });
+  }
+
+  private need(...states: MachineState[]): void {
+    if (!states.includes(this.state)) {
+      throw new HostdError("conflict", `VM is ${this.state}; this action needs it ${states.join(" or ")}`);
+    }
+  }
+
+  private get q(): QmpClient {
+    if (!this.qmp || this.qmp.closed) throw new HostdError("conflict", "the VM's QEMU is not running");
+    return this.qmp;
+  }
+
+  private async launch(incoming: boolean): Promise<void> {
+    const c = this.config;
+    await mkdir(c.dir, { recursive: true });
+    await rm(this.paths.qmp, { force: true });
+    await rm(this.paths.agent, { force: true });
+    await rm(this.paths.pidfile, { force: true });
+    await spawnDaemon(QEMU_BIN, qemuArgs(c, this.paths, { incoming }), { netns: c.netns, timeoutMs: 30_000 });
+    const pid = Number(readFileSync(this.paths.pidfile, "utf8").trim());
+    if (!Number.isInteger(pid) || pid <= 0)
+      throw new HostdError("internal", `bad QEMU pidfile ${this.paths.pidfile}`);
+    this.pid = pid;
+    await this.attach(await QmpClient.connect(this.paths.qmp));
+  }
+
+  async attach(qmp: QmpClient): Promise<void> {
+    this.qmp = qmp;
+    // Device state only; RAM stays in the shared file. Set once so pause needs no extra round trip.
+    await qmp.execute("migrate-set-capabilities", {
+      capabilities: [
+        { capability: "x-ignore-shared", state: true },
+        { capability: "events", state: true },
+      ],
+    });
+    this.watch();
+  }
+
+  private watch(): void {
+    if (this.watching || !this.qmp) return;
+    this.watching = true;
+    const qmp = this.qmp;
+    let reason = "QEMU exited";
+    qmp.on("event", (e: { event: string; data?: Record<string, unknown> }) => {
+      if (e.event === "SHUTDOWN") reason = `guest shut down (${String(e.data?.reason ?? "unknown")})`;
+    });
+    qmp.once("close", () => {
+      void (async () => {
+        // The QMP socket closes a moment before the process is reaped.
+        for (let i = 0; i < 200 && this.pid !== undefined && !procGone(this.pid); i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        if (this.pid !== undefined && !procGone(this.pid)) signal(this.pid, "SIGKILL");
+        this.state = "stopped";
+        this.resolveExited(reason);
+      })();
+    });
+  }
+
+  /** Drop the QMP connection and leave QEMU running (the next daemon re-adopts it). */
+  detach(): void {
+    this.watching = true;
+    this.qmp?.removeAllListeners("close");
+    this.qmp?.close();
+  }
+
+  async start(): Promise<void> {
+    this.need("configured");
+    this.state = "running";
+    try {
+      await this.launch(false);
+    } catch (e) {
+      await this.stop(0);
+      throw e;
+    }
+  }
+
+  async restore(statePath: string): Promise<void> {
+    this.need("configured");
+    this.state = "paused";
+    try {
+      await this.launch(true);
+      const q = this.q;
+      const done = this.migrationDone(q, 60_000);
+      await q.execute("migrate-incoming", { uri: `exec:cat ${shq(statePath)}` });
+      await done;
+    } catch (e) {
+      await this.stop(0);
+      throw e;
+    }
+  }
+
+  /** Waits for the MIGRATION event (or a query-migrate poll, in case the event raced) to settle. */
+  private async migrationDone(q: QmpClient, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let settled: string | undefined;
+    const onEv = (e: { event: string; data?: Record<string, unknown> }) => {
+      if (e.event !== "MIGRATION") return;
+      const s = String(e.data?.status);
+      if (s === "completed" || s === "failed" || s === "cancelled") settled = s;
+    };
+    q.on("event", onEv);
+    try {
+      let polls = 0;
+      while (settled === undefined) {
+        if (q.closed) throw new HostdError("internal", "QEMU exited during migration");
+        if (Date.now() > deadline) throw new HostdError("internal", "snapshot state transfer timed out");
+        await new Promise((r) => setTimeout(r, 2));
+        if (++polls % 10 === 0) {
+          const info = await q.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
+          if (info.status === "completed" || info.status === "failed" || info.status === "cancelled")
+            settled = info.status;
+          if (info.status === "failed")
+            throw new HostdError("internal", `migration failed: ${info["error-desc"]}`);
+        }
+      }
+      if (settled !== "completed") {
+        const info = await q.execute<{ "error-desc"?: string }>("query-migrate").catch(() => ({}));
+        throw new HostdError(
+          "internal",
+          `VM state transfer ${settled}: ${(info as { "error-desc"?: string })["error-desc"] ?? "see console.log"}`,
+        );
+      }
+    } finally {
+      q.off("event", onEv);
+    }
+  }
+
+  async resume(): Promise<void> {
+    this.need("paused");
+    await this.q.execute("cont");
+    this.state = "running";
+  }
+
+  async pause(): Promise<void> {
+    this.need("running");
+    await this.q.execute("stop");
+    this.state = "paused";
+  }
+
+  async snapshot(statePath: string): Promise<void> {
+    this.need("paused");
+    const q = this.q;
+    const done = this.migrationDone(q, 60_000);
+    await q.execute("migrate", { uri: `exec:cat > ${shq(statePath)}` });
+    await done;
+  }
+
+  async resizeDisk(bytes: number): Promise<void> {
+    this.need("running", "paused");
+    await this.q.execute("block_resize", { device: "root", size: bytes });
+  }
+
+  async stop(graceMs = 2000): Promise<void> {
+    if (this.state === "stopped" && (this.pid === undefined || procGone(this.pid))) return;
+    const pid = this.pid;
+    if (this.qmp && !this.qmp.closed && graceMs > 0) {
+      await Promise.race([
+        this.qmp.execute("quit").catch(() => undefined),
+        new Promise((r) => setTimeout(r, graceMs)),
+      ]);
+      await Promise.race([this.qmp.whenClosed(), new Promise((r) => setTimeout(r, graceMs))]);
+    }
+    if (pid !== undefined) {
+      const deadline = Date.now() + Math.max(graceMs, 200);
+      while (!procGone(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      if (!procGone(pid)) {
+        signal(pid, "SIGKILL");
+        for (let i = 0; i < 500 && !procGone(pid); i++) await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    this.qmp?.close();
+    this.state = "stopped";
+    if (!this.watching) this.resolveExited("stopped");
+  }
+}
+
+/** True when `pid` is a QEMU of ours serving the VM in `dir`. */
+export function isOurQemu(pid: number, dir: string): boolean {
+  if (!pidAlive(pid) || procGone(pid)) return false;
+  const argv = procCmdline(pid);
+  if (!argv) return false;
+  return (argv[0] ?? "").includes("qemu-system") && argv.some((a) => a.includes(join(dir, "qmp.sock")));
+}
+
+export class QemuDriver implements VmmDriver {
+  readonly name = "qemu";
+
+  configure(config: MachineConfig): Machine {
+    return new QemuMachine(config);
+  }
+
+  async adopt(config: MachineConfig, pid: number): Promise<Machine | undefined> {
+    if (!isOurQemu(pid, config.dir)) return undefined;
+    const m = new QemuMachine(config);
+    m.pid = pid;
+    let qmp: QmpClient;
+    try {
+      qmp = await QmpClient.connect(m.paths.qmp, 3000);
+    } catch {
+      return undefined;
+    }
+    await m.attach(qmp);
+    const st = await qmp.execute<{ status: string; running: boolean }>("query-status");
+    m.state = st.running ? "running" : "paused";
+    return m;
+  }
+
+  /**
+   * Boots the kernel under KVM with an init that does not exist: a working KVM prints the kernel's panic
+   * within a second or two; a PVM host (or no KVM) hangs or fails and we fall back to TCG.
+   */
+  async probeAccel(kernel: string): Promise<Accel> {
+    if (!existsSync("/dev/kvm")) return "tcg";
+    const { spawn } = await import("node:child_process");
+    return new Promise<Accel>((resolve) => {
+      const child = spawn(
+        QEMU_BIN,
+        [
+          "-M",
+          "microvm,x-option-roms=off,isa-serial=on,acpi=off",
+          "-accel",
+          "kvm",
+          "-cpu",
+          "host",
+          "-m",
+          "128M",
+          "-nodefaults",
+          "-no-user-config",
+          "-nographic",
+          "-no-reboot",
+          "-kernel",
+          kernel,
+          "-append",
+          "console=ttyS0 acpi=off panic=-1 init=/createos-kvm-probe-no-such-init",
+          "-serial",
+          "stdio",
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let out = "";
+      let done = false;
+      const finish = (a: Accel) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        child.kill("SIGKILL");
+        resolve(a);
+      };
+      const timer = setTimeout(() => finish("tcg"), 8000);
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        out += d;
+        if (/Kernel panic|Run \/createos-kvm-probe|No working init/.test(out)) finish("kvm");
+        if (out.length > 1_000_000) out = out.slice(-10_000);
+      });
+      child.on("error", () => finish("tcg"));
+      child.on("exit", () => finish(/Kernel panic|No working init/.test(out) ? "kvm" : "tcg"));
+    });
+  }
+}
+
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const tmp = `${path}.tmp${process.pid}`;
+  await writeFile(tmp, JSON.stringify(value, null, 2));
+  const { rename } = await import("node:fs/promises");
+  await rename(tmp, path);
+}
