@@ -108,7 +108,8 @@ export function parseRetryAfterSeconds(
   const trimmed = value.trim();
   if (trimmed === "") return undefined;
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.max(0, Number(trimmed));
-  const date = Date.parse(trimmed);
+  // Only an HTTP-date has letters; Date.parse would read "-5" as a year.
+  const date = /[a-z]/i.test(trimmed) ? Date.parse(trimmed) : Number.NaN;
   if (Number.isFinite(date)) return Math.max(0, Math.round((date - now) / 1000));
   return undefined;
 }
