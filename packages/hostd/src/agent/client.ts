@@ -462,7 +462,7 @@ export class AgentClient extends EventEmitter {
 
   /** The live connection, connecting (and saying hello) first when there is none. */
   private session(): Promise<Conn> {
-    if (this.conn && this.conn.ready && !this.conn.closed) return Promise.resolve(this.conn);
+    if (this.conn?.ready && !this.conn.closed) return Promise.resolve(this.conn);
     if (!this.connecting) {
       this.connecting = this.waitReady()
         .then(() => {
