@@ -1,0 +1,155 @@
+/**
+ * The API error catalog: every error the control plane answers, one row per code.
+ *
+ * Routes never invent a status or a message: they throw `apiError(code, params)` and the catalog decides the
+ * HTTP status, whether the body is a JSend `fail` (4xx, `data` = field→message) or `error` (5xx), and the
+ * wording. `docs/errors.md` documents the same table; a test fails when the two drift.
+ *
+ * `field` names the key of the fail object. `message` is a template: `{name}` is replaced by `params.name`.
+ * Codes are stable identifiers for logs, metrics and docs; they are not sent on the wire, because published
+ * clients join every value of the fail object into the user-visible message.
+ */
+export interface ErrorSpec {
+  status: number;
+  /** Key of the JSend fail object. `*` = the caller supplies the field (validation errors). */
+  field: string;
+  message: string;
+  /** Seconds for `Retry-After` (429/503). */
+  retryAfter?: number;
+}
+
+export const ERROR_CATALOG = {
+  validation: { status: 400, field: "*", message: "{message}" },
+  malformed_json: { status: 400, field: "body", message: "malformed JSON: {detail}" },
+  body_not_object: { status: 400, field: "body", message: "request body must be a JSON object" },
+  unsupported_content_type: {
+    status: 400,
+    field: "content-type",
+    message: "expected application/json, got {type}",
+  },
+  bad_request_line: { status: 400, field: "request", message: "malformed HTTP request" },
+  headers_too_large: { status: 400, field: "headers", message: "request headers too large" },
+  upgrade_required: {
+    status: 400,
+    field: "upgrade",
+    message: "this endpoint needs `Connection: Upgrade` and `Upgrade: tcp-tunnel` over HTTP/1.1",
+  },
+  auth_missing: { status: 401, field: "auth", message: "missing api key" },
+  auth_invalid: { status: 401, field: "auth", message: "invalid api key" },
+  access_token_scope: {
+    status: 403,
+    field: "auth",
+    message: "a sandbox access token may only drive runtime operations of its own sandbox",
+  },
+  limit_running: {
+    status: 403,
+    field: "limit",
+    message: "running sandbox limit reached ({limit}); pause or destroy one first",
+  },
+  limit_networks: {
+    status: 403,
+    field: "limit",
+    message: "network limit reached ({limit}); delete one first",
+  },
+  route_not_found: { status: 404, field: "route", message: "no route for {method} {path}" },
+  sandbox_not_found: { status: 404, field: "sandbox", message: "sandbox {id} not found" },
+  network_not_found: { status: 404, field: "network", message: "network {id} not found" },
+  disk_not_found: { status: 404, field: "disk", message: "disk {id} not found" },
+  template_not_found: { status: 404, field: "template", message: "template {id} not found" },
+  file_not_found: { status: 404, field: "path", message: "no such file: {path}" },
+  access_token_not_found: { status: 404, field: "access_token", message: "sandbox {id} has no access token" },
+  method_not_allowed: { status: 405, field: "method", message: "{method} is not allowed on {path}" },
+  state_conflict: { status: 409, field: "status", message: "cannot {action} a sandbox that is {status}" },
+  access_token_exists: {
+    status: 409,
+    field: "access_token",
+    message: "sandbox {id} already has an access token; rotate or delete it",
+  },
+  network_in_use: {
+    status: 409,
+    field: "network",
+    message: "network {id} still has {count} member(s); detach them first",
+  },
+  name_taken: {
+    status: 400,
+    field: "name",
+    message: "a {kind} named {name} already exists",
+  },
+  body_too_large: { status: 413, field: "body", message: "request body exceeds {limit} bytes" },
+  file_too_large: { status: 413, field: "body", message: "file exceeds the {limit}-byte transfer limit" },
+  engine_too_large: { status: 413, field: "body", message: "{message}" },
+  rate_limited: {
+    status: 429,
+    field: "rate",
+    message: "rate limit exceeded: {rate} requests/s per key (burst {burst})",
+    retryAfter: 1,
+  },
+  internal: { status: 500, field: "", message: "internal error" },
+  not_implemented: {
+    status: 501,
+    field: "",
+    message: "{feature} is not available yet: it lands with the {issue} issue",
+  },
+  upstream_connect_failed: {
+    status: 502,
+    field: "",
+    message: "could not connect to port {port} in the sandbox",
+  },
+  host_unavailable: { status: 503, field: "", message: "no usable host: {reason}", retryAfter: 5 },
+  host_capacity: { status: 503, field: "", message: "no host capacity: {reason}", retryAfter: 5 },
+  disks_not_configured: {
+    status: 503,
+    field: "",
+    message: "disks are not configured on this server: S3 disks land with the disks issue",
+    retryAfter: 3600,
+  },
+  agent_unreachable: {
+    status: 503,
+    field: "",
+    message: "the sandbox's agent did not answer: {reason}",
+    retryAfter: 2,
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ApiErrorCode = keyof typeof ERROR_CATALOG;
+
+/** An error a route throws; the HTTP layer renders it as JSend using the catalog row. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly retryAfter: number | undefined;
+  /** JSend `fail` data (4xx). */
+  readonly data: Record<string, string> | undefined;
+
+  constructor(
+    readonly code: ApiErrorCode,
+    params: Record<string, string | number> = {},
+    /** Validation errors: field → message. */
+    fields?: Record<string, string>,
+  ) {
+    const spec: ErrorSpec = ERROR_CATALOG[code];
+    const message = renderTemplate(spec.message, params);
+    super(message);
+    this.name = "ApiError";
+    this.status = spec.status;
+    this.retryAfter = spec.retryAfter;
+    if (spec.status < 500) {
+      this.data = fields ?? { [spec.field]: message };
+    }
+  }
+}
+
+export function apiError(code: ApiErrorCode, params?: Record<string, string | number>): ApiError {
+  return new ApiError(code, params);
+}
+
+/** A 400 naming each offending field. */
+export function validationError(fields: Record<string, string>): ApiError {
+  return new ApiError("validation", { message: Object.values(fields).join("; ") }, fields);
+}
+
+export function renderTemplate(template: string, params: Record<string, string | number>): string {
+  return template.replace(/\{(\w+)\}/g, (whole, key: string) => {
+    const v = params[key];
+    return v === undefined ? whole : String(v);
+  });
+}

@@ -1,0 +1,67 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+/** Everything an operator can tune; read once at start from flags and environment. */
+export interface ServerConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  region: string;
+  /** Token bucket per credential, kept in memory per replica. */
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  maxRunningPerTenant: number;
+  maxNetworksPerTenant: number;
+  schedulerIntervalMs: number;
+  /** Lower bound of `auto_pause_after_seconds`; 60 by protocol, lowered only by tests. */
+  autoPauseMinSeconds: number;
+  maxFileBytes: number;
+  maxJsonBodyBytes: number;
+  maxHeaderBytes: number;
+  /** Seconds between heartbeats on a quiet exec stream. */
+  execHeartbeatMs: number;
+  /** Public domain for ingress URLs; ingress URLs are omitted when unset. */
+  ingressDomain: string | undefined;
+  /** "local" = open the in-process host daemon; "none" = serve the API without an engine. */
+  hostd: "local" | "none";
+  defaultImage: string | undefined;
+}
+
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.CREATEOS_SANDBOX_DATA_DIR || join(homedir(), ".local", "share", "createos-sandbox");
+}
+
+function num(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${raw}`);
+  return n;
+}
+
+export function loadConfig(
+  flags: { dataDir?: string; host?: string; port?: number },
+  env: NodeJS.ProcessEnv = process.env,
+): ServerConfig {
+  const hostd = env.CREATEOS_SANDBOX_HOSTD ?? "local";
+  if (hostd !== "local" && hostd !== "none") throw new Error("CREATEOS_SANDBOX_HOSTD must be local or none");
+  return {
+    dataDir: flags.dataDir ?? defaultDataDir(env),
+    host: flags.host ?? "127.0.0.1",
+    port: flags.port ?? 8080,
+    region: env.CREATEOS_SANDBOX_REGION || "local",
+    rateLimitPerSecond: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_RPS", 50),
+    rateLimitBurst: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_BURST", 200),
+    maxRunningPerTenant: num(env, "CREATEOS_SANDBOX_MAX_RUNNING_PER_TENANT", 20),
+    maxNetworksPerTenant: num(env, "CREATEOS_SANDBOX_MAX_NETWORKS_PER_TENANT", 10),
+    schedulerIntervalMs: num(env, "CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS", 5000),
+    autoPauseMinSeconds: num(env, "CREATEOS_SANDBOX_AUTO_PAUSE_MIN_SECONDS", 60),
+    maxFileBytes: num(env, "CREATEOS_SANDBOX_MAX_FILE_BYTES", 500 * 1024 * 1024),
+    maxJsonBodyBytes: 1024 * 1024,
+    maxHeaderBytes: 16 * 1024,
+    execHeartbeatMs: num(env, "CREATEOS_SANDBOX_EXEC_HEARTBEAT_MS", 5000),
+    ingressDomain: env.CREATEOS_SANDBOX_INGRESS_DOMAIN || undefined,
+    hostd,
+    defaultImage: env.CREATEOS_SANDBOX_DEFAULT_IMAGE || undefined,
+  };
+}

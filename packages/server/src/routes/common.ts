@@ -1,0 +1,49 @@
+import type { HostDaemon } from "@createos-sandbox/protocol";
+import { apiError } from "@createos-sandbox/protocol";
+import type { RootfsInfo } from "../catalog.js";
+import type { ServerConfig } from "../config.js";
+import type { Ctx } from "../http/core.js";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import type { HostRef, Sandboxes } from "../sandboxes.js";
+import type { SandboxRow, Store } from "../store/types.js";
+import { canonicalSandboxId } from "../ulid.js";
+
+export interface App {
+  cfg: ServerConfig;
+  store: Store;
+  log: Logger;
+  metrics: Metrics;
+  host: HostRef;
+  sandboxes: Sandboxes;
+  /** The image catalog (engine's when loaded). */
+  images(): Promise<RootfsInfo[]>;
+  schedulerLastOk(): number | undefined;
+}
+
+/** The caller's sandbox by path id, or 404 — also for another tenant's id and for a token of another sandbox. */
+export async function loadSandbox(
+  app: App,
+  ctx: Pick<Ctx, "params" | "principal" | "logFields">,
+  param = "id",
+): Promise<SandboxRow> {
+  const raw = ctx.params[param] ?? "";
+  const id = canonicalSandboxId(raw);
+  const notFound = () => apiError("sandbox_not_found", { id: raw.slice(0, 100) });
+  if (!id) throw notFound();
+  const p = ctx.principal!;
+  if (p.sandbox_id && p.sandbox_id !== id) throw notFound();
+  const row = await app.store.getSandbox(id);
+  if (!row || row.user_id !== p.user_id) throw notFound();
+  ctx.logFields.sandbox_id = id;
+  return row;
+}
+
+/** Runtime calls (exec, files, shell, tunnel) need a running VM. */
+export function requireRunning(row: SandboxRow, action: string): void {
+  if (row.status !== "running") throw apiError("state_conflict", { action, status: row.status });
+}
+
+export function daemonOf(app: App): HostDaemon {
+  return app.sandboxes.daemon();
+}

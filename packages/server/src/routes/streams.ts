@@ -1,0 +1,367 @@
+/**
+ * Byte-moving routes: exec (buffered and NDJSON), files, and the `Upgrade: tcp-tunnel` shell and tunnel.
+ * Bytes flow daemon → this process → client as streams; nothing is buffered whole except buffered exec
+ * output, which is capped.
+ */
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { StringDecoder } from "node:string_decoder";
+import { apiError, validationError } from "@createos-sandbox/protocol";
+import { mapHostdError } from "../hosterr.js";
+import type { Route, UpgradeCtx, UpgradeRoute } from "../http/core.js";
+import { Fields, absolutePathError } from "../validate.js";
+import { type App, loadSandbox, requireRunning } from "./common.js";
+
+const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
+
+function switching(u: UpgradeCtx): string {
+  return `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${u.reqId}\r\n\r\n`;
+}
+
+export function streamRoutes(app: App): Route[] {
+  return [
+    {
+      method: "POST",
+      pattern: "/v1/sandboxes/:id/exec",
+      auth: "runtime",
+      body: "json",
+      handler: async (ctx) => {
+        const f = new Fields(ctx.body);
+        const cmd = f.str("cmd", { required: true, max: 4096 });
+        const args = f.strings("args", { max: 4096 }) ?? [];
+        const stdinRaw = f.raw.stdin;
+        if (stdinRaw !== undefined && stdinRaw !== null && typeof stdinRaw !== "string")
+          f.fail("stdin", "stdin must be a string");
+        const env = f.envs("env");
+        const streamFlag = f.bool("stream");
+        const cwd = f.str("cwd", { max: 4096 });
+        if (cwd && !cwd.startsWith("/")) f.fail("cwd", "cwd must be an absolute path");
+        f.done();
+        const row = await loadSandbox(app, ctx);
+        if (env) {
+          const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
+          if (undeclared.length) {
+            throw validationError({
+              env: `undeclared env key: ${undeclared.join(", ")} (exec env may only override keys declared in the sandbox's envs)`,
+            });
+          }
+        }
+        requireRunning(row, "exec in");
+        const daemon = app.sandboxes.daemon();
+        const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
+        const req = {
+          argv: [cmd!, ...args],
+          ...(env ? { env } : {}),
+          ...(cwd ? { cwd } : {}),
+          ...(typeof stdinRaw === "string" && stdinRaw !== "" ? { stdin: Buffer.from(stdinRaw) } : {}),
+        };
+        const ac = new AbortController();
+        // The client went away before the answer: kill the command (protocol.md §3.1).
+        ctx.res.on("close", () => {
+          if (!ctx.res.writableFinished) ac.abort();
+        });
+        app.sandboxes.streamOpened(row.id);
+        try {
+          if (!streaming) {
+            const out = { stdout: [] as Buffer[], stderr: [] as Buffer[], n: 0 };
+            const keep = (arr: Buffer[]) => (c: Buffer) => {
+              if (out.n + c.length > EXEC_BUFFER_CAP) return;
+              out.n += c.length;
+              arr.push(c);
+            };
+            const r = await daemon
+              .exec(row.id, req, { onStdout: keep(out.stdout), onStderr: keep(out.stderr) }, ac.signal)
+              .catch((e) => {
+                throw mapHostdError(e, { action: "exec in" });
+              });
+            const result: { stdout: string; stderr: string; exit_code: number; error?: string } = {
+              stdout: Buffer.concat(out.stdout).toString("utf8"),
+              stderr: Buffer.concat(out.stderr).toString("utf8"),
+              exit_code: r.exit_code,
+            };
+            if (r.error) result.error = r.error;
+            ctx.logFields.exit_code = r.exit_code;
+            return { data: { result, exec_ms: r.exec_ms } };
+          }
+          await streamExec(app, ctx, row.id, req, ac);
+          return undefined;
+        } finally {
+          app.sandboxes.streamClosed(row.id);
+        }
+      },
+    },
+    {
+      method: "PUT",
+      pattern: "/v1/sandboxes/:id/files",
+      auth: "runtime",
+      body: "raw",
+      handler: async (ctx) => {
+        const path = ctx.query.get("path");
+        const perr = absolutePathError(path);
+        if (perr) throw validationError(perr);
+        const limit = app.cfg.maxFileBytes;
+        const declared = ctx.req.headers["content-length"];
+        if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
+        const row = await loadSandbox(app, ctx);
+        requireRunning(row, "write files to");
+        const daemon = app.sandboxes.daemon();
+        let seen = 0;
+        let over = false;
+        const counter = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            seen += chunk.length;
+            if (seen > limit) {
+              over = true;
+              cb(apiError("file_too_large", { limit }));
+              return;
+            }
+            cb(null, chunk);
+          },
+        });
+        ctx.req.on("error", (e) => counter.destroy(e));
+        ctx.req.pipe(counter);
+        app.sandboxes.streamOpened(row.id);
+        try {
+          const res = await daemon.writeFile(row.id, path!, counter).catch((e) => {
+            throw over
+              ? apiError("file_too_large", { limit })
+              : mapHostdError(e, { action: "write files to", path: path! });
+          });
+          return { data: { path: path!, bytes: res.bytes } };
+        } finally {
+          app.sandboxes.streamClosed(row.id);
+        }
+      },
+    },
+    {
+      method: "GET",
+      pattern: "/v1/sandboxes/:id/files",
+      auth: "runtime",
+      body: "none",
+      handler: async (ctx) => {
+        const path = ctx.query.get("path");
+        const perr = absolutePathError(path);
+        if (perr) throw validationError(perr);
+        const row = await loadSandbox(app, ctx);
+        requireRunning(row, "read files from");
+        const daemon = app.sandboxes.daemon();
+        const { stat, body } = await daemon.readFile(row.id, path!).catch((e) => {
+          throw mapHostdError(e, { action: "read files from", path: path! });
+        });
+        if (stat.size > app.cfg.maxFileBytes) {
+          body.destroy();
+          throw apiError("file_too_large", { limit: app.cfg.maxFileBytes });
+        }
+        ctx.res.writeHead(200, {
+          "content-type": "application/octet-stream",
+          "content-length": stat.size,
+          "x-request-id": ctx.reqId,
+        });
+        app.sandboxes.streamOpened(row.id);
+        try {
+          await pipeline(body, ctx.res);
+        } catch {
+          // Client gone or the guest stream broke: the connection is already cut, nothing to answer.
+          ctx.res.destroy();
+        } finally {
+          app.sandboxes.streamClosed(row.id);
+        }
+        return undefined;
+      },
+    },
+    {
+      method: "POST",
+      pattern: "/v1/sandboxes/:id/shell",
+      auth: "runtime",
+      body: "none",
+      handler: async () => {
+        throw apiError("upgrade_required");
+      },
+    },
+    {
+      method: "POST",
+      pattern: "/v1/sandboxes/:id/tunnel/:port",
+      auth: "runtime",
+      body: "none",
+      handler: async () => {
+        throw apiError("upgrade_required");
+      },
+    },
+  ];
+}
+
+async function streamExec(
+  app: App,
+  ctx: Parameters<Route["handler"]>[0],
+  id: string,
+  req: Parameters<ReturnType<App["sandboxes"]["daemon"]>["exec"]>[1],
+  ac: AbortController,
+): Promise<void> {
+  const res = ctx.res;
+  const daemon = app.sandboxes.daemon();
+  let lastWrite = Date.now();
+  const frame = (obj: Record<string, unknown>) => {
+    if (!res.headersSent) {
+      // Headers wait for the first frame, so a refusal before any output is still a JSend error.
+      res.writeHead(200, {
+        "content-type": "application/x-ndjson",
+        "cache-control": "no-store",
+        "x-request-id": ctx.reqId,
+      });
+    }
+    lastWrite = Date.now();
+    if (!res.destroyed) res.write(`${JSON.stringify(obj)}\n`);
+  };
+  const hbMs = app.cfg.execHeartbeatMs;
+  const hb = setInterval(
+    () => {
+      if (Date.now() - lastWrite >= hbMs - 50) frame({ hb: true });
+    },
+    Math.max(50, Math.floor(hbMs / 5)),
+  );
+  const outDec = new StringDecoder("utf8");
+  const errDec = new StringDecoder("utf8");
+  try {
+    const r = await daemon.exec(
+      id,
+      req,
+      {
+        onStdout: (c) => {
+          const s = outDec.write(c);
+          if (s) frame({ stdout: s });
+        },
+        onStderr: (c) => {
+          const s = errDec.write(c);
+          if (s) frame({ stderr: s });
+        },
+      },
+      ac.signal,
+    );
+    const restOut = outDec.end();
+    if (restOut) frame({ stdout: restOut });
+    const restErr = errDec.end();
+    if (restErr) frame({ stderr: restErr });
+    if (r.error) frame({ error: r.error });
+    frame({ exit_code: r.exit_code });
+    ctx.logFields.exit_code = r.exit_code;
+    res.end();
+  } catch (e) {
+    if (!res.headersSent) throw mapHostdError(e, { action: "exec in" });
+    if (!ac.signal.aborted) {
+      frame({ error: e instanceof Error ? e.message : String(e) });
+      frame({ exit_code: -1 });
+    }
+    res.end();
+  } finally {
+    clearInterval(hb);
+  }
+}
+
+export function upgradeRoutes(app: App): UpgradeRoute[] {
+  const open = async (u: UpgradeCtx, action: string) => {
+    const row = await loadSandbox(app, { params: u.params, principal: u.principal, logFields: {} });
+    requireRunning(row, action);
+    return { row, daemon: app.sandboxes.daemon() };
+  };
+  return [
+    {
+      pattern: "/v1/sandboxes/:id/shell",
+      handler: async (u) => {
+        const { row, daemon } = await open(u, "open a shell in");
+        // The PTY opens before the 101 so a failure is still an HTTP error; the first frame resizes it.
+        const pty = await daemon.openPty(row.id, { rows: 24, cols: 80 }).catch((e) => {
+          throw mapHostdError(e, { action: "open a shell in" });
+        });
+        const sock = u.socket;
+        sock.write(switching(u));
+        app.sandboxes.streamOpened(row.id);
+        let closed = false;
+        const close = () => {
+          if (closed) return;
+          closed = true;
+          app.sandboxes.streamClosed(row.id);
+          pty.stream.destroy();
+          sock.end();
+        };
+        pty.stream.on("data", (d: Buffer) => {
+          if (!sock.write(d)) {
+            pty.stream.pause();
+            sock.once("drain", () => pty.stream.resume());
+          }
+        });
+        pty.stream.on("end", close);
+        pty.stream.on("error", close);
+        void pty.exited.then(close, close);
+        let buf: Buffer = Buffer.alloc(0);
+        const onData = (chunk: Buffer) => {
+          buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+          while (buf.length >= 5) {
+            const type = buf[0]!;
+            const len = buf.readUInt32BE(1);
+            if (len > 1024 * 1024) return close();
+            if (buf.length < 5 + len) break;
+            const payload = buf.subarray(5, 5 + len);
+            buf = buf.subarray(5 + len);
+            if (type === 0x00) {
+              if (!pty.stream.write(payload)) {
+                sock.pause();
+                pty.stream.once("drain", () => sock.resume());
+              }
+            } else if (type === 0x01 && payload.length >= 4) {
+              const rows = payload.readUInt16BE(0);
+              const cols = payload.readUInt16BE(2);
+              if (rows > 0 && cols > 0) pty.resize(rows, cols);
+            }
+          }
+          void app.sandboxes.touch(row.id);
+        };
+        if (u.head.length) onData(u.head);
+        sock.on("data", onData);
+        sock.on("end", close);
+        sock.on("close", close);
+        sock.on("error", close);
+      },
+    },
+    {
+      pattern: "/v1/sandboxes/:id/tunnel/:port",
+      handler: async (u) => {
+        const portStr = u.params.port ?? "";
+        const port = /^\d{1,5}$/.test(portStr) ? Number(portStr) : 0;
+        if (port < 1 || port > 65535) throw validationError({ port: "port must be an integer in 1-65535" });
+        const { row, daemon } = await open(u, "open a tunnel into");
+        const conn = await daemon.connectTcp(row.id, port).catch((e) => {
+          const mapped = mapHostdError(e, { action: "open a tunnel into" });
+          throw mapped === e ? apiError("upstream_connect_failed", { port }) : mapped;
+        });
+        const sock = u.socket;
+        sock.write(switching(u));
+        app.sandboxes.streamOpened(row.id);
+        if (u.head.length) conn.write(u.head);
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          app.sandboxes.streamClosed(row.id);
+        };
+        const kill = () => {
+          conn.destroy();
+          sock.destroy();
+          finish();
+        };
+        // pipe() forwards a FIN as end() on the other side and keeps the reverse direction flowing.
+        sock.pipe(conn);
+        conn.pipe(sock);
+        sock.on("error", kill);
+        conn.on("error", kill);
+        sock.on("close", () => {
+          conn.destroy();
+          finish();
+        });
+        conn.on("close", () => {
+          if (!sock.writableEnded) sock.end();
+          finish();
+        });
+      },
+    },
+  ];
+}

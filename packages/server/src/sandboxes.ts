@@ -1,0 +1,569 @@
+/**
+ * Sandbox lifecycle: the only code that changes a sandbox's status or calls the host daemon's lifecycle
+ * methods. Every step records the intended transition in the store (compare-and-set on status) before the
+ * daemon is called, and the outcome after, so `reconcile()` can finish or roll back whatever a crash
+ * interrupted. API routes, the auto-pause scheduler and self-signal events all come through here.
+ */
+import type { HostDaemon, HostEvent, SnapshotRef, VmSpec } from "@createos-sandbox/protocol";
+import { type ApiError, apiError, validationError } from "@createos-sandbox/protocol";
+import { DEFAULT_BANDWIDTH_QUOTA, randomName } from "./catalog.js";
+import type { ServerConfig } from "./config.js";
+import { mapHostdError } from "./hosterr.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+import { LIVE, type Plan, plan } from "./state.js";
+import type { SandboxPatch, SandboxRow, SandboxStatus, Store } from "./store/types.js";
+import { newSandboxId } from "./ulid.js";
+
+/** The engine as the control plane holds it: absent until loaded, and possibly not ready. */
+export interface HostRef {
+  daemon: HostDaemon | undefined;
+  id: string;
+  /** Set while the host cannot take work (engine missing, default image building …). */
+  notReady: string | undefined;
+}
+
+export interface CreateInput {
+  shape: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_mib: number;
+  rootfs: string;
+  name?: string;
+  envs: Record<string, string>;
+  egress: string[];
+  ssh_pubkeys: string[];
+  ingress_enabled: boolean;
+  auto_pause_after_seconds?: number;
+  network_ids: string[];
+}
+
+export interface ForkInput {
+  start_paused: boolean;
+  envs?: Record<string, string>;
+  egress?: string[];
+  ssh_pubkeys?: string[];
+  ingress_enabled?: boolean;
+  bandwidth_quota_bytes?: number;
+}
+
+const iso = () => new Date().toISOString();
+const errText = (e: unknown) => (e instanceof Error ? e.message : String(e)).slice(0, 500);
+
+export class Sandboxes {
+  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Open shells, tunnels and exec streams per sandbox: a sandbox with one is never idle. */
+  readonly openStreams = new Map<string, number>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly host: HostRef,
+    private readonly cfg: ServerConfig,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** The daemon, or a 503 before anything changed (so the client's retry is safe). */
+  daemon(): HostDaemon {
+    const d = this.host.daemon;
+    if (!d) throw apiError("host_unavailable", { reason: this.host.notReady ?? "no host daemon is loaded" });
+    return d;
+  }
+
+  /** Like daemon(), but also refuses while the host is not ready (new VMs need the default image). */
+  readyDaemon(): HostDaemon {
+    const d = this.daemon();
+    if (this.host.notReady) throw apiError("host_unavailable", { reason: this.host.notReady });
+    return d;
+  }
+
+  /** Times a daemon call into the VM operation histogram. */
+  async vm<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const r = await fn();
+      this.metrics.vmOp(op, true, (performance.now() - t0) / 1000);
+      return r;
+    } catch (e) {
+      this.metrics.vmOp(op, false, (performance.now() - t0) / 1000);
+      throw e;
+    }
+  }
+
+  /** Serialises lifecycle work per sandbox inside this process; cross-process safety is the store's CAS. */
+  withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(id, tail);
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+    return next;
+  }
+
+  isLocked(id: string): boolean {
+    return this.locks.has(id);
+  }
+
+  spec(row: SandboxRow): VmSpec {
+    return {
+      sandbox_id: row.id,
+      hostname: row.name,
+      image: row.rootfs,
+      vcpu: row.vcpu,
+      mem_mib: row.mem_mib,
+      disk_mib: row.disk_mib,
+      envs: row.envs,
+    };
+  }
+
+  private async mustGet(id: string): Promise<SandboxRow> {
+    const row = await this.store.getSandbox(id);
+    if (!row) throw apiError("sandbox_not_found", { id });
+    return row;
+  }
+
+  private conflict(action: string, status: string): ApiError {
+    return apiError("state_conflict", { action, status });
+  }
+
+  private async checkRunningLimit(userId: string): Promise<void> {
+    const live = await this.store.countSandboxes(userId, [...LIVE]);
+    if (live >= this.cfg.maxRunningPerTenant)
+      throw apiError("limit_running", { limit: this.cfg.maxRunningPerTenant });
+  }
+
+  private async pickName(userId: string, wanted: string | undefined): Promise<string> {
+    if (wanted) {
+      if (await this.store.nameInUse(userId, wanted))
+        throw apiError("name_taken", { kind: "sandbox", name: wanted });
+      return wanted;
+    }
+    for (let i = 0; i < 20; i++) {
+      const n = randomName();
+      if (!(await this.store.nameInUse(userId, n))) return n;
+    }
+    return `${randomName()}-${Math.random().toString(36).slice(2, 6)}`;
+  }
+
+  private async insert(row: SandboxRow): Promise<void> {
+    try {
+      await this.store.insertSandbox(row);
+    } catch (e) {
+      // The partial unique index on live names catches a concurrent create with the same name.
+      if (/UNIQUE/.test(errText(e))) throw apiError("name_taken", { kind: "sandbox", name: row.name });
+      throw e;
+    }
+  }
+
+  async create(userId: string, createdBy: string, input: CreateInput): Promise<SandboxRow> {
+    const daemon = this.readyDaemon();
+    await this.checkRunningLimit(userId);
+    const name = await this.pickName(userId, input.name);
+    const row: SandboxRow = {
+      id: newSandboxId(),
+      user_id: userId,
+      name,
+      status: "creating",
+      shape: input.shape,
+      rootfs: input.rootfs,
+      vcpu: input.vcpu,
+      mem_mib: input.mem_mib,
+      disk_mib: input.disk_mib,
+      region: this.cfg.region,
+      host_id: this.host.id,
+      created_at: iso(),
+      created_by: createdBy,
+      ingress_enabled: input.ingress_enabled,
+      egress: input.egress,
+      envs: input.envs,
+      ssh_pubkeys: input.ssh_pubkeys,
+      bandwidth_quota_bytes: DEFAULT_BANDWIDTH_QUOTA,
+      bandwidth_used_bytes: 0,
+      bandwidth_ingress_bytes: 0,
+      last_activity_at: Date.now(),
+      ...(input.auto_pause_after_seconds !== undefined
+        ? { auto_pause_after_seconds: input.auto_pause_after_seconds }
+        : {}),
+    };
+    await this.insert(row);
+    for (const n of input.network_ids) await this.store.addNetworkMember(n, row.id);
+    return this.withLock(row.id, async () => {
+      try {
+        const rt = await this.vm("create", () => daemon.create(this.spec(row)));
+        await this.store.transition(row.id, ["creating"], {
+          status: "running",
+          ip: rt.ip,
+          spawn_ms: rt.spawn_ms,
+          running_at: iso(),
+          last_activity_at: Date.now(),
+        });
+      } catch (e) {
+        this.log.warn("create failed", { sandbox_id: row.id, err: errText(e) });
+        await this.store.transition(row.id, ["creating"], { status: "failed", status_reason: errText(e) });
+        await daemon.destroy(row.id).catch(() => undefined);
+        throw mapHostdError(e, { action: "create" });
+      }
+      return this.mustGet(row.id);
+    });
+  }
+
+  /** pause: 202 and `pausing` now, `paused` shortly after; 200 when already paused. */
+  async pause(row: SandboxRow, reason?: string): Promise<{ code: 200 | 202; row: SandboxRow }> {
+    const daemon = this.daemon();
+    const p = plan("pause", row.status);
+    if (p.kind === "noop") return { code: 200, row };
+    if (p.kind !== "go") throw this.conflict("pause", row.status);
+    const ok = await this.store.transition(row.id, p.from, {
+      status: p.to,
+      ...(reason ? { status_reason: reason } : { clear: ["status_reason"] }),
+    });
+    if (!ok) return this.pause(await this.mustGet(row.id), reason);
+    void this.withLock(row.id, () => this.completePause(daemon, row.id)).catch((e) =>
+      this.log.error("pause completion failed", { sandbox_id: row.id, err: e }),
+    );
+    return { code: 202, row: await this.mustGet(row.id) };
+  }
+
+  private async completePause(daemon: HostDaemon, id: string): Promise<void> {
+    let snap: SnapshotRef;
+    try {
+      snap = await this.vm("pause", () => daemon.pause(id));
+    } catch (e) {
+      this.log.warn("pause failed", { sandbox_id: id, err: errText(e) });
+      const stillRunning = await this.vmPresent(daemon, id);
+      await this.store.transition(id, ["pausing"], {
+        status: stillRunning ? "running" : "error",
+        status_reason: `pause failed: ${errText(e)}`,
+      });
+      return;
+    }
+    // The snapshot is recorded before the status flips: a destroy that raced us still finds it to delete.
+    await this.store.updateSandbox(id, { snapshot: snap });
+    await this.store.transition(id, ["pausing"], { status: "paused", paused_at: iso() });
+  }
+
+  private async vmPresent(daemon: HostDaemon, id: string): Promise<boolean> {
+    try {
+      return (await daemon.list()).some((v) => v.sandbox_id === id);
+    } catch {
+      return false;
+    }
+  }
+
+  /** resume: 202 and `resuming` now; 200 when already running. */
+  async resume(row: SandboxRow): Promise<{ code: 200 | 202; row: SandboxRow }> {
+    const daemon = this.readyDaemon();
+    const p = plan("resume", row.status);
+    if (p.kind === "noop") return { code: 200, row };
+    if (p.kind !== "go") throw this.conflict("resume", row.status);
+    if (!row.snapshot) throw this.conflict("resume", `${row.status} without a snapshot`);
+    await this.checkRunningLimit(row.user_id);
+    const ok = await this.store.transition(row.id, p.from, { status: p.to, clear: ["status_reason"] });
+    if (!ok) return this.resume(await this.mustGet(row.id));
+    void this.withLock(row.id, () => this.completeResume(daemon, row.id)).catch((e) =>
+      this.log.error("resume completion failed", { sandbox_id: row.id, err: e }),
+    );
+    return { code: 202, row: await this.mustGet(row.id) };
+  }
+
+  private async completeResume(daemon: HostDaemon, id: string): Promise<void> {
+    const row = await this.mustGet(id);
+    if (row.status !== "resuming" || !row.snapshot) return;
+    try {
+      const rt = await this.vm("resume", () => daemon.resume(row.snapshot!, this.spec(row)));
+      const at = iso();
+      await this.store.transition(id, ["resuming"], {
+        status: "running",
+        ip: rt.ip,
+        running_at: at,
+        last_resumed_at: at,
+        last_activity_at: Date.now(),
+        clear: ["snapshot"],
+      });
+    } catch (e) {
+      this.log.warn("resume failed", { sandbox_id: id, err: errText(e) });
+      // `error` keeps the snapshot: POST /resume again retries (protocol.md §2.0).
+      await this.store.transition(id, ["resuming"], {
+        status: "error",
+        status_reason: `resume failed: ${errText(e)}`,
+      });
+    }
+  }
+
+  /** fork: a new sandbox from a paused one's snapshot; answers once the child is running (or paused). */
+  async fork(parentRow: SandboxRow, input: ForkInput): Promise<SandboxRow> {
+    const daemon = this.readyDaemon();
+    let parent = parentRow;
+    let p: Plan = plan("fork", parent.status);
+    // Forking a `pausing` sandbox waits for its snapshot (protocol.md §7.10).
+    for (let i = 0; p.kind === "wait" && i < 600; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      parent = await this.mustGet(parent.id);
+      p = plan("fork", parent.status);
+    }
+    if (p.kind !== "go" || !parent.snapshot) throw this.conflict("fork", parent.status);
+    if (!input.start_paused) await this.checkRunningLimit(parent.user_id);
+    const child: SandboxRow = {
+      ...parent,
+      id: newSandboxId(),
+      name: await this.pickName(parent.user_id, undefined),
+      status: "forking",
+      forked_from: parent.id,
+      created_at: iso(),
+      egress: input.egress ?? parent.egress,
+      envs: input.envs ?? parent.envs,
+      ssh_pubkeys: input.ssh_pubkeys ?? parent.ssh_pubkeys,
+      ingress_enabled: input.ingress_enabled ?? parent.ingress_enabled,
+      bandwidth_quota_bytes: input.bandwidth_quota_bytes ?? DEFAULT_BANDWIDTH_QUOTA,
+      bandwidth_used_bytes: 0,
+      bandwidth_ingress_bytes: 0,
+      last_activity_at: Date.now(),
+      host_id: this.host.id,
+    };
+    for (const k of [
+      "ip",
+      "spawn_ms",
+      "running_at",
+      "paused_at",
+      "last_resumed_at",
+      "destroyed_at",
+      "snapshot",
+      "status_reason",
+      "access_token_hash",
+      "access_token_hint",
+      "access_token_created_at",
+      "access_token_rotated_at",
+    ] as const) {
+      delete child[k];
+    }
+    await this.insert(child);
+    const snapshot = parent.snapshot;
+    return this.withLock(parent.id, () =>
+      this.withLock(child.id, async () => {
+        try {
+          const res = await this.vm("fork", () =>
+            daemon.fork(snapshot, this.spec(child), { start_paused: input.start_paused }),
+          );
+          if (res.runtime) {
+            await this.store.transition(child.id, ["forking"], {
+              status: "running",
+              ip: res.runtime.ip,
+              spawn_ms: res.runtime.spawn_ms,
+              running_at: iso(),
+              last_activity_at: Date.now(),
+            });
+          } else if (res.snapshot) {
+            await this.store.updateSandbox(child.id, { snapshot: res.snapshot });
+            await this.store.transition(child.id, ["forking"], { status: "paused", paused_at: iso() });
+          } else {
+            throw new Error("host daemon returned neither a VM nor a snapshot");
+          }
+        } catch (e) {
+          this.log.warn("fork failed", { sandbox_id: child.id, parent: parent.id, err: errText(e) });
+          await this.store.transition(child.id, ["forking"], { status: "failed", status_reason: errText(e) });
+          await daemon.destroy(child.id).catch(() => undefined);
+          throw mapHostdError(e, { action: "fork" });
+        }
+        return this.mustGet(child.id);
+      }),
+    );
+  }
+
+  /** destroy: `destroying` now, `destroyed` once the host freed everything; idempotent. */
+  async destroy(
+    row: SandboxRow,
+    reason?: string,
+  ): Promise<{ id: string; status: "destroying" | "destroyed" }> {
+    const p = plan("destroy", row.status);
+    if (p.kind === "noop")
+      return { id: row.id, status: row.status === "destroying" ? "destroying" : "destroyed" };
+    if (p.kind !== "go") throw this.conflict("destroy", row.status);
+    if (p.to === "destroyed") {
+      // A failed row holds no VM: nothing to reclaim.
+      const ok = await this.store.transition(row.id, p.from, { status: "destroyed", destroyed_at: iso() });
+      if (!ok) return this.destroy(await this.mustGet(row.id), reason);
+      return { id: row.id, status: "destroyed" };
+    }
+    const daemon = this.daemon();
+    const ok = await this.store.transition(row.id, p.from, {
+      status: "destroying",
+      ...(reason ? { status_reason: reason } : {}),
+    });
+    if (!ok) return this.destroy(await this.mustGet(row.id), reason);
+    void this.withLock(row.id, () => this.completeDestroy(daemon, row.id)).catch((e) =>
+      this.log.error("destroy completion failed; retried by the scheduler", { sandbox_id: row.id, err: e }),
+    );
+    return { id: row.id, status: "destroying" };
+  }
+
+  async completeDestroy(daemon: HostDaemon, id: string): Promise<void> {
+    const row = await this.mustGet(id);
+    if (row.status !== "destroying") return;
+    await this.vm("destroy", () => daemon.destroy(id));
+    if (row.snapshot) {
+      const snap = row.snapshot;
+      await this.vm("delete_snapshot", () => daemon.deleteSnapshot(snap));
+    }
+    for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
+    await this.store.transition(id, ["destroying"], {
+      status: "destroyed",
+      destroyed_at: iso(),
+      clear: ["snapshot", "access_token_hash"],
+    });
+  }
+
+  async resize(row: SandboxRow, diskMib: number): Promise<SandboxRow> {
+    const daemon = this.daemon();
+    if (row.status !== "running") throw this.conflict("resize", row.status);
+    if (diskMib <= row.disk_mib) {
+      throw validationError({
+        disk_mib: `disk_mib must be larger than the current ${row.disk_mib} (disks only grow)`,
+      });
+    }
+    return this.withLock(row.id, async () => {
+      try {
+        await this.vm("resize", () => daemon.resizeDisk(row.id, diskMib));
+      } catch (e) {
+        throw mapHostdError(e, { action: "resize" });
+      }
+      await this.store.updateSandbox(row.id, { disk_mib: diskMib });
+      return this.mustGet(row.id);
+    });
+  }
+
+  streamOpened(id: string): void {
+    this.openStreams.set(id, (this.openStreams.get(id) ?? 0) + 1);
+    void this.touch(id);
+  }
+
+  streamClosed(id: string): void {
+    const n = (this.openStreams.get(id) ?? 1) - 1;
+    if (n <= 0) this.openStreams.delete(id);
+    else this.openStreams.set(id, n);
+    void this.touch(id);
+  }
+
+  async touch(id: string): Promise<void> {
+    await this.store.touchActivity(id, Date.now()).catch(() => undefined);
+  }
+
+  /** Self-signals and VM exits reported by the host go through the same paths as the API. */
+  async onHostEvent(e: HostEvent): Promise<void> {
+    if (e.type === "activity") return this.touch(e.sandbox_id);
+    const row = await this.store.getSandbox(e.sandbox_id);
+    if (!row) return;
+    if (e.type === "self") {
+      const reason = `self-${e.action}${e.reason ? `: ${e.reason.slice(0, 128)}` : ""}`;
+      this.log.info("self signal", { sandbox_id: row.id, action: e.action, reason });
+      try {
+        if (e.action === "pause") await this.pause(row, reason);
+        else await this.destroy(row, reason);
+      } catch (err) {
+        this.log.warn("self signal refused", { sandbox_id: row.id, err: errText(err) });
+      }
+      return;
+    }
+    if (e.type === "vm_exited" && row.status === "running") {
+      await this.store.transition(row.id, ["running"], {
+        status: "error",
+        status_reason: `VM exited: ${e.reason}`,
+      });
+      this.log.warn("VM exited", { sandbox_id: row.id, reason: e.reason });
+    }
+  }
+
+  /**
+   * After a restart: every row in a transitional state is completed or rolled back from what the host
+   * reports, running rows without a VM become `paused` (snapshot) or `error`, and VMs no live row owns are
+   * destroyed.
+   */
+  async reconcile(): Promise<void> {
+    const daemon = this.host.daemon;
+    if (!daemon) return;
+    const vms = new Map((await daemon.list()).map((v) => [v.sandbox_id, v]));
+    const rows = await this.store.sandboxesInStatus([
+      "creating",
+      "running",
+      "pausing",
+      "resuming",
+      "forking",
+      "destroying",
+      "error",
+    ]);
+    const at = iso();
+    for (const row of rows) {
+      const vm = vms.get(row.id);
+      vms.delete(row.id);
+      const set = async (status: SandboxStatus, why: string, extra: SandboxPatch = {}) => {
+        const ok = await this.store.transition(row.id, [row.status], { status, ...extra });
+        this.log.now("reconciled", { sandbox_id: row.id, from: row.status, to: status, why, applied: ok });
+      };
+      const running = { ip: vm?.ip, running_at: row.running_at ?? at, last_activity_at: Date.now() };
+      switch (row.status) {
+        case "creating":
+          if (vm) await set("running", "VM present", running);
+          else
+            await set("failed", "no VM after restart", {
+              status_reason: "interrupted by a control-plane restart",
+            });
+          break;
+        case "forking":
+          if (vm) await set("running", "VM present", running);
+          else if (row.snapshot) await set("paused", "snapshot recorded", { paused_at: at });
+          else
+            await set("failed", "no VM after restart", {
+              status_reason: "interrupted by a control-plane restart",
+            });
+          break;
+        case "pausing":
+          if (row.snapshot) {
+            if (vm) await daemon.destroy(row.id).catch(() => undefined);
+            await set("paused", "snapshot recorded", { paused_at: at });
+          } else if (vm) await set("running", "VM still present; pause rolled back", running);
+          else
+            await set("error", "neither VM nor snapshot", {
+              status_reason: "pause interrupted by a restart",
+            });
+          break;
+        case "resuming":
+          if (vm)
+            await set("running", "VM present", { ...running, last_resumed_at: at, clear: ["snapshot"] });
+          else if (row.snapshot) await set("paused", "resume rolled back", {});
+          else
+            await set("error", "neither VM nor snapshot", {
+              status_reason: "resume interrupted by a restart",
+            });
+          break;
+        case "running":
+          if (vm) {
+            if (vm.ip !== row.ip) await this.store.updateSandbox(row.id, { ip: vm.ip });
+          } else if (row.snapshot) await set("paused", "no VM but a snapshot", { paused_at: at });
+          else
+            await set("error", "no VM after restart", {
+              status_reason: "VM lost while the control plane was down",
+            });
+          break;
+        case "error":
+          if (vm) await set("running", "VM present", running);
+          break;
+        case "destroying":
+          await this.withLock(row.id, () => this.completeDestroy(daemon, row.id)).catch((e) =>
+            this.log.error("destroy on reconcile failed", { sandbox_id: row.id, err: e }),
+          );
+          break;
+        default:
+          break;
+      }
+    }
+    // VMs no row above claimed (no row, or paused/failed/destroyed): leftovers of interrupted work.
+    for (const id of vms.keys()) {
+      const row = await this.store.getSandbox(id);
+      this.log.now("destroying orphan VM", { sandbox_id: id, row_status: row?.status ?? "none" });
+      await daemon
+        .destroy(id)
+        .catch((e) => this.log.error("orphan destroy failed", { sandbox_id: id, err: e }));
+    }
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * Input schemas: one parse function per endpoint body/query, built from the small field readers below.
+ * Every failure names its field; all failures of one body are reported together.
+ */
+import { isIP } from "node:net";
+import { validationError } from "@createos-sandbox/protocol";
+
+export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const RESOURCE_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const ENV_MAX_KEYS = 64;
+export const ENV_MAX_VALUE_BYTES = 4096;
+export const ENV_MAX_TOTAL_BYTES = 65536;
+export const MAX_EGRESS_RULES = 256;
+export const MAX_SSH_KEYS = 64;
+export const MAX_DISK_MIB = 1024 * 1024;
+
+export class Fields {
+  readonly errs: Record<string, string> = {};
+  readonly raw: Record<string, unknown>;
+
+  constructor(body: unknown) {
+    if (body === undefined || body === null) this.raw = {};
+    else if (typeof body === "object" && !Array.isArray(body)) this.raw = body as Record<string, unknown>;
+    else {
+      this.raw = {};
+      this.errs.body = "request body must be a JSON object";
+    }
+  }
+
+  has(name: string): boolean {
+    return this.raw[name] !== undefined && this.raw[name] !== null;
+  }
+
+  fail(name: string, msg: string): undefined {
+    this.errs[name] ??= msg;
+    return undefined;
+  }
+
+  str(
+    name: string,
+    opts: { required?: boolean; max?: number; re?: RegExp; reMsg?: string } = {},
+  ): string | undefined {
+    const v = this.raw[name];
+    if (v === undefined || v === null || v === "") {
+      return opts.required ? this.fail(name, `${name} is required`) : undefined;
+    }
+    if (typeof v !== "string") return this.fail(name, `${name} must be a string`);
+    if (opts.max !== undefined && v.length > opts.max)
+      return this.fail(name, `${name} must be at most ${opts.max} characters`);
+    if (opts.re && !opts.re.test(v)) return this.fail(name, opts.reMsg ?? `${name} has an invalid format`);
+    return v;
+  }
+
+  int(
+    name: string,
+    opts: { required?: boolean; min?: number; max?: number; rangeMsg?: string } = {},
+  ): number | undefined {
+    const v = this.raw[name];
+    if (v === undefined || v === null)
+      return opts.required ? this.fail(name, `${name} is required`) : undefined;
+    if (typeof v !== "number" || !Number.isSafeInteger(v))
+      return this.fail(name, `${name} must be an integer`);
+    if ((opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
+      return this.fail(
+        name,
+        opts.rangeMsg ?? `${name} must be between ${opts.min ?? "-∞"} and ${opts.max ?? "∞"}`,
+      );
+    }
+    return v;
+  }
+
+  bool(name: string): boolean | undefined {
+    const v = this.raw[name];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "boolean") return this.fail(name, `${name} must be true or false`);
+    return v;
+  }
+
+  strings(
+    name: string,
+    opts: { max: number; item?: (s: string) => string | undefined },
+  ): string[] | undefined {
+    const v = this.raw[name];
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v)) return this.fail(name, `${name} must be an array of strings`);
+    if (v.length > opts.max) return this.fail(name, `${name} may hold at most ${opts.max} entries`);
+    const out: string[] = [];
+    for (const item of v) {
+      if (typeof item !== "string") return this.fail(name, `${name} must be an array of strings`);
+      const err = opts.item?.(item);
+      if (err) return this.fail(name, err);
+      out.push(item);
+    }
+    return out;
+  }
+
+  envs(name: string): Record<string, string> | undefined {
+    const v = this.raw[name];
+    if (v === undefined || v === null) return undefined;
+    const err = checkEnvs(v, name);
+    if (err) return this.fail(name, err);
+    return v as Record<string, string>;
+  }
+
+  /** Throws the collected field errors as one 400. */
+  done(): void {
+    if (Object.keys(this.errs).length > 0) throw validationError(this.errs);
+  }
+}
+
+export function checkEnvs(v: unknown, name: string): string | undefined {
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    return `${name} must be an object of KEY: "value"`;
+  const entries = Object.entries(v);
+  if (entries.length > ENV_MAX_KEYS) return `${name} may hold at most ${ENV_MAX_KEYS} keys`;
+  let total = 0;
+  for (const [k, val] of entries) {
+    if (!ENV_KEY_RE.test(k) || k.length > 256)
+      return `${name} key ${JSON.stringify(k.slice(0, 64))} must match ${ENV_KEY_RE.source}`;
+    if (typeof val !== "string") return `${name}.${k} must be a string`;
+    const bytes = Buffer.byteLength(val);
+    if (bytes > ENV_MAX_VALUE_BYTES) return `${name}.${k} exceeds ${ENV_MAX_VALUE_BYTES} bytes`;
+    if (val.includes("\0")) return `${name}.${k} must not contain NUL`;
+    total += bytes + k.length;
+  }
+  if (total > ENV_MAX_TOTAL_BYTES) return `${name} exceed ${ENV_MAX_TOTAL_BYTES} bytes in total`;
+  return undefined;
+}
+
+const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
+
+function validHostname(h: string): boolean {
+  if (h.length > 253) return false;
+  return h.split(".").every((l) => HOST_LABEL.test(l));
+}
+
+function validPort(p: string): boolean {
+  if (!/^\d{1,5}$/.test(p)) return false;
+  const n = Number(p);
+  return n >= 1 && n <= 65535;
+}
+
+function validAddrOrCidr(a: string): boolean {
+  const slash = a.indexOf("/");
+  if (slash === -1) return isIP(a) !== 0;
+  const ip = a.slice(0, slash);
+  const bits = a.slice(slash + 1);
+  const fam = isIP(ip);
+  if (fam === 0 || !/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (fam === 4 ? 32 : 128);
+}
+
+/** Egress grammar: `*`, `host`, `host:port`, `*.host`, `ip`, `ip:port`, `cidr`, `cidr:port` (IPv6 as `[addr]:port`). */
+export function egressRuleError(rule: string): string | undefined {
+  const bad = `invalid egress rule ${JSON.stringify(rule.slice(0, 100))}: expected host, host:port, *.host, ip, ip:port, cidr or cidr:port`;
+  if (rule === "*") return undefined;
+  if (rule.length > 300 || rule.trim() !== rule || rule === "") return bad;
+  let target = rule;
+  if (rule.startsWith("[")) {
+    const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(rule);
+    if (!m || !validAddrOrCidr(m[1]!) || isIP(m[1]!.split("/")[0]!) !== 6) return bad;
+    return m[2] === undefined || validPort(m[2]) ? undefined : bad;
+  }
+  const colons = rule.split(":").length - 1;
+  if (colons === 1) {
+    const i = rule.lastIndexOf(":");
+    if (!validPort(rule.slice(i + 1))) return bad;
+    target = rule.slice(0, i);
+  } else if (colons > 1) {
+    return validAddrOrCidr(rule) ? undefined : bad;
+  }
+  if (/^[\d./]+$/.test(target)) return validAddrOrCidr(target) ? undefined : bad;
+  const host = target.startsWith("*.") ? target.slice(2) : target;
+  return validHostname(host) ? undefined : bad;
+}
+
+const SSH_TYPES = new Set([
+  "ssh-ed25519",
+  "ssh-rsa",
+  "ssh-dss",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "sk-ssh-ed25519@openssh.com",
+  "sk-ecdsa-sha2-nistp256@openssh.com",
+]);
+
+/** `type base64 [comment]` with the key blob's embedded type matching; returns the canonical line. */
+export function canonicalSshKey(line: string): string | undefined {
+  const parts = line.trim().split(/\s+/);
+  if (parts.length < 2 || line.length > 16384) return undefined;
+  const [type, b64, ...comment] = parts as [string, string, ...string[]];
+  if (!SSH_TYPES.has(type) || !/^[A-Za-z0-9+/]+={0,3}$/.test(b64)) return undefined;
+  const blob = Buffer.from(b64, "base64");
+  if (blob.length < 4) return undefined;
+  const n = blob.readUInt32BE(0);
+  if (n !== Buffer.byteLength(type) || blob.subarray(4, 4 + n).toString("latin1") !== type) return undefined;
+  return [type, b64, ...comment].join(" ");
+}
+
+export function sshKeyError(line: string): string | undefined {
+  return canonicalSshKey(line)
+    ? undefined
+    : `invalid OpenSSH public key: ${JSON.stringify(line.slice(0, 40))}`;
+}
+
+/** Keys deduplicated by (type, blob); the first comment wins. */
+export function mergeSshKeys(existing: string[], added: string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const k of [...existing, ...added]) {
+    const c = canonicalSshKey(k);
+    if (!c) continue;
+    const id = c.split(" ").slice(0, 2).join(" ");
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push(c);
+  }
+  return out;
+}
+
+export function absolutePathError(p: string | null, field = "path"): Record<string, string> | undefined {
+  if (p === null || p === "") return { [field]: `${field} is required` };
+  if (!p.startsWith("/")) return { [field]: `${field} must be absolute: ${JSON.stringify(p.slice(0, 200))}` };
+  if (p.includes("\0")) return { [field]: `${field} must not contain NUL` };
+  if (p.length > 4096) return { [field]: `${field} is longer than 4096 characters` };
+  return undefined;
+}
+
+export interface PageParams {
+  limit: number;
+  offset: number;
+}
+
+/** `limit` (default 50, clamped to 500) and `offset` (default 0); junk is a 400, not a silent default. */
+export function pageParams(q: URLSearchParams): PageParams {
+  const errs: Record<string, string> = {};
+  const read = (name: string, def: number): number => {
+    const raw = q.get(name);
+    if (raw === null || raw === "") return def;
+    if (!/^\d{1,9}$/.test(raw)) {
+      errs[name] = `${name} must be a non-negative integer`;
+      return def;
+    }
+    return Number(raw);
+  };
+  let limit = read("limit", 50);
+  const offset = read("offset", 0);
+  if (Object.keys(errs).length) throw validationError(errs);
+  if (limit === 0) limit = 50;
+  return { limit: Math.min(limit, 500), offset };
+}

@@ -1,0 +1,90 @@
+import type { api } from "@createos-sandbox/protocol";
+import type { ServerConfig } from "./config.js";
+import type { NetworkRow, SandboxRow } from "./store/types.js";
+
+/** The API projection of a row: optional fields omitted when unset, env values never included. */
+export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView {
+  const v: api.SandboxView = {
+    id: row.id,
+    status: row.status,
+    vcpu: row.vcpu,
+    mem_mib: row.mem_mib,
+    disk_mib: row.disk_mib,
+    created_at: row.created_at,
+    ingress_enabled: row.ingress_enabled,
+    name: row.name,
+    shape: row.shape,
+    rootfs: row.rootfs,
+    region: row.region,
+    egress: row.egress,
+    envs: Object.keys(row.envs),
+    ssh_pubkeys: row.ssh_pubkeys,
+    bandwidth_ingress_bytes: row.bandwidth_ingress_bytes,
+  };
+  if (row.ip !== undefined && row.status !== "creating") v.ip = row.ip;
+  const tpl = ingressTemplate(row, cfg);
+  if (tpl) v.ingress_url_template = tpl;
+  if (row.running_at) v.running_at = row.running_at;
+  if (row.destroyed_at) v.destroyed_at = row.destroyed_at;
+  if (row.spawn_ms !== undefined) v.spawn_ms = row.spawn_ms;
+  if (row.created_by) v.created_by = row.created_by;
+  if (row.paused_at) v.paused_at = row.paused_at;
+  if (row.last_resumed_at) v.last_resumed_at = row.last_resumed_at;
+  if (row.forked_from) v.forked_from = row.forked_from;
+  if (row.auto_pause_after_seconds !== undefined) v.auto_pause_after_seconds = row.auto_pause_after_seconds;
+  return v;
+}
+
+function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {
+  if (!row.ingress_enabled || !cfg.ingressDomain) return undefined;
+  return `https://${row.id.slice(3)}-<port>.${cfg.ingressDomain}`;
+}
+
+/** Create answers the full view plus the create-only fields, so a client seeding its handle from it has all. */
+export function createResponse(
+  row: SandboxRow,
+  cfg: ServerConfig,
+): api.CreateSandboxResponse & api.SandboxView {
+  return {
+    ...sandboxView(row, cfg),
+    ip: row.ip ?? "",
+    name: row.name,
+    shape: row.shape,
+    rootfs: row.rootfs,
+    spawn_ms: row.spawn_ms ?? 0,
+    egress: row.egress,
+    bandwidth_quota_bytes: row.bandwidth_quota_bytes,
+  };
+}
+
+export function bandwidthView(row: SandboxRow): api.BandwidthView {
+  const unmetered = row.bandwidth_quota_bytes < 0;
+  return {
+    id: row.id,
+    quota_bytes: row.bandwidth_quota_bytes,
+    used_bytes: row.bandwidth_used_bytes,
+    ingress_bytes: row.bandwidth_ingress_bytes,
+    remaining_bytes: unmetered ? -1 : row.bandwidth_quota_bytes - row.bandwidth_used_bytes,
+    capped: !unmetered && row.bandwidth_used_bytes >= row.bandwidth_quota_bytes,
+  };
+}
+
+export function networkView(
+  n: NetworkRow,
+  extra: { member_count?: number; members?: SandboxRow[] },
+): api.Network {
+  const v: api.Network = { id: n.id, name: n.name, created_at: n.created_at };
+  if (extra.member_count !== undefined) v.member_count = extra.member_count;
+  if (extra.members) {
+    v.members = extra.members.map((s) => {
+      const m: api.NetworkMember = { sandbox_id: s.id, status: s.status, name: s.name };
+      // Overlay addresses arrive with the networking issue; until then no per-network ip is claimed.
+      return m;
+    });
+  }
+  return v;
+}
+
+export function page<T>(items: T[], total: number, limit: number, offset: number): api.Page<T> {
+  return { data: items, pagination: { total, limit, offset, count: items.length } };
+}
