@@ -1,7 +1,7 @@
 import type { Globals } from "../framework/args.js";
 import { CliError, notFound } from "../framework/errors.js";
 import { resolveCredentials } from "./config.js";
-import { type Client, type Sandbox, type SandboxView, loadSdk } from "./sdk.js";
+import { type Client, type Sandbox, type SandboxStatus, type SandboxView, loadSdk } from "./sdk.js";
 
 export interface Api {
   client: Client;
@@ -10,7 +10,7 @@ export interface Api {
   /** A sandbox handle from an id (`sb-…` verbatim) or a name (protocol.md §5.5). */
   sandbox(ref: string): Promise<Sandbox>;
   /** Sandboxes of any status, newest first, at most `limit` (name resolution, pickers). */
-  sandboxes(limit?: number, status?: string): Promise<Sandbox[]>;
+  sandboxes(limit?: number, status?: SandboxStatus): Promise<Sandbox[]>;
 }
 
 export interface Page<T> {
@@ -80,7 +80,7 @@ export async function connect(
     client,
     baseUrl: creds.apiUrl,
     apiKey: creds.apiKey,
-    async sandboxes(limit = 200, status?: string) {
+    async sandboxes(limit = 200, status?: SandboxStatus) {
       const list = await client.listSandboxes({ limit, ...(status ? { status } : {}) });
       return list.sort((a, b) => Date.parse(b.data.created_at) - Date.parse(a.data.created_at));
     },
@@ -158,63 +158,14 @@ export function describeError(err: unknown, apiUrl?: string): Described {
   return { code: "error", message: raw || "unknown error", exitCode: 1 };
 }
 
-export interface ExecFrame {
-  stdout?: string;
-  stderr?: string;
-  exit_code?: number;
-  error?: string;
-  hb?: boolean;
-}
-
-export interface ExecBody {
-  cmd: string;
-  args?: string[];
-  stdin?: string;
-  env?: Record<string, string>;
-}
-
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  exit_code: number;
-  error?: string;
-}
-
-/**
- * Exec goes through the SDK's transport because the published `runCommand` has no stdin/env
- * fields while the REST API (protocol.md §2.4) takes both.
- */
-export async function execBuffered(
-  api: Api,
-  id: string,
-  body: ExecBody,
-  signal?: AbortSignal,
-): Promise<ExecResult> {
-  const res = await api.client.http.request<{ result: ExecResult; exec_ms?: number }>(
-    "POST",
-    `/v1/sandboxes/${encodeURIComponent(id)}/exec`,
-    { body, timeoutMs: 0, retry: false, ...(signal ? { signal } : {}) },
-  );
-  return res.result;
-}
-
-export function execStream(
-  api: Api,
-  id: string,
-  body: ExecBody,
-  signal?: AbortSignal,
-): AsyncGenerator<ExecFrame> {
-  return api.client.http.stream<ExecFrame>("POST", `/v1/sandboxes/${encodeURIComponent(id)}/exec`, {
-    query: { stream: true },
-    body: { ...body, stream: true },
+/** Runs a POSIX shell script in the guest (helpers for sync and ssh prep). */
+export async function sh(sb: Sandbox, script: string, signal?: AbortSignal) {
+  const res = await sb.runCommand("sh", ["-c", script], {
     timeoutMs: 0,
+    retry: false,
     ...(signal ? { signal } : {}),
   });
-}
-
-/** Runs a POSIX shell script in the guest (helpers for sync and ssh prep). */
-export function sh(api: Api, id: string, script: string, signal?: AbortSignal): Promise<ExecResult> {
-  return execBuffered(api, id, { cmd: "sh", args: ["-c", script] }, signal);
+  return res.result;
 }
 
 /** Single-quotes a string for a POSIX shell. */

@@ -2,7 +2,6 @@ import * as fs from "node:fs";
 import { bool, list, str } from "../../framework/args.js";
 import type { Command, Context } from "../../framework/command.js";
 import { CliError, UsageError } from "../../framework/errors.js";
-import { type ExecBody, execBuffered, execStream } from "../../lib/api.js";
 import { boxArg, parseEnvPairs } from "./common.js";
 
 /**
@@ -84,31 +83,31 @@ export const execCommand: Command = {
       stdin = await readLocalStdin(ctx);
     }
     const sb = await boxArg(ctx, positionals[0], ["running"], "run a command in");
-    const api = await ctx.api();
-    const body: ExecBody = {
-      cmd: command[0] as string,
-      ...(command.length > 1 ? { args: command.slice(1) } : {}),
-      ...(stdin !== undefined ? { stdin } : {}),
-      ...(env ? { env } : {}),
-    };
+    const [cmd, ...cmdArgs] = command as [string, ...string[]];
+    // Commands may run for a long time: no client-side timeout, Ctrl-C cancels.
+    const options = { timeoutMs: 0, ...(stdin !== undefined ? { stdin } : {}), ...(env ? { env } : {}) };
     const abort = new AbortController();
     const onSigint = () => abort.abort();
     process.once("SIGINT", onSigint);
     try {
       if (bool(flags, "stream") && !ctx.out.explicitJson) {
         let exit: number | undefined;
-        for await (const f of execStream(api, sb.id, body, abort.signal)) {
-          if (f.stdout !== undefined) ctx.streams.stdout.write(f.stdout);
-          if (f.stderr !== undefined) ctx.streams.stderr.write(f.stderr);
-          if (f.error !== undefined)
-            ctx.streams.stderr.write(`${ctx.out.errStyle.red("error:")} ${f.error}\n`);
-          if (f.exit_code !== undefined) exit = f.exit_code;
+        for await (const ev of sb.streamCommand(cmd, cmdArgs, { ...options, signal: abort.signal })) {
+          if (ev.type === "stdout") ctx.streams.stdout.write(ev.data);
+          else if (ev.type === "stderr") ctx.streams.stderr.write(ev.data);
+          else if (ev.type === "error")
+            ctx.streams.stderr.write(`${ctx.out.errStyle.red("error:")} ${ev.message}\n`);
+          else if (ev.type === "exit") exit = ev.exitCode;
         }
         if (abort.signal.aborted) return 130;
         if (exit === undefined) throw new CliError("the command's output ended without an exit code");
         return exitStatus(exit);
       }
-      const r = await execBuffered(api, sb.id, body, abort.signal);
+      const { result: r } = await sb.runCommand(cmd, cmdArgs, {
+        ...options,
+        retry: false,
+        signal: abort.signal,
+      });
       if (ctx.out.explicitJson) {
         ctx.out.printJson({
           sandbox_id: sb.id,

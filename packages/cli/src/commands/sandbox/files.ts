@@ -114,7 +114,7 @@ export const pushCommand: Command = {
       ? startProgress(ctx.streams.stderr, `Uploading ${path.basename(remote)}`, size)
       : undefined;
     let bytes = 0;
-    let body: unknown;
+    let body: Parameters<Sandbox["files"]["upload"]>[1];
     if (local !== "-" && !progress) {
       // A Blob carries Content-Length, which the server prefers for files.
       body = await fs.openAsBlob(local);
@@ -127,7 +127,7 @@ export const pushCommand: Command = {
         }),
       );
       source.on("error", (err: Error) => counted.destroy(err));
-      body = Readable.toWeb(counted);
+      body = Readable.toWeb(counted) as unknown as typeof body;
     }
     await sb.files.upload(remote, body, { timeoutMs: 0, retry: false });
     progress?.done();

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { bool, str } from "../../framework/args.js";
 import type { Command, Context } from "../../framework/command.js";
 import { CliError, UsageError } from "../../framework/errors.js";
-import { type Api, sh, shq } from "../../lib/api.js";
+import { sh, shq } from "../../lib/api.js";
 import { homeDir } from "../../lib/config.js";
 import type { Sandbox } from "../../lib/sdk.js";
 import { boxArg, label } from "./common.js";
@@ -89,7 +89,6 @@ export function sshPrepScript(user: string, keyFile: string): string {
 /** Key upload + sshd prep + a loopback listener tunnelled to guest :22 (protocol.md §3.7). */
 export async function prepareSsh(
   ctx: Context,
-  api: Api,
   sb: Sandbox,
   keyPath: string,
   user: string,
@@ -102,7 +101,7 @@ export async function prepareSsh(
   }
   const tmp = `/tmp/.createos-key-${randomBytes(6).toString("hex")}.pub`;
   await sb.files.upload(tmp, `${pub}\n`);
-  const prep = await sh(api, sb.id, sshPrepScript(user, tmp));
+  const prep = await sh(sb, sshPrepScript(user, tmp));
   if (prep.exit_code === 100)
     throw new CliError(`${label(sb.data)} has no SSH server (/usr/sbin/sshd); use the keyless shell instead`);
   if (prep.exit_code !== 0)
@@ -137,9 +136,8 @@ export function sshArgs(port: number, user: string, keyPath: string, extra: stri
 }
 
 async function sshShell(ctx: Context, sb: Sandbox, keyPath: string, user: string): Promise<number> {
-  const api = await ctx.api();
   const t = await ctx.out.step(`Preparing SSH on ${label(sb.data)}`, () =>
-    prepareSsh(ctx, api, sb, keyPath, user),
+    prepareSsh(ctx, sb, keyPath, user),
   );
   try {
     const child = spawn("ssh", sshArgs(t.port, user, keyPath), { stdio: "inherit" });

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { bool, str } from "../../framework/args.js";
 import type { Command, Context } from "../../framework/command.js";
 import { CliError, UsageError } from "../../framework/errors.js";
-import { type Api, apiStatus, sh, shq } from "../../lib/api.js";
+import { apiStatus, sh, shq } from "../../lib/api.js";
 import { homeDir } from "../../lib/config.js";
 import { refuseLocalSyncPath, refuseRemoteSyncPath } from "../../lib/paths.js";
 import type { Sandbox } from "../../lib/sdk.js";
@@ -42,7 +42,6 @@ class SyncSession {
 
   constructor(
     private readonly ctx: Context,
-    private readonly api: Api,
     private readonly sb: Sandbox,
     private readonly localDir: string,
     private readonly remoteDir: string,
@@ -57,7 +56,7 @@ class SyncSession {
   }
 
   private async run(script: string): Promise<string> {
-    const r = await sh(this.api, this.sb.id, script);
+    const r = await sh(this.sb, script);
     if (r.exit_code !== 0)
       throw new CliError(
         `command in the sandbox failed (exit ${r.exit_code}): ${r.stderr.trim() || r.error || ""}`,
@@ -253,7 +252,7 @@ export const syncCommand: Command = {
     }
     fs.mkdirSync(localDir, { recursive: true });
     const remoteNorm = path.posix.normalize(remoteDir).replace(/\/+$/, "");
-    const session = new SyncSession(ctx, await ctx.api(), sb, localDir, remoteNorm);
+    const session = new SyncSession(ctx, sb, localDir, remoteNorm);
     const where = `${localDir} ⇄ ${sb.data.name ?? sb.id}:${remoteNorm}`;
     await ctx.out.step(
       `Reconciling ${where}`,
