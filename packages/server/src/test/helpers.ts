@@ -1,0 +1,165 @@
+/**
+ * Test harness: runs the real `createos-sandbox` program (dist/main.js) on a random port with a temp
+ * data dir and talks to it over HTTP. Nothing is stubbed; without an engine the server runs with
+ * CREATEOS_SANDBOX_HOSTD=none and VM routes answer 503.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+export const MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
+const pexec = promisify(execFile);
+
+export interface ServerProc {
+  url: string;
+  port: number;
+  dataDir: string;
+  adminKey: string;
+  proc: ChildProcess;
+  logs: string[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Waits until a log line matches. */
+  waitLog(re: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+export async function startProc(
+  opts: { env?: Record<string, string>; dataDir?: string; engine?: boolean; adminKey?: string } = {},
+): Promise<ServerProc> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "csb-test-"));
+  const adminKey =
+    opts.adminKey ?? `skp_test${Math.random().toString(36).slice(2)}${"x".repeat(20)}`.slice(0, 36);
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
+    CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+    ...opts.env,
+  };
+  const proc = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  let partial = "";
+  const onChunk = (c: Buffer) => {
+    partial += c.toString();
+    let i = partial.indexOf("\n");
+    while (i !== -1) {
+      const line = partial.slice(0, i);
+      partial = partial.slice(i + 1);
+      logs.push(line);
+      for (const w of [...waiters]) {
+        if (w.re.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+      i = partial.indexOf("\n");
+    }
+  };
+  proc.stdout!.on("data", onChunk);
+  proc.stderr!.on("data", onChunk);
+  const waitLog = (re: RegExp, timeoutMs = 20_000) => {
+    const hit = logs.find((l) => re.test(l));
+    if (hit) return Promise.resolve(hit);
+    return new Promise<string>((resolve, reject) => {
+      const t = setTimeout(
+        () => reject(new Error(`timeout waiting for log ${re}; last: ${logs.slice(-5).join("\n")}`)),
+        timeoutMs,
+      );
+      waiters.push({
+        re,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
+    });
+  };
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  const line = await Promise.race([
+    waitLog(/"msg":"listening"/),
+    exited.then(() => {
+      throw new Error(`server exited: ${logs.join("\n")}`);
+    }),
+  ]);
+  const port = Number(/"port":(\d+)/.exec(line)![1]);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dataDir,
+    adminKey,
+    proc,
+    logs,
+    waitLog,
+    stop: async (signal = "SIGTERM") => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill(signal);
+        await exited;
+      }
+    },
+  };
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Runs the program as a CLI; returns stdout, stderr and the exit code. */
+export async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const r = await pexec(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env } });
+    return { stdout: r.stdout, stderr: r.stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; code?: number };
+    return {
+      stdout: err.stdout ?? "",
+      stderr: err.stderr ?? "",
+      code: typeof err.code === "number" ? err.code : 1,
+    };
+  }
+}
+
+export async function newUser(dataDir: string, name: string): Promise<string> {
+  const r = await cli(["users", "create", name, "--data-dir", dataDir]);
+  if (r.code !== 0) throw new Error(`users create failed: ${r.stderr}`);
+  return r.stdout.trim().split("\n").at(-1)!;
+}
+
+export interface Res {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: tests inspect arbitrary JSON
+  json: any;
+  text: string;
+}
+
+export async function call(
+  base: string,
+  method: string,
+  path: string,
+  opts: { key?: string; body?: unknown; raw?: string | Buffer; headers?: Record<string, string> } = {},
+): Promise<Res> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.key) headers["x-api-key"] = opts.key;
+  let body: string | Buffer | undefined;
+  if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers["content-type"] ??= "application/json";
+  } else if (opts.raw !== undefined) body = opts.raw;
+  const r = await fetch(base + path, { method, headers, body });
+  const text = await r.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: r.status, headers: r.headers, json, text };
+}
