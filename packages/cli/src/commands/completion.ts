@@ -32,7 +32,7 @@ export function completionTable(
   walk(root, [], entries);
   const rows: Array<{ key: string; words: string[]; sandbox: boolean; files: boolean }> = [];
   const expand = (node: Node, prefix: string[]) => {
-    for (const n of names(node)) {
+    for (const n of prefix.length === 0 && node.kind === "group" ? names(node) : [node.name]) {
       const key = [...prefix, n];
       if (node.kind === "group") {
         rows.push({
@@ -131,24 +131,24 @@ function fishScript(root: Group): string {
     "    end",
     "    echo $key",
     "end",
+    "function __createos_is",
+    "    set -l p (__createos_path)",
+    '    test "$p" = "$argv[1]"',
+    "end",
     "function __createos_sandboxes",
     "    createos sandbox list --quiet 2>/dev/null",
     "end",
     "complete -c createos -f",
   ];
   for (const r of table) {
-    const cond = `test "(__createos_path)" = '${r.key}'`;
+    const cond = `__createos_is '${r.key}'`;
     const subs = r.words.filter((w) => !w.startsWith("-"));
     const flags = r.words.filter((w) => w.startsWith("--")).map((w) => w.slice(2));
-    if (subs.length)
-      lines.push(`complete -c createos -n '${cond.replace(/'/g, "\\'")}' -a '${subs.join(" ")}'`);
+    if (subs.length) lines.push(`complete -c createos -n "${cond}" -a '${subs.join(" ")}'`);
     if (flags.length)
-      lines.push(
-        `complete -c createos -n '${cond.replace(/'/g, "\\'")}' ${flags.map((f) => `-l ${f}`).join(" ")}`,
-      );
-    if (r.sandbox)
-      lines.push(`complete -c createos -n '${cond.replace(/'/g, "\\'")}' -a '(__createos_sandboxes)'`);
-    if (r.files) lines.push(`complete -c createos -n '${cond.replace(/'/g, "\\'")}' -F`);
+      lines.push(`complete -c createos -n "${cond}" ${flags.map((f) => `-l ${f}`).join(" ")}`);
+    if (r.sandbox) lines.push(`complete -c createos -n "${cond}" -a '(__createos_sandboxes)'`);
+    if (r.files) lines.push(`complete -c createos -n "${cond}" -F`);
   }
   return lines.join("\n") + "\n";
 }
