@@ -21,7 +21,6 @@ export interface ErrorSpec {
 export const ERROR_CATALOG = {
   validation: { status: 400, field: "*", message: "{message}" },
   malformed_json: { status: 400, field: "body", message: "malformed JSON: {detail}" },
-  body_not_object: { status: 400, field: "body", message: "request body must be a JSON object" },
   unsupported_content_type: {
     status: 400,
     field: "content-type",
@@ -54,7 +53,6 @@ export const ERROR_CATALOG = {
   route_not_found: { status: 404, field: "route", message: "no route for {method} {path}" },
   sandbox_not_found: { status: 404, field: "sandbox", message: "sandbox {id} not found" },
   network_not_found: { status: 404, field: "network", message: "network {id} not found" },
-  disk_not_found: { status: 404, field: "disk", message: "disk {id} not found" },
   template_not_found: { status: 404, field: "template", message: "template {id} not found" },
   file_not_found: { status: 404, field: "path", message: "no such file: {path}" },
   access_token_not_found: { status: 404, field: "access_token", message: "sandbox {id} has no access token" },

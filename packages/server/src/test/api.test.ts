@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { type ServerProc, call, cleanup, cli, newUser, startProc } from "./helpers.js";
+import { ED25519, type ServerProc, call, cleanup, cli, newUser, startProc } from "./helpers.js";
 
 const GHOST = "sb-01jq0000000000000000000000";
 
@@ -423,9 +423,6 @@ describe("program", () => {
     }
   });
 });
-
-export const ED25519 =
-  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@example";
 
 function rawRequest(port: number, text: string): Promise<string> {
   return new Promise((resolve) => {

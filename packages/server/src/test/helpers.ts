@@ -163,3 +163,6 @@ export async function call(
   }
   return { status: r.status, headers: r.headers, json, text };
 }
+
+export const ED25519 =
+  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@example";
