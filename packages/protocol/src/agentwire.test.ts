@@ -84,7 +84,9 @@ test("a 1 MiB payload is accepted, one byte more is refused", () => {
 test("large frames split into many chunks decode without quadratic copying", () => {
   const d = new FrameDecoder();
   const payload = Buffer.alloc(MAX_PAYLOAD, 1);
-  const wire = Buffer.concat(Array.from({ length: 32 }, (_, i) => encodeFrame(FrameKind.STDOUT, i + 1, payload)));
+  const wire = Buffer.concat(
+    Array.from({ length: 32 }, (_, i) => encodeFrame(FrameKind.STDOUT, i + 1, payload)),
+  );
   const t0 = performance.now();
   let n = 0;
   for (let off = 0; off < wire.length; off += 1500) n += d.push(wire.subarray(off, off + 1500)).length;

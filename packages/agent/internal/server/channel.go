@@ -30,6 +30,8 @@ type channel struct {
 	credit   int64
 	detached bool
 	finished bool
+	// cancelled: the host gave up on the data; pending and future output is dropped.
+	cancelled bool
 
 	in *inbox
 
@@ -57,10 +59,10 @@ func (ch *channel) grantSend(n uint32) {
 func (ch *channel) sendData(kind wire.Kind, p []byte) error {
 	for len(p) > 0 {
 		ch.mu.Lock()
-		for ch.credit <= 0 && !ch.detached {
+		for ch.credit <= 0 && !ch.detached && !ch.cancelled {
 			ch.cond.Wait()
 		}
-		if ch.detached {
+		if ch.detached || ch.cancelled {
 			ch.mu.Unlock()
 			return errDetached
 		}
@@ -109,6 +111,11 @@ func (ch *channel) finish(result interface{}) {
 
 func (ch *channel) ctrl(m ctrlMsg) {
 	ch.mu.Lock()
+	if m.Cancel {
+		// Whatever the operation, nobody waits for its data anymore: unblock senders now.
+		ch.cancelled = true
+		ch.cond.Broadcast()
+	}
 	f := ch.onCtrl
 	if f == nil && len(ch.early) < 16 {
 		ch.early = append(ch.early, m)
@@ -139,18 +146,6 @@ func (ch *channel) setDetach(f func()) {
 	if gone {
 		f()
 	}
-}
-
-// cancelled reports whether an early CTRL cancel is waiting.
-func (ch *channel) cancelled() bool {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	for _, m := range ch.early {
-		if m.Cancel {
-			return true
-		}
-	}
-	return false
 }
 
 // detach cuts the channel from the host: its session is gone. Processes keep running with their

@@ -176,6 +176,16 @@ func (s *Server) runExec(ch *channel, req *openReq) {
 	if cwd == "" {
 		cwd = defaultCwd()
 	}
+	// Checked here: a failed chdir in the child only reports the errno, not which path.
+	if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
+		if err == nil {
+			err = syscall.ENOTDIR
+		} else {
+			err = errors.Unwrap(err)
+		}
+		ch.finish(map[string]interface{}{"exit_code": -1, "error": fmt.Sprintf("chdir %s: %v", cwd, err)})
+		return
+	}
 	attr := &os.ProcAttr{Dir: cwd, Env: env}
 	var master *os.File
 	var outs []*os.File // our read ends
@@ -250,9 +260,6 @@ func (s *Server) runExec(ch *channel, req *openReq) {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			msg = fmt.Sprintf("exec: %q: %v", req.Argv[0], pe.Err)
-			if pe.Op == "chdir" {
-				msg = fmt.Sprintf("chdir %s: %v", cwd, pe.Err)
-			}
 		}
 		ch.finish(map[string]interface{}{"exit_code": -1, "error": msg})
 		return

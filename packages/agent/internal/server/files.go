@@ -96,6 +96,7 @@ func (s *Server) runFileRead(ch *channel, req *openReq) {
 		n, rerr := f.Read(buf)
 		if n > 0 {
 			if ch.sendData(wire.KindStdout, buf[:n]) != nil {
+				ch.finish(errResult("cancelled", "ECANCELED"))
 				return
 			}
 			total += int64(n)
