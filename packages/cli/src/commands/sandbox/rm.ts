@@ -33,10 +33,17 @@ export const rmCommand: Command = {
   examples: ["createos sandbox rm my-box", "createos sandbox rm sb-01k... sb-01k... --force"],
   async run(ctx, { flags, positionals }) {
     const force = bool(flags, "force");
+    if (!force && !ctx.interactive) {
+      throw new UsageError(
+        "refusing to delete without confirmation: pass --force (or --yes) when not on a terminal",
+        ctx.commandPath,
+      );
+    }
+    if (positionals.length === 0 && !ctx.interactive)
+      throw new UsageError("missing sandbox name or id", ctx.commandPath);
     const api = await ctx.api();
     let refs = positionals;
     if (refs.length === 0) {
-      if (!ctx.interactive) throw new UsageError("missing sandbox name or id", ctx.commandPath);
       const all = (await api.sandboxes(200)).filter((s) =>
         ["running", "paused", "error"].includes(s.data.status),
       );
@@ -48,12 +55,6 @@ export const rmCommand: Command = {
       if (refs.length === 0) return 0;
     }
     if (!force) {
-      if (!ctx.interactive) {
-        throw new UsageError(
-          "refusing to delete without confirmation: pass --force (or --yes) when not on a terminal",
-          ctx.commandPath,
-        );
-      }
       const ok = await ctx.prompt.confirm(
         `Delete ${refs.length === 1 ? refs[0] : `${refs.length} sandboxes (${refs.join(", ")})`}?`,
       );
