@@ -66,6 +66,10 @@ interface Compiled<T> {
 }
 
 const REQ_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
+/** Request ids: a per-process random prefix and a counter — unique without a random draw per request. */
+const REQ_PREFIX = `req_${ulid().slice(-8).toLowerCase()}`;
+let reqCounter = 0;
+const nextReqId = () => `${REQ_PREFIX}${(++reqCounter).toString(36)}`;
 
 function compile<T extends { pattern: string }>(defs: T[]): Compiled<T>[] {
   return defs.map((def) => ({ segs: def.pattern.split("/").slice(1), def }));
@@ -430,6 +434,6 @@ export class HttpCore {
       return;
     }
     const code = err.code === "HPE_HEADER_OVERFLOW" ? "headers_too_large" : "bad_request_line";
-    rawResponse(socket, renderError(apiError(code)), `req_${ulid().toLowerCase()}`);
+    rawResponse(socket, renderError(apiError(code)), nextReqId());
   };
 }

@@ -159,6 +159,18 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts: Record<string, Database.Statement>;
 
+  /** Prepared statements by SQL text: preparing costs more than running a point query. */
+  private readonly cache = new Map<string, Database.Statement>();
+
+  private q(sql: string): Database.Statement {
+    let st = this.cache.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.cache.set(sql, st);
+    }
+    return st;
+  }
+
   private constructor(db: Database.Database) {
     this.db = db;
     const p = (sql: string) => db.prepare(sql);
@@ -200,25 +212,19 @@ export class SqliteStore implements Store {
 
   async createUser(name: string): Promise<UserRow> {
     const row: UserRow = { id: newUserId(), name, created_at: now() };
-    this.db
-      .prepare("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)")
-      .run(row.id, name, row.created_at);
+    this.q("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)").run(row.id, name, row.created_at);
     return row;
   }
 
   async getUserByName(name: string): Promise<UserRow | undefined> {
-    return this.db.prepare("SELECT id, name, created_at FROM users WHERE name = ?").get(name) as
-      | UserRow
-      | undefined;
+    return this.q("SELECT id, name, created_at FROM users WHERE name = ?").get(name) as UserRow | undefined;
   }
 
   async listUsers(): Promise<(UserRow & { keys: ApiKeyRow[] })[]> {
-    const users = this.db
-      .prepare("SELECT id, name, created_at FROM users ORDER BY created_at")
-      .all() as UserRow[];
-    const keys = this.db
-      .prepare("SELECT id, user_id, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at")
-      .all() as (ApiKeyRow & { revoked_at: string | null })[];
+    const users = this.q("SELECT id, name, created_at FROM users ORDER BY created_at").all() as UserRow[];
+    const keys = this.q(
+      "SELECT id, user_id, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at",
+    ).all() as (ApiKeyRow & { revoked_at: string | null })[];
     return users.map((u) => ({
       ...u,
       keys: keys
@@ -229,25 +235,27 @@ export class SqliteStore implements Store {
 
   async addApiKey(userId: string, key: string): Promise<ApiKeyRow> {
     const row: ApiKeyRow = { id: newKeyId(), user_id: userId, prefix: key.slice(0, 12), created_at: now() };
-    this.db
-      .prepare("INSERT INTO api_keys (id, user_id, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)")
-      .run(row.id, userId, row.prefix, hashSecret(key), row.created_at);
+    this.q("INSERT INTO api_keys (id, user_id, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)").run(
+      row.id,
+      userId,
+      row.prefix,
+      hashSecret(key),
+      row.created_at,
+    );
     return row;
   }
 
   async revokeKeys(prefixOrId: string): Promise<{ revoked: ApiKeyRow[]; ambiguous: ApiKeyRow[] }> {
     return this.db.transaction(() => {
       // The id, the whole key, or a prefix of at least 8 characters (at most the 12 we store).
-      const rows = this.db
-        .prepare(
-          `SELECT id, user_id, prefix, created_at FROM api_keys WHERE revoked_at IS NULL
+      const rows = this.q(
+        `SELECT id, user_id, prefix, created_at FROM api_keys WHERE revoked_at IS NULL
            AND (id = ? OR hash = ? OR (length(?) BETWEEN 8 AND 12 AND substr(prefix, 1, length(?)) = ?))`,
-        )
-        .all(prefixOrId, hashSecret(prefixOrId), prefixOrId, prefixOrId, prefixOrId) as ApiKeyRow[];
+      ).all(prefixOrId, hashSecret(prefixOrId), prefixOrId, prefixOrId, prefixOrId) as ApiKeyRow[];
       // An ambiguous prefix revokes nothing: the operator must say which key.
       if (rows.length !== 1) return { revoked: [], ambiguous: rows };
       const at = now();
-      this.db.prepare("UPDATE api_keys SET revoked_at = ? WHERE id = ?").run(at, rows[0]!.id);
+      this.q("UPDATE api_keys SET revoked_at = ? WHERE id = ?").run(at, rows[0]!.id);
       return { revoked: [{ ...rows[0]!, revoked_at: at }], ambiguous: [] };
     })();
   }
@@ -263,9 +271,9 @@ export class SqliteStore implements Store {
 
   async insertSandbox(row: SandboxRow): Promise<void> {
     const cols = COLUMN_NAMES.filter((c) => row[c] !== undefined);
-    this.db
-      .prepare(`INSERT INTO sandboxes (${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`)
-      .run(...cols.map((c) => toDb(SANDBOX_COLUMNS[c], row[c])));
+    this.q(`INSERT INTO sandboxes (${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(
+      ...cols.map((c) => toDb(SANDBOX_COLUMNS[c], row[c])),
+    );
   }
 
   async getSandbox(id: string): Promise<SandboxRow | undefined> {
@@ -281,39 +289,34 @@ export class SqliteStore implements Store {
   async listSandboxes(userId: string, q: PageQuery & { status?: SandboxStatus }): Promise<Page<SandboxRow>> {
     const where = q.status ? "user_id = ? AND status = ?" : "user_id = ?";
     const args: unknown[] = q.status ? [userId, q.status] : [userId];
-    const total = (
-      this.db.prepare(`SELECT COUNT(*) AS n FROM sandboxes WHERE ${where}`).get(...args) as { n: number }
-    ).n;
-    const rows = this.db
-      .prepare(`SELECT * FROM sandboxes WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`)
-      .all(...args, q.limit, q.offset) as Record<string, unknown>[];
+    const total = (this.q(`SELECT COUNT(*) AS n FROM sandboxes WHERE ${where}`).get(...args) as { n: number })
+      .n;
+    const rows = this.q(
+      `SELECT * FROM sandboxes WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`,
+    ).all(...args, q.limit, q.offset) as Record<string, unknown>[];
     return { rows: rows.map(rowToSandbox), total };
   }
 
   async sandboxesInStatus(statuses: SandboxStatus[]): Promise<SandboxRow[]> {
-    const rows = this.db
-      .prepare(`SELECT * FROM sandboxes WHERE status IN (${statuses.map(() => "?").join(",")})`)
-      .all(...statuses) as Record<string, unknown>[];
+    const rows = this.q(`SELECT * FROM sandboxes WHERE status IN (${statuses.map(() => "?").join(",")})`).all(
+      ...statuses,
+    ) as Record<string, unknown>[];
     return rows.map(rowToSandbox);
   }
 
   async countSandboxes(userId: string, statuses: SandboxStatus[]): Promise<number> {
     return (
-      this.db
-        .prepare(
-          `SELECT COUNT(*) AS n FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
-        )
-        .get(userId, ...statuses) as { n: number }
+      this.q(
+        `SELECT COUNT(*) AS n FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
+      ).get(userId, ...statuses) as { n: number }
     ).n;
   }
 
   async statusCounts(userId?: string): Promise<Record<string, number>> {
     const rows = (
       userId
-        ? this.db
-            .prepare("SELECT status, COUNT(*) AS n FROM sandboxes WHERE user_id = ? GROUP BY status")
-            .all(userId)
-        : this.db.prepare("SELECT status, COUNT(*) AS n FROM sandboxes GROUP BY status").all()
+        ? this.q("SELECT status, COUNT(*) AS n FROM sandboxes WHERE user_id = ? GROUP BY status").all(userId)
+        : this.q("SELECT status, COUNT(*) AS n FROM sandboxes GROUP BY status").all()
     ) as { status: string; n: number }[];
     return Object.fromEntries(rows.map((r) => [r.status, r.n]));
   }
@@ -339,16 +342,14 @@ export class SqliteStore implements Store {
   async updateSandbox(id: string, patch: SandboxPatch): Promise<void> {
     const { sets, args } = this.patchSql(patch);
     if (sets.length === 0) return;
-    this.db.prepare(`UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ?`).run(...args, id);
+    this.q(`UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ?`).run(...args, id);
   }
 
   async transition(id: string, from: SandboxStatus[], patch: SandboxPatch): Promise<boolean> {
     const { sets, args } = this.patchSql(patch);
-    const res = this.db
-      .prepare(
-        `UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ? AND status IN (${from.map(() => "?").join(",")})`,
-      )
-      .run(...args, id, ...from);
+    const res = this.q(
+      `UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ? AND status IN (${from.map(() => "?").join(",")})`,
+    ).run(...args, id, ...from);
     return res.changes === 1;
   }
 
@@ -361,69 +362,65 @@ export class SqliteStore implements Store {
   }
 
   async createNetwork(row: NetworkRow): Promise<void> {
-    this.db
-      .prepare("INSERT INTO networks (id, user_id, name, created_at) VALUES (?, ?, ?, ?)")
-      .run(row.id, row.user_id, row.name, row.created_at);
+    this.q("INSERT INTO networks (id, user_id, name, created_at) VALUES (?, ?, ?, ?)").run(
+      row.id,
+      row.user_id,
+      row.name,
+      row.created_at,
+    );
   }
 
   async getNetwork(userId: string, idOrName: string): Promise<NetworkRow | undefined> {
-    return this.db
-      .prepare(
-        "SELECT * FROM networks WHERE user_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
-      )
-      .get(userId, idOrName, idOrName, idOrName) as NetworkRow | undefined;
+    return this.q(
+      "SELECT * FROM networks WHERE user_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
+    ).get(userId, idOrName, idOrName, idOrName) as NetworkRow | undefined;
   }
 
   async listNetworks(userId: string, q: PageQuery): Promise<Page<NetworkRow & { member_count: number }>> {
     const total = (
-      this.db.prepare("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }
+      this.q("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }
     ).n;
-    const rows = this.db
-      .prepare(
-        `SELECT n.*, (SELECT COUNT(*) FROM network_members m WHERE m.network_id = n.id) AS member_count
+    const rows = this.q(
+      `SELECT n.*, (SELECT COUNT(*) FROM network_members m WHERE m.network_id = n.id) AS member_count
          FROM networks n WHERE n.user_id = ? ORDER BY n.created_at DESC, n.id DESC LIMIT ? OFFSET ?`,
-      )
-      .all(userId, q.limit, q.offset) as (NetworkRow & { member_count: number })[];
+    ).all(userId, q.limit, q.offset) as (NetworkRow & { member_count: number })[];
     return { rows, total };
   }
 
   async countNetworks(userId: string): Promise<number> {
-    return (
-      this.db.prepare("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }
-    ).n;
+    return (this.q("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }).n;
   }
 
   async deleteNetwork(id: string): Promise<void> {
-    this.db.prepare("DELETE FROM networks WHERE id = ?").run(id);
+    this.q("DELETE FROM networks WHERE id = ?").run(id);
   }
 
   async addNetworkMember(networkId: string, sandboxId: string): Promise<boolean> {
-    const res = this.db
-      .prepare("INSERT OR IGNORE INTO network_members (network_id, sandbox_id, attached_at) VALUES (?, ?, ?)")
-      .run(networkId, sandboxId, now());
+    const res = this.q(
+      "INSERT OR IGNORE INTO network_members (network_id, sandbox_id, attached_at) VALUES (?, ?, ?)",
+    ).run(networkId, sandboxId, now());
     return res.changes === 1;
   }
 
   async removeNetworkMember(networkId: string, sandboxId: string): Promise<boolean> {
-    const res = this.db
-      .prepare("DELETE FROM network_members WHERE network_id = ? AND sandbox_id = ?")
-      .run(networkId, sandboxId);
+    const res = this.q("DELETE FROM network_members WHERE network_id = ? AND sandbox_id = ?").run(
+      networkId,
+      sandboxId,
+    );
     return res.changes === 1;
   }
 
   async networkMembers(networkId: string): Promise<SandboxRow[]> {
     return (
-      this.db
-        .prepare(
-          "SELECT s.* FROM network_members m JOIN sandboxes s ON s.id = m.sandbox_id WHERE m.network_id = ? ORDER BY m.attached_at",
-        )
-        .all(networkId) as Record<string, unknown>[]
+      this.q(
+        "SELECT s.* FROM network_members m JOIN sandboxes s ON s.id = m.sandbox_id WHERE m.network_id = ? ORDER BY m.attached_at",
+      ).all(networkId) as Record<string, unknown>[]
     ).map(rowToSandbox);
   }
 
   async sandboxNetworks(sandboxId: string): Promise<string[]> {
     return (
-      this.db.prepare("SELECT network_id FROM network_members WHERE sandbox_id = ?").all(sandboxId) as {
+      this.q("SELECT network_id FROM network_members WHERE sandbox_id = ?").all(sandboxId) as {
         network_id: string;
       }[]
     ).map((r) => r.network_id);
