@@ -69,8 +69,11 @@ export function qemuArgs(c: MachineConfig, p: MachinePaths, opts: { incoming: bo
     "virtserialport,chardev=agent,name=org.createos.agent",
     "-device",
     "virtio-rng-device",
+    // append: a restored VM keeps the console history of the boot it came from.
+    "-chardev",
+    `file,id=con,path=${p.console},append=on`,
     "-serial",
-    `file:${p.console}`,
+    "chardev:con",
     "-qmp",
     `unix:${p.qmp},server=on,wait=off`,
     "-pidfile",
