@@ -24,15 +24,19 @@ const portName = "org.createos.agent"
 
 func main() {
 	pid1 := os.Getpid() == 1
-	listen := flag.String("listen", "", "serve on unix:/path.sock instead of the virtio-serial port (tests)")
-	selfAddr := flag.String("self-addr", "", "self-signal HTTP address (default 127.0.0.1:1029 as PID 1, off otherwise)")
-	selfFifo := flag.String("self-fifo", "", "self-signal FIFO (default /run/self as PID 1, off otherwise)")
-	allowSystem := flag.Bool("allow-system", false, "with --listen as root: really set hostname, clock, entropy")
-	port := flag.String("port", "", "virtio-serial device to use instead of scanning for "+portName)
-	version := flag.Bool("version", false, "print the version")
-	if !pid1 {
-		flag.Parse()
+	// As PID 1 a bad argument must not exit (that panics the kernel): parse leniently.
+	mode := flag.ExitOnError
+	if pid1 {
+		mode = flag.ContinueOnError
 	}
+	fs := flag.NewFlagSet("createos-agent", mode)
+	listen := fs.String("listen", "", "serve on unix:/path.sock instead of the virtio-serial port (tests)")
+	selfAddr := fs.String("self-addr", "", "self-signal HTTP address (default 127.0.0.1:1029 as PID 1, off otherwise)")
+	selfFifo := fs.String("self-fifo", "", "self-signal FIFO (default /run/self as PID 1, off otherwise)")
+	allowSystem := fs.Bool("allow-system", false, "with --listen as root: really set hostname, clock, entropy")
+	port := fs.String("port", "", "virtio-serial device to use instead of scanning for "+portName)
+	version := fs.Bool("version", false, "print the version")
+	_ = fs.Parse(os.Args[1:])
 	if *version {
 		fmt.Println(server.Version)
 		return

@@ -64,6 +64,13 @@ func (s *Server) handleRPC(ss *session, w io.Writer, payload []byte) {
 			syscall.Sync()
 			reply(ss, map[string]interface{}{"ok": true}, nil)
 		})
+	case "thaw":
+		// Lifts quiesce without a new session: the pause it prepared for did not happen.
+		s.wmu.Lock()
+		ss.quiesced = false
+		s.cond.Broadcast()
+		s.wmu.Unlock()
+		reply(ss, map[string]interface{}{"ok": true}, nil)
 	case "stats":
 		ss.mu.Lock()
 		n := len(ss.chans)

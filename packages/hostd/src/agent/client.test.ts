@@ -454,8 +454,28 @@ test("rpc: sync, quiesce, resize_fs, stats in listen mode", async () => {
   assert.ok(st.mem_available_kib > 0);
   assert.equal(typeof st.resyncs, "number");
   assert.deepEqual(await client.resizeFs(), { size_bytes: 0 });
+});
+
+test("quiesce holds channel output until thaw; replies still flow; hello lifts it too", async () => {
+  let out = "";
+  const p = client.exec(
+    { argv: ["sh", "-c", "sleep 0.3; echo late"] },
+    {
+      onStdout: (b) => {
+        out += b.toString();
+      },
+    },
+  );
+  await new Promise((r) => setTimeout(r, 100)); // started
   await client.quiesce();
-  // Quiesced: replies still flow; a new hello lifts it.
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(out, "", "no output while quiesced");
+  assert.equal((await client.stats()).open_channels, 1, "replies flow while quiesced");
+  await client.thaw();
+  const r = await p;
+  assert.equal(out, "late\n");
+  assert.equal(r.exit_code, 0);
+  await client.quiesce();
   await client.hello();
   assert.equal((await run(["echo", "after quiesce"])).stdout, "after quiesce\n");
 });

@@ -56,10 +56,13 @@ export interface AgentStats {
   orphans_reaped?: number;
 }
 
-export type AgentEvent =
-  | { event: "ready"; boot_id: string }
-  | { event: "self"; action: "pause" | "delete"; reason?: string }
-  | { event: string; [k: string]: unknown };
+/** An event from the agent: "ready" (boot_id) after boot and on every connect, "self" (action, reason). */
+export interface AgentEvent {
+  event: string;
+  boot_id?: string;
+  action?: "pause" | "delete";
+  reason?: string;
+}
 
 export interface AgentExecRequest {
   argv: string[];
@@ -501,6 +504,11 @@ export class AgentClient extends EventEmitter {
 
   async quiesce(): Promise<void> {
     await this.rpc("quiesce", {});
+  }
+
+  /** Lifts a quiesce on the same connection (the pause it prepared for was abandoned). */
+  async thaw(): Promise<void> {
+    await this.rpc("thaw", {});
   }
 
   async resizeFs(device = "/dev/vda"): Promise<{ size_bytes: number }> {
