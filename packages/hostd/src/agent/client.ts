@@ -314,7 +314,7 @@ class Conn {
         if (err) p.reject(new AgentError(err.message ?? "rpc failed", err.code ?? "EIO", "internal"));
         else p.resolve((m.result as Json | undefined) ?? {});
       } else if (typeof m.event === "string") {
-        this.client.emit("event", m as AgentEvent);
+        this.client.emit("event", m as unknown as AgentEvent);
         // Also by name ("self", "ready") for listeners that want one kind.
         if (m.event !== "error" && m.event !== "event" && m.event !== "disconnect")
           this.client.emit(m.event, m);
