@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"createos/agent/internal/reaper"
 	"createos/agent/internal/selfsig"
@@ -101,15 +100,7 @@ func main() {
 		logger.Fatal(srv.ServeListener(l))
 	}
 
-	for {
-		f, err := openPort(*port)
-		if err == nil {
-			srv.ServeSerial(f) // never returns
-		}
-		// PID 1 must not exit: that panics the kernel. Wait for the device instead.
-		logger.Printf("virtio-serial port: %v", err)
-		time.Sleep(200 * time.Millisecond)
-	}
+	srv.ServeSerial(func() (*os.File, error) { return openPort(*port) })
 }
 
 // openPort finds /dev/vportNpM whose sysfs name is org.createos.agent and opens it blocking: a

@@ -200,13 +200,24 @@ func (s *Server) ServeListener(l net.Listener) error {
 }
 
 // ServeSerial serves the virtio-serial port forever. The port reads end-of-file while no host is
-// connected, so EOF means "poll again soon", never "exit".
-func (s *Server) ServeSerial(f *os.File) {
-	ss := s.newSession(f)
-	s.Go("ready", func() { _ = ss.sendJSON(wire.KindRPC, 0, s.readyEvent(), false) })
+// connected, so EOF means "poll again soon", never "exit"; any other read error reopens the port.
+func (s *Server) ServeSerial(open func() (*os.File, error)) {
+	first := true
 	for {
+		f, err := open()
+		if err != nil {
+			s.log.Printf("virtio-serial port: %v", err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		ss := s.newSession(f)
+		if first {
+			first = false
+			s.Go("ready", func() { _ = ss.sendJSON(wire.KindRPC, 0, s.readyEvent(), false) })
+		}
 		s.readLoop(f, f, true)
-		time.Sleep(10 * time.Millisecond)
+		f.Close()
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -228,10 +239,6 @@ func (s *Server) readLoop(r io.Reader, w io.Writer, serial bool) {
 			}
 			if err != io.EOF {
 				s.log.Printf("read: %v", err)
-			}
-			if serial {
-				time.Sleep(100 * time.Millisecond)
-				continue
 			}
 			return
 		}

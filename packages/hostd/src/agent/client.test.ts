@@ -201,6 +201,22 @@ test("exec: aborting kills the whole process group", async () => {
   await assert.rejects(client.exec({ argv: ["true"] }, {}, ac.signal), { name: "AbortError" });
 });
 
+test("exec: a throwing output callback cancels the command and rejects with its error", async () => {
+  const boom = new Error("consumer failed");
+  await assert.rejects(
+    client.exec(
+      { argv: ["sh", "-c", "echo first; sleep 30"] },
+      {
+        onStdout: () => {
+          throw boom;
+        },
+      },
+    ),
+    (e: unknown) => e === boom,
+  );
+  assert.equal((await client.stats()).open_channels, 0);
+});
+
 test("exec: concurrent execs interleave on one connection", async () => {
   const t0 = Date.now();
   const results = await Promise.all(

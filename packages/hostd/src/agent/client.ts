@@ -278,7 +278,17 @@ class Conn {
     private readonly client: AgentClient,
   ) {
     sock.on("data", (chunk: Buffer) => {
-      for (const f of this.decoder.push(chunk)) this.dispatch(f);
+      for (const f of this.decoder.push(chunk)) {
+        try {
+          this.dispatch(f);
+        } catch (e) {
+          // A throwing listener (event, 'data') must not cost the other frames of this chunk;
+          // it still surfaces as an uncaught error, as it would from any emitter.
+          queueMicrotask(() => {
+            throw e;
+          });
+        }
+      }
     });
     sock.on("drain", () => this.wakeDrain());
     sock.on("error", () => {});
@@ -549,6 +559,7 @@ export class AgentClient extends EventEmitter {
     const ch = conn.open(open);
     return new Promise<AgentExecResult>((resolve, reject) => {
       let spawnUs: number | undefined;
+      let callbackError: unknown;
       const onAbort = () => ch.sendCtrl({ cancel: true });
       signal?.addEventListener("abort", onAbort, { once: true });
       const done = () => signal?.removeEventListener("abort", onAbort);
@@ -559,14 +570,24 @@ export class AgentClient extends EventEmitter {
       };
       ch.onData = (kind, data) => {
         try {
-          if (kind === FrameKind.STDOUT) events.onStdout?.(data);
-          else events.onStderr?.(data);
+          if (callbackError === undefined) {
+            if (kind === FrameKind.STDOUT) events.onStdout?.(data);
+            else events.onStderr?.(data);
+          }
+        } catch (e) {
+          // The caller cannot take the output: stop the command and report its error.
+          callbackError = e;
+          ch.sendCtrl({ cancel: true });
         } finally {
           ch.consumed(0);
         }
       };
       ch.onExit = (m) => {
         done();
+        if (callbackError !== undefined) {
+          reject(callbackError);
+          return;
+        }
         const r: AgentExecResult = {
           exit_code: typeof m.exit_code === "number" ? m.exit_code : -1,
           exec_ms: performance.now() - t0,
