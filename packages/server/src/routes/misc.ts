@@ -340,6 +340,40 @@ export function miscRoutes(app: App): Route[] {
       },
     },
 
+    // ── managed processes and the WebSocket shell: no engine support yet; the sandbox is still checked ──
+    ...(
+      [
+        ["POST", "/processes"],
+        ["GET", "/processes"],
+        ["GET", "/processes/:pid"],
+        ["DELETE", "/processes/:pid"],
+        ["GET", "/processes/:pid/connect"],
+        ["POST", "/processes/:pid/input"],
+        ["POST", "/processes/:pid/stdin/close"],
+        ["POST", "/processes/:pid/resize"],
+        ["POST", "/processes/:pid/signal"],
+        ["GET", "/processes/:pid/wait"],
+        ["GET", "/shell-ws"],
+      ] as const
+    ).map(
+      ([method, suffix]): Route => ({
+        method,
+        pattern: `/v1/sandboxes/:id${suffix}`,
+        auth: "runtime",
+        body: method === "POST" ? "json" : "none",
+        handler: async (ctx) => {
+          await loadSandbox(app, ctx);
+          throw apiError("not_implemented", {
+            feature:
+              suffix === "/shell-ws"
+                ? "the WebSocket shell (use POST /shell with Upgrade: tcp-tunnel)"
+                : "managed processes",
+            issue: suffix === "/shell-ws" ? "browser terminal" : "managed processes",
+          });
+        },
+      }),
+    ),
+
     // ── templates: validated; builds land with the templates issue ──
     {
       method: "GET",

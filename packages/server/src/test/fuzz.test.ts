@@ -40,6 +40,8 @@ const ROUTES: [string, string][] = [
   ["DELETE", "/v1/sandboxes/{id}/disks/{id}"],
   ["POST", "/v1/sandboxes/{id}/shell"],
   ["POST", "/v1/sandboxes/{id}/tunnel/{id}"],
+  ["POST", "/v1/sandboxes/{id}/processes"],
+  ["GET", "/v1/sandboxes/{id}/processes/{id}/wait"],
   ["GET", "/v1/networks"],
   ["POST", "/v1/networks"],
   ["GET", "/v1/networks/{id}"],
