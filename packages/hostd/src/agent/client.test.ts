@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { HostdError, INITIAL_WINDOW } from "@createos-sandbox/protocol";
+import { FrameDecoder, FrameKind, HostdError, INITIAL_WINDOW, encodeJson } from "@createos-sandbox/protocol";
 import { AgentClient, AgentError, type AgentEvent, toHostdError } from "./client.js";
 
 const agentSrc = fileURLToPath(new URL("../../../agent", import.meta.url));
@@ -120,6 +120,61 @@ test("hello times out with agent_unreachable when nobody listens", async () => {
     return e instanceof HostdError && e.code === "agent_unreachable";
   });
   assert.ok(Date.now() - t0 < 2000);
+});
+
+test("hello retries on a socket that accepts but does not answer yet (QEMU before the guest is up)", async () => {
+  const front = join(tmp, "front.sock");
+  const openAt = Date.now() + 700;
+  const held: net.Socket[] = [];
+  let conns = 0;
+  const proxy = net.createServer((c) => {
+    conns++;
+    if (Date.now() < openAt) {
+      held.push(c); // accepted, never answered: like a chardev whose guest port is closed
+      c.on("error", () => {});
+      return;
+    }
+    const up = net.createConnection(sock);
+    c.pipe(up).pipe(c);
+    c.on("error", () => up.destroy());
+    up.on("error", () => c.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(front, r));
+  const c = new AgentClient(front, { helloAttemptMs: 200 });
+  try {
+    const t0 = Date.now();
+    const h = await c.hello({ timeoutMs: 5000 });
+    assert.equal(h.version, 1);
+    assert.ok(Date.now() - t0 >= 600, "answered only once the proxy opened");
+    assert.ok(conns >= 3, `reconnected (${conns} connections)`);
+    assert.equal((await c.exec({ argv: ["true"] })).exit_code, 0);
+  } finally {
+    c.close();
+    for (const h of held) h.destroy();
+    proxy.close();
+  }
+  await client.hello(); // the proxy's connection had replaced ours
+});
+
+test("the agent resyncs after garbage on the wire", async () => {
+  const raw = net.createConnection(sock);
+  await new Promise((r) => raw.once("connect", r));
+  const dec = new FrameDecoder();
+  const replies: Record<string, unknown>[] = [];
+  raw.on("data", (b: Buffer) => {
+    for (const f of dec.push(b)) {
+      if (f.kind === FrameKind.RPC) replies.push(JSON.parse(f.payload.toString()) as Record<string, unknown>);
+    }
+  });
+  // Half a frame header claiming an oversized payload, then junk, then a good hello and stats.
+  raw.write(Buffer.from("c50a0300000000010fffffff0102030405", "hex"));
+  raw.write(encodeJson(FrameKind.RPC, 0, { id: 1, method: "hello", params: { version: 1 } }));
+  raw.write(encodeJson(FrameKind.RPC, 0, { id: 2, method: "stats", params: {} }));
+  assert.ok(await until(() => replies.some((r) => r.id === 2), 3000), JSON.stringify(replies));
+  const stats = replies.find((r) => r.id === 2)?.result as { resyncs: number };
+  assert.ok(stats.resyncs >= 1, `resyncs ${stats.resyncs}`);
+  raw.destroy();
+  await client.hello();
 });
 
 test("exec: stdout, stderr, exit codes, spawn time", async () => {
