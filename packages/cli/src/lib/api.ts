@@ -62,6 +62,8 @@ export async function connect(
   const client = new sdk.CreateosSandboxClient({
     apiKey: creds.apiKey,
     baseUrl: creds.apiUrl,
+    // Someone is waiting at a terminal: retry briefly, never park for a long Retry-After.
+    retry: { maxRetries: 2, baseDelayMs: 500, maxDelayMs: 3000 },
     hooks: globals.debug
       ? {
           onRequest: (c) => debug(`→ ${c.method} ${c.url}${c.attempt > 1 ? ` (attempt ${c.attempt})` : ""}`),

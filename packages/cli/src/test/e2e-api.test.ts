@@ -1,0 +1,128 @@
+/**
+ * End-to-end against the real control plane without the VM engine (CREATEOS_SANDBOX_HOSTD=none):
+ * auth, catalog, lists, name resolution and how server errors surface. The VM-backed commands are
+ * in e2e-vm.test.ts.
+ */
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type Server, cleanEnv, runCli, startServer, tempDir } from "./helpers.js";
+
+describe("e2e against the real server (no VM engine)", () => {
+  let server: Server;
+  let home: string;
+  let env: Record<string, string>;
+
+  before(async () => {
+    server = await startServer({ engine: false });
+    home = tempDir("cli-e2e-home-");
+    env = cleanEnv({ HOME: home });
+  });
+  after(async () => {
+    await server?.stop();
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+
+  it("login checks the key against the server and stores it", async () => {
+    const bad = await runCli(
+      ["login", "--token", "skp_wrong_key_000000000000", "--url", server.url, "-o", "table"],
+      { env },
+    );
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /rejected this API key/);
+    assert.equal(fs.existsSync(path.join(home, ".createos", ".token")), false, "a rejected key is not saved");
+
+    const r = await runCli(["login", "--token", server.key, "--url", server.url, "-o", "json"], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.equal(doc.action, "logged_in");
+    assert.match(doc.user_id, /^usr_/);
+    assert.equal(fs.statSync(path.join(home, ".createos", ".token")).mode & 0o777, 0o600);
+  });
+
+  it("shapes and rootfs: a table on request, JSON by default off a terminal", async () => {
+    const t = await runCli(["sandbox", "shapes", "-o", "table"], { env });
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /^ID\s+VCPU\s+MEMORY\s+DISK$/m);
+    assert.match(t.stdout, /^s-1vcpu-256mb\s+1\s+256 MiB/m);
+    const j = await runCli(["sb", "shapes"], { env });
+    const shapes = JSON.parse(j.stdout) as Array<{ id: string; mem_mib: number }>;
+    assert.ok(shapes.some((s) => s.id === "s-1vcpu-256mb" && s.mem_mib === 256));
+
+    const rt = await runCli(["sb", "rootfs", "-o", "table"], { env });
+    assert.equal(rt.code, 0);
+    assert.match(rt.stdout, /devbox:1 \(default\)/);
+    const rj = JSON.parse((await runCli(["sb", "rootfs", "--output", "json"], { env })).stdout);
+    assert.equal(rj.default, "devbox:1");
+  });
+
+  it("list: JSON array, quiet, and table with no sandboxes", async () => {
+    const j = await runCli(["sandbox", "list", "--output", "json"], { env });
+    assert.equal(j.code, 0, j.stderr);
+    assert.deepEqual(JSON.parse(j.stdout), []);
+    const q = await runCli(["sb", "list", "--quiet", "--all"], { env });
+    assert.equal(q.code, 0);
+    assert.equal(q.stdout, "");
+    const t = await runCli(["sb", "ls", "-o", "table"], { env });
+    assert.match(t.stdout, /No active sandboxes/);
+  });
+
+  it("names that match nothing: not found, exit 1, one line", async () => {
+    for (const args of [
+      ["sb", "get", "nope"],
+      ["sb", "exec", "nope", "--", "true"],
+      ["sb", "pause", "sb-00000000000000000000000000"],
+    ]) {
+      const r = await runCli(["-o", "table", ...args], { env });
+      assert.equal(r.code, 1, args.join(" "));
+      const ref = args[2] as string;
+      assert.equal(r.stderr, `error: not found: sandbox "${ref}"\n`);
+    }
+    const j = await runCli(["sb", "get", "nope"], { env });
+    assert.deepEqual(JSON.parse(j.stdout), {
+      error: { code: "not_found", message: 'not found: sandbox "nope"' },
+    });
+  });
+
+  it("server refusals surface as one clear line (JSON error document in JSON mode)", async () => {
+    const bad = await runCli(["sb", "create", "--shape", "s-nope", "-o", "table"], { env });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^error: .*s-nope/);
+    assert.equal(bad.stderr.trim().split("\n").length, 1);
+    const j = await runCli(["sb", "create", "--shape", "s-nope"], { env });
+    assert.equal(j.code, 1);
+    assert.equal(JSON.parse(j.stdout).error.code, "bad_request");
+  });
+
+  it("network, disk and template groups call the server and show its answer", async () => {
+    const n = await runCli(["sb", "network", "ls"], { env });
+    assert.equal(n.code, 0, n.stderr);
+    assert.ok(Array.isArray(JSON.parse(n.stdout)));
+    const t = await runCli(["sb", "template", "ls"], { env });
+    assert.equal(t.code, 0, t.stderr);
+    assert.ok(Array.isArray(JSON.parse(t.stdout)));
+    const d = await runCli(["sb", "disk", "ls", "-o", "table"], { env });
+    // Whatever the server says about disks, it arrives as one line or a table, never a trace.
+    assert.ok(d.code === 0 || d.code === 1);
+    assert.doesNotMatch(d.stderr, /\n\s+at /);
+  });
+
+  it("--api-key and CREATEOS_SANDBOX_API_KEY override the stored key", async () => {
+    const r = await runCli(["sb", "list", "--api-key", "skp_wrong_key_000000000000", "-o", "table"], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: unauthorized: /);
+    const e = await runCli(["sb", "list"], {
+      env: { ...env, CREATEOS_SANDBOX_API_KEY: "skp_wrong_key_000000000000" },
+    });
+    assert.equal(e.code, 1);
+    assert.equal(JSON.parse(e.stdout).error.code, "unauthorized");
+  });
+
+  it("logout forgets the key", async () => {
+    assert.equal((await runCli(["logout"], { env })).code, 0);
+    const r = await runCli(["sb", "list", "-o", "table"], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not logged in/);
+  });
+});
