@@ -38,10 +38,14 @@ type Server struct {
 	bootID  string
 	started time.Time
 
-	// wmu serialises frames on the transport and guards cur; cond wakes senders held by quiesce.
+	// wmu serialises frames on the transport (a write may block while no host is connected) and
+	// guards quiesce; cond wakes senders held by quiesce or a session change.
 	wmu  sync.Mutex
 	cond *sync.Cond
-	cur  *session
+	// smu guards cur and pending, and is never held across a write: looking up the session (reader,
+	// self-signal) must not wait behind a blocked write.
+	smu sync.Mutex
+	cur *session
 
 	envMu sync.RWMutex
 	envs  map[string]string
@@ -87,9 +91,11 @@ func (s *Server) Go(name string, f func()) {
 // newSession makes w the transport and drops every channel of the previous session.
 func (s *Server) newSession(w io.Writer) *session {
 	ns := &session{srv: s, w: w, chans: map[uint32]*channel{}}
-	s.wmu.Lock()
+	s.smu.Lock()
 	old := s.cur
 	s.cur = ns
+	s.smu.Unlock()
+	s.wmu.Lock()
 	s.cond.Broadcast()
 	s.wmu.Unlock()
 	if old != nil {
@@ -99,12 +105,17 @@ func (s *Server) newSession(w io.Writer) *session {
 }
 
 func (s *Server) session(w io.Writer) *session {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.cur != nil && s.cur.w == w {
-		return s.cur
+	cur := s.current()
+	if cur != nil && cur.w == w {
+		return cur
 	}
 	return nil
+}
+
+func (s *Server) current() *session {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return s.cur
 }
 
 func (ss *session) teardown() {
@@ -125,7 +136,7 @@ func (ss *session) send(f wire.Frame, data bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for {
-		if s.cur != ss {
+		if s.current() != ss {
 			return errStale
 		}
 		if !(data && ss.quiesced) {
@@ -141,34 +152,37 @@ func (ss *session) sendJSON(kind wire.Kind, ch uint32, v interface{}, data bool)
 	return ss.send(wire.JSON(kind, ch, v), data)
 }
 
-// Emit sends an event to the host, or keeps it until a host says hello.
+// Emit sends an event to the host, or keeps it until a host says hello. It never blocks.
 func (s *Server) Emit(ev map[string]interface{}) {
-	s.wmu.Lock()
+	s.smu.Lock()
 	cur := s.cur
 	if cur == nil {
-		if len(s.pending) < 64 {
-			s.pending = append(s.pending, ev)
-		}
-		s.wmu.Unlock()
+		s.keep(ev)
+		s.smu.Unlock()
 		return
 	}
-	s.wmu.Unlock()
+	s.smu.Unlock()
 	s.Go("emit", func() {
 		if cur.sendJSON(wire.KindRPC, 0, ev, false) != nil {
-			s.wmu.Lock()
-			if len(s.pending) < 64 {
-				s.pending = append(s.pending, ev)
-			}
-			s.wmu.Unlock()
+			s.smu.Lock()
+			s.keep(ev)
+			s.smu.Unlock()
 		}
 	})
 }
 
+// keep holds an undelivered event (smu held).
+func (s *Server) keep(ev map[string]interface{}) {
+	if len(s.pending) < 64 {
+		s.pending = append(s.pending, ev)
+	}
+}
+
 func (s *Server) flushPending(ss *session) {
-	s.wmu.Lock()
+	s.smu.Lock()
 	p := s.pending
 	s.pending = nil
-	s.wmu.Unlock()
+	s.smu.Unlock()
 	for _, ev := range p {
 		_ = ss.sendJSON(wire.KindRPC, 0, ev, false)
 	}

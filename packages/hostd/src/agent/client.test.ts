@@ -490,6 +490,27 @@ test("self-signal HTTP: 202, then the event reaches the host", async () => {
   }
 });
 
+test("self-signal while no host is connected is delivered after the next hello", async () => {
+  client.close();
+  await new Promise((r) => setTimeout(r, 100)); // the agent noticed the close
+  const res = await fetch(`http://${selfAddr}/self/delete?reason=offline`, { method: "POST" });
+  assert.equal(res.status, 202);
+  await new Promise((r) => setTimeout(r, 100));
+  const got: AgentEvent[] = [];
+  const onSelf = (e: AgentEvent) => got.push(e);
+  client.on("self", onSelf);
+  try {
+    await client.hello();
+    assert.ok(await until(() => got.length > 0, 3000), "event delivered");
+    assert.deepEqual(
+      got.map((e) => `${e.action}:${e.reason}`),
+      ["delete:offline"],
+    );
+  } finally {
+    client.off("self", onSelf);
+  }
+});
+
 test("reconnect: a new connection drops the old channels, and everything works again", async () => {
   const before = await client.hello();
   const pending = client.exec({ argv: ["sleep", "30"] });
