@@ -87,6 +87,9 @@ const MIGRATIONS: string[] = [
      attached_at TEXT NOT NULL,
      PRIMARY KEY (network_id, sandbox_id)
    );`,
+  // Lists page newest first by id (ULIDs sort by creation time), straight off this index, no sort step.
+  `DROP INDEX sandboxes_user;
+   CREATE INDEX sandboxes_user_id ON sandboxes(user_id, id);`,
 ];
 
 type Kind = "text" | "num" | "bool" | "json";
@@ -291,9 +294,11 @@ export class SqliteStore implements Store {
     const args: unknown[] = q.status ? [userId, q.status] : [userId];
     const total = (this.q(`SELECT COUNT(*) AS n FROM sandboxes WHERE ${where}`).get(...args) as { n: number })
       .n;
-    const rows = this.q(
-      `SELECT * FROM sandboxes WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?`,
-    ).all(...args, q.limit, q.offset) as Record<string, unknown>[];
+    const rows = this.q(`SELECT * FROM sandboxes WHERE ${where} ORDER BY id DESC LIMIT ? OFFSET ?`).all(
+      ...args,
+      q.limit,
+      q.offset,
+    ) as Record<string, unknown>[];
     return { rows: rows.map(rowToSandbox), total };
   }
 
@@ -382,7 +387,7 @@ export class SqliteStore implements Store {
     ).n;
     const rows = this.q(
       `SELECT n.*, (SELECT COUNT(*) FROM network_members m WHERE m.network_id = n.id) AS member_count
-         FROM networks n WHERE n.user_id = ? ORDER BY n.created_at DESC, n.id DESC LIMIT ? OFFSET ?`,
+         FROM networks n WHERE n.user_id = ? ORDER BY n.id DESC LIMIT ? OFFSET ?`,
     ).all(userId, q.limit, q.offset) as (NetworkRow & { member_count: number })[];
     return { rows, total };
   }
