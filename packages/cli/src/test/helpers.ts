@@ -64,7 +64,7 @@ export function runCli(
   });
 }
 
-/** Runs a bash script with `createos` on PATH (for the verbatim seed recipes). */
+/** Runs a bash script (pipefail, no errexit) with `createos` on PATH, for the verbatim seed recipes. */
 export function runBash(
   script: string,
   env: Record<string, string>,
@@ -79,7 +79,7 @@ export function runBash(
     },
   );
   return new Promise((resolve, reject) => {
-    const child = spawn("bash", ["-euo", "pipefail", "-c", script], {
+    const child = spawn("bash", ["-o", "pipefail", "-c", script], {
       env: { ...env, PATH: `${binDir}:${env.PATH ?? process.env.PATH}` },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -220,6 +220,9 @@ export class Tmux {
   type(text: string): void {
     this.tmux(["send-keys", "-t", this.session, "-l", text]);
   }
+  resize(x: number, y: number): void {
+    this.tmux(["resize-window", "-t", this.session, "-x", String(x), "-y", String(y)]);
+  }
   screen(): string {
     return this.tmux(["capture-pane", "-p", "-t", this.session]);
   }
@@ -248,4 +251,47 @@ export function shellQuote(s: string): string {
 
 export function tmuxCommand(args: string[]): string {
   return [process.execPath, BIN, ...args].map(shellQuote).join(" ");
+}
+
+export interface Running {
+  stdout(): string;
+  stderr(): string;
+  waitFor(re: RegExp, stream?: "stdout" | "stderr", timeoutMs?: number): Promise<string>;
+  signal(sig: NodeJS.Signals): void;
+  exit: Promise<number>;
+}
+
+/** Starts a long-running `createos …` (tunnel, sync) in the background. */
+export function spawnCli(args: string[], env: Record<string, string>): Running {
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    err += c.toString();
+  });
+  const exit = new Promise<number>((resolve) =>
+    child.once("exit", (code, sig) => resolve(code ?? (sig ? 128 : 1))),
+  );
+  return {
+    stdout: () => out,
+    stderr: () => err,
+    async waitFor(re, stream = "stdout", timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const text = stream === "stdout" ? out : err;
+        if (re.test(text)) return text;
+        if (child.exitCode !== null || Date.now() > deadline) {
+          throw new Error(`waiting for ${re} on ${stream}; stdout: ${out}\nstderr: ${err}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    signal(sig) {
+      if (child.exitCode === null) child.kill(sig);
+    },
+    exit,
+  };
 }
