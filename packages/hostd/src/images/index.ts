@@ -109,10 +109,12 @@ export async function ensureImage(name: string, onProgress?: (p: Progress) => vo
 export interface CmdlineOptions {
   /** Host TSC frequency, kHz (`cpu MHz` in /proc/cpuinfo × 1000). */
   hostKhz: number;
-  /** Replace the agent as PID 1 (tests, debugging). */
+  /**
+   * Replace the agent as PID 1 (tests, debugging). There is deliberately no way to pass init arguments:
+   * they would follow `--`, and QEMU's microvm appends its `virtio_mmio.device=` entries at the very end
+   * of the command line, where the kernel would then hand them to init instead of probing the devices.
+   */
   init?: string;
-  /** Arguments for init (after `--`). */
-  initArgs?: string[];
   /** Drop `quiet` to see the kernel's boot messages on the console. */
   verbose?: boolean;
   /**
@@ -122,7 +124,11 @@ export interface CmdlineOptions {
   network?: boolean;
 }
 
-/** The base kernel command line every guest boots with. */
+/**
+ * The base kernel command line every guest boots with. QEMU must run the microvm machine with
+ * `acpi=off` (`-M microvm,acpi=off,…`): only then does it append the `virtio_mmio.device=` entries the
+ * kernel needs to find its disk, NIC and console ports (this kernel has no ACPI).
+ */
 export function kernelCmdline(opts: CmdlineOptions): string {
   const khz = Math.round(opts.hostKhz);
   if (!Number.isFinite(khz) || khz <= 0) throw new HostdError("bad_request", `bad host kHz ${opts.hostKhz}`);
@@ -149,9 +155,6 @@ export function kernelCmdline(opts: CmdlineOptions): string {
   ];
   if (!opts.verbose) parts.push("quiet");
   if (opts.network !== false) parts.push(`ip=${GUEST_ADDRESS}::${GUEST_GATEWAY}:255.255.255.252::eth0:off`);
-  if (opts.initArgs?.length) {
-    parts.push("--", ...opts.initArgs.map((a) => (/\s/.test(a) ? `"${a}"` : a)));
-  }
   return parts.join(" ");
 }
 

@@ -13,7 +13,7 @@ const PROCEDURE = "x86_64 tinyconfig + fragment, make vmlinux, v1";
  * Compile steps (`CC`/`AS`/`LD`/`AR` lines) of a full `make vmlinux` with the fragment, measured once;
  * only used to turn make's output into a progress fraction.
  */
-const EXPECTED_STEPS = 1300;
+const EXPECTED_STEPS = 1780;
 
 export function kernelFragmentPath(): string {
   return join(recipesDir(), "kernel", "sandbox.config");

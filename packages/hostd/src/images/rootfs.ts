@@ -133,17 +133,25 @@ async function buildTarball(r: Recipe, out: string, progress: (p: Progress) => v
       message: `${r.name}: ${r.packages.length} packages`,
     });
     let fraction = 0;
-    await run(mmdebstrap, args, {
-      env: { ...process.env, LC_ALL: "C.UTF-8", TMPDIR: tmp },
-      onLine: (line) => {
-        for (const [re, f] of MMDEBSTRAP_PHASES) {
-          if (f > fraction && re.test(line)) {
-            fraction = f;
-            progress({ phase: "rootfs:mmdebstrap", fraction, message: `${r.name}: ${line.slice(3)}` });
+    const log: string[] = [];
+    const logPath = out.replace(/\.tar$/, ".log");
+    try {
+      await run(mmdebstrap, args, {
+        env: { ...process.env, LC_ALL: "C.UTF-8", TMPDIR: tmp },
+        onLine: (line) => {
+          log.push(line);
+          for (const [re, f] of MMDEBSTRAP_PHASES) {
+            if (f > fraction && re.test(line)) {
+              fraction = f;
+              progress({ phase: "rootfs:mmdebstrap", fraction, message: `${r.name}: ${line.slice(3)}` });
+            }
           }
-        }
-      },
-    });
+        },
+      });
+    } finally {
+      // kept next to the tarball: the first place to look when a package set misbehaves
+      await writeFile(logPath, `mmdebstrap ${args.join(" ")}\n${log.join("\n")}\n`).catch(() => {});
+    }
     await rename(target, out);
     return out;
   } finally {

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { runRaw } from "./run.js";
 
 /** $CREATEOS_SANDBOX_CACHE or ~/.cache/createos-sandbox: images shared by every data dir. */
 export function cacheDir(): string {
@@ -68,12 +69,61 @@ export function hashTree(root: string, exclude: string[] = []): string {
 /** A fresh temp dir next to the final artifact, so the final rename stays on one filesystem. */
 export async function tempDirIn(parent: string, tag: string): Promise<string> {
   await mkdir(parent, { recursive: true });
+  await sweepStaleTemps(parent);
   const dir = join(parent, `.tmp-${tag}-${process.pid}-${randomBytes(4).toString("hex")}`);
   await mkdir(dir);
   return dir;
 }
 
+/** Temp dirs left by builds whose process died (a kernel tree is 1.5 GiB): removed before the next build. */
+export async function sweepStaleTemps(parent: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(/^\.tmp-.*-(\d+)-[0-9a-f]{8}$/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || isAlive(pid)) continue;
+    await rmrf(join(parent, name));
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Mount points at or below `dir`, deepest first (mmdebstrap mounts proc, sys, /dev/shm in its chroot). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const info = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  return info
+    .split("\n")
+    .map((l) => l.split(" ")[4])
+    .filter((mp): mp is string => mp !== undefined)
+    .map((mp) => mp.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))))
+    .filter((mp) => mp === dir || mp.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Removes `path` recursively, but first unmounts whatever is mounted below it, and refuses to delete
+ * if something stays mounted: a recursive delete through a leftover bind mount of the host's /dev/shm
+ * would destroy host files.
+ */
 export async function rmrf(path: string): Promise<void> {
+  for (const mp of await mountsUnder(path)) {
+    const r = await runRaw("umount", [mp]);
+    if (r.code !== 0) await runRaw("umount", ["-l", mp]);
+  }
+  const left = await mountsUnder(path);
+  if (left.length > 0) throw new Error(`not deleting ${path}: still mounted below it: ${left.join(", ")}`);
   await rm(path, { recursive: true, force: true });
 }
 
