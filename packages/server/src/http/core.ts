@@ -186,9 +186,7 @@ export class HttpCore {
 
   private reqId(req: IncomingMessage): string {
     const incoming = req.headers["x-request-id"];
-    return typeof incoming === "string" && REQ_ID_RE.test(incoming)
-      ? incoming
-      : `req_${ulid().toLowerCase()}`;
+    return typeof incoming === "string" && REQ_ID_RE.test(incoming) ? incoming : nextReqId();
   }
 
   /** Resolves the credential; X-Access-Token is consulted before X-Api-Key (protocol.md §1.2). */

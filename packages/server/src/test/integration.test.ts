@@ -352,6 +352,24 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     assert.ok(line);
     await idle.resume();
     await idle.waitUntilRunning({ timeoutMs: 60_000 });
+    await idle.setAutoPause(null);
+  });
+
+  it("self-signal from inside the guest pauses and deletes through the same paths", async () => {
+    const idle = toDestroy.at(-1)!;
+    const signal = (what: string) =>
+      idle.runCommand("python3", [
+        "-c",
+        `import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:1029/self/${what}?reason=from-test', method='POST')).status)`,
+      ]);
+    assert.equal((await signal("pause")).result.stdout.trim(), "202");
+    await idle.waitUntilPaused({ timeoutMs: 30_000 });
+    await s.waitLog(new RegExp(`"msg":"self signal".*${idle.id}.*self-pause: from-test`));
+    await idle.resume();
+    await idle.waitUntilRunning({ timeoutMs: 60_000 });
+    assert.equal((await signal("delete")).result.stdout.trim(), "202");
+    await idle.waitUntilDestroyed({ timeoutMs: 30_000 });
+    assert.ok((await client.getSandbox(idle.id)).data.destroyed_at);
   });
 
   it("destroy: destroying → destroyed, rows stay readable, destroy is idempotent, metrics count VM ops", async () => {
