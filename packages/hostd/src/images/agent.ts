@@ -3,7 +3,7 @@ import { chmod, mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Progress } from "@createos-sandbox/protocol";
 import { run, which } from "./run.js";
-import { SingleFlight, agentSourceDir, cacheDir, hashTree, rmrf, tempDirIn } from "./util.js";
+import { SingleFlight, agentSourceDir, cacheDir, hashTree, rmrf, tempDirIn, withFileLock } from "./util.js";
 
 /** The package inside the agent's Go module that builds the binary. */
 const MAIN_PACKAGE = "./cmd/createos-agent";
@@ -67,24 +67,34 @@ export function ensureAgent(onProgress?: (p: Progress) => void): Promise<string>
   const hash = agentHash(src);
   const out = agentPath(hash);
   if (existsSync(out)) return Promise.resolve(out);
-  return flight.do(hash, async () => {
-    const progress = onProgress ?? (() => {});
-    const root = join(cacheDir(), "agent");
-    const tmp = await tempDirIn(root, hash);
+  // the lock sits beside agent/<hash>/, which must not exist until the finished dir is renamed there
+  const lock = join(cacheDir(), "agent", `${hash}.lock`);
+  return flight.do(hash, () => withFileLock(lock, () => buildAgent(src, hash, out, onProgress)));
+}
+
+async function buildAgent(
+  src: string,
+  hash: string,
+  out: string,
+  onProgress?: (p: Progress) => void,
+): Promise<string> {
+  if (existsSync(out)) return out;
+  const progress = onProgress ?? (() => {});
+  const root = join(cacheDir(), "agent");
+  const tmp = await tempDirIn(root, hash);
+  try {
+    progress({ phase: "agent:compile", message: `go build ${MAIN_PACKAGE}` });
+    await goBuild(src, MAIN_PACKAGE, join(tmp, AGENT_BINARY));
+    const final = join(root, hash);
+    await mkdir(root, { recursive: true });
     try {
-      progress({ phase: "agent:compile", message: `go build ${MAIN_PACKAGE}` });
-      await goBuild(src, MAIN_PACKAGE, join(tmp, AGENT_BINARY));
-      const final = join(root, hash);
-      await mkdir(root, { recursive: true });
-      try {
-        await rename(tmp, final);
-      } catch (e) {
-        if (!existsSync(join(final, AGENT_BINARY))) throw e;
-      }
-      progress({ phase: "agent:done", fraction: 1, message: out });
-      return out;
-    } finally {
-      await rmrf(tmp);
+      await rename(tmp, final);
+    } catch (e) {
+      if (!existsSync(join(final, AGENT_BINARY))) throw e;
     }
-  });
+    progress({ phase: "agent:done", fraction: 1, message: out });
+    return out;
+  } finally {
+    await rmrf(tmp);
+  }
 }

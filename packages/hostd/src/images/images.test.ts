@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,7 +12,7 @@ import { hostKhz } from "./hostinfo.js";
 import { builtImage, cacheDir, catalog, defaultImage, ensureImage, kernelCmdline } from "./index.js";
 import { kernelFragmentPath, kernelHash, missingOptions, parseFragment } from "./kernel.js";
 import { debianMirrors } from "./rootfs.js";
-import { hashTree, sha256 } from "./util.js";
+import { hashTree, sha256, withFileLock } from "./util.js";
 
 test("catalog lists the three images with devbox:1 as the only default", () => {
   const c = catalog();
@@ -232,6 +233,42 @@ test("goBuild makes a static binary from a Go module", { timeout: 180_000 }, asy
     // a static ELF has no PT_INTERP: the interpreter path string is absent
     assert.ok(!readFileSync(out).includes("ld-linux"), "statically linked");
     assert.match(agentHash(dir), /^[0-9a-f]{16}$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("withFileLock serialises holders across callers and takes over a dead holder's lock", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "csb-lock-"));
+  try {
+    const lock = join(dir, "x.lock");
+    const order: string[] = [];
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const a = withFileLock(lock, async () => {
+      order.push("a-start");
+      await pause(300);
+      order.push("a-end");
+    });
+    await pause(50);
+    let waitedFor = 0;
+    const b = withFileLock(
+      lock,
+      async () => {
+        order.push("b");
+      },
+      (pid) => {
+        waitedFor = pid;
+      },
+    );
+    await Promise.all([a, b]);
+    assert.deepEqual(order, ["a-start", "a-end", "b"]);
+    assert.equal(waitedFor, process.pid);
+    assert.ok(!existsSync(lock), "released");
+
+    const dead = spawnSync("true").pid;
+    assert.ok(dead);
+    writeFileSync(lock, String(dead));
+    assert.equal(await withFileLock(lock, async () => "took over"), "took over");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

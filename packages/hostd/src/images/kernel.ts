@@ -4,7 +4,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import type { Progress } from "@createos-sandbox/protocol";
 import { run, runSync } from "./run.js";
-import { SingleFlight, cacheDir, recipesDir, rmrf, sha256, tempDirIn } from "./util.js";
+import { SingleFlight, cacheDir, recipesDir, rmrf, sha256, tempDirIn, withFileLock } from "./util.js";
 
 const SOURCE_PACKAGE = "linux-source-6.1";
 /** Bump when the build procedure below changes in a way that changes the output. */
@@ -87,7 +87,16 @@ export function ensureKernel(onProgress?: (p: Progress) => void): Promise<string
   const hash = kernelHash();
   const out = kernelPath(hash);
   if (existsSync(out)) return Promise.resolve(out);
-  return flight.do(hash, () => buildKernel(hash, onProgress ?? (() => {})));
+  const progress = onProgress ?? (() => {});
+  return flight.do(hash, () =>
+    withFileLock(
+      // beside kernel/<hash>/, which must not exist until the finished dir is renamed there
+      join(cacheDir(), "kernel", `${hash}.lock`),
+      async () => (existsSync(out) ? out : buildKernel(hash, progress)),
+      (pid) =>
+        progress({ phase: "kernel:wait", message: `another process (pid ${pid}) is building this kernel` }),
+    ),
+  );
 }
 
 async function buildKernel(hash: string, progress: (p: Progress) => void): Promise<string> {

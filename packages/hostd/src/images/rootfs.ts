@@ -16,7 +16,7 @@ import { join } from "node:path";
 import type { Progress } from "@createos-sandbox/protocol";
 import { DPKG_EXCLUDES, type Recipe, sanitiseName } from "./catalog.js";
 import { run, which } from "./run.js";
-import { SingleFlight, cacheDir, fmtMiB, rmrf, tempDirIn } from "./util.js";
+import { SingleFlight, cacheDir, fmtMiB, rmrf, tempDirIn, withFileLock } from "./util.js";
 
 export const AGENT_GUEST_PATH = "/usr/local/sbin/createos-agent";
 /** The guest's gateway (tap0 in the sandbox's netns), which also answers DNS: ARCHITECTURE address plan. */
@@ -106,7 +106,14 @@ const tarFlight = new SingleFlight<string>();
 export function ensureTarball(r: Recipe, onProgress: (p: Progress) => void): Promise<string> {
   const out = tarballPath(r);
   if (existsSync(out)) return Promise.resolve(out);
-  return tarFlight.do(out, () => buildTarball(r, out, onProgress));
+  return tarFlight.do(out, () =>
+    withFileLock(
+      `${out}.lock`,
+      async () => (existsSync(out) ? out : buildTarball(r, out, onProgress)),
+      (pid) =>
+        onProgress({ phase: "rootfs:wait", message: `another process (pid ${pid}) is building ${r.name}` }),
+    ),
+  );
 }
 
 async function buildTarball(r: Recipe, out: string, progress: (p: Progress) => void): Promise<string> {
@@ -239,7 +246,11 @@ export function ensureExt4(
 ): Promise<string> {
   const out = ext4Path(r, agentHash);
   if (existsSync(out)) return Promise.resolve(out);
-  return imgFlight.do(out, () => buildExt4(r, tarball, agentBinary, out, onProgress));
+  return imgFlight.do(out, () =>
+    withFileLock(`${out}.lock`, async () =>
+      existsSync(out) ? out : buildExt4(r, tarball, agentBinary, out, onProgress),
+    ),
+  );
 }
 
 async function buildExt4(

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rm } from "node:fs/promises";
 import { homedir } from "node:os";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runRaw } from "./run.js";
 
@@ -125,6 +125,51 @@ export async function rmrf(path: string): Promise<void> {
   const left = await mountsUnder(path);
   if (left.length > 0) throw new Error(`not deleting ${path}: still mounted below it: ${left.join(", ")}`);
   await rm(path, { recursive: true, force: true });
+}
+
+/**
+ * Cross-process build lock: only one process builds `lockPath`'s artifact at a time (a second kernel build
+ * on a 2-core host would double the time of both). Waiters poll until the holder exits, then run `fn`,
+ * which must re-check whether the artifact exists by then. A holder that died leaves a lock naming a dead
+ * pid, which is taken over.
+ */
+export async function withFileLock<T>(
+  lockPath: string,
+  fn: () => Promise<T>,
+  onWait?: (holderPid: number) => void,
+): Promise<T> {
+  await mkdir(dirname(lockPath), { recursive: true });
+  let waited = false;
+  for (;;) {
+    try {
+      const fh = await open(lockPath, "wx");
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      const holder = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+      if (!holder || !isAlive(holder)) {
+        // stale (or still being written: the pid goes in right after creation, give it a moment)
+        if (!holder) await sleep(200);
+        const again = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
+        if (!again || !isAlive(again)) await rm(lockPath, { force: true });
+        continue;
+      }
+      if (!waited) onWait?.(holder);
+      waited = true;
+      await sleep(2000);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lockPath, { force: true });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Concurrent callers asking for the same key share one in-flight promise; failures are not cached. */
