@@ -173,11 +173,11 @@ let i = 0;
 const byId = () => `/v1/sandboxes/${ids[i++ % ids.length]}`;
 try {
   await run("warm-up", byId, 2);
-  const results = [
-    await run("GET /v1/sandboxes/:id", byId, DURATION_S),
-    await run("GET /v1/sandboxes?limit=50", () => "/v1/sandboxes?limit=50", DURATION_S),
-    await run("GET /healthz (no auth, no DB)", () => "/healthz", Math.max(3, DURATION_S / 2)),
-  ];
+  const results = [await run("GET /v1/sandboxes/:id", byId, DURATION_S)];
+  if (!process.argv.includes("--id-only")) {
+    results.push(await run("GET /v1/sandboxes?limit=50", () => "/v1/sandboxes?limit=50", DURATION_S));
+    results.push(await run("GET /healthz (no auth, no DB)", () => "/healthz", Math.max(3, DURATION_S / 2)));
+  }
   const fmt = (n, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : "-");
   console.log(
     `\ncontrol-plane API bench — ${CONNECTIONS} connections, ${DURATION_S}s per scenario, ${ROWS} sandbox rows, node ${process.version}, loopback`,
