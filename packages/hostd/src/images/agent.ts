@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
-import type { Progress } from "@createos-sandbox/protocol";
+import { HostdError, type Progress } from "@createos-sandbox/protocol";
 import { run, which } from "./run.js";
 import { SingleFlight, agentSourceDir, cacheDir, hashTree, rmrf, tempDirIn, withFileLock } from "./util.js";
 
@@ -40,7 +40,7 @@ export function goEnv(): NodeJS.ProcessEnv {
  */
 export async function goBuild(srcDir: string, pkg: string, outFile: string): Promise<void> {
   const go = which("go");
-  if (!go) throw new Error("go is not installed (Debian package golang-go)");
+  if (!go) throw new HostdError("not_ready", "go is not installed (Debian package golang-go)");
   const tmp = `${outFile}.tmp-${process.pid}`;
   try {
     await run(go, ["build", "-trimpath", "-ldflags", "-s -w", "-o", tmp, pkg], {
@@ -61,7 +61,10 @@ export function ensureAgent(onProgress?: (p: Progress) => void): Promise<string>
   const src = agentSourceDir();
   if (!existsSync(join(src, "go.mod")) || !existsSync(join(src, MAIN_PACKAGE))) {
     return Promise.reject(
-      new Error(`the guest agent sources are missing: no go.mod or ${MAIN_PACKAGE} in ${src}`),
+      new HostdError(
+        "not_ready",
+        `the guest agent sources are missing: no go.mod or ${MAIN_PACKAGE} in ${src}`,
+      ),
     );
   }
   const hash = agentHash(src);

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { copyFile, mkdir, readFile, rename } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import type { Progress } from "@createos-sandbox/protocol";
+import { HostdError, type Progress } from "@createos-sandbox/protocol";
 import { run, runSync } from "./run.js";
 import { SingleFlight, cacheDir, recipesDir, rmrf, sha256, tempDirIn, withFileLock } from "./util.js";
 
@@ -102,7 +102,10 @@ export function ensureKernel(onProgress?: (p: Progress) => void): Promise<string
 async function buildKernel(hash: string, progress: (p: Progress) => void): Promise<string> {
   const tarball = sourceTarball();
   if (!existsSync(tarball)) {
-    throw new Error(`kernel source ${tarball} is missing: install the Debian package ${SOURCE_PACKAGE}`);
+    throw new HostdError(
+      "not_ready",
+      `kernel source ${tarball} is missing: install the Debian package ${SOURCE_PACKAGE}`,
+    );
   }
   const kernelRoot = join(cacheDir(), "kernel");
   const tmp = await tempDirIn(kernelRoot, hash);

@@ -13,7 +13,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import type { Progress } from "@createos-sandbox/protocol";
+import { HostdError, type Progress } from "@createos-sandbox/protocol";
 import { DPKG_EXCLUDES, type Recipe, sanitiseName } from "./catalog.js";
 import { run, which } from "./run.js";
 import { SingleFlight, cacheDir, fmtMiB, rmrf, tempDirIn, withFileLock } from "./util.js";
@@ -118,8 +118,10 @@ export function ensureTarball(r: Recipe, onProgress: (p: Progress) => void): Pro
 
 async function buildTarball(r: Recipe, out: string, progress: (p: Progress) => void): Promise<string> {
   const mmdebstrap = which("mmdebstrap");
-  if (!mmdebstrap) throw new Error("mmdebstrap is not installed (Debian package mmdebstrap)");
-  if (process.getuid?.() !== 0) throw new Error("building root images needs root (mmdebstrap root mode)");
+  if (!mmdebstrap)
+    throw new HostdError("not_ready", "mmdebstrap is not installed (Debian package mmdebstrap)");
+  if (process.getuid?.() !== 0)
+    throw new HostdError("not_ready", "building root images needs root (mmdebstrap root mode)");
   const tmp = await tempDirIn(imageDir(r.name), r.hash);
   try {
     const target = join(tmp, "tree.tar");
@@ -261,7 +263,7 @@ async function buildExt4(
   progress: (p: Progress) => void,
 ): Promise<string> {
   const mkfs = which("mkfs.ext4");
-  if (!mkfs) throw new Error("mkfs.ext4 is not installed (Debian package e2fsprogs)");
+  if (!mkfs) throw new HostdError("not_ready", "mkfs.ext4 is not installed (Debian package e2fsprogs)");
   const tmp = await tempDirIn(imageDir(r.name), "ext4");
   try {
     const root = join(tmp, "root");

@@ -48,12 +48,13 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
 /** Like {@link run} but resolves with whatever exit code the process had. */
 export function runRaw(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    // detached: own process group, so a timeout kills make's and mmdebstrap's children too
+    // with a timeout the child gets its own process group so the kill reaches its children too; without
+    // one it stays in ours, so a Ctrl-C of the host daemon also stops a kernel build it started
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-      detached: true,
+      detached: opts.timeoutMs !== undefined,
     });
     const out = { stdout: "", stderr: "" };
     const partial = { stdout: "", stderr: "" };
