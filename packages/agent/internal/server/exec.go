@@ -162,6 +162,7 @@ func signalName(sig syscall.Signal) string {
 }
 
 func (s *Server) runExec(ch *channel, req *openReq) {
+	opened := time.Now()
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		ch.finish(map[string]interface{}{"exit_code": -1, "error": "exec: empty argv"})
 		return
@@ -336,7 +337,8 @@ func (s *Server) runExec(ch *channel, req *openReq) {
 		master.Close()
 	}
 	ch.in.close()
-	res := map[string]interface{}{"exit_code": ws.ExitStatus()}
+	// wall_us: OPEN received → exit seen and output sent, the agent's share of a round trip.
+	res := map[string]interface{}{"exit_code": ws.ExitStatus(), "wall_us": time.Since(opened).Microseconds()}
 	if ws.Signaled() {
 		res["exit_code"] = -1
 		res["signal"] = signalName(ws.Signal())

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -64,6 +65,21 @@ func (s *Server) handleRPC(ss *session, w io.Writer, payload []byte) {
 			syscall.Sync()
 			reply(ss, map[string]interface{}{"ok": true}, nil)
 		})
+	case "debug":
+		// Answered inline by the reader: works even when every other goroutine is stuck.
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t0 := time.Now()
+		ts := syscall.NsecToTimespec(int64(time.Millisecond))
+		_ = syscall.Nanosleep(&ts, nil)
+		status, _ := os.ReadFile("/proc/self/status")
+		reply(ss, map[string]interface{}{
+			"goroutines":    string(buf[:n]),
+			"num_goroutine": runtime.NumGoroutine(),
+			"gomaxprocs":    runtime.GOMAXPROCS(0),
+			"nanosleep_1ms": time.Since(t0).String(),
+			"status":        string(status),
+		}, nil)
 	case "thaw":
 		// Lifts quiesce without a new session: the pause it prepared for did not happen.
 		s.wmu.Lock()
@@ -171,7 +187,9 @@ func (s *Server) slowRPC(method string, raw json.RawMessage) (interface{}, *rpcE
 				time.Sleep(50 * time.Millisecond)
 				syscall.Sync()
 				cmd := syscall.LINUX_REBOOT_CMD_POWER_OFF
-				if p.Reboot {
+				// Without ACPI (QEMU microvm acpi=off) a power off only halts the CPU and QEMU keeps
+				// running; a restart reaches QEMU, and its -no-reboot turns it into an exit.
+				if _, err := os.Stat("/sys/firmware/acpi"); p.Reboot || err != nil {
 					cmd = syscall.LINUX_REBOOT_CMD_RESTART
 				}
 				if err := syscall.Reboot(cmd); err != nil {

@@ -84,6 +84,8 @@ export interface AgentExecResult {
   error?: string;
   /** Agent-measured fork+exec time, µs. */
   spawn_us?: number;
+  /** Agent-measured time from receiving the request to the exit with all output sent, µs. */
+  wall_us?: number;
   /** Host-measured wall time from request to exit, ms. */
   exec_ms: number;
 }
@@ -595,6 +597,7 @@ export class AgentClient extends EventEmitter {
         if (typeof m.signal === "string") r.signal = m.signal;
         if (typeof m.error === "string") r.error = m.error;
         if (spawnUs !== undefined) r.spawn_us = spawnUs;
+        if (typeof m.wall_us === "number") r.wall_us = m.wall_us;
         resolve(r);
       };
       ch.onClose = (err) => {
