@@ -65,7 +65,14 @@ func main() {
 	}
 
 	system := pid1 || (*allowSystem && os.Geteuid() == 0)
-	srv := server.New(server.Config{System: system, PID1: pid1, Log: logger}, reaper.New())
+	var warnings []string
+	if pid1 {
+		if w := sysinit.ClockEventWarning(); w != "" {
+			logger.Printf("WARNING: %s", w)
+			warnings = append(warnings, w)
+		}
+	}
+	srv := server.New(server.Config{System: system, PID1: pid1, Log: logger, Warnings: warnings}, reaper.New())
 	emit := func(action, reason string) {
 		ev := map[string]interface{}{"event": "self", "action": action}
 		if reason != "" {

@@ -49,13 +49,17 @@ func (s *Server) handleRPC(ss *session, w io.Writer, payload []byte) {
 	case "hello":
 		// Every hello starts a session: the host that says it has no channels open.
 		ns := s.newSession(w)
-		reply(ns, map[string]interface{}{
+		res := map[string]interface{}{
 			"version":   1,
 			"agent":     Version,
 			"boot_id":   s.bootID,
 			"uptime_ms": time.Since(s.started).Milliseconds(),
 			"pid":       os.Getpid(),
-		}, nil)
+		}
+		if len(s.cfg.Warnings) > 0 {
+			res["warnings"] = s.cfg.Warnings
+		}
+		reply(ns, res, nil)
 		s.flushPending(ns)
 	case "quiesce":
 		s.wmu.Lock()

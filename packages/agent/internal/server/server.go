@@ -28,7 +28,9 @@ type Config struct {
 	System bool
 	// PID1 powers the machine off on shutdown.
 	PID1 bool
-	Log  *log.Logger
+	// Warnings are reported in every hello result (e.g. a guest without timer interrupts).
+	Warnings []string
+	Log      *log.Logger
 }
 
 type Server struct {

@@ -35,6 +35,8 @@ export interface HelloResult {
   boot_id: string;
   uptime_ms: number;
   pid: number;
+  /** Problems the agent found in its guest at boot (e.g. no timer interrupts); absent when none. */
+  warnings?: string[];
 }
 
 export interface ConfigureParams {
