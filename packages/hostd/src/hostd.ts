@@ -33,7 +33,6 @@ import {
   type VmSpec,
 } from "@createos-sandbox/protocol";
 import * as images from "./images/index.js";
-import { kernelPath } from "./images/kernel.js";
 import {
   GUEST_MAC,
   NetPool,
@@ -56,6 +55,19 @@ export interface Logger {
 
 const nullLog: Logger = { info() {}, warn() {}, error() {} };
 
+/** What the lifecycle needs from the images module; injectable so tests can pin an already-built kernel. */
+export interface ImagesApi {
+  catalog(): { name: string; description: string; default?: boolean }[];
+  builtImage(name: string): { name: string; kernel: string; rootfs: string; hash: string } | undefined;
+  ensureImage(
+    name: string,
+    onProgress?: (p: Progress) => void,
+  ): Promise<{ name: string; kernel: string; rootfs: string; hash: string }>;
+  ensureKernel(onProgress?: (p: Progress) => void): Promise<string>;
+  kernelCmdline(o: { hostKhz: number }): string;
+  hostKhz(): number;
+}
+
 export interface OpenOptions {
   dataDir: string;
   /** Defaults to the images module's cache dir (~/.cache/createos-sandbox). */
@@ -65,6 +77,8 @@ export interface OpenOptions {
   accel?: Accel;
   /** TCG translation cache, MiB. */
   tbSizeMib?: number;
+  /** Replaces parts of the images module (tests, benchmarks against a pinned kernel). */
+  images?: Partial<ImagesApi>;
   /** Network namespaces kept ready for new VMs (default 2; 0 disables the pool). */
   netPool?: number;
 }
@@ -219,6 +233,7 @@ export class LocalHostDaemon implements HostDaemon {
   private readonly warmFlight = new Flight<string>();
   private readonly snapLocks = new Map<string, Promise<unknown>>();
   private accelP: Promise<Accel> | undefined;
+  private readonly img: ImagesApi;
   private closed = false;
   readonly hostId: string;
 
@@ -233,6 +248,15 @@ export class LocalHostDaemon implements HostDaemon {
     this.layersDir = join(this.root, "layers");
     this.warmDir = join(cache, "warm");
     this.hostId = "local";
+    this.img = {
+      catalog: images.catalog,
+      builtImage: images.builtImage,
+      ensureImage: images.ensureImage,
+      ensureKernel: images.ensureKernel,
+      kernelCmdline: images.kernelCmdline,
+      hostKhz: () => images.hostKhz(),
+      ...opts.images,
+    };
     this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
     this.events.setMaxListeners(0);
     this.pool = new NetPool(this.slots, opts.netPool ?? 2, join(this.root, "netpool.json"), (e) =>
@@ -258,7 +282,7 @@ export class LocalHostDaemon implements HostDaemon {
       const osr = (await readFile("/proc/sys/kernel/osrelease", "utf8").catch(() => "")).trim();
       const c = await readJson<{ osrelease: string; accel: Accel }>(cached);
       if (c && c.osrelease === osr) return c.accel;
-      const kernel = await images.ensureKernel();
+      const kernel = await this.img.ensureKernel();
       const a = await this.driver.probeAccel(kernel);
       this.log.info("accelerator probed", { accel: a });
       await mkdir(this.cache, { recursive: true });
@@ -272,20 +296,19 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   async info(): Promise<HostInfo> {
-    const cat = await images.catalog();
+    const cat = this.img.catalog();
     const built: string[] = [];
-    for (const img of cat) if (images.builtImage(img.name)) built.push(img.name);
+    for (const img of cat) if (this.img.builtImage(img.name)) built.push(img.name);
     let accel: Accel = "tcg";
     let notReady: string | undefined;
-    const kernelBuilt = existsSync(kernelPath());
+    const kernelBuilt = built.length > 0;
     if (kernelBuilt || this.opts.accel) {
       try {
         accel = await this.accel();
       } catch (e) {
         notReady = `accelerator probe failed: ${(e as Error).message}`;
       }
-    } else notReady = "the guest kernel is not built yet (it builds on first use, ~6 min)";
-    if (!notReady && built.length === 0) notReady = "no rootfs image is built yet";
+    } else notReady = "no image is built yet (kernel ~6 min and rootfs builds run on first use)";
     let promised = 0;
     for (const v of this.vms.values()) promised += v.rec.mem_mib;
     const info: HostInfo = {
@@ -301,13 +324,13 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   async images(): Promise<ImageInfo[]> {
-    const cat = await images.catalog();
+    const cat = this.img.catalog();
     const out: ImageInfo[] = [];
     for (const img of cat) {
       const i: ImageInfo = {
         name: img.name,
         description: img.description,
-        built: !!images.builtImage(img.name),
+        built: !!this.img.builtImage(img.name),
       };
       if (img.default) i.default = true;
       out.push(i);
@@ -316,7 +339,7 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {
-    await images.ensureImage(name, onProgress);
+    await this.img.ensureImage(name, onProgress);
   }
 
   // ---------------------------------------------------------------- events
@@ -392,18 +415,18 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   private async resolveImage(name: string) {
-    const cat = await images.catalog();
+    const cat = this.img.catalog();
     if (!cat.some((i) => i.name === name)) {
       throw new HostdError(
         "bad_request",
         `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,
       );
     }
-    return images.ensureImage(name);
+    return this.img.ensureImage(name);
   }
 
   private async baseCmdline(): Promise<string> {
-    return images.kernelCmdline({ hostKhz: images.hostKhz() });
+    return this.img.kernelCmdline({ hostKhz: this.img.hostKhz() });
   }
 
   private attachAgentEvents(vm: Vm): void {
@@ -541,8 +564,19 @@ export class LocalHostDaemon implements HostDaemon {
     return { rec, dir, addrs };
   }
 
-  private async abortVm(rec: VmRecord, dir: string, machine?: Machine, agent?: AgentLike): Promise<void> {
+  private async abortVm(
+    rec: VmRecord,
+    dir: string,
+    machine?: Machine,
+    agent?: AgentLike,
+    err?: unknown,
+  ): Promise<void> {
     agent?.close();
+    // The guest console is the only record of why a boot or restore failed: keep its tail in the error.
+    if (err instanceof Error) {
+      const con = await readFile(join(dir, "console.log"), "utf8").catch(() => "");
+      if (con) err.message += `\n--- guest console (last lines) ---\n${con.slice(-1500)}`;
+    }
     await machine?.stop(500).catch(() => undefined);
     await this.cleanupVmFiles(rec, dir).catch(() => undefined);
   }
@@ -598,7 +632,7 @@ export class LocalHostDaemon implements HostDaemon {
       this.log.info("VM created (cold boot)", { sandbox_id: spec.sandbox_id, spawn_ms });
       return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "cold" };
     } catch (e) {
-      await this.abortVm(rec, dir, machine, agent);
+      await this.abortVm(rec, dir, machine, agent, e);
       throw e;
     }
   }
@@ -710,7 +744,7 @@ export class LocalHostDaemon implements HostDaemon {
       this.log.info("VM created (warm)", { sandbox_id: spec.sandbox_id, spawn_ms });
       return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "warm" };
     } catch (e) {
-      await this.abortVm(rec, dir, machine, agent);
+      await this.abortVm(rec, dir, machine, agent, e);
       throw e;
     }
   }
@@ -968,7 +1002,7 @@ export class LocalHostDaemon implements HostDaemon {
         });
         if (child.disk_mib > meta.disk_mib) await this.growDisk({ machine, agent }, child.disk_mib);
       } catch (e) {
-        await this.abortVm(rec, dir, machine, agent);
+        await this.abortVm(rec, dir, machine, agent, e);
         throw e;
       }
       this.register(rec, dir, machine, agent, addrs);

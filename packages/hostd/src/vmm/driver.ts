@@ -27,6 +27,8 @@ export interface MachineConfig {
   tap?: string;
   mac: string;
   accel: Accel;
+  /** `-M` value without the memory backend (default: the tuned microvm line in qemu.ts). */
+  machine?: string;
   /** Translation-block cache size, MiB (TCG only). */
   tbSizeMib?: number;
 }
