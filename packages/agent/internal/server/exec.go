@@ -163,6 +163,13 @@ func signalName(sig syscall.Signal) string {
 
 func (s *Server) runExec(ch *channel, req *openReq) {
 	opened := time.Now()
+	if len(req.Argv) == 0 && req.Pty != nil {
+		// A terminal without a command is a login shell: bash where the image has it.
+		req.Argv = []string{"/bin/sh", "-l"}
+		if executable("/bin/bash") == nil {
+			req.Argv = []string{"/bin/bash", "-l"}
+		}
+	}
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		ch.finish(map[string]interface{}{"exit_code": -1, "error": "exec: empty argv"})
 		return

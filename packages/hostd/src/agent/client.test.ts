@@ -325,6 +325,18 @@ test("pty: interactive shell, resize, exit", async (t) => {
   assert.deepEqual(await pty.exited, { exit_code: 4 });
 });
 
+test("pty: no argv gives a login shell", async (t) => {
+  const pty = await client.openPty({ rows: 24, cols: 80 });
+  t.after(() => pty.stream.destroy());
+  let out = "";
+  pty.stream.on("data", (b: Buffer) => {
+    out += b.toString();
+  });
+  pty.stream.write("echo shell=$0; exit 0\n");
+  assert.equal((await pty.exited).exit_code, 0);
+  assert.match(out, /shell=-?(\/bin\/)?(ba)?sh/);
+});
+
 test("pty: signal reaches the foreground job", async (t) => {
   const pty = await client.openPty({ argv: ["sh"], rows: 24, cols: 80 });
   t.after(() => pty.stream.destroy());

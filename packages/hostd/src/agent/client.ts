@@ -612,9 +612,10 @@ export class AgentClient extends EventEmitter {
   /** Opens a shell (or argv) on a new PTY; output arrives on `stream`, input is written to it. */
   async openPty(req: AgentPtyRequest): Promise<AgentPty> {
     const conn = await this.session();
+    // No argv: the agent starts a login shell (bash where the image has it).
     const open: Json = {
       op: "exec",
-      argv: req.argv && req.argv.length > 0 ? req.argv : ["/bin/sh", "-l"],
+      argv: req.argv ?? [],
       stdin: true,
       pty: { rows: req.rows, cols: req.cols },
     };
