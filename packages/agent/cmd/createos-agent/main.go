@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -23,6 +24,8 @@ const portName = "org.createos.agent"
 
 func main() {
 	pid1 := os.Getpid() == 1
+	// Guest pages the agent touches stay allocated in the VM's RAM file: keep the heap tight.
+	debug.SetMemoryLimit(16 << 20)
 	// As PID 1 a bad argument must not exit (that panics the kernel): parse leniently.
 	mode := flag.ExitOnError
 	if pid1 {
