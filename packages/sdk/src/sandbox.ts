@@ -394,13 +394,13 @@ export class Sandbox {
    * One raw TCP connection to guest `127.0.0.1:port`, as a Duplex. Bytes the server sent with its
    * 101 are already in the read buffer. The caller owns the socket (listen for `error`).
    */
-  openTunnelSocket(port: number, options: UpgradeOptions = {}): Promise<net.Socket> {
+  async openTunnelSocket(port: number, options: UpgradeOptions = {}): Promise<net.Socket> {
     validPort(port);
     return this.#http.upgrade(this.#path(`/tunnel/${port}`), options);
   }
 
   /** Local listener forwarding each accepted connection to guest `remotePort` (the CLI's `tunnel`). */
-  tunnel(remotePort: number, options: TunnelOptions = {}): Promise<Tunnel> {
+  async tunnel(remotePort: number, options: TunnelOptions = {}): Promise<Tunnel> {
     validPort(remotePort);
     const upgradeOptions: UpgradeOptions = {};
     if (options.headers !== undefined) upgradeOptions.headers = options.headers;

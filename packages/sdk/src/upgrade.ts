@@ -110,7 +110,7 @@ export function openUpgrade(options: OpenUpgradeOptions): Promise<net.Socket> {
     const cleanup = () => {
       if (timer) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
-      socket.removeListener("data", onData);
+      socket.removeListener("readable", onReadable);
       socket.removeListener("error", onError);
       socket.removeListener("close", onClose);
       socket.removeListener(secure ? "secureConnect" : "connect", onConnect);
@@ -140,7 +140,18 @@ export function openUpgrade(options: OpenUpgradeOptions): Promise<net.Socket> {
     const onConnect = () => {
       socket.write(buildUpgradeRequest(endpoint, hostHeader(url), headers));
     };
-    const onData = (chunk: Buffer) => {
+    // Paused-mode reads ('readable' + read()) so no byte is consumed beyond what we take; once the
+    // listener is removed the socket returns to its default state and a later 'data' listener or
+    // pipe() starts it as usual.
+    const onReadable = () => {
+      for (;;) {
+        if (settled) return;
+        const chunk = socket.read() as Buffer | null;
+        if (chunk === null) return;
+        onChunk(chunk);
+      }
+    };
+    const onChunk = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
       let parsed: ParsedHead | undefined;
       try {
@@ -156,7 +167,6 @@ export function openUpgrade(options: OpenUpgradeOptions): Promise<net.Socket> {
       if (parsed.status === 101) {
         settled = true;
         cleanup();
-        socket.pause();
         const rest = head.subarray(parsed.bodyStart);
         if (rest.length > 0) socket.unshift(rest);
         resolve(socket);
@@ -175,7 +185,7 @@ export function openUpgrade(options: OpenUpgradeOptions): Promise<net.Socket> {
     };
 
     socket.once(secure ? "secureConnect" : "connect", onConnect);
-    socket.on("data", onData);
+    socket.on("readable", onReadable);
     socket.on("error", onError);
     socket.on("close", onClose);
     signal?.addEventListener("abort", onAbort, { once: true });
