@@ -228,7 +228,8 @@ export class HttpCore {
       params: {},
       logFields: {},
     };
-    res.on("finish", () => {
+    // "close" rather than "finish": requests whose client went away are logged and counted too.
+    res.once("close", () => {
       const ms = performance.now() - t0;
       this.d.metrics.request(routeName, method, res.statusCode, ms / 1000);
       this.d.log.info("request", {
@@ -239,6 +240,7 @@ export class HttpCore {
         status: res.statusCode,
         ms: Math.round(ms * 100) / 100,
         user_id: ctx.principal?.user_id,
+        ...(res.writableFinished ? {} : { aborted: true }),
         ...ctx.logFields,
       });
     });
@@ -347,6 +349,12 @@ export class HttpCore {
       req.on("error", (e) => {
         failed = true;
         reject(e);
+      });
+      req.on("close", () => {
+        if (!req.complete && !failed) {
+          failed = true;
+          reject(apiError("bad_request_line"));
+        }
       });
       req.on("end", () => {
         if (failed) return;
