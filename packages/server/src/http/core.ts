@@ -200,17 +200,34 @@ export class HttpCore {
     return p;
   }
 
+  /** Credential check plus the per-credential token bucket. */
+  private async admit(req: IncomingMessage): Promise<Principal> {
+    const principal = await this.authenticate(req);
+    const wait = this.d.limiter.take(principal.credential_id);
+    if (wait > 0) {
+      throw Object.assign(
+        apiError("rate_limited", { rate: this.d.cfg.rateLimitPerSecond, burst: this.d.cfg.rateLimitBurst }),
+        { retryAfter: wait },
+      );
+    }
+    return principal;
+  }
+
   private splitUrl(url: string): { path: string; query: URLSearchParams; segs: string[] } {
     const q = url.indexOf("?");
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
     // Trailing slashes are tolerated like the clients strip them.
     const trimmed = path.length > 1 ? path.replace(/\/+$/, "") : path;
-    const segs = trimmed
-      .split("/")
-      .slice(1)
-      .map((s) => decodeURIComponent(s));
-    return { path: trimmed, query, segs };
+    try {
+      const segs = trimmed
+        .split("/")
+        .slice(1)
+        .map((s) => decodeURIComponent(s));
+      return { path: trimmed, query, segs };
+    } catch {
+      throw apiError("bad_request_line");
+    }
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -245,12 +262,7 @@ export class HttpCore {
       });
     });
     const run = async () => {
-      let split: ReturnType<HttpCore["splitUrl"]>;
-      try {
-        split = this.splitUrl(req.url ?? "/");
-      } catch {
-        throw apiError("bad_request_line");
-      }
+      const split = this.splitUrl(req.url ?? "/");
       ctx.path = split.path;
       ctx.query = split.query;
       const hits = match(this.routes, split.segs);
@@ -269,17 +281,7 @@ export class HttpCore {
       routeName = route.pattern;
       ctx.params = chosen.params;
       if (route.auth !== "none") {
-        ctx.principal = await this.authenticate(req);
-        const wait = this.d.limiter.take(ctx.principal.credential_id);
-        if (wait > 0) {
-          throw Object.assign(
-            apiError("rate_limited", {
-              rate: this.d.cfg.rateLimitPerSecond,
-              burst: this.d.cfg.rateLimitBurst,
-            }),
-            { retryAfter: wait },
-          );
-        }
+        ctx.principal = await this.admit(req);
         if (ctx.principal.sandbox_id && route.auth !== "runtime") throw apiError("access_token_scope");
       }
       if (route.body === "json") ctx.body = await this.readJson(req);
@@ -387,12 +389,7 @@ export class HttpCore {
       rawResponse(socket, out, reqId);
     };
     const run = async () => {
-      let split: ReturnType<HttpCore["splitUrl"]>;
-      try {
-        split = this.splitUrl(req.url ?? "/");
-      } catch {
-        throw apiError("bad_request_line");
-      }
+      const split = this.splitUrl(req.url ?? "/");
       const hit = match(this.upgrades, split.segs)[0];
       if (!hit)
         throw apiError("route_not_found", { method: req.method ?? "", path: split.path.slice(0, 200) });
@@ -401,14 +398,7 @@ export class HttpCore {
         throw apiError("method_not_allowed", { method: req.method ?? "", path: routeName });
       if (String(req.headers.upgrade ?? "").toLowerCase() !== "tcp-tunnel")
         throw apiError("upgrade_required");
-      const principal = await this.authenticate(req);
-      const wait = this.d.limiter.take(principal.credential_id);
-      if (wait > 0) {
-        throw Object.assign(
-          apiError("rate_limited", { rate: this.d.cfg.rateLimitPerSecond, burst: this.d.cfg.rateLimitBurst }),
-          { retryAfter: wait },
-        );
-      }
+      const principal = await this.admit(req);
       await hit.hit.def.handler({
         req,
         socket,

@@ -6,8 +6,8 @@ import type { Ctx } from "../http/core.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { HostRef, Sandboxes } from "../sandboxes.js";
-import type { SandboxRow, Store } from "../store/types.js";
-import { canonicalSandboxId } from "../ulid.js";
+import type { NetworkRow, SandboxRow, Store } from "../store/types.js";
+import { canonicalNetworkId, canonicalSandboxId } from "../ulid.js";
 
 export interface App {
   cfg: ServerConfig;
@@ -46,4 +46,9 @@ export function requireRunning(row: SandboxRow, action: string): void {
 
 export function daemonOf(app: App): HostDaemon {
   return app.sandboxes.daemon();
+}
+
+/** A network of this user by id (`net-`/`net_`) or name. */
+export function findNetwork(app: App, userId: string, ref: string): Promise<NetworkRow | undefined> {
+  return app.store.getNetwork(userId, canonicalNetworkId(ref) ?? ref);
 }

@@ -3,10 +3,10 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { api } from "@createos-sandbox/protocol";
 import { SHAPES } from "../catalog.js";
 import type { Route } from "../http/core.js";
-import { canonicalNetworkId, newNetworkId } from "../ulid.js";
+import { newNetworkId } from "../ulid.js";
 import { Fields, RESOURCE_NAME_RE, absolutePathError, pageParams } from "../validate.js";
 import { networkView, page } from "../views.js";
-import { type App, loadSandbox, requireRunning } from "./common.js";
+import { type App, findNetwork, loadSandbox, requireRunning } from "./common.js";
 import { checkDiskAttachment } from "./sandboxes.js";
 
 const TEMPLATE_BASES = ["nodeops/sandbox:debian", "nodeops/sandbox:alpine"];
@@ -188,7 +188,7 @@ export function miscRoutes(app: App): Route[] {
       body: "none",
       handler: async (ctx) => {
         const ref = ctx.params.ref!;
-        const n = await app.store.getNetwork(user(ctx), canonicalNetworkId(ref) ?? ref);
+        const n = await findNetwork(app, user(ctx), ref);
         if (!n) throw apiError("network_not_found", { id: ref.slice(0, 100) });
         return { data: networkView(n, { members: await app.store.networkMembers(n.id) }) };
       },
@@ -200,7 +200,7 @@ export function miscRoutes(app: App): Route[] {
       body: "none",
       handler: async (ctx) => {
         const ref = ctx.params.ref!;
-        const n = await app.store.getNetwork(user(ctx), canonicalNetworkId(ref) ?? ref);
+        const n = await findNetwork(app, user(ctx), ref);
         if (!n) throw apiError("network_not_found", { id: ref.slice(0, 100) });
         const members = await app.store.networkMembers(n.id);
         if (members.length) throw apiError("network_in_use", { id: n.id, count: members.length });
@@ -218,7 +218,7 @@ export function miscRoutes(app: App): Route[] {
         const ref = f.str("id", { required: true, max: 100 });
         f.done();
         const row = await loadSandbox(app, ctx);
-        const n = await app.store.getNetwork(user(ctx), canonicalNetworkId(ref!) ?? ref!);
+        const n = await findNetwork(app, user(ctx), ref!);
         if (!n) throw apiError("network_not_found", { id: ref! });
         requireRunning(row, "attach a network to");
         await app.store.addNetworkMember(n.id, row.id);
@@ -233,7 +233,7 @@ export function miscRoutes(app: App): Route[] {
       handler: async (ctx) => {
         const row = await loadSandbox(app, ctx);
         const ref = ctx.params.net!;
-        const n = await app.store.getNetwork(user(ctx), canonicalNetworkId(ref) ?? ref);
+        const n = await findNetwork(app, user(ctx), ref);
         if (!n || !(await app.store.removeNetworkMember(n.id, row.id))) {
           throw apiError("network_not_found", { id: `${ref.slice(0, 100)} (attached to ${row.id})` });
         }

@@ -7,7 +7,6 @@ import type { Ctx, Route } from "../http/core.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxStatus } from "../store/types.js";
-import { canonicalNetworkId } from "../ulid.js";
 import {
   Fields,
   MAX_DISK_MIB,
@@ -21,7 +20,7 @@ import {
   sshKeyError,
 } from "../validate.js";
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
-import { type App, loadSandbox } from "./common.js";
+import { type App, findNetwork, loadSandbox } from "./common.js";
 
 const LISTABLE: SandboxStatus[] = [
   "creating",
@@ -112,7 +111,7 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
   f.done();
   const network_ids: string[] = [];
   for (const ref of networkRefs) {
-    const n = await app.store.getNetwork(ctx.principal!.user_id, canonicalNetworkId(ref) ?? ref);
+    const n = await findNetwork(app, ctx.principal!.user_id, ref);
     if (!n) throw validationError({ networks: `unknown network: ${ref}` });
     network_ids.push(n.id);
   }
