@@ -108,7 +108,7 @@ function lifecycleServer(): Promise<TestServer> {
     }
     if (req.method === "PATCH") {
       const patch = JSON.parse(body) as { auto_pause_after_seconds?: number; disable_auto_pause?: boolean };
-      if (patch.disable_auto_pause) delete r.auto_pause_after_seconds;
+      if (patch.disable_auto_pause) r.auto_pause_after_seconds = undefined;
       else if (patch.auto_pause_after_seconds !== undefined)
         r.auto_pause_after_seconds = patch.auto_pause_after_seconds;
       return ok(res, viewOf(r));
@@ -219,8 +219,8 @@ async function runWith(sdk: Sdk): Promise<{ output: string[]; wire: string[] }> 
   } finally {
     process.env.CREATEOS_SANDBOX_BASE_URL = saved.url;
     process.env.CREATEOS_SANDBOX_API_KEY = saved.key;
-    if (saved.url === undefined) delete process.env.CREATEOS_SANDBOX_BASE_URL;
-    if (saved.key === undefined) delete process.env.CREATEOS_SANDBOX_API_KEY;
+    if (saved.url === undefined) Reflect.deleteProperty(process.env, "CREATEOS_SANDBOX_BASE_URL");
+    if (saved.key === undefined) Reflect.deleteProperty(process.env, "CREATEOS_SANDBOX_API_KEY");
   }
   const wire = s.requests
     // The published SDK pre-warms its connection pool with a /healthz probe.
