@@ -521,8 +521,11 @@ export class Sandboxes {
           if (row.snapshot) {
             if (vm) await daemon.destroy(row.id).catch(() => undefined);
             await set("paused", "snapshot recorded", { paused_at: at });
-          } else if (vm) await set("running", "VM still present; pause rolled back", running);
-          else
+          } else if (vm) {
+            // The pause was asked for and the VM is still there (maybe stopped mid-snapshot): finish it.
+            this.log.now("reconciling: completing interrupted pause", { sandbox_id: row.id });
+            await this.withLock(row.id, () => this.completePause(daemon, row.id));
+          } else
             await set("error", "neither VM nor snapshot", {
               status_reason: "pause interrupted by a restart",
             });
