@@ -11,7 +11,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { copyFile, lstat, mkdir, open, readFile, readdir, rename, rm, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Duplex, Readable } from "node:stream";
 import {
@@ -79,6 +79,12 @@ export interface OpenOptions {
   tbSizeMib?: number;
   /** Replaces parts of the images module (tests, benchmarks against a pinned kernel). */
   images?: Partial<ImagesApi>;
+  /**
+   * Restored VMs kept running per recently used (image, shape, disk), so a create only renames one
+   * into place and configures it (default 1; 0 disables). Under TCG a fresh restore spends most of its
+   * time re-translating guest code; a pooled VM has already done that.
+   */
+  warmPool?: number;
   /** Network namespaces kept ready for new VMs (default 2; 0 disables the pool). */
   netPool?: number;
 }
@@ -101,6 +107,8 @@ interface VmRecord {
   /** Backing layers of disk.qcow2, nearest first (for layer garbage collection). */
   chain: string[];
   created_at: string;
+  /** Where QEMU was started, when that differs from the VM dir (a pooled VM renamed into place). */
+  launch_dir?: string;
 }
 
 /** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
@@ -139,6 +147,18 @@ interface WarmMeta {
   created_at: string;
 }
 
+interface PooledVm {
+  rec: VmRecord;
+  dir: string;
+  machine: Machine;
+  agent: AgentLike;
+  addrs: SlotAddrs;
+}
+
+/** Pooled VMs live under ids no sandbox can have (sandbox ids start with a letter or digit). */
+const POOL_PREFIX = "_pool-";
+const MAX_POOL_KEYS = 2;
+
 interface Vm {
   rec: VmRecord;
   dir: string;
@@ -154,6 +174,20 @@ const MIB = 1024 * 1024;
 
 function now(): number {
   return performance.now();
+}
+
+/** Wall time per step of one operation, for the logs (where the milliseconds go). */
+function stopwatch(): { lap(name: string): void; laps: Record<string, number> } {
+  let last = now();
+  const laps: Record<string, number> = {};
+  return {
+    laps,
+    lap(name: string) {
+      const t = now();
+      laps[name] = Math.round((t - last) * 10) / 10;
+      last = t;
+    },
+  };
 }
 
 function validateSpec(spec: VmSpec): void {
@@ -233,6 +267,12 @@ export class LocalHostDaemon implements HostDaemon {
   private readonly warmFlight = new Flight<string>();
   private readonly snapLocks = new Map<string, Promise<unknown>>();
   private accelP: Promise<Accel> | undefined;
+  private readonly freezing = new Set<string>();
+  /** Ready restored VMs by pool key (`<warm key>-<disk>d`), most recently used key last. */
+  private readonly vmPool = new Map<string, PooledVm[]>();
+  private readonly vmPoolSpecs = new Map<string, { warm: string; spec: VmSpec }>();
+  private readonly vmPoolFilling = new Map<string, Promise<void>>();
+  private vmPoolTimer: NodeJS.Timeout | undefined;
   private readonly img: ImagesApi;
   private closed = false;
   readonly hostId: string;
@@ -462,6 +502,7 @@ export class LocalHostDaemon implements HostDaemon {
     await teardownSlot(rec.slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
     this.slots.release(rec.slot);
     await rm(dir, { recursive: true, force: true });
+    if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await this.gcLayers();
   }
 
@@ -478,13 +519,10 @@ export class LocalHostDaemon implements HostDaemon {
       if (!m && !name.endsWith(".tmp")) continue;
       for (const l of m?.chain ?? []) used.add(l);
     }
-    // A snapshot being written (no meta.json yet) may reference a layer being created: keep recent ones.
-    const recent = Date.now() - 60_000;
     for (const name of await readdir(this.layersDir).catch(() => [] as string[])) {
       const p = join(this.layersDir, name);
-      if (used.has(p)) continue;
-      const s = await stat(p).catch(() => undefined);
-      if (s && s.mtimeMs > recent) continue;
+      // A layer being frozen is not in any meta.json yet.
+      if (used.has(p) || this.freezing.has(p)) continue;
       await rm(p, { force: true });
     }
   }
@@ -531,10 +569,127 @@ export class LocalHostDaemon implements HostDaemon {
         });
         if (booted) return booted;
       }
-      return await this.warmCreate(spec, warm, t0);
+      const pkey = `${key}-${spec.disk_mib}d`;
+      this.notePoolKey(pkey, warm, spec);
+      const pooled = this.takePooled(pkey);
+      if (pooled) {
+        try {
+          return await this.adoptPooled(pooled, spec, t0);
+        } catch (e) {
+          this.log.warn("pooled VM unusable, restoring instead", { error: String(e) });
+          await this.abortVm(pooled.rec, pooled.dir, pooled.machine, pooled.agent);
+        }
+      }
+      const r = await this.restoreWarm(spec, warm);
+      const vm = this.register(r.rec, r.dir, r.machine, r.agent, r.addrs);
+      const spawn_ms = Math.round(now() - t0);
+      this.log.info("VM created (warm)", { sandbox_id: spec.sandbox_id, spawn_ms, ...r.laps });
+      return { sandbox_id: vm.rec.sandbox_id, ip: vm.rec.ip, spawn_ms, boot: "warm" };
     } finally {
       this.starting.delete(spec.sandbox_id);
     }
+  }
+
+  // ---------------------------------------------------------------- pool of restored VMs
+
+  private notePoolKey(pkey: string, warm: string, spec: VmSpec): void {
+    const target = this.opts.warmPool ?? 1;
+    if (target <= 0 || this.closed) return;
+    this.vmPoolSpecs.delete(pkey);
+    this.vmPoolSpecs.set(pkey, { warm, spec });
+    while (this.vmPoolSpecs.size > MAX_POOL_KEYS) {
+      const oldest = this.vmPoolSpecs.keys().next().value as string;
+      this.vmPoolSpecs.delete(oldest);
+      for (const pv of this.vmPool.get(oldest) ?? []) void this.abortVm(pv.rec, pv.dir, pv.machine, pv.agent);
+      this.vmPool.delete(oldest);
+    }
+    this.schedulePoolFill();
+  }
+
+  private takePooled(pkey: string): PooledVm | undefined {
+    const list = this.vmPool.get(pkey);
+    while (list && list.length > 0) {
+      const pv = list.shift();
+      if (pv && pv.machine.state === "running") return pv;
+      if (pv) void this.abortVm(pv.rec, pv.dir, pv.machine, pv.agent);
+    }
+    return undefined;
+  }
+
+  private schedulePoolFill(delayMs = 500): void {
+    if (this.vmPoolTimer || this.closed) return;
+    this.vmPoolTimer = setTimeout(() => {
+      this.vmPoolTimer = undefined;
+      for (const [pkey, { warm, spec }] of this.vmPoolSpecs) {
+        if (this.vmPoolFilling.has(pkey)) continue;
+        const p = this.fillPool(pkey, warm, spec)
+          .catch((e) => this.log.warn("warm pool refill failed", { error: String(e) }))
+          .finally(() => this.vmPoolFilling.delete(pkey));
+        this.vmPoolFilling.set(pkey, p);
+      }
+    }, delayMs);
+    this.vmPoolTimer.unref();
+  }
+
+  private async fillPool(pkey: string, warm: string, spec: VmSpec): Promise<void> {
+    const target = this.opts.warmPool ?? 1;
+    for (;;) {
+      const list = this.vmPool.get(pkey) ?? [];
+      if (this.closed || !this.vmPoolSpecs.has(pkey) || list.length >= target) return;
+      const id = `${POOL_PREFIX}${randomUUID().slice(0, 12)}`;
+      const r = await this.restoreWarm({ ...spec, sandbox_id: id, hostname: "pool", envs: {} }, warm);
+      // restoreWarm ran configure once; run an exec too, so the guest code a new sandbox runs first is
+      // already translated (TCG) rather than translated on the caller's clock.
+      await r.agent.exec({ argv: ["true"] });
+      if (this.closed || !this.vmPoolSpecs.has(pkey)) {
+        await this.abortVm(r.rec, r.dir, r.machine, r.agent);
+        return;
+      }
+      list.push({ rec: r.rec, dir: r.dir, machine: r.machine, agent: r.agent, addrs: r.addrs });
+      this.vmPool.set(pkey, list);
+    }
+  }
+
+  /** Resolves once no pool refill is running (benchmarks wait on it between repetitions). */
+  async poolIdle(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      if (this.vmPoolTimer) await new Promise((r) => setTimeout(r, 100));
+      else if (this.vmPoolFilling.size > 0) await Promise.all(this.vmPoolFilling.values());
+      else return;
+    }
+  }
+
+  /** A pooled VM becomes the sandbox: its dir is renamed into place (QEMU keeps its open files and sockets). */
+  private async adoptPooled(pv: PooledVm, spec: VmSpec, t0: number): Promise<VmRuntime> {
+    const dir = this.vmDir(spec.sandbox_id);
+    const rec: VmRecord = {
+      ...pv.rec,
+      sandbox_id: spec.sandbox_id,
+      hostname: spec.hostname,
+      created_at: new Date().toISOString(),
+      launch_dir: pv.rec.launch_dir ?? pv.dir,
+    };
+    pv.agent.close();
+    await rename(pv.dir, dir);
+    // QEMU reopens its disk by the path it was started with (e.g. read-only when a snapshot inactivates
+    // it): the old path must keep resolving.
+    await symlink(dir, pv.dir);
+    pv.dir = dir;
+    pv.rec = rec;
+    await writeJsonAtomic(join(dir, "vm.json"), rec);
+    const agent = await this.agentUp(dir, 10_000);
+    pv.agent = agent;
+    await agent.configure({
+      hostname: spec.hostname,
+      envs: spec.envs,
+      time_ns: timeNs(),
+      entropy: entropy(),
+    });
+    const vm = this.register(rec, dir, pv.machine, agent, pv.addrs);
+    this.schedulePoolFill();
+    const spawn_ms = Math.round(now() - t0);
+    this.log.info("VM created (warm, pooled)", { sandbox_id: spec.sandbox_id, spawn_ms });
+    return { sandbox_id: spec.sandbox_id, ip: vm.rec.ip, spawn_ms, boot: "warm" };
   }
 
   private async prepareVm(
@@ -707,7 +862,17 @@ export class LocalHostDaemon implements HostDaemon {
     await copyFile(tpl, dest);
   }
 
-  private async warmCreate(spec: VmSpec, warm: string, t0: number): Promise<VmRuntime> {
+  private async restoreWarm(
+    spec: VmSpec,
+    warm: string,
+  ): Promise<{
+    rec: VmRecord;
+    dir: string;
+    machine: Machine;
+    agent: AgentLike;
+    addrs: SlotAddrs;
+    laps: Record<string, number>;
+  }> {
     const w = await readJson<WarmMeta>(join(warm, "meta.json"));
     if (!w) throw new HostdError("internal", `warm snapshot ${warm} is unreadable; delete it to rebuild`);
     const { rec, dir, addrs } = await this.prepareVm(spec, {
@@ -723,26 +888,29 @@ export class LocalHostDaemon implements HostDaemon {
     });
     let machine: Machine | undefined;
     let agent: AgentLike | undefined;
+    const sw = stopwatch();
     try {
       await Promise.all([
         cpSparse(join(warm, "ram"), join(dir, "ram")),
         this.warmOverlay(warm, join(dir, "disk.qcow2")),
       ]);
+      sw.lap("copy");
       machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
       await machine.restore(join(warm, "state"));
+      sw.lap("restore");
       await machine.resume();
       agent = await this.agentUp(dir, 30_000);
+      sw.lap("agent");
       await agent.configure({
         hostname: spec.hostname,
         envs: spec.envs,
         time_ns: timeNs(),
         entropy: entropy(),
       });
+      sw.lap("configure");
       if (spec.disk_mib * MIB > w.disk_bytes) await this.growDisk({ machine, agent }, spec.disk_mib);
-      this.register(rec, dir, machine, agent, addrs);
-      const spawn_ms = Math.round(now() - t0);
-      this.log.info("VM created (warm)", { sandbox_id: spec.sandbox_id, spawn_ms });
-      return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms, boot: "warm" };
+      sw.lap("grow");
+      return { rec, dir, machine, agent, addrs, laps: sw.laps };
     } catch (e) {
       await this.abortVm(rec, dir, machine, agent, e);
       throw e;
@@ -808,6 +976,7 @@ export class LocalHostDaemon implements HostDaemon {
       );
       this.slots.release(vm.rec.slot);
       await rm(vm.dir, { recursive: true, force: true });
+      if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
       this.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms });
       return ref;
     });
@@ -909,6 +1078,20 @@ export class LocalHostDaemon implements HostDaemon {
     const top = join(sdir, "disk.qcow2");
     if (meta.frozen && meta.chain[0]) return { base: meta.chain[0], chain: meta.chain };
     const layer = join(this.layersDir, `${randomUUID()}.qcow2`);
+    this.freezing.add(layer);
+    try {
+      return await this.freezeInto(meta, sdir, top, layer);
+    } finally {
+      this.freezing.delete(layer);
+    }
+  }
+
+  private async freezeInto(
+    meta: SnapMeta,
+    sdir: string,
+    top: string,
+    layer: string,
+  ): Promise<{ base: string; chain: string[] }> {
     await rename(top, layer);
     try {
       await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, top]);
@@ -1033,16 +1216,16 @@ export class LocalHostDaemon implements HostDaemon {
     const dir = this.vmDir(sandboxId);
     if (!existsSync(dir)) return;
     const rec = await readJson<VmRecord>(join(dir, "vm.json"));
-    await this.killStale(dir);
+    await this.killStale(dir, rec?.launch_dir);
     if (rec) await this.cleanupVmFiles(rec, dir);
     else await rm(dir, { recursive: true, force: true });
   }
 
-  private async killStale(dir: string): Promise<void> {
+  private async killStale(dir: string, launchDir = dir): Promise<void> {
     const pid = Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
-    if (pid > 0 && isOurQemu(pid, dir)) {
+    if (pid > 0 && isOurQemu(pid, launchDir)) {
       process.kill(pid, "SIGKILL");
-      for (let i = 0; i < 400 && isOurQemu(pid, dir); i++) await new Promise((r) => setTimeout(r, 5));
+      for (let i = 0; i < 400 && isOurQemu(pid, launchDir); i++) await new Promise((r) => setTimeout(r, 5));
     }
   }
 
@@ -1132,6 +1315,12 @@ export class LocalHostDaemon implements HostDaemon {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.vmPoolTimer) clearTimeout(this.vmPoolTimer);
+    await Promise.all(this.vmPoolFilling.values());
+    // Pooled VMs are no sandbox's: nothing would re-adopt them.
+    for (const list of this.vmPool.values())
+      for (const pv of list) await this.abortVm(pv.rec, pv.dir, pv.machine, pv.agent);
+    this.vmPool.clear();
     await this.pool.close();
     for (const vm of this.vms.values()) vm.agent.close();
     // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
@@ -1149,6 +1338,12 @@ export class LocalHostDaemon implements HostDaemon {
     }
     for (const name of await readdir(this.vmsDir)) {
       const dir = join(this.vmsDir, name);
+      const st = await lstat(dir).catch(() => undefined);
+      if (st?.isSymbolicLink()) {
+        // The launch path of a pooled VM that became a sandbox: kept while that VM exists.
+        if (!existsSync(dir)) await rm(dir, { force: true });
+        continue;
+      }
       const rec = await readJson<VmRecord>(join(dir, "vm.json"));
       if (!rec) {
         await this.killStale(dir);
@@ -1161,7 +1356,8 @@ export class LocalHostDaemon implements HostDaemon {
       let machine: Machine | undefined;
       let agent: AgentLike | undefined;
       try {
-        if (pid > 0) machine = await this.driver.adopt(this.machineConfig(rec, dir, addrs), pid);
+        if (pid > 0 && !name.startsWith(POOL_PREFIX))
+          machine = await this.driver.adopt(this.machineConfig(rec, dir, addrs), pid, rec.launch_dir);
         if (machine) {
           if (machine.state === "paused") {
             // A daemon died mid-pause: the guest is intact, let it run again.
@@ -1178,8 +1374,11 @@ export class LocalHostDaemon implements HostDaemon {
       if (machine && agent) {
         this.register(rec, dir, machine, agent, addrs);
         this.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });
+      } else if (name.startsWith(POOL_PREFIX)) {
+        await this.killStale(dir, rec.launch_dir);
+        await this.cleanupVmFiles(rec, dir);
       } else {
-        await this.killStale(dir);
+        await this.killStale(dir, rec.launch_dir);
         await this.cleanupVmFiles(rec, dir);
         this.emit({
           type: "vm_exited",

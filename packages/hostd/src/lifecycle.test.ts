@@ -11,12 +11,13 @@ import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { SnapshotRef } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./hostd.js";
-import { catalog } from "./images/index.js";
 import {
   TEST_IMAGE,
   bufferStream,
+  catalogNames,
   drain,
   hostFootprint,
+  openOpts,
   run,
   sh,
   sha256,
@@ -30,7 +31,7 @@ let d: LocalHostDaemon;
 const base = hostFootprint(dataDir);
 
 before(async () => {
-  d = await LocalHostDaemon.open({ dataDir });
+  d = await LocalHostDaemon.open(openOpts(dataDir));
   // Builds the image (and, on the first create, its warm snapshot) when missing: slow only the first time.
   await d.ensureImage(TEST_IMAGE);
 });
@@ -293,15 +294,15 @@ describe("destroy", () => {
     const { readdirSync } = await import("node:fs");
     assert.deepEqual(readdirSync(`${dataDir}/hostd/snapshots`), []);
     assert.deepEqual(readdirSync(`${dataDir}/hostd/layers`), []);
-    d = await LocalHostDaemon.open({ dataDir });
+    d = await LocalHostDaemon.open(openOpts(dataDir));
   });
 });
 
 describe("catalog", () => {
-  for (const img of catalog()) {
-    test(`create from ${img.name}`, { timeout: 3_600_000 }, async () => {
-      await d.ensureImage(img.name);
-      const s = spec({ image: img.name });
+  for (const name of catalogNames()) {
+    test(`create from ${name}`, { timeout: 3_600_000 }, async () => {
+      await d.ensureImage(name);
+      const s = spec({ image: name });
       const rt = await d.create(s);
       try {
         assert.ok(rt.spawn_ms > 0);

@@ -11,7 +11,7 @@ import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { HostEvent } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./hostd.js";
-import { TEST_IMAGE, hostFootprint, sh, spec, tempDataDir } from "./testutil.test.js";
+import { TEST_IMAGE, hostFootprint, openOpts, sh, spec, tempDataDir } from "./testutil.test.js";
 
 const dataDir = tempDataDir("readopt");
 let d: LocalHostDaemon | undefined;
@@ -28,10 +28,12 @@ function childDaemon(
   ids: string[],
 ): Promise<{ kill: () => Promise<void>; created: { sandbox_id: string; pid: number }[] }> {
   const hostdUrl = new URL("./hostd.js", import.meta.url).href;
+  const utilUrl = new URL("./testutil.test.js", import.meta.url).href;
   const specs = ids.map((id) => spec({ sandbox_id: id, image: TEST_IMAGE }));
   const code = `
     const { LocalHostDaemon } = await import(${JSON.stringify(hostdUrl)});
-    const d = await LocalHostDaemon.open({ dataDir: ${JSON.stringify(dataDir)} });
+    const { openOpts } = await import(${JSON.stringify(utilUrl)});
+    const d = await LocalHostDaemon.open(openOpts(${JSON.stringify(dataDir)}));
     for (const s of ${JSON.stringify(specs)}) await d.create(s);
     const out = await d.list();
     await d.exec(out[0].sandbox_id, { argv: ["sh", "-c", "echo before-kill > /tmp/mark"] });
@@ -78,7 +80,7 @@ test("kill -9 of the host daemon, then a new one re-adopts running VMs", { timeo
   process.kill(dead.pid, "SIGKILL");
   await new Promise((r) => setTimeout(r, 300));
 
-  d = await LocalHostDaemon.open({ dataDir });
+  d = await LocalHostDaemon.open(openOpts(dataDir));
   const events: HostEvent[] = [];
   d.onEvent((e) => events.push(e));
   await new Promise((r) => setTimeout(r, 50));
@@ -97,7 +99,7 @@ test("kill -9 of the host daemon, then a new one re-adopts running VMs", { timeo
 
   // A second restart (graceful this time) re-adopts again without double-starting.
   await d.close();
-  d = await LocalHostDaemon.open({ dataDir });
+  d = await LocalHostDaemon.open(openOpts(dataDir));
   const again = await d.list();
   assert.deepEqual(
     again.map((v) => v.pid),

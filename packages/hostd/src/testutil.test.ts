@@ -8,9 +8,43 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { ExecRequest, VmSpec } from "@createos-sandbox/protocol";
-import type { LocalHostDaemon } from "./hostd.js";
+import type { ImagesApi, LocalHostDaemon, OpenOptions } from "./hostd.js";
+import { catalog } from "./images/index.js";
 
 export const TEST_IMAGE = process.env.CREATEOS_TEST_IMAGE ?? "debian:12";
+
+/**
+ * Open options for tests. CREATEOS_TEST_KERNEL + CREATEOS_TEST_ROOTFS pin an already built kernel and
+ * rootfs (for working on the engine while the image recipes change and rebuild); unset, the real images
+ * module builds and caches what is missing.
+ */
+export function openOpts(dataDir: string): OpenOptions {
+  const kernel = process.env.CREATEOS_TEST_KERNEL;
+  const rootfs = process.env.CREATEOS_TEST_ROOTFS;
+  if (!kernel || !rootfs) return { dataDir };
+  const img = {
+    name: TEST_IMAGE,
+    kernel,
+    rootfs,
+    hash: `pinned-${createHash("sha256")
+      .update(kernel + rootfs)
+      .digest("hex")
+      .slice(0, 12)}`,
+  };
+  const images: Partial<ImagesApi> = {
+    catalog: () => [{ name: TEST_IMAGE, description: "pinned by CREATEOS_TEST_KERNEL/ROOTFS" }],
+    builtImage: () => img,
+    ensureImage: async () => img,
+    ensureKernel: async () => kernel,
+  };
+  return { dataDir, images };
+}
+
+/** Images the catalog test creates from: the whole catalog, or just the pinned one. */
+export function catalogNames(): string[] {
+  if (process.env.CREATEOS_TEST_KERNEL && process.env.CREATEOS_TEST_ROOTFS) return [TEST_IMAGE];
+  return catalog().map((i) => i.name);
+}
 
 export function tempDataDir(tag: string): string {
   return mkdtempSync(join(tmpdir(), `csb-${tag}-`));

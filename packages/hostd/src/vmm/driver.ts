@@ -75,5 +75,5 @@ export interface VmmDriver {
   /** New machine (no process yet). */
   configure(config: MachineConfig): Machine;
   /** Reconnect to a VMM left running by an earlier host daemon; undefined when it is gone or not ours. */
-  adopt(config: MachineConfig, pid: number): Promise<Machine | undefined>;
+  adopt(config: MachineConfig, pid: number, launchDir?: string): Promise<Machine | undefined>;
 }

@@ -303,8 +303,8 @@ export class QemuDriver implements VmmDriver {
     return new QemuMachine(config);
   }
 
-  async adopt(config: MachineConfig, pid: number): Promise<Machine | undefined> {
-    if (!isOurQemu(pid, config.dir)) return undefined;
+  async adopt(config: MachineConfig, pid: number, launchDir = config.dir): Promise<Machine | undefined> {
+    if (!isOurQemu(pid, launchDir)) return undefined;
     const m = new QemuMachine(config);
     m.pid = pid;
     let qmp: QmpClient;
