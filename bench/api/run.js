@@ -109,15 +109,29 @@ const port = await new Promise((resolve, reject) => {
   server.once("exit", (code) => reject(new Error(`server exited ${code}`)));
 });
 
+// Calibration: a bare node:http server in its own process answering a fixed JSON body, measured with the
+// same client. On a shared 2-core machine this is the ceiling any Node server reaches at that moment.
+const bare = spawn(
+  process.execPath,
+  [
+    "-e",
+    `const b='{"status":"success","data":{"up":true}}';require("node:http").createServer((q,r)=>{r.writeHead(200,{"content-type":"application/json","content-length":b.length});r.end(b)}).listen(0,"127.0.0.1",function(){console.log(this.address().port)})`,
+  ],
+  { stdio: ["ignore", "pipe", "inherit"] },
+);
+const barePort = await new Promise((resolve) =>
+  bare.stdout.once("data", (d) => resolve(Number(String(d).trim()))),
+);
+
 /** One scenario: CONNECTIONS sockets, each looping request → full response → next request. */
-async function run(name, pathFor, seconds) {
+async function run(name, pathFor, seconds, targetPort = port) {
   const lat = [];
   let errors = 0;
   let non200 = 0;
   const deadline = performance.now() + seconds * 1000;
   const conn = () =>
     new Promise((resolve) => {
-      const sock = connect(port, "127.0.0.1");
+      const sock = connect(targetPort, "127.0.0.1");
       sock.setNoDelay(true);
       let buf = Buffer.alloc(0);
       let t0 = 0;
@@ -178,6 +192,9 @@ try {
     results.push(await run("GET /v1/sandboxes?limit=50", () => "/v1/sandboxes?limit=50", DURATION_S));
     results.push(await run("GET /healthz (no auth, no DB)", () => "/healthz", Math.max(3, DURATION_S / 2)));
   }
+  results.push(
+    await run("calibration: bare node:http, fixed body", () => "/", Math.max(3, DURATION_S / 2), barePort),
+  );
   const fmt = (n, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : "-");
   console.log(
     `\ncontrol-plane API bench — ${CONNECTIONS} connections, ${DURATION_S}s per scenario, ${ROWS} sandbox rows, node ${process.version}, loopback`,
@@ -190,9 +207,14 @@ try {
     );
   }
   const main = results[0];
+  const cal = results.at(-1);
+  console.log(
+    `GET /v1/sandboxes/:id reaches ${fmt((100 * main.rps) / cal.rps, 0)}% of the bare-node:http ceiling measured in this run`,
+  );
   const ok = main.rps >= 5000 && main.p99 < 10;
   console.log(`\ngoal GET /v1/sandboxes/:id ≥ 5000 req/s and p99 < 10 ms: ${ok ? "met" : "NOT met"}`);
 } finally {
+  bare.kill("SIGTERM");
   server.kill("SIGTERM");
   await new Promise((r) => server.once("exit", r));
   rmSync(dataDir, { recursive: true, force: true });
