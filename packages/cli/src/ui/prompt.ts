@@ -183,6 +183,7 @@ export class Prompter {
     const { output, style } = this;
     // Long catalogs scroll in a window so the widget never exceeds the terminal.
     const windowSize = Math.max(3, Math.min(choices.length, (output.rows ?? 24) - 3));
+    const labelWidth = Math.max(...choices.map((ch) => ch.label.length));
     let drawn = 0;
     const draw = () => {
       if (drawn > 0) output.write(`\x1b[${drawn}A`);
@@ -193,7 +194,8 @@ export class Prompter {
         const ch = choices[i] as Choice<T>;
         const pointer = i === c ? style.cyan("❯") : " ";
         const box = checkboxes ? (checked(i) ? style.green("◉ ") : "◯ ") : "";
-        const label = i === c ? style.cyan(ch.label) : ch.label;
+        const padded = ch.hint ? ch.label.padEnd(labelWidth) : ch.label;
+        const label = i === c ? style.cyan(padded) : padded;
         rows.push(`${pointer} ${box}${label}${ch.hint ? style.dim(`  ${ch.hint}`) : ""}`);
       }
       for (const r of rows) output.write(`\r\x1b[2K${r}\n`);

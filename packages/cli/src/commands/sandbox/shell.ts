@@ -36,7 +36,7 @@ async function keylessShell(ctx: Context, sb: Sandbox): Promise<number> {
     const s = size();
     session.resize(s.rows, s.cols);
   };
-  process.on("SIGWINCH", onResize);
+  // Node turns SIGWINCH into the terminal stream's "resize" event.
   stdout.on("resize", onResize);
   session.onData((chunk) => stdout.write(chunk));
   if (stdin.isTTY) stdin.setRawMode(true);
@@ -49,7 +49,6 @@ async function keylessShell(ctx: Context, sb: Sandbox): Promise<number> {
     await session.closed;
   } finally {
     stdin.off("data", onInput);
-    process.off("SIGWINCH", onResize);
     stdout.off("resize", onResize);
     process.off("SIGTERM", onSignal);
     process.off("SIGHUP", onSignal);

@@ -60,7 +60,12 @@ export const tunnelCommand: Command = {
     const stop = untilInterrupted();
     let t: { port: number; close(): unknown };
     try {
-      t = await sb.tunnel(remote, { localPort: local, bind });
+      t = await sb.tunnel(remote, {
+        localPort: local,
+        bind,
+        // One failed connection (nothing listening in the sandbox, say) must not end the tunnel.
+        onError: (err) => ctx.out.warn(`connection to ${label(sb.data)}:${remote} failed: ${err.message}`),
+      });
     } catch (err) {
       stop.dispose();
       const code = (err as NodeJS.ErrnoException).code;
