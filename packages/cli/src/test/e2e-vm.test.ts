@@ -290,6 +290,43 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     }
   });
 
+  it("edit without flags in a terminal: the menu", { skip: !hasTool("tmux") }, async () => {
+    const t = new Tmux(tmuxCommand(["sandbox", "edit", "e2e-box"]), env);
+    try {
+      await t.waitFor(/\? Edit e2e-box \(sb-/);
+      t.send("Down", "Down", "Enter"); // "Set auto-pause"
+      await t.waitFor(/\? Auto-pause after/);
+      t.type("20m");
+      t.send("Enter");
+      await t.waitFor(/Auto-pause after 20m idle\n\[exit 0\]/);
+    } finally {
+      t.kill();
+    }
+    assert.equal((await ok(["sb", "get", "e2e-box"])).auto_pause_after_seconds, 1200);
+  });
+
+  it(
+    "push and pull show a progress bar for large files on a terminal",
+    { skip: !hasTool("tmux") },
+    async () => {
+      const big = path.join(work, "big.bin");
+      fs.writeFileSync(big, randomBytes(8 * 1024 * 1024));
+      const t = new Tmux(
+        `${tmuxCommand(["sandbox", "push", "e2e-box", big, "/root/big.bin"])} && ${tmuxCommand(["sandbox", "pull", "e2e-box", "/root/big.bin", path.join(work, "big2.bin")])}`,
+        env,
+      );
+      try {
+        const screen = await t.waitFor(/\[exit \d+\]/, 300_000);
+        assert.match(screen, /Uploading big\.bin \[#{24}\] 100%\s+8\.0 MiB\/8\.0 MiB/);
+        assert.match(screen, /Downloading big\.bin .*8\.0 MiB/);
+        assert.match(screen, /\[exit 0\]/);
+      } finally {
+        t.kill();
+      }
+      assert.ok(fs.readFileSync(big).equals(fs.readFileSync(path.join(work, "big2.bin"))));
+    },
+  );
+
   it("firewall show / set / clear", async () => {
     const none = await cli(["sb", "firewall", "show", "e2e-box", "-o", "table"]);
     assert.equal(none.code, 0, none.stderr);
