@@ -136,18 +136,23 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
       ["stdout:one", "stderr:two", "exit:4"],
     );
     assert.ok(events.includes("hb"), `expected a heartbeat during the quiet second: ${events}`);
-    const marker = `sleeper${randomBytes(3).toString("hex")}`;
-    for await (const ev of sb.streamCommand("sh", ["-c", `echo started; exec -a ${marker} sleep 60`])) {
+    // A sleep with a unique duration is findable by its exact command line (the checker's own argv differs).
+    const secs = 50_000 + Math.floor(Math.random() * 9999);
+    for await (const ev of sb.streamCommand("sh", ["-c", `echo started; exec sleep ${secs}`])) {
       if (ev.type === "stdout") break;
     }
+    const count = (n: number) =>
+      `for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null | grep -c '^sleep ${n} $'`;
+    // The detector itself finds a live sleep, so a later "0" means the process is gone, not a blind check.
+    const probe = await sb.runCommand("sh", [
+      "-c",
+      `sleep ${secs + 1} & sleep 0.2; ${count(secs + 1)}; kill $!`,
+    ]);
+    assert.equal(probe.result.stdout.trim(), "1");
     let alive = "1";
     for (let i = 0; i < 20 && alive !== "0"; i++) {
       await new Promise((r) => setTimeout(r, 250));
-      const ps = await sb.runCommand("sh", [
-        "-c",
-        `grep -l ${marker} /proc/[0-9]*/cmdline 2>/dev/null | wc -l`,
-      ]);
-      alive = ps.result.stdout.trim();
+      alive = (await sb.runCommand("sh", ["-c", count(secs)])).result.stdout.trim();
     }
     assert.equal(alive, "0", "the streamed command was killed when the client went away");
   });
@@ -357,17 +362,26 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
 
   it("self-signal from inside the guest pauses and deletes through the same paths", async () => {
     const idle = toDestroy.at(-1)!;
-    const signal = (what: string) =>
-      idle.runCommand("python3", [
+    // Fired from a background process: the pause may land before an exec that signalled inline returns.
+    const signal = async (what: string) => {
+      const py = `import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:1029/self/${what}?reason=from-test', method='POST')).status)`;
+      await idle.runCommand("sh", [
         "-c",
-        `import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:1029/self/${what}?reason=from-test', method='POST')).status)`,
+        `(sleep 0.3; python3 -c "${py}" > /tmp/self-${what}.out 2>&1) >/dev/null 2>&1 &`,
       ]);
-    assert.equal((await signal("pause")).result.stdout.trim(), "202");
+    };
+    await signal("pause");
     await idle.waitUntilPaused({ timeoutMs: 30_000 });
     await s.waitLog(new RegExp(`"msg":"self signal".*${idle.id}.*self-pause: from-test`));
     await idle.resume();
     await idle.waitUntilRunning({ timeoutMs: 60_000 });
-    assert.equal((await signal("delete")).result.stdout.trim(), "202");
+    assert.equal(
+      Buffer.from(await idle.files.download("/tmp/self-pause.out"))
+        .toString()
+        .trim(),
+      "202",
+    );
+    await signal("delete");
     await idle.waitUntilDestroyed({ timeoutMs: 30_000 });
     assert.ok((await client.getSandbox(idle.id)).data.destroyed_at);
   });
