@@ -138,25 +138,46 @@ async function buildKernel(hash: string, progress: (p: Progress) => void): Promi
     progress({ phase: "kernel:compile", fraction: 0, message: `make -j${jobs} vmlinux` });
     let steps = 0;
     let lastReported = 0;
-    await run("nice", ["-n", "10", "make", "ARCH=x86_64", `-j${jobs}`, "vmlinux"], {
-      cwd: src,
-      env,
-      onLine: (line) => {
-        if (!/^\s+(CC|AS|LD|AR)\s/.test(line)) return;
-        steps++;
-        const fraction = Math.min(0.99, steps / EXPECTED_STEPS);
-        if (fraction - lastReported >= 0.02) {
-          lastReported = fraction;
-          progress({ phase: "kernel:compile", fraction, message: line.trim() });
-        }
-      },
-    });
+    const final = join(kernelRoot, hash);
+    // a process that does not take the lock (older code, another host on a shared cache) may finish the
+    // same kernel first: then ours is wasted CPU, stop it
+    const abort = new AbortController();
+    const watch = setInterval(() => {
+      if (existsSync(join(final, "vmlinux"))) abort.abort();
+    }, 15_000);
+    try {
+      await run("nice", ["-n", "10", "make", "ARCH=x86_64", `-j${jobs}`, "vmlinux"], {
+        cwd: src,
+        env,
+        signal: abort.signal,
+        onLine: (line) => {
+          if (!/^\s+(CC|AS|LD|AR)\s/.test(line)) return;
+          steps++;
+          const fraction = Math.min(0.99, steps / EXPECTED_STEPS);
+          if (fraction - lastReported >= 0.02) {
+            lastReported = fraction;
+            progress({ phase: "kernel:compile", fraction, message: line.trim() });
+          }
+        },
+      });
+    } catch (e) {
+      if (abort.signal.aborted) {
+        progress({
+          phase: "kernel:done",
+          fraction: 1,
+          message: `built meanwhile by another process: ${final}`,
+        });
+        return join(final, "vmlinux");
+      }
+      throw e;
+    } finally {
+      clearInterval(watch);
+    }
 
     const outDir = join(tmp, "out");
     await mkdir(outDir);
     await copyFile(join(src, "vmlinux"), join(outDir, "vmlinux"));
     await copyFile(join(src, ".config"), join(outDir, "config"));
-    const final = join(kernelRoot, hash);
     try {
       await rename(outDir, final);
     } catch (e) {

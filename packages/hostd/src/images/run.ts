@@ -12,6 +12,8 @@ export interface RunOptions {
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   /** Kill the process group (SIGKILL) after this many ms. */
   timeoutMs?: number;
+  /** Aborting kills the child (SIGTERM; make passes it on to its jobs). */
+  signal?: AbortSignal;
   stdin?: Buffer | string;
 }
 
@@ -55,6 +57,7 @@ export function runRaw(cmd: string, args: string[], opts: RunOptions = {}): Prom
       env: opts.env ?? process.env,
       stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
       detached: opts.timeoutMs !== undefined,
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
     const out = { stdout: "", stderr: "" };
     const partial = { stdout: "", stderr: "" };
@@ -79,6 +82,8 @@ export function runRaw(cmd: string, args: string[], opts: RunOptions = {}): Prom
       }, opts.timeoutMs);
     }
     child.on("error", (e) => {
+      // an abort also emits "error"; "close" follows and reports the exit
+      if (e.name === "AbortError") return;
       if (timer) clearTimeout(timer);
       reject(e);
     });
