@@ -157,6 +157,10 @@ test(
       "echo PORT-$(cat /sys/class/virtio-ports/*/name)",
       "ip -4 -o addr show dev eth0",
       "echo ROOT-$(stat -f -c %T /)",
+      `python3 -c 'print("PY-%d" % (6*7))'`,
+      "curl --version | head -1",
+      "ping -V",
+      "ps --version",
       "echo END-$((6*7))",
     ];
     const append = kernelCmdline({ hostKhz: hostKhz(), init: "/bin/sh" });
@@ -171,6 +175,10 @@ test(
     assert.match(c, /PORT-org\.createos\.agent/);
     assert.match(c, /inet 169\.254\.0\.21\/30/);
     assert.match(c, /ROOT-ext2\/ext3/);
+    assert.match(c, /PY-42/);
+    assert.match(c, /curl 7\./);
+    assert.match(c, /ping from iputils/);
+    assert.match(c, /ps from procps-ng/);
   },
 );
 
