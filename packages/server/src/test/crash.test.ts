@@ -60,7 +60,7 @@ async function runningCount(): Promise<number> {
 test(
   "kill -9 mid-create and mid-pause, restart: nothing lost or orphaned",
   { timeout: 30 * 60_000 },
-  async () => {
+  async (t) => {
     s = await startEngineServer();
     dataDir = s.dataDir;
     key = s.adminKey;
@@ -91,6 +91,7 @@ test(
     await restart();
     await inflight;
     const c = await settle(createdId!);
+    t.diagnostic(`mid-create row settled as ${c.status}`);
     assert.ok(["running", "failed"].includes(c.status), `mid-create row settled as ${c.status}`);
     assert.equal(await vmCount(), await runningCount(), "every VM belongs to a running row and vice versa");
     if (c.status === "running") {
@@ -103,6 +104,7 @@ test(
     assert.equal(p.status, 202);
     await restart();
     const k = await settle(keepId);
+    t.diagnostic(`mid-pause row settled as ${k.status}`);
     assert.ok(["running", "paused"].includes(k.status), `mid-pause row settled as ${k.status}`);
     if (k.status === "paused") {
       await call(s.url, "POST", `/v1/sandboxes/${keepId}/resume`, { key });
