@@ -157,6 +157,8 @@ interface PooledVm {
 
 /** Pooled VMs live under ids no sandbox can have (sandbox ids start with a letter or digit). */
 const POOL_PREFIX = "_pool-";
+/** VM dirs being deleted in the background (after a pause). */
+const TRASH_PREFIX = "_trash-";
 const MAX_POOL_KEYS = 2;
 
 interface Vm {
@@ -268,6 +270,7 @@ export class LocalHostDaemon implements HostDaemon {
   private readonly snapLocks = new Map<string, Promise<unknown>>();
   private accelP: Promise<Accel> | undefined;
   private readonly freezing = new Set<string>();
+  private readonly pending = new Set<Promise<void>>();
   /** Ready restored VMs by pool key (`<warm key>-<disk>d`), most recently used key last. */
   private readonly vmPool = new Map<string, PooledVm[]>();
   private readonly vmPoolSpecs = new Map<string, { warm: string; spec: VmSpec }>();
@@ -588,6 +591,14 @@ export class LocalHostDaemon implements HostDaemon {
     } finally {
       this.starting.delete(spec.sandbox_id);
     }
+  }
+
+  /** Work that finishes after the call that started it returned; close() waits for it. */
+  private background(fn: () => Promise<void>): void {
+    const p = fn()
+      .catch((e) => this.log.warn("background cleanup failed", { error: String(e) }))
+      .finally(() => this.pending.delete(p));
+    this.pending.add(p);
   }
 
   // ---------------------------------------------------------------- pool of restored VMs
@@ -928,13 +939,20 @@ export class LocalHostDaemon implements HostDaemon {
       const sdir = this.snapDir(snapId);
       await mkdir(sdir, { recursive: true });
       const ram = join(vm.dir, "ram");
+      const sw = stopwatch();
       try {
+        // Most of a pause is flushing the RAM file's dirty pages: start while the agent quiesces (what the
+        // guest dirties meanwhile is caught by the second flush, after the vCPUs stopped).
+        const early = fsyncPath(ram).catch(() => undefined);
         await vm.agent.quiesce();
+        sw.lap("quiesce");
         await vm.machine.pause();
         // RAM no longer changes once the vCPUs stop: flush it while QEMU writes the device state.
-        const ramSync = fsyncPath(ram);
+        const ramSync = early.then(() => fsyncPath(ram));
         await vm.machine.snapshot(join(sdir, "state"));
+        sw.lap("state");
         await Promise.all([ramSync, fsyncPath(join(sdir, "state")), fsyncPath(join(vm.dir, "disk.qcow2"))]);
+        sw.lap("fsync");
       } catch (e) {
         await rm(sdir, { recursive: true, force: true });
         if (vm.machine.state === "paused") {
@@ -946,7 +964,9 @@ export class LocalHostDaemon implements HostDaemon {
       vm.gone = true;
       this.vms.delete(sandboxId);
       vm.agent.close();
-      await vm.machine.stop(1000);
+      // After the state transfer QEMU writes nothing more (its disk is inactive, RAM is a mapping of the
+      // file just flushed), so the files can move while it exits.
+      const exited = vm.machine.stop(1000);
       await rename(ram, join(sdir, "ram"));
       await rename(join(vm.dir, "disk.qcow2"), join(sdir, "disk.qcow2"));
       const pause_ms = Math.round(now() - t0);
@@ -969,15 +989,22 @@ export class LocalHostDaemon implements HostDaemon {
       };
       await writeJsonAtomic(join(sdir, "meta.json"), meta);
       const ref = await this.snapRef(meta);
-      // Freeing the network and the VM dir is not part of the pause latency the caller waits on for
-      // correctness, but doing it inline keeps slots from piling up; it is cheap.
-      await teardownSlot(vm.rec.slot).catch((e) =>
-        this.log.warn("network teardown failed", { error: String(e) }),
-      );
-      this.slots.release(vm.rec.slot);
-      await rm(vm.dir, { recursive: true, force: true });
+      // The snapshot is durable; what is left (QEMU's exit, the namespace, the VM dir) finishes in the
+      // background. The dir is moved aside first so the same sandbox can be resumed at once; the slot
+      // stays reserved until its namespace is gone.
+      const trash = join(this.vmsDir, `${TRASH_PREFIX}${randomUUID().slice(0, 12)}`);
+      await rename(vm.dir, trash);
       if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
-      this.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms });
+      sw.lap("move");
+      this.background(async () => {
+        await exited;
+        await teardownSlot(vm.rec.slot).catch((e) =>
+          this.log.warn("network teardown failed", { error: String(e) }),
+        );
+        this.slots.release(vm.rec.slot);
+        await rm(trash, { recursive: true, force: true });
+      });
+      this.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms, ...sw.laps });
       return ref;
     });
   }
@@ -1315,6 +1342,7 @@ export class LocalHostDaemon implements HostDaemon {
 
   async close(): Promise<void> {
     this.closed = true;
+    await Promise.all(this.pending);
     if (this.vmPoolTimer) clearTimeout(this.vmPoolTimer);
     await Promise.all(this.vmPoolFilling.values());
     // Pooled VMs are no sandbox's: nothing would re-adopt them.
@@ -1338,6 +1366,15 @@ export class LocalHostDaemon implements HostDaemon {
     }
     for (const name of await readdir(this.vmsDir)) {
       const dir = join(this.vmsDir, name);
+      if (name.startsWith(TRASH_PREFIX)) {
+        const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+        if (rec) {
+          await this.killStale(dir, rec.launch_dir ?? this.vmDir(rec.sandbox_id));
+          await teardownSlot(rec.slot).catch(() => undefined);
+        }
+        await rm(dir, { recursive: true, force: true });
+        continue;
+      }
       const st = await lstat(dir).catch(() => undefined);
       if (st?.isSymbolicLink()) {
         // The launch path of a pooled VM that became a sandbox: kept while that VM exists.
