@@ -85,7 +85,7 @@ export function shellSession(socket: net.Socket, options: ShellOptions = {}): Sh
   if (stdin) stdin.on("data", onStdin);
   socket.resume();
 
-  return {
+  const session: ShellSession = {
     write,
     resize(rows: number, cols: number) {
       send(encodeResizeFrame(rows, cols));
@@ -108,4 +108,11 @@ export function shellSession(socket: net.Socket, options: ShellOptions = {}): Sh
     },
     closed,
   };
+  // The signal that bounded the handshake also ends the session.
+  if (options.signal) {
+    const onAbort = () => session.close();
+    options.signal.addEventListener("abort", onAbort, { once: true });
+    void closed.then(() => options.signal?.removeEventListener("abort", onAbort));
+  }
+  return session;
 }
