@@ -12,7 +12,7 @@
 // connection) in this process; on a 2-core machine it shares the CPU with the server, so the numbers are
 // a lower bound of what the server alone can do.
 //
-// Usage: node bench/api/run.js [--duration 10] [--connections 16] [--rows 200]
+// Usage: node bench/api/run.js [--duration 10] [--connections 8] [--rows 200]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
@@ -26,7 +26,7 @@ const arg = (name, def) => {
   return i === -1 ? def : Number(process.argv[i + 1]);
 };
 const DURATION_S = arg("duration", 10);
-const CONNECTIONS = arg("connections", 16);
+const CONNECTIONS = arg("connections", 8);
 const ROWS = arg("rows", 200);
 
 const { SqliteStore } = await import(join(root, "packages/server/dist/store/sqlite.js"));

@@ -61,11 +61,15 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     assert.match(me.user_id, /^usr_/);
   });
 
+  let netId = "";
+
   it("createSandbox is synchronous and answers a running sandbox", async () => {
+    netId = (await client.networks.create({ name: "itest-net" })).id;
     const t0 = Date.now();
     sb = await client.createSandbox({
       shape: SHAPE,
       name: "itest-main",
+      networks: [{ id: "itest-net" }],
       envs: { FOO: "bar", SECRET: "s3cr3t" },
       egress: ["example.com:443"],
       ssh_pubkeys: [ED25519],
@@ -96,6 +100,24 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     assert.equal(byIp.id, sb.id);
     const listed = await client.listSandboxes({ status: "running" });
     assert.ok(listed.some((x) => x.id === sb.id));
+  });
+
+  it("networks, disks and templates through the SDK's namespaces", async () => {
+    const net = await client.networks.get(netId);
+    assert.deepEqual(
+      net.members?.map((m) => m.sandbox_id),
+      [sb.id],
+    );
+    assert.equal((await client.networks.list()).find((n) => n.id === netId)?.member_count, 1);
+    await assert.rejects(client.networks.delete(netId), CreateosSandboxValidationError, "members remain");
+    await sb.detachNetwork(netId);
+    assert.deepEqual((await client.networks.get("itest-net")).members, []);
+    await sb.attachNetwork("itest-net");
+    await assert.rejects(bob.networks.get(netId), CreateosSandboxNotFoundError);
+    assert.deepEqual(await sb.listDisks(), []);
+    await assert.rejects(client.disks.list(), /disks issue/);
+    assert.deepEqual(await client.templates.list(), []);
+    await assert.rejects(client.templates.get("nope"), CreateosSandboxNotFoundError);
   });
 
   it("runCommand: stdout, stderr, exit code, sandbox env; per-exec env only for declared keys", async () => {
@@ -406,5 +428,7 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     await again.destroy();
     await again.waitUntilDestroyed({ timeoutMs: 60_000 });
     toDestroy.length = 0;
+    // Destroy detached it: the network can go now.
+    assert.deepEqual(await client.networks.delete(netId), { ok: true });
   });
 });
