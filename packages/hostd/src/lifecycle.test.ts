@@ -7,10 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { SnapshotRef } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./hostd.js";
+import { procGone } from "./sys/index.js";
 import {
   TEST_IMAGE,
   bufferStream,
@@ -18,6 +20,7 @@ import {
   drain,
   hostFootprint,
   openOpts,
+  ourSlots,
   run,
   sh,
   sha256,
@@ -28,7 +31,6 @@ import {
 
 const dataDir = tempDataDir("life");
 let d: LocalHostDaemon;
-const base = hostFootprint(dataDir);
 
 before(async () => {
   d = await LocalHostDaemon.open(openOpts(dataDir));
@@ -271,27 +273,37 @@ describe("fork", () => {
 });
 
 describe("destroy", () => {
-  test("leaves nothing behind: processes, namespaces, links, routes, files", async () => {
+  test("leaves nothing behind: processes, namespaces, links, routes, sockets, files", async () => {
     const s = spec();
     await d.create(s);
     const pid = (await d.list()).find((v) => v.sandbox_id === s.sandbox_id)?.pid;
     assert.ok(pid);
     const snapVm = spec();
     await d.create(snapVm);
+    // Every network slot this daemon holds: its VMs (pooled ones too) and its namespace pool. Other
+    // daemons on this host (other test suites) have their own slots, so only ours are checked.
+    const slots = ourSlots(dataDir);
+    assert.ok(slots.size >= 2);
     const snap = await d.pause(snapVm.sandbox_id);
     await d.destroy(s.sandbox_id);
     await d.destroy(s.sandbox_id); // idempotent
     await d.deleteSnapshot(snap);
     await d.deleteSnapshot(snap);
     await d.destroy("never-existed");
+    for (const sl of ourSlots(dataDir)) slots.add(sl);
     await d.close();
     const now = hostFootprint(dataDir);
-    assert.deepEqual(now.qemu, []);
-    assert.deepEqual(now.vmFiles, []);
-    assert.deepEqual(now.netns.sort(), base.netns.sort());
-    assert.deepEqual(now.links.sort(), base.links.sort());
-    assert.deepEqual(now.routes.sort(), base.routes.sort());
-    const { readdirSync } = await import("node:fs");
+    assert.deepEqual(now.qemu, [], "QEMU processes left");
+    assert.ok(procGone(pid), `QEMU ${pid} still running`);
+    assert.deepEqual(now.vmFiles, [], "VM dirs (with their sockets) left");
+    for (const sl of slots) {
+      assert.ok(!now.netns.includes(`csb-${sl}`), `namespace csb-${sl} left`);
+      assert.ok(!now.links.includes(`csbv${sl}`), `veth csbv${sl} left`);
+      assert.ok(
+        !now.routes.some((r) => new RegExp(`dev csbv${sl}( |$)`).test(r)),
+        `route via csbv${sl} left`,
+      );
+    }
     assert.deepEqual(readdirSync(`${dataDir}/hostd/snapshots`), []);
     assert.deepEqual(readdirSync(`${dataDir}/hostd/layers`), []);
     d = await LocalHostDaemon.open(openOpts(dataDir));

@@ -143,4 +143,24 @@ export function hostFootprint(dataDir: string): {
   return { netns, links, qemu, vmFiles, routes };
 }
 
+/** Network slots a daemon on `dataDir` holds now: its VMs (pooled ones included) and its namespace pool. */
+export function ourSlots(dataDir: string): Set<number> {
+  const out = new Set<number>();
+  const vms = join(dataDir, "hostd", "vms");
+  for (const name of existsSync(vms) ? readdirSync(vms) : []) {
+    try {
+      out.add((JSON.parse(readFileSync(join(vms, name, "vm.json"), "utf8")) as { slot: number }).slot);
+    } catch {
+      // a symlink to a dir already counted, or no record yet
+    }
+  }
+  try {
+    for (const s of JSON.parse(readFileSync(join(dataDir, "hostd", "netpool.json"), "utf8")) as number[])
+      out.add(s);
+  } catch {
+    // no pool file
+  }
+  return out;
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
