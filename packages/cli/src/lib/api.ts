@@ -150,7 +150,8 @@ export function describeError(err: unknown, apiUrl?: string): Described {
     const code = CODE_BY_STATUS[status] ?? (status >= 500 ? "server_error" : "api_error");
     let message = envelopeMessage(err) ?? raw;
     if (status === 401) message = `unauthorized: ${message} (check your API key or run \`createos login\`)`;
-    else if (status >= 500) message = `server error (${status}): ${message}`;
+    // 501 is the server saying a capability is not built (yet); its own words say which.
+    else if (status >= 500 && status !== 501) message = `server error (${status}): ${message}`;
     return { code, message, exitCode: 1 };
   }
   if (name.includes("ConnectionError") || /ECONNREFUSED|ENOTFOUND|fetch failed/.test(raw)) {

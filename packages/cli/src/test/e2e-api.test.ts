@@ -117,6 +117,57 @@ describe("e2e against the real server (no VM engine)", () => {
     assert.doesNotMatch(d.stderr, /\n\s+at /);
   });
 
+  it("network create / ls / get / rm", async () => {
+    const c = JSON.parse((await runCli(["sandbox", "network", "create", "api-net"], { env })).stdout);
+    assert.equal(c.action, "network_created");
+    assert.match(c.id, /^net-/);
+    const ls = JSON.parse((await runCli(["sb", "network", "ls"], { env })).stdout);
+    assert.ok(ls.some((n: { name: string }) => n.name === "api-net"));
+    const t = await runCli(["sb", "network", "ls", "-o", "table"], { env });
+    assert.match(t.stdout, /^net-\S+\s+api-net\s+0\s/m);
+    const g = JSON.parse((await runCli(["sb", "network", "get", "api-net"], { env })).stdout);
+    assert.equal(g.id, c.id);
+    const noYes = await runCli(["sb", "network", "rm", "api-net", "-o", "table"], { env });
+    assert.equal(noYes.code, 2);
+    assert.match(noYes.stderr, /pass --yes/);
+    const rm = JSON.parse((await runCli(["sb", "network", "rm", "api-net", "--yes"], { env })).stdout);
+    assert.deepEqual(rm, { action: "network_deleted", id: c.id, name: "api-net" });
+    const gone = await runCli(["sb", "network", "get", "api-net", "-o", "table"], { env });
+    assert.equal(gone.code, 1);
+    assert.equal(gone.stderr.trim().split("\n").length, 1);
+  });
+
+  it("template and disk commands show the server's refusal in one line", async () => {
+    const df = path.join(home, "Dockerfile");
+    fs.writeFileSync(df, "FROM nodeops/sandbox:debian\nRUN echo hi\n");
+    const sub = await runCli(["sb", "template", "submit", "my-tpl", "-f", df, "-o", "table"], { env });
+    assert.equal(sub.code, 1);
+    assert.match(sub.stderr, /^error: .*template/);
+    assert.equal(sub.stderr.trim().split("\n").length, 1);
+    const dc = await runCli(
+      [
+        "sb",
+        "disk",
+        "create",
+        "d1",
+        "--bucket",
+        "b",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--access-key",
+        "a",
+        "--secret-key",
+        "s",
+      ],
+      { env },
+    );
+    assert.equal(dc.code, 1);
+    assert.equal(JSON.parse(dc.stdout).error.code, "bad_request");
+    const missing = await runCli(["sb", "disk", "create", "d1", "--bucket", "b", "-o", "table"], { env });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /--endpoint is required/);
+  });
+
   it("--api-key and CREATEOS_SANDBOX_API_KEY override the stored key", async () => {
     const r = await runCli(["sb", "list", "--api-key", "skp_wrong_key_000000000000", "-o", "table"], { env });
     assert.equal(r.code, 1);

@@ -326,6 +326,23 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     },
   );
 
+  it("network attach / get / detach / rm (members detached first)", async () => {
+    const net = await ok(["sandbox", "network", "create", "e2e-net"]);
+    const att = await ok(["sandbox", "network", "attach", "e2e-box", "e2e-net"]);
+    assert.deepEqual(att, { action: "network_attached", id, network: "e2e-net" });
+    const got = await ok(["sb", "network", "get", "e2e-net"]);
+    assert.deepEqual(
+      got.members.map((m: { sandbox_id: string }) => m.sandbox_id),
+      [id],
+    );
+    const det = await ok(["sandbox", "network", "detach", "e2e-box", "e2e-net", "--yes"]);
+    assert.deepEqual(det, { action: "network_detached", id, network: net.id });
+    await ok(["sb", "network", "attach", "e2e-box", net.id]);
+    const rm = await ok(["sandbox", "network", "rm", "e2e-net", "--yes"]);
+    assert.equal(rm.action, "network_deleted");
+    assert.equal((await cli(["sb", "network", "get", "e2e-net"])).code, 1);
+  });
+
   it("firewall show / set / clear", async () => {
     const none = await cli(["sb", "firewall", "show", "e2e-box", "-o", "table"]);
     assert.equal(none.code, 0, none.stderr);
