@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { startEngineServer } from "./engine-helpers.js";
+import { destroyAll, startEngineServer } from "./engine-helpers.js";
 import { type ServerProc, call, cleanup } from "./helpers.js";
 
 const SHAPE = "s-1vcpu-256mb";
@@ -16,16 +16,7 @@ let key = "";
 
 after(async () => {
   if (s) {
-    // Leave nothing running: destroy whatever this test created.
-    const list = await call(s.url, "GET", "/v1/sandboxes?limit=500", { key }).catch(() => undefined);
-    for (const x of list?.json?.data?.data ?? [])
-      await call(s.url, "DELETE", `/v1/sandboxes/${x.id}`, { key });
-    for (let i = 0; i < 60; i++) {
-      const l = await call(s.url, "GET", "/v1/sandboxes?limit=500", { key });
-      if (l.json.data.data.every((x: { status: string }) => ["destroyed", "failed"].includes(x.status)))
-        break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    await destroyAll(s, [key]);
     await s.stop();
   }
   if (dataDir) cleanup(dataDir);

@@ -129,3 +129,21 @@ export function resizeFrame(rows: number, cols: number): Buffer {
   p.writeUInt16BE(cols, 2);
   return frame(1, p);
 }
+
+/** Destroys every sandbox the keys own and waits until none holds a VM: no test leaves QEMU behind. */
+export async function destroyAll(s: ServerProc, keys: string[], timeoutMs = 120_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    let live = 0;
+    for (const key of keys) {
+      const l = await call(s.url, "GET", "/v1/sandboxes?limit=500", { key });
+      for (const x of (l.json?.data?.data ?? []) as { id: string; status: string }[]) {
+        if (x.status === "destroyed" || x.status === "failed") continue;
+        live++;
+        if (x.status !== "destroying") await call(s.url, "DELETE", `/v1/sandboxes/${x.id}`, { key });
+      }
+    }
+    if (live === 0 || Date.now() - t0 > timeoutMs) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -13,7 +13,14 @@ import {
   CreateosSandboxValidationError,
   type Sandbox,
 } from "@nodeops-createos/sandbox";
-import { frame, randomEd25519, resizeFrame, startEngineServer, upgrade } from "./engine-helpers.js";
+import {
+  destroyAll,
+  frame,
+  randomEd25519,
+  resizeFrame,
+  startEngineServer,
+  upgrade,
+} from "./engine-helpers.js";
 import { ED25519, type ServerProc, call, cleanup, newUser } from "./helpers.js";
 
 const SHAPE = "s-1vcpu-256mb";
@@ -41,6 +48,7 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
   after(async () => {
     for (const x of toDestroy) await x.destroy().catch(() => undefined);
     for (const x of toDestroy) await x.waitUntilDestroyed({ timeoutMs: 30_000 }).catch(() => undefined);
+    if (s) await destroyAll(s, [s.adminKey, bobKey]);
     await s?.stop();
     if (s) cleanup(s.dataDir);
   });

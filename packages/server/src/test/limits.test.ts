@@ -2,12 +2,13 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { CreateosSandboxClient, CreateosSandboxPermissionError } from "@nodeops-createos/sandbox";
-import { startEngineServer } from "./engine-helpers.js";
+import { destroyAll, startEngineServer } from "./engine-helpers.js";
 import { type ServerProc, call, cleanup } from "./helpers.js";
 
 let s: ServerProc | undefined;
 
 after(async () => {
+  if (s) await destroyAll(s, [s.adminKey]);
   await s?.stop();
   if (s) cleanup(s.dataDir);
 });
