@@ -36,10 +36,20 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
       timeoutMs: opts.timeoutMs ?? 300_000,
       ...(opts.input !== undefined ? { input: opts.input } : {}),
     });
+  /** The server's recent warnings and errors, for assertion messages. */
+  const serverTrouble = () =>
+    server.logs
+      .filter((l) => /"level":"(warn|error)"/.test(l))
+      .slice(-5)
+      .join("\n");
   /** A successful JSON-mode command's document. */
   const ok = async (args: string[], input?: string) => {
     const r = await cli(args, input !== undefined ? { input } : {});
-    assert.equal(r.code, 0, `createos ${args.join(" ")} → ${r.code}\n${r.stdout}\n${r.stderr}`);
+    assert.equal(
+      r.code,
+      0,
+      `createos ${args.join(" ")} → ${r.code}\n${r.stdout}\n${r.stderr}\nserver: ${serverTrouble()}`,
+    );
     return r.stdout.trim() ? json(r.stdout) : undefined;
   };
 
@@ -99,7 +109,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
       env,
     );
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout, /"action": "created"/);
+    assert.match(r.stdout, /"action": "created"/, `${r.stdout}\nserver: ${serverTrouble()}`);
     assert.match(r.stdout, /"name": "ci-box"/);
     assert.match(r.stdout, /^"sb-[0-9a-z]{26}"$/m, "jq printed the id");
     assert.match(r.stdout, /"action": "deleted"/);
