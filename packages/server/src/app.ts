@@ -49,6 +49,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     sandboxes,
     images: async () => images,
     schedulerLastOk: () => lastOk,
+    forgetSandboxCredentials: (id) => core.forget((p) => p.sandbox_id === id),
   };
   const routes = [...miscRoutes(app), ...sandboxRoutes(app), ...streamRoutes(app)];
   routes.push({
@@ -67,7 +68,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       return undefined;
     },
   });
-  const core = new HttpCore({
+  // biome-ignore lint/style/useConst: assigned below; app's callback reads it after construction
+  let core: HttpCore;
+  core = new HttpCore({
     cfg,
     store,
     log,

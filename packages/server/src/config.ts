@@ -10,6 +10,8 @@ export interface ServerConfig {
   /** Token bucket per credential, kept in memory per replica. */
   rateLimitPerSecond: number;
   rateLimitBurst: number;
+  /** How long a verified credential is trusted without a database read; 0 disables the cache. */
+  authCacheMs: number;
   maxRunningPerTenant: number;
   maxNetworksPerTenant: number;
   schedulerIntervalMs: number;
@@ -52,6 +54,7 @@ export function loadConfig(
     region: env.CREATEOS_SANDBOX_REGION || "local",
     rateLimitPerSecond: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_RPS", 50),
     rateLimitBurst: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_BURST", 200),
+    authCacheMs: num(env, "CREATEOS_SANDBOX_AUTH_CACHE_MS", 1000),
     maxRunningPerTenant: num(env, "CREATEOS_SANDBOX_MAX_RUNNING_PER_TENANT", 20),
     maxNetworksPerTenant: num(env, "CREATEOS_SANDBOX_MAX_NETWORKS_PER_TENANT", 10),
     schedulerIntervalMs: num(env, "CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS", 5000),

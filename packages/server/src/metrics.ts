@@ -38,10 +38,23 @@ export class Metrics {
   private readonly vmOps = new Histogram(VM_BUCKETS);
   private readonly vmOpErrors = new Map<string, number>();
 
+  /** Label strings per (route, method[, status]), built once: this runs on every request. */
+  private readonly labels = new Map<string, { series: string; perStatus: Map<number, string> }>();
+
   request(route: string, method: string, status: number, seconds: number): void {
-    const key = `route="${esc(route)}",method="${method}",status="${status}"`;
+    const id = `${method} ${route}`;
+    let l = this.labels.get(id);
+    if (!l) {
+      l = { series: `route="${esc(route)}",method="${method}"`, perStatus: new Map() };
+      this.labels.set(id, l);
+    }
+    let key = l.perStatus.get(status);
+    if (!key) {
+      key = `${l.series},status="${status}"`;
+      l.perStatus.set(status, key);
+    }
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
-    this.latency.observe(`route="${esc(route)}",method="${method}"`, seconds);
+    this.latency.observe(l.series, seconds);
   }
 
   vmOp(op: string, ok: boolean, seconds: number): void {

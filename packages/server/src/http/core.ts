@@ -69,6 +69,8 @@ const REQ_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
 /** Request ids: a per-process random prefix and a counter — unique without a random draw per request. */
 const REQ_PREFIX = `req_${ulid().slice(-8).toLowerCase()}`;
 let reqCounter = 0;
+/** Shared by requests without a query string; routes only read it. */
+const EMPTY_QUERY = new URLSearchParams();
 const nextReqId = () => `${REQ_PREFIX}${(++reqCounter).toString(36)}`;
 
 function compile<T extends { pattern: string }>(defs: T[]): Compiled<T>[] {
@@ -178,6 +180,11 @@ export interface CoreDeps {
 export class HttpCore {
   private readonly routes: Compiled<Route>[];
   private readonly upgrades: Compiled<UpgradeRoute>[];
+  /**
+   * Successful lookups, kept `authCacheMs` (default 1 s): a database read per request costs more than the
+   * rest of a GET. A key revoked from another process (`keys revoke`) is refused within that time.
+   */
+  private readonly authCache = new Map<string, { principal: Principal; until: number }>();
 
   constructor(private readonly d: CoreDeps) {
     this.routes = compile(d.routes);
@@ -195,9 +202,21 @@ export class HttpCore {
     const secret = (h["x-access-token"] ?? h["x-api-key"]) as string | undefined;
     if (secret === undefined || secret === "") throw apiError("auth_missing");
     if (secret.length > 512) throw apiError("auth_invalid");
+    const now = performance.now();
+    const hit = this.authCache.get(secret);
+    if (hit && hit.until > now) return hit.principal;
     const p = await this.d.store.authenticate(secret);
     if (!p) throw apiError("auth_invalid");
+    if (this.d.cfg.authCacheMs > 0) {
+      if (this.authCache.size >= 10_000) this.authCache.clear();
+      this.authCache.set(secret, { principal: p, until: now + this.d.cfg.authCacheMs });
+    }
     return p;
+  }
+
+  /** Drops cached credentials at once (rotated or deleted access tokens); other changes wait out the TTL. */
+  forget(match: (p: Principal) => boolean): void {
+    for (const [k, v] of this.authCache) if (match(v.principal)) this.authCache.delete(k);
   }
 
   /** Credential check plus the per-credential token bucket. */
@@ -216,7 +235,7 @@ export class HttpCore {
   private splitUrl(url: string): { path: string; query: URLSearchParams; segs: string[] } {
     const q = url.indexOf("?");
     const path = q === -1 ? url : url.slice(0, q);
-    const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+    const query = q === -1 ? EMPTY_QUERY : new URLSearchParams(url.slice(q + 1));
     // Trailing slashes are tolerated like the clients strip them.
     const trimmed = path.length > 1 ? path.replace(/\/+$/, "") : path;
     try {
@@ -241,7 +260,7 @@ export class HttpCore {
       reqId,
       method,
       path: "",
-      query: new URLSearchParams(),
+      query: EMPTY_QUERY,
       params: {},
       logFields: {},
     };

@@ -19,6 +19,8 @@ export interface App {
   /** The image catalog (engine's when loaded). */
   images(): Promise<RootfsInfo[]>;
   schedulerLastOk(): number | undefined;
+  /** Forget cached credentials of a sandbox's access token (after rotate/delete). */
+  forgetSandboxCredentials(sandboxId: string): void;
 }
 
 /** The caller's sandbox by path id, or 404 — also for another tenant's id and for a token of another sandbox. */

@@ -434,6 +434,7 @@ export function sandboxRoutes(app: App): Route[] {
           access_token_hint: t.hint,
           access_token_rotated_at: at,
         });
+        app.forgetSandboxCredentials(row.id);
         return {
           data: {
             token: t.token,
@@ -459,6 +460,7 @@ export function sandboxRoutes(app: App): Route[] {
             "access_token_rotated_at",
           ],
         });
+        app.forgetSandboxCredentials(row.id);
         return { data: { enabled: false } };
       },
     },
