@@ -4,7 +4,7 @@
  * CREATEOS_SANDBOX_HOSTD=none and VM routes answer 503.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -51,6 +51,8 @@ export async function startProc(
       const line = partial.slice(0, i);
       partial = partial.slice(i + 1);
       logs.push(line);
+      // CSB_TEST_SERVER_LOG=<file> keeps every server line for a post-mortem.
+      if (process.env.CSB_TEST_SERVER_LOG) appendFileSync(process.env.CSB_TEST_SERVER_LOG, `${line}\n`);
       for (const w of [...waiters]) {
         if (w.re.test(line)) {
           waiters.splice(waiters.indexOf(w), 1);
