@@ -523,10 +523,12 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
         // Ctrl-C goes to the remote shell, not to the CLI.
         t.type("sleep 30");
         t.send("Enter");
+        // Give the guest shell time to start `sleep` so the ^C reaches it, not bash mid-fork.
+        await new Promise((r) => setTimeout(r, 2000));
         t.send("C-c");
         t.type("echo still-here");
         t.send("Enter");
-        await t.waitFor(/^still-here$/m);
+        await t.waitFor(/^still-here$/m, 20_000);
         t.type("exit");
         t.send("Enter");
         const screen = await t.waitFor(/\[exit 0\][\s\S]*COOKED-MODE/);
