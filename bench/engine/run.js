@@ -6,7 +6,7 @@
 //
 // Prints a markdown table. Everything runs on this host under whatever accelerator the daemon probed.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
@@ -51,6 +51,7 @@ function openOpts(dir, extra = {}) {
   };
   return { dataDir: dir, images, ...extra };
 }
+const load0 = loadavg()[0];
 const dataDir = mkdtempSync(join(tmpdir(), "csb-bench-"));
 const dataDir0 = mkdtempSync(join(tmpdir(), "csb-bench0-"));
 // The default daemon keeps one restored VM ready per recent shape; d0 has no pool, so its creates
@@ -212,17 +213,23 @@ try {
     // --- exec `true` through the daemon vs the agent's own spawn time
     const execMs = [];
     const spawnMs = [];
+    const wallMs = [];
     for (let i = 0; i < Math.max(REPS, 20); i++) {
       const r = await d.exec(s.sandbox_id, { argv: ["true"] });
       execMs.push(r.exec_ms);
       if (r.spawn_us !== undefined) spawnMs.push(r.spawn_us / 1000);
+      // wall_us: the agent's own share (OPEN received → exit seen and reported), when the agent sends it.
+      if (typeof r.wall_us === "number") wallMs.push(r.wall_us / 1000);
     }
+    const vsWall = wallMs.length
+      ? `; agent wall p50 ${f1(p50(wallMs))} ms → host stack adds ${f1(p50(execMs) - p50(wallMs))} ms (${f1(p50(execMs) / p50(wallMs))}×)`
+      : "";
     row(
       "exec `true` round trip",
       shape,
       execMs,
       "ms",
-      `agent spawn_us p50 ${f1(p50(spawnMs))} ms → ratio ${f1(p50(execMs) / p50(spawnMs))}×`,
+      `agent spawn_us p50 ${f1(p50(spawnMs))} ms → ${f1(p50(execMs) / p50(spawnMs))}×${vsWall}`,
     );
 
     // --- file transfer
@@ -292,7 +299,7 @@ try {
   const cpu = cpus()[0]?.model ?? "?";
   console.log(`\n### Engine benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`);
   console.log(
-    `Host: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, accel **${info.accel}**, image \`${IMAGE}\`, reps ${REPS} (cold boots ${COLD_REPS}).\n`,
+    `Host: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, accel **${info.accel}**, image \`${IMAGE}\`, reps ${REPS} (cold boots ${COLD_REPS}); 1-min load average ${load0.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at end (the 2 cores are shared).\n`,
   );
   console.log("| what | shape | p50 | p95 | n | unit | notes |");
   console.log("|---|---|---|---|---|---|---|");

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
-import type { SnapshotRef } from "@createos-sandbox/protocol";
+import type { HostEvent, SnapshotRef } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./hostd.js";
 import { procGone } from "./sys/index.js";
 import {
@@ -157,6 +157,40 @@ describe("create, exec and files", () => {
     }
     assert.equal(reply, "PING");
   });
+  test("resizeDisk grows the root filesystem live", async () => {
+    await d.resizeDisk(id, 3072);
+    const df = (await sh(d, id, "df -k / | tail -1")).trim().split(/\s+/);
+    const sizeMib = Number(df[1]) / 1024;
+    assert.ok(sizeMib > 3072 * 0.9 && sizeMib <= 3072, `root fs is ${sizeMib} MiB after resize, want ~3072`);
+    await assert.rejects(d.resizeDisk(id, 1024), (e: Error & { code?: string }) => e.code === "bad_request");
+  });
+
+  test("events: self-signal from the guest, activity on exec", async () => {
+    const events: HostEvent[] = [];
+    const off = d.onEvent((e) => events.push(e));
+    try {
+      await sh(d, id, "echo park > /run/self");
+      for (let i = 0; i < 50 && !events.some((e) => e.type === "self"); i++) await sleep(100);
+      const self = events.find((e) => e.type === "self");
+      assert.deepEqual(self && { type: self.type, sandbox_id: self.sandbox_id, action: self.action }, {
+        type: "self",
+        sandbox_id: id,
+        action: "pause",
+      });
+      assert.ok(events.some((e) => e.type === "activity" && e.sandbox_id === id));
+    } finally {
+      off();
+    }
+  });
+
+  test("info reports the accelerator, the VM count and the built images", async () => {
+    const info = await d.info();
+    assert.ok(info.accel === "tcg" || info.accel === "kvm");
+    assert.ok(info.vm_count >= 1);
+    assert.ok(info.rootfses.includes(TEST_IMAGE));
+    assert.ok(info.free_mib > 0);
+    assert.equal(info.not_ready_reason, undefined);
+  });
 });
 
 describe("pause and resume", () => {
@@ -268,6 +302,33 @@ describe("fork", () => {
       for (const k of kids) await d.destroy(k.sandbox_id);
       await d.destroy(p.sandbox_id);
       await d.deleteSnapshot(snap);
+    }
+  });
+});
+
+describe("a VM that dies", () => {
+  test("is reported as vm_exited and cleaned up", async () => {
+    const s = spec();
+    await d.create(s);
+    const events: HostEvent[] = [];
+    const off = d.onEvent((e) => events.push(e));
+    try {
+      const pid = (await d.list()).find((v) => v.sandbox_id === s.sandbox_id)?.pid;
+      assert.ok(pid);
+      process.kill(pid, "SIGKILL");
+      for (let i = 0; i < 100 && !events.some((e) => e.type === "vm_exited"); i++) await sleep(50);
+      assert.ok(events.some((e) => e.type === "vm_exited" && e.sandbox_id === s.sandbox_id));
+      assert.equal(
+        (await d.list()).some((v) => v.sandbox_id === s.sandbox_id),
+        false,
+      );
+      await assert.rejects(
+        d.exec(s.sandbox_id, { argv: ["true"] }),
+        (e: Error & { code?: string }) => e.code === "not_found",
+      );
+    } finally {
+      off();
+      await d.destroy(s.sandbox_id);
     }
   });
 });

@@ -117,14 +117,28 @@ export function ensureRootNet(): Promise<void> {
   return rootReady;
 }
 
-/** Creates namespace, TAP, veth, routes and NAT for `slot`. Cleans up after itself on failure. */
+/** Another daemon (or a crash's leftover) holds the slot's namespace: pick another slot. */
+export class SlotBusyError extends HostdError {
+  constructor(readonly slot: number) {
+    super("internal", `network slot ${slot} is in use`);
+  }
+}
+
+/**
+ * Creates namespace, TAP, veth, routes and NAT for `slot`. Creating the namespace is the claim: it fails
+ * when the name exists, so two daemons on one host never share a slot (and leftovers are never touched).
+ * Cleans up after itself on failure.
+ */
 export async function setupSlot(slot: number): Promise<SlotAddrs> {
   const a = slotAddrs(slot);
   await ensureRootNet();
-  // A crashed daemon may have left this slot's pieces behind.
-  await teardownSlot(slot);
   try {
     await ip("netns", "add", a.netns);
+  } catch (e) {
+    if (existsSync(`/run/netns/${a.netns}`)) throw new SlotBusyError(slot);
+    throw e;
+  }
+  try {
     const script = [
       "link set lo up",
       `tuntap add dev ${TAP} mode tap`,
@@ -134,7 +148,7 @@ export async function setupSlot(slot: number): Promise<SlotAddrs> {
     await run("ip", ["-n", a.netns, "-batch", "-"], { input: `${script}\n` });
     await ip("link", "add", a.hostVeth, "type", "veth", "peer", "name", "v0", "netns", a.netns);
     await run("ip", ["-batch", "-"], {
-      input: `addr add ${a.hostIp}/30 dev ${a.hostVeth}\nlink set ${a.hostVeth} up\nroute add ${a.sandboxIp}/32 via ${a.nsIp} dev ${a.hostVeth}\n`,
+      input: `addr add ${a.hostIp}/30 dev ${a.hostVeth}\nlink set ${a.hostVeth} up\nroute replace ${a.sandboxIp}/32 via ${a.nsIp} dev ${a.hostVeth}\n`,
     });
     await run("ip", ["-n", a.netns, "-batch", "-"], {
       input: `addr add ${a.nsIp}/30 dev v0\nlink set v0 up\nroute add default via ${a.hostIp} dev v0\n`,
@@ -203,11 +217,31 @@ export class NetPool {
     this.schedule(0);
   }
 
-  private async persist(): Promise<void> {
-    const { writeFile, rename } = await import("node:fs/promises");
-    const tmp = `${this.stateFile}.tmp`;
-    await writeFile(tmp, JSON.stringify(this.ready.map((r) => r.slot)));
-    await rename(tmp, this.stateFile);
+  private persisting: Promise<void> = Promise.resolve();
+
+  /** Writes the pooled slots; serialised, so concurrent calls never interleave their temp files. */
+  private persist(): Promise<void> {
+    const next = this.persisting.then(async () => {
+      const { writeFile, rename } = await import("node:fs/promises");
+      const tmp = `${this.stateFile}.tmp`;
+      await writeFile(tmp, JSON.stringify(this.ready.map((r) => r.slot)));
+      await rename(tmp, this.stateFile);
+    });
+    this.persisting = next.catch(() => undefined);
+    return next;
+  }
+
+  /** A new namespace on a free slot, skipping slots another daemon claims at the same moment. */
+  private async fresh(): Promise<SlotAddrs> {
+    for (let attempt = 0; ; attempt++) {
+      const s = this.alloc.allocate();
+      try {
+        return await setupSlot(s);
+      } catch (e) {
+        this.alloc.release(s);
+        if (!(e instanceof SlotBusyError) || attempt >= 20) throw e;
+      }
+    }
   }
 
   private schedule(delayMs: number): void {
@@ -223,18 +257,16 @@ export class NetPool {
 
   private async fill(): Promise<void> {
     while (!this.closed && this.ready.length < this.target) {
-      const s = this.alloc.allocate();
       try {
-        const a = await setupSlot(s);
+        const a = await this.fresh();
         if (this.closed) {
-          await teardownSlot(s);
-          this.alloc.release(s);
+          await teardownSlot(a.slot);
+          this.alloc.release(a.slot);
           return;
         }
         this.ready.push(a);
         await this.persist();
       } catch (e) {
-        this.alloc.release(s);
         this.onError(e);
         return;
       }
@@ -250,13 +282,7 @@ export class NetPool {
       await this.persist();
       return a;
     }
-    const s = this.alloc.allocate();
-    try {
-      return await setupSlot(s);
-    } catch (e) {
-      this.alloc.release(s);
-      throw e;
-    }
+    return this.fresh();
   }
 
   /** Tears the pooled namespaces down (VMs' own namespaces are left alone). */
