@@ -196,10 +196,10 @@ export class HttpCore {
     return typeof incoming === "string" && REQ_ID_RE.test(incoming) ? incoming : nextReqId();
   }
 
-  /** Resolves the credential; X-Access-Token is consulted before X-Api-Key (protocol.md §1.2). */
+  /** Resolves the credential; X-Auth-Token and X-Access-Token are consulted before X-Api-Key (protocol.md §1.2). */
   async authenticate(req: IncomingMessage): Promise<Principal> {
     const h = req.headers;
-    const secret = (h["x-access-token"] ?? h["x-api-key"]) as string | undefined;
+    const secret = (h["x-auth-token"] ?? h["x-access-token"] ?? h["x-api-key"]) as string | undefined;
     if (secret === undefined || secret === "") throw apiError("auth_missing");
     if (secret.length > 512) throw apiError("auth_invalid");
     const now = performance.now();

@@ -63,6 +63,10 @@ describe("control plane without an engine", () => {
     assert.deepEqual(i.json, { status: "fail", data: { auth: "invalid api key" } });
     const tok = await call(s.url, "GET", "/v1/whoami", { headers: { "x-access-token": key } });
     assert.equal(tok.status, 200);
+    assert.equal((await call(s.url, "GET", "/v1/whoami", { headers: { "x-auth-token": key } })).status, 200);
+    // The session headers win over X-Api-Key, like the published clients expect.
+    const both = await call(s.url, "GET", "/v1/whoami", { key, headers: { "x-access-token": "skp_wrong" } });
+    assert.equal(both.status, 401);
     const w = await call(s.url, "GET", "/v1/whoami", { key });
     assert.deepEqual(w.json.data.stats, { running: 0, paused: 0, other: 0, total: 0 });
     assert.match(w.json.data.user_id, /^usr_/);
