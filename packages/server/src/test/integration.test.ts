@@ -411,12 +411,15 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     await s.waitLog(new RegExp(`"msg":"self signal".*${idle.id}.*self-pause: from-test`));
     await idle.resume();
     await idle.waitUntilRunning({ timeoutMs: 60_000 });
-    assert.equal(
-      Buffer.from(await idle.files.download("/tmp/self-pause.out"))
+    // The signalling process was frozen by the pause it asked for; after the resume it prints the 202.
+    let answered = "";
+    for (let i = 0; i < 50 && answered !== "202"; i++) {
+      answered = Buffer.from(await idle.files.download("/tmp/self-pause.out").catch(() => new ArrayBuffer(0)))
         .toString()
-        .trim(),
-      "202",
-    );
+        .trim();
+      if (answered !== "202") await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(answered, "202");
     await signal("delete");
     await idle.waitUntilDestroyed({ timeoutMs: 30_000 });
     assert.ok((await client.getSandbox(idle.id)).data.destroyed_at);
