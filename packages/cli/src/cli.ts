@@ -102,7 +102,6 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, streams: Strea
       },
       interactive: streams.stdin.isTTY === true && streams.stdout.isTTY === true,
       prompt: makePrompter(streams, o),
-      signal: new AbortController().signal,
     };
     const code = await node.run(ctx, args);
     return code ?? EXIT_OK;

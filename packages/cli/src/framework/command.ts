@@ -47,8 +47,6 @@ export interface Context {
   /** True when both stdin and stdout are terminals: prompts and pickers are allowed. */
   interactive: boolean;
   prompt: Prompter;
-  /** Signals the command to wind down (Ctrl-C for long-running commands). */
-  signal: AbortSignal;
 }
 
 export function matches(node: Node, token: string): boolean {

@@ -103,3 +103,28 @@ export function onOff(value: string, flag: string, commandPath: string): boolean
   if (["off", "false", "no", "disable", "disabled", "0"].includes(v)) return false;
   throw new UsageError(`--${flag} wants on or off, got "${value}"`, commandPath);
 }
+
+/** Runtime commands need a live VM; say how to get one instead of letting the server refuse. */
+export function requireRunning(sb: Sandbox): void {
+  if (sb.data.status !== "running") {
+    throw new CliError(
+      `${label(sb.data)} is ${sb.data.status}; resume it first: createos sandbox resume ${sb.data.name ?? sb.id}`,
+      "conflict",
+    );
+  }
+}
+
+export const yesFlag = {
+  name: "yes",
+  short: "y",
+  aliases: ["force"],
+  type: "boolean" as const,
+  description: "Skip the confirmation prompt",
+};
+
+/** `--yes`, or a prompt on a terminal; off a terminal without `--yes` it is a usage error. */
+export async function confirmOrYes(ctx: Context, yes: boolean, question: string): Promise<boolean> {
+  if (yes) return true;
+  if (!ctx.interactive) throw new UsageError("pass --yes to confirm when not on a terminal", ctx.commandPath);
+  return ctx.prompt.confirm(question);
+}

@@ -3,9 +3,8 @@ import type { Command, Group } from "../../framework/command.js";
 import { UsageError } from "../../framework/errors.js";
 import type { DiskView } from "../../lib/sdk.js";
 import { relativeTime, renderTable } from "../../ui/table.js";
-import { label } from "./common.js";
+import { confirmOrYes, label, yesFlag } from "./common.js";
 import { parseDiskSpec } from "./create.js";
-import { confirmOrYes, yesFlag } from "./network.js";
 
 const create: Command = {
   kind: "command",

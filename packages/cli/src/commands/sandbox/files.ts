@@ -9,7 +9,7 @@ import { refuseRelativeRemote } from "../../lib/paths.js";
 import type { Sandbox } from "../../lib/sdk.js";
 import { type Progress, startProgress } from "../../ui/progress.js";
 import { formatBytes } from "../../ui/table.js";
-import { boxArg, label } from "./common.js";
+import { boxArg, label, requireRunning } from "./common.js";
 
 export const MAX_TRANSFER_BYTES = 500 * 1000 * 1000;
 /** Below this a progress bar would only flicker. */
@@ -36,15 +36,6 @@ async function refuseDiskMount(sb: Sandbox, remote: string): Promise<void> {
         `${remote} is inside S3 disk "${d.name}" mounted at ${d.mount_path}; file transfers into disk mounts are not supported`,
       );
     }
-  }
-}
-
-function requireRunning(sb: Sandbox): void {
-  if (sb.data.status !== "running") {
-    throw new CliError(
-      `${label(sb.data)} is ${sb.data.status}; resume it first: createos sandbox resume ${sb.data.name ?? sb.id}`,
-      "conflict",
-    );
   }
 }
 

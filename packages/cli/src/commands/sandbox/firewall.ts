@@ -1,7 +1,6 @@
 import { bool } from "../../framework/args.js";
 import type { Command, Group } from "../../framework/command.js";
-import { UsageError } from "../../framework/errors.js";
-import { boxArg, label } from "./common.js";
+import { boxArg, confirmOrYes, label, yesFlag } from "./common.js";
 
 const ANY = ["running", "paused", "pausing", "resuming", "creating", "forking", "error"] as const;
 
@@ -58,25 +57,14 @@ const clear: Command = {
   name: "clear",
   summary: "Remove every rule (allow all outbound traffic)",
   usage: "<name|id> [--yes]",
-  flags: [
-    {
-      name: "yes",
-      short: "y",
-      aliases: ["force"],
-      type: "boolean",
-      description: "Skip the confirmation prompt",
-    },
-  ],
+  flags: [yesFlag],
   args: { max: 1 },
   completes: "sandbox",
   examples: ["createos sandbox firewall clear my-box", "createos sandbox firewall clear my-box --yes"],
   async run(ctx, { flags, positionals }) {
     const sb = await boxArg(ctx, positionals[0], [...ANY], "clear the firewall of");
-    if (!bool(flags, "yes")) {
-      if (!ctx.interactive)
-        throw new UsageError("pass --yes to clear the firewall when not on a terminal", ctx.commandPath);
-      if (!(await ctx.prompt.confirm(`Allow all outbound traffic from ${label(sb.data)}?`))) return 1;
-    }
+    const question = `Allow all outbound traffic from ${label(sb.data)}?`;
+    if (!(await confirmOrYes(ctx, bool(flags, "yes"), question))) return 1;
     const view = await sb.setEgress([]);
     ctx.out.result({ action: "egress_cleared", ...view }, () =>
       ctx.out.success(`Firewall of ${label(sb.data)} cleared: all outbound traffic allowed`),

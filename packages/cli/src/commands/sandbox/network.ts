@@ -1,24 +1,8 @@
 import { bool } from "../../framework/args.js";
-import type { Command, Context, Group } from "../../framework/command.js";
-import { UsageError } from "../../framework/errors.js";
+import type { Command, Group } from "../../framework/command.js";
 import type { Network } from "../../lib/sdk.js";
 import { relativeTime, renderKeyValues, renderTable } from "../../ui/table.js";
-import { label } from "./common.js";
-
-async function confirmOrYes(ctx: Context, yes: boolean, question: string): Promise<boolean> {
-  if (yes) return true;
-  if (!ctx.interactive) throw new UsageError("pass --yes to confirm when not on a terminal", ctx.commandPath);
-  return ctx.prompt.confirm(question);
-}
-
-export const yesFlag = {
-  name: "yes",
-  short: "y",
-  aliases: ["force"],
-  type: "boolean" as const,
-  description: "Skip the confirmation prompt",
-};
-export { confirmOrYes };
+import { confirmOrYes, label, yesFlag } from "./common.js";
 
 const create: Command = {
   kind: "command",

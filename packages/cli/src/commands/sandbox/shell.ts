@@ -8,7 +8,7 @@ import { CliError, UsageError } from "../../framework/errors.js";
 import { sh, shq } from "../../lib/api.js";
 import { homeDir } from "../../lib/config.js";
 import type { Sandbox } from "../../lib/sdk.js";
-import { boxArg, label } from "./common.js";
+import { boxArg, label, requireRunning } from "./common.js";
 
 /** Keyless PTY through the control plane (protocol.md §3.4). */
 async function keylessShell(ctx: Context, sb: Sandbox): Promise<number> {
@@ -208,12 +208,7 @@ export const shellCommand: Command = {
       if (!fs.existsSync(keyPath)) throw new UsageError(`no such key: ${keyPath}`, ctx.commandPath);
     }
     const sb = await boxArg(ctx, positionals[0], ["running"], "open a shell in");
-    if (sb.data.status !== "running") {
-      throw new CliError(
-        `${label(sb.data)} is ${sb.data.status}; resume it first: createos sandbox resume ${sb.data.name ?? sb.id}`,
-        "conflict",
-      );
-    }
+    requireRunning(sb);
     if (keyPath) return sshShell(ctx, sb, keyPath, str(flags, "user") ?? "root");
     return keylessShell(ctx, sb);
   },

@@ -19,7 +19,7 @@ import {
   remoteListScript,
   scanLocal,
 } from "../../lib/sync.js";
-import { boxArg, label } from "./common.js";
+import { boxArg, requireRunning } from "./common.js";
 import { MAX_TRANSFER_BYTES, download } from "./files.js";
 
 const POLL_MS = 1000;
@@ -247,9 +247,7 @@ export const syncCommand: Command = {
     if (fs.existsSync(localDir) && !fs.statSync(localDir).isDirectory())
       throw new UsageError(`${localArg} is not a directory`, cp);
     const sb = await boxArg(ctx, positionals[0], ["running"], "sync with");
-    if (sb.data.status !== "running") {
-      throw new CliError(`${label(sb.data)} is ${sb.data.status}; resume it first`, "conflict");
-    }
+    requireRunning(sb);
     fs.mkdirSync(localDir, { recursive: true });
     const remoteNorm = path.posix.normalize(remoteDir).replace(/\/+$/, "");
     const session = new SyncSession(ctx, sb, localDir, remoteNorm);

@@ -4,7 +4,7 @@ import type { Command, Context, Group } from "../../framework/command.js";
 import { UsageError } from "../../framework/errors.js";
 import type { TemplateView } from "../../lib/sdk.js";
 import { formatBytes, relativeTime, renderKeyValues, renderTable } from "../../ui/table.js";
-import { confirmOrYes, yesFlag } from "./network.js";
+import { confirmOrYes, yesFlag } from "./common.js";
 
 /** Prints build log lines until the final frame; exit 1 on a failed build. */
 async function follow(ctx: Context, ref: string): Promise<number> {

@@ -2,7 +2,7 @@ import { str } from "../../framework/args.js";
 import type { Command } from "../../framework/command.js";
 import { CliError, UsageError } from "../../framework/errors.js";
 import { untilInterrupted } from "../../lib/signals.js";
-import { boxArg, label } from "./common.js";
+import { boxArg, label, requireRunning } from "./common.js";
 
 function port(value: string | undefined, flag: string, cp: string): number | undefined {
   if (value === undefined) return undefined;
@@ -54,9 +54,7 @@ export const tunnelCommand: Command = {
     const local = localRaw === "0" ? 0 : (port(localRaw, "local", cp) ?? remote);
     const bind = str(flags, "bind") ?? "127.0.0.1";
     const sb = await boxArg(ctx, positionals[0], ["running"], "tunnel into");
-    if (sb.data.status !== "running") {
-      throw new CliError(`${label(sb.data)} is ${sb.data.status}; resume it first`, "conflict");
-    }
+    requireRunning(sb);
     const stop = untilInterrupted();
     let t: { port: number; close(): unknown };
     try {
