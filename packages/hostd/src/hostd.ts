@@ -870,8 +870,11 @@ export class LocalHostDaemon implements HostDaemon {
       };
       await writeJsonAtomic(join(tmp, "meta.json"), meta);
       for (const f of ["ram", "state", "disk.qcow2", "meta.json"]) await fsyncPath(join(tmp, f));
-      if (existsSync(warm)) await rm(tmp, { recursive: true, force: true });
-      else await rename(tmp, warm);
+      // Another daemon on this host may have captured the same snapshot meanwhile: theirs is as good.
+      await rename(tmp, warm).catch(async (e) => {
+        if (!existsSync(join(warm, "meta.json"))) throw e;
+        await rm(tmp, { recursive: true, force: true });
+      });
     } catch (e) {
       await rm(tmp, { recursive: true, force: true });
       throw e;
