@@ -202,6 +202,7 @@ export class Sandboxes {
       } catch (e) {
         this.log.warn("create failed", { sandbox_id: row.id, err: errText(e) });
         await this.store.transition(row.id, ["creating"], { status: "failed", status_reason: errText(e) });
+        await this.dropMemberships(row.id);
         await daemon.destroy(row.id).catch(() => undefined);
         throw mapHostdError(e, { action: "create" });
       }
@@ -406,12 +407,17 @@ export class Sandboxes {
       const snap = row.snapshot;
       await this.vm("delete_snapshot", () => daemon.deleteSnapshot(snap));
     }
-    for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
+    await this.dropMemberships(id);
     await this.store.transition(id, ["destroying"], {
       status: "destroyed",
       destroyed_at: iso(),
       clear: ["snapshot", "access_token_hash"],
     });
+  }
+
+  /** A sandbox that ended (destroyed, failed) leaves its networks, so they can be deleted. */
+  private async dropMemberships(id: string): Promise<void> {
+    for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
   }
 
   async resize(row: SandboxRow, diskMib: number): Promise<SandboxRow> {
@@ -499,6 +505,7 @@ export class Sandboxes {
       const set = async (status: SandboxStatus, why: string, extra: SandboxPatch = {}) => {
         const ok = await this.store.transition(row.id, [row.status], { status, ...extra });
         this.log.now("reconciled", { sandbox_id: row.id, from: row.status, to: status, why, applied: ok });
+        if (ok && status === "failed") await this.dropMemberships(row.id);
       };
       const running = { ip: vm?.ip, running_at: row.running_at ?? at, last_activity_at: Date.now() };
       switch (row.status) {
