@@ -218,7 +218,13 @@ func (s *Server) setClock(ns int64) int64 {
 	return skew
 }
 
-const rndAddEntropy = 0x40085203
+const (
+	rndAddEntropy = 0x40085203
+	// RNDRESEEDCRNG: since Linux 5.18 the ChaCha CRNG re-keys from the input pool only on its reseed
+	// interval (up to 60 s), so entropy added after a fork would not change /dev/urandom's output until
+	// then: every clone of one snapshot would read the same bytes. Forcing the reseed re-keys it now.
+	rndReseedCRNG = 0x5207
+)
 
 func (s *Server) addEntropy(b64 string) error {
 	data, err := base64.StdEncoding.DecodeString(b64)
@@ -241,6 +247,9 @@ func (s *Server) addEntropy(b64 string) error {
 	copy(buf[8:], data)
 	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), rndAddEntropy, uintptr(unsafe.Pointer(&buf[0])))
 	if errno != 0 {
+		return errno
+	}
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0); errno != 0 {
 		return errno
 	}
 	return nil
