@@ -53,6 +53,9 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     return r.stdout.trim() ? json(r.stdout) : undefined;
   };
 
+  const syncOnce = (local: string) =>
+    ok(["sandbox", "sync", "e2e-box", "--local", local, "--remote", "/root/proj", "--once"]);
+
   before(async () => {
     server = await startServer({ engine: true, readyTimeoutMs: 30 * 60_000 });
     home = tempDir("cli-vm-home-");
@@ -422,16 +425,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
       "-c",
       "mkdir -p /root/proj && echo remote-only > /root/proj/remote.txt",
     ]);
-    const once = await ok([
-      "sandbox",
-      "sync",
-      "e2e-box",
-      "--local",
-      local,
-      "--remote",
-      "/root/proj",
-      "--once",
-    ]);
+    const once = await syncOnce(local);
     assert.equal(once.action, "synced");
     assert.equal(once.pushed, 2);
     assert.equal(once.pulled, 1);
@@ -482,16 +476,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
       new Date(Date.now() - 3600_000),
     );
     await cli(["sb", "exec", "e2e-box", "--", "sh", "-c", "echo remote edit > /root/proj/src/main.py"]);
-    const once = await ok([
-      "sandbox",
-      "sync",
-      "e2e-box",
-      "--local",
-      local,
-      "--remote",
-      "/root/proj",
-      "--once",
-    ]);
+    const once = await syncOnce(local);
     assert.equal(once.conflicts, 1);
     assert.equal(fs.readFileSync(path.join(local, "src", "main.py"), "utf8"), "remote edit\n");
     const kept = fs.readdirSync(path.join(local, "src")).find((f) => f.startsWith("main.py.conflict-"));
