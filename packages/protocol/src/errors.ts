@@ -95,11 +95,13 @@ export const ERROR_CATALOG = {
   },
   host_unavailable: { status: 503, field: "", message: "no usable host: {reason}", retryAfter: 5 },
   host_capacity: { status: 503, field: "", message: "no host capacity: {reason}", retryAfter: 5 },
+  // Permanent until the disks issue lands, yet clients retry every 503 after waiting Retry-After
+  // (0.7.1 waits the full value): a long one would hang them instead of failing fast.
   disks_not_configured: {
     status: 503,
     field: "",
     message: "disks are not configured on this server: S3 disks land with the disks issue",
-    retryAfter: 3600,
+    retryAfter: 1,
   },
   agent_unreachable: {
     status: 503,
