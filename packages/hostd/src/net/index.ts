@@ -7,7 +7,7 @@
  */
 import { existsSync, readdirSync } from "node:fs";
 import { HostdError } from "@createos-sandbox/protocol";
-import { ip, nft, nftCmd, run, sysctl } from "../sys/index.js";
+import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
 
 export const GUEST_IP = "169.254.0.21";
 export const GATEWAY_IP = "169.254.0.22";
@@ -184,6 +184,27 @@ export async function teardownSlot(slot: number): Promise<void> {
   if (existsSync(`/run/netns/${a.netns}`)) await ip("netns", "del", a.netns);
 }
 
+const POOL_ALIAS = "createos-pool:";
+
+/**
+ * Namespaces pooled by a daemon that died (killed before it could tear its pool down): the veth's alias
+ * names the owner's pid; reclaimed only when that process is gone and nothing runs inside.
+ */
+async function reclaimDeadPools(): Promise<void> {
+  const { stdout } = await run("ip", ["-o", "link", "show"]);
+  for (const line of stdout.split("\n")) {
+    const m = /^\d+: csbv(\d+)@.*\balias createos-pool:(\d+)/.exec(line);
+    if (!m) continue;
+    const slot = Number(m[1]);
+    const pid = Number(m[2]);
+    // A killed daemon can linger as a zombie for a moment: that counts as dead.
+    if (!procGone(pid)) continue;
+    const pids = await run("ip", ["netns", "pids", netnsName(slot)]).catch(() => ({ stdout: "x" }));
+    if (pids.stdout.trim() !== "") continue;
+    await teardownSlot(slot);
+  }
+}
+
 /**
  * A few namespaces set up ahead of need: building one costs ~100 ms of `ip`/`nft` runs, which would
  * otherwise be most of a warm create's budget. The ready slots are listed in `stateFile` so a restarted
@@ -204,6 +225,7 @@ export class NetPool {
 
   /** Removes namespaces an earlier daemon had pooled (they carry no VM). */
   async init(isClaimed: (slot: number) => boolean): Promise<void> {
+    await reclaimDeadPools().catch(this.onError);
     const { readFile } = await import("node:fs/promises");
     let slots: number[] = [];
     try {
@@ -259,6 +281,9 @@ export class NetPool {
     while (!this.closed && this.ready.length < this.target) {
       try {
         const a = await this.fresh();
+        // Tagged with our pid: if this process dies with the namespace still pooled, the next daemon
+        // on any data dir reclaims it.
+        await ip("link", "set", a.hostVeth, "alias", `${POOL_ALIAS}${process.pid}`).catch(this.onError);
         if (this.closed) {
           await teardownSlot(a.slot);
           this.alloc.release(a.slot);
@@ -279,7 +304,8 @@ export class NetPool {
     // Refill once the VM being started has had the CPU to itself for a moment.
     this.schedule(300);
     if (a) {
-      await this.persist();
+      // From here on a VM owns it (its QEMU runs inside); no longer reclaimable as a dead pool's.
+      await Promise.all([this.persist(), ip("link", "set", a.hostVeth, "alias", "createos-vm")]);
       return a;
     }
     return this.fresh();
