@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { HostEvent, SnapshotRef } from "@createos-sandbox/protocol";
@@ -41,6 +41,7 @@ before(async () => {
 after(async () => {
   for (const v of await d.list()) await d.destroy(v.sandbox_id);
   await d.close();
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe("create, exec and files", () => {

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { HostEvent } from "@createos-sandbox/protocol";
@@ -21,6 +22,7 @@ after(async () => {
     for (const v of await d.list()) await d.destroy(v.sandbox_id);
     await d.close();
   }
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 /** Runs a daemon in a child process that creates `ids` and reports them, then waits to be killed. */
