@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { api } from "@createos-sandbox/protocol";
+import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
 import type { Ctx, Route } from "../http/core.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
@@ -22,18 +23,7 @@ import {
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
 import { type App, findNetwork, loadSandbox } from "./common.js";
 
-const LISTABLE: SandboxStatus[] = [
-  "creating",
-  "running",
-  "pausing",
-  "paused",
-  "resuming",
-  "forking",
-  "error",
-  "destroying",
-  "destroyed",
-  "failed",
-];
+const LISTABLE: readonly SandboxStatus[] = SANDBOX_STATUSES;
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {

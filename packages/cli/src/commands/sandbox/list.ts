@@ -1,3 +1,4 @@
+import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import { bool, int, str } from "../../framework/args.js";
 import type { Command } from "../../framework/command.js";
 import { UsageError } from "../../framework/errors.js";
@@ -8,18 +9,7 @@ import { statusColor } from "../../ui/style.js";
 import { type Column, formatMib, relativeTime, renderTable } from "../../ui/table.js";
 import { ACTIVE_STATUSES } from "./common.js";
 
-const ALL_STATUSES = [
-  "creating",
-  "running",
-  "pausing",
-  "paused",
-  "resuming",
-  "forking",
-  "error",
-  "destroying",
-  "destroyed",
-  "failed",
-];
+const ALL_STATUSES: string[] = [...SANDBOX_STATUSES];
 
 async function fetchPage(
   api: Api,
