@@ -27,7 +27,7 @@ import {
   sleep,
   spec,
   tempDataDir,
-} from "./testutil.test.js";
+} from "./testutil.js";
 
 const dataDir = tempDataDir("life");
 let d: LocalHostDaemon;

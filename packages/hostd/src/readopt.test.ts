@@ -12,7 +12,7 @@ import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { HostEvent } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./hostd.js";
-import { TEST_IMAGE, hostFootprint, openOpts, sh, spec, tempDataDir } from "./testutil.test.js";
+import { TEST_IMAGE, hostFootprint, openOpts, sh, spec, tempDataDir } from "./testutil.js";
 
 const dataDir = tempDataDir("readopt");
 let d: LocalHostDaemon | undefined;
@@ -30,7 +30,7 @@ function childDaemon(
   ids: string[],
 ): Promise<{ kill: () => Promise<void>; created: { sandbox_id: string; pid: number }[] }> {
   const hostdUrl = new URL("./hostd.js", import.meta.url).href;
-  const utilUrl = new URL("./testutil.test.js", import.meta.url).href;
+  const utilUrl = new URL("./testutil.js", import.meta.url).href;
   const specs = ids.map((id) => spec({ sandbox_id: id, image: TEST_IMAGE }));
   const code = `
     const { LocalHostDaemon } = await import(${JSON.stringify(hostdUrl)});

@@ -1,5 +1,5 @@
 /**
- * Helpers shared by the VM integration tests (named *.test.ts so it lives with them; it registers no test).
+ * Helpers shared by the VM integration tests (not named *.test.ts: it registers no test, so the runner must not count it as one).
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
