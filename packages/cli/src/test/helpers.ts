@@ -121,6 +121,11 @@ export async function startServer(opts: { engine: boolean; readyTimeoutMs?: numb
     [SERVER_MAIN, "serve", "--port", "0", "--data-dir", dataDir],
     {
       env: cleanEnv({
+        // Where images are cached is the host's setting, not a credential: the server under test must
+        // build into (and reuse) the same cache as the rest of the suite.
+        ...(process.env.CREATEOS_SANDBOX_CACHE
+          ? { CREATEOS_SANDBOX_CACHE: process.env.CREATEOS_SANDBOX_CACHE }
+          : {}),
         CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: key,
         CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
       }),
