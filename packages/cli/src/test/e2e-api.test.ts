@@ -11,12 +11,14 @@ import {
   type Server,
   Tmux,
   cleanEnv,
-  hasTool,
+  requireTools,
   runCli,
   startServer,
   tempDir,
   tmuxCommand,
 } from "./helpers.js";
+
+requireTools("tmux");
 
 describe("e2e against the real server (no VM engine)", () => {
   let server: Server;
@@ -179,7 +181,7 @@ describe("e2e against the real server (no VM engine)", () => {
     assert.equal(JSON.parse(e.stdout).error.code, "unauthorized");
   });
 
-  it("interactive login in a terminal: masked key, URL, verified", { skip: !hasTool("tmux") }, async () => {
+  it("interactive login in a terminal: masked key, URL, verified", async () => {
     const h = tempDir("cli-e2e-home2-");
     const t = new Tmux(tmuxCommand(["login"]), { ...env, HOME: h });
     try {
@@ -201,78 +203,70 @@ describe("e2e against the real server (no VM engine)", () => {
     }
   });
 
-  it(
-    "create wizard in a terminal walks the catalog and sends the request",
-    { skip: !hasTool("tmux") },
-    async () => {
-      const t = new Tmux(tmuxCommand(["sandbox", "create"]), env);
-      try {
-        const shapes = await t.waitFor(/\? Shape \(/);
-        assert.match(shapes, /❯ s-1vcpu-256mb\s+1 vCPU, 256 MiB RAM, 10 GiB disk/);
-        t.send("Down", "Enter");
-        await t.waitFor(/\? Shape s-1vcpu-512mb/);
-        await t.waitFor(/\? Name/);
-        t.type("Bad Name");
-        t.send("Enter");
-        await t.waitFor(/lower-case letters, digits and -/);
-        t.send("C-u");
-        t.type("wiz-box");
-        t.send("Enter");
-        const images = await t.waitFor(/\? Base image \(/);
-        assert.match(images, /devbox:1\s+default/);
-        t.send("Enter");
-        await t.waitFor(/\? Public HTTPS URL/);
-        t.type("n");
-        await t.waitFor(/\? Auto-pause/);
-        t.type("5s");
-        t.send("Enter");
-        await t.waitFor(/between 1m and 24h/);
-        t.send("C-u");
-        t.type("15m");
-        t.send("Enter");
-        // This server has no VM engine: its answer to the create is the last line.
-        const screen = await t.waitFor(/\[exit \d+\]/, 60_000);
-        assert.match(screen, /error: server error \(503\): .*no/i);
-        assert.match(screen, /\[exit 1\]/);
-      } finally {
-        t.kill();
-      }
-    },
-  );
+  it("create wizard in a terminal walks the catalog and sends the request", async () => {
+    const t = new Tmux(tmuxCommand(["sandbox", "create"]), env);
+    try {
+      const shapes = await t.waitFor(/\? Shape \(/);
+      assert.match(shapes, /❯ s-1vcpu-256mb\s+1 vCPU, 256 MiB RAM, 10 GiB disk/);
+      t.send("Down", "Enter");
+      await t.waitFor(/\? Shape s-1vcpu-512mb/);
+      await t.waitFor(/\? Name/);
+      t.type("Bad Name");
+      t.send("Enter");
+      await t.waitFor(/lower-case letters, digits and -/);
+      t.send("C-u");
+      t.type("wiz-box");
+      t.send("Enter");
+      const images = await t.waitFor(/\? Base image \(/);
+      assert.match(images, /devbox:1\s+default/);
+      t.send("Enter");
+      await t.waitFor(/\? Public HTTPS URL/);
+      t.type("n");
+      await t.waitFor(/\? Auto-pause/);
+      t.type("5s");
+      t.send("Enter");
+      await t.waitFor(/between 1m and 24h/);
+      t.send("C-u");
+      t.type("15m");
+      t.send("Enter");
+      // This server has no VM engine: its answer to the create is the last line.
+      const screen = await t.waitFor(/\[exit \d+\]/, 60_000);
+      assert.match(screen, /error: server error \(503\): .*no/i);
+      assert.match(screen, /\[exit 1\]/);
+    } finally {
+      t.kill();
+    }
+  });
 
-  it(
-    "rm asks before deleting in a terminal; Ctrl-C cancels a prompt",
-    { skip: !hasTool("tmux") },
-    async () => {
-      const no = new Tmux(tmuxCommand(["sandbox", "rm", "some-box"]), env);
-      try {
-        await no.waitFor(/\? Delete some-box\? \(y\/N\)/);
-        no.type("n");
-        await no.waitFor(/Aborted; nothing deleted\.\n\[exit 1\]/);
-      } finally {
-        no.kill();
-      }
-      const yes = new Tmux(tmuxCommand(["sandbox", "rm", "some-box"]), env);
-      try {
-        await yes.waitFor(/\(y\/N\)/);
-        yes.type("y");
-        await yes.waitFor(/error: some-box: not found: sandbox "some-box"\n\[exit 1\]/);
-      } finally {
-        yes.kill();
-      }
-      const cancel = new Tmux(
-        `${tmuxCommand(["sandbox", "rm", "some-box"])}; echo "[exit $?]"; stty -a | grep -q ' icanon ' && echo COOKED-MODE`,
-        env,
-      );
-      try {
-        await cancel.waitFor(/\(y\/N\)/);
-        cancel.send("C-c");
-        await cancel.waitFor(/cancelled\n\[exit 130\]\nCOOKED-MODE/);
-      } finally {
-        cancel.kill();
-      }
-    },
-  );
+  it("rm asks before deleting in a terminal; Ctrl-C cancels a prompt", async () => {
+    const no = new Tmux(tmuxCommand(["sandbox", "rm", "some-box"]), env);
+    try {
+      await no.waitFor(/\? Delete some-box\? \(y\/N\)/);
+      no.type("n");
+      await no.waitFor(/Aborted; nothing deleted\.\n\[exit 1\]/);
+    } finally {
+      no.kill();
+    }
+    const yes = new Tmux(tmuxCommand(["sandbox", "rm", "some-box"]), env);
+    try {
+      await yes.waitFor(/\(y\/N\)/);
+      yes.type("y");
+      await yes.waitFor(/error: some-box: not found: sandbox "some-box"\n\[exit 1\]/);
+    } finally {
+      yes.kill();
+    }
+    const cancel = new Tmux(
+      `${tmuxCommand(["sandbox", "rm", "some-box"])}; echo "[exit $?]"; stty -a | grep -q ' icanon ' && echo COOKED-MODE`,
+      env,
+    );
+    try {
+      await cancel.waitFor(/\(y\/N\)/);
+      cancel.send("C-c");
+      await cancel.waitFor(/cancelled\n\[exit 130\]\nCOOKED-MODE/);
+    } finally {
+      cancel.kill();
+    }
+  });
 
   it("logout forgets the key", async () => {
     assert.equal((await runCli(["logout"], { env })).code, 0);

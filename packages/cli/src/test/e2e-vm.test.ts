@@ -14,7 +14,7 @@ import {
   type Server,
   Tmux,
   cleanEnv,
-  hasTool,
+  requireTools,
   runBash,
   runCli,
   spawnCli,
@@ -22,6 +22,8 @@ import {
   tempDir,
   tmuxCommand,
 } from "./helpers.js";
+
+requireTools("tmux", "ssh");
 
 const json = (s: string) => JSON.parse(s);
 
@@ -302,7 +304,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     );
   });
 
-  it("edit without flags in a terminal: the menu", { skip: !hasTool("tmux") }, async () => {
+  it("edit without flags in a terminal: the menu", async () => {
     const t = new Tmux(tmuxCommand(["sandbox", "edit", "e2e-box"]), env);
     try {
       await t.waitFor(/\? Edit e2e-box \(sb-/);
@@ -317,27 +319,23 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     assert.equal((await ok(["sb", "get", "e2e-box"])).auto_pause_after_seconds, 1200);
   });
 
-  it(
-    "push and pull show a progress bar for large files on a terminal",
-    { skip: !hasTool("tmux") },
-    async () => {
-      const big = path.join(work, "big.bin");
-      fs.writeFileSync(big, randomBytes(8 * 1024 * 1024));
-      const t = new Tmux(
-        `${tmuxCommand(["sandbox", "push", "e2e-box", big, "/root/big.bin"])} && ${tmuxCommand(["sandbox", "pull", "e2e-box", "/root/big.bin", path.join(work, "big2.bin")])}`,
-        env,
-      );
-      try {
-        const screen = await t.waitFor(/\[exit \d+\]/, 300_000);
-        assert.match(screen, /Uploading big\.bin \[#{24}\] 100%\s+8\.0 MiB\/8\.0 MiB/);
-        assert.match(screen, /Downloading big\.bin .*8\.0 MiB/);
-        assert.match(screen, /\[exit 0\]/);
-      } finally {
-        t.kill();
-      }
-      assert.ok(fs.readFileSync(big).equals(fs.readFileSync(path.join(work, "big2.bin"))));
-    },
-  );
+  it("push and pull show a progress bar for large files on a terminal", async () => {
+    const big = path.join(work, "big.bin");
+    fs.writeFileSync(big, randomBytes(8 * 1024 * 1024));
+    const t = new Tmux(
+      `${tmuxCommand(["sandbox", "push", "e2e-box", big, "/root/big.bin"])} && ${tmuxCommand(["sandbox", "pull", "e2e-box", "/root/big.bin", path.join(work, "big2.bin")])}`,
+      env,
+    );
+    try {
+      const screen = await t.waitFor(/\[exit \d+\]/, 300_000);
+      assert.match(screen, /Uploading big\.bin \[#{24}\] 100%\s+8\.0 MiB\/8\.0 MiB/);
+      assert.match(screen, /Downloading big\.bin .*8\.0 MiB/);
+      assert.match(screen, /\[exit 0\]/);
+    } finally {
+      t.kill();
+    }
+    assert.ok(fs.readFileSync(big).equals(fs.readFileSync(path.join(work, "big2.bin"))));
+  });
 
   it("network attach / get / detach / rm (members detached first)", async () => {
     const net = await ok(["sandbox", "network", "create", "e2e-net"]);
@@ -484,67 +482,59 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     assert.equal(fs.readFileSync(path.join(local, "src", kept as string), "utf8"), "local edit\n");
   });
 
-  it(
-    "shell: keyless PTY in a real terminal, resize, clean exit and terminal restore",
-    { skip: !hasTool("tmux") },
-    async () => {
-      const t = new Tmux(
-        `${tmuxCommand(["sandbox", "shell", "e2e-box"])}; echo "[exit $?]"; stty -a | grep -q ' icanon ' && echo COOKED-MODE`,
-        env,
-      );
-      try {
-        await t.waitFor(/[#$] ?$/m, 60_000);
-        t.type("echo $((6*7)) $(tty)");
-        t.send("Enter");
-        await t.waitFor(/^42 \/dev\/pts\/\d+/m);
-        t.type("stty size");
-        t.send("Enter");
-        await t.waitFor(/^40 120$/m);
-        t.resize(100, 30);
-        await new Promise((r) => setTimeout(r, 500));
-        t.type("stty size");
-        t.send("Enter");
-        await t.waitFor(/^30 100$/m);
-        // Ctrl-C goes to the remote shell, not to the CLI.
-        t.type("sleep 30");
-        t.send("Enter");
-        // Give the guest shell time to start `sleep` so the ^C reaches it, not bash mid-fork.
-        await new Promise((r) => setTimeout(r, 2000));
-        t.send("C-c");
-        t.type("echo still-here");
-        t.send("Enter");
-        await t.waitFor(/^still-here$/m, 20_000);
-        t.type("exit");
-        t.send("Enter");
-        const screen = await t.waitFor(/\[exit 0\][\s\S]*COOKED-MODE/);
-        assert.match(screen, /COOKED-MODE/);
-      } finally {
-        t.kill();
-      }
-    },
-  );
+  it("shell: keyless PTY in a real terminal, resize, clean exit and terminal restore", async () => {
+    const t = new Tmux(
+      `${tmuxCommand(["sandbox", "shell", "e2e-box"])}; echo "[exit $?]"; stty -a | grep -q ' icanon ' && echo COOKED-MODE`,
+      env,
+    );
+    try {
+      await t.waitFor(/[#$] ?$/m, 60_000);
+      t.type("echo $((6*7)) $(tty)");
+      t.send("Enter");
+      await t.waitFor(/^42 \/dev\/pts\/\d+/m);
+      t.type("stty size");
+      t.send("Enter");
+      await t.waitFor(/^40 120$/m);
+      t.resize(100, 30);
+      await new Promise((r) => setTimeout(r, 500));
+      t.type("stty size");
+      t.send("Enter");
+      await t.waitFor(/^30 100$/m);
+      // Ctrl-C goes to the remote shell, not to the CLI.
+      t.type("sleep 30");
+      t.send("Enter");
+      // Give the guest shell time to start `sleep` so the ^C reaches it, not bash mid-fork.
+      await new Promise((r) => setTimeout(r, 2000));
+      t.send("C-c");
+      t.type("echo still-here");
+      t.send("Enter");
+      await t.waitFor(/^still-here$/m, 20_000);
+      t.type("exit");
+      t.send("Enter");
+      const screen = await t.waitFor(/\[exit 0\][\s\S]*COOKED-MODE/);
+      assert.match(screen, /COOKED-MODE/);
+    } finally {
+      t.kill();
+    }
+  });
 
-  it(
-    "shell --ssh / -i: key upload, sshd, system ssh through a tunnel",
-    { skip: !hasTool("tmux") || !hasTool("ssh") },
-    async () => {
-      const t = new Tmux(
-        `${tmuxCommand(["sandbox", "shell", "e2e-box", "-i", path.join(home, ".ssh", "id_ed25519")])}; echo "[exit $?]"`,
-        env,
-      );
-      try {
-        await t.waitFor(/[#$] ?$/m, 120_000);
-        t.type("echo ssh-$((40+2)) $SSH_CONNECTION | cut -c1-12");
-        t.send("Enter");
-        await t.waitFor(/^ssh-42 127\.0/m);
-        t.type("exit 5");
-        t.send("Enter");
-        await t.waitFor(/\[exit 5\]/, 30_000);
-      } finally {
-        t.kill();
-      }
-    },
-  );
+  it("shell --ssh / -i: key upload, sshd, system ssh through a tunnel", async () => {
+    const t = new Tmux(
+      `${tmuxCommand(["sandbox", "shell", "e2e-box", "-i", path.join(home, ".ssh", "id_ed25519")])}; echo "[exit $?]"`,
+      env,
+    );
+    try {
+      await t.waitFor(/[#$] ?$/m, 120_000);
+      t.type("echo ssh-$((40+2)) $SSH_CONNECTION | cut -c1-12");
+      t.send("Enter");
+      await t.waitFor(/^ssh-42 127\.0/m);
+      t.type("exit 5");
+      t.send("Enter");
+      await t.waitFor(/\[exit 5\]/, 30_000);
+    } finally {
+      t.kill();
+    }
+  });
 
   it("pause, resume and fork (with spinners off a terminal, JSON results)", async () => {
     const p = await ok(["sandbox", "pause", "e2e-box"]);
@@ -585,7 +575,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     });
   });
 
-  it("create wizard in a terminal", { skip: !hasTool("tmux") }, async () => {
+  it("create wizard in a terminal", async () => {
     const t = new Tmux(tmuxCommand(["sandbox", "create"]), env);
     try {
       await t.waitFor(/\? Shape/);
@@ -614,7 +604,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     assert.equal(got.ssh_pubkeys.length, 1);
   });
 
-  it("rm asks for confirmation in a terminal", { skip: !hasTool("tmux") }, async () => {
+  it("rm asks for confirmation in a terminal", async () => {
     const no = new Tmux(tmuxCommand(["sandbox", "rm", "wiz-box"]), env);
     try {
       await no.waitFor(/Delete wiz-box\? \(y\/N\)/);

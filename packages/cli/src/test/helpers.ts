@@ -197,6 +197,18 @@ export function hasTool(name: string): boolean {
   }
 }
 
+/**
+ * The terminal tests need tmux and ssh, which `npm test` installs (scripts/bootstrap.sh): a missing one is
+ * a broken install step, so the suite fails at once instead of skipping the tests that need it.
+ */
+export function requireTools(...names: string[]): void {
+  const missing = names.filter((n) => !hasTool(n));
+  if (missing.length)
+    throw new Error(
+      `missing tools for the terminal tests: ${missing.join(", ")} (scripts/bootstrap.sh installs them)`,
+    );
+}
+
 /** A real terminal: the command runs inside a detached tmux session of a fixed size. */
 export class Tmux {
   readonly session: string;
