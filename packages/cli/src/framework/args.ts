@@ -10,7 +10,7 @@ export interface FlagSpec {
   value?: string;
   description: string;
   /** Allowed values, checked at parse time and offered by completion. */
-  choices?: string[];
+  choices?: readonly string[];
   /** Hidden aliases, e.g. `--yes` for `--force`. */
   aliases?: string[];
 }

@@ -23,8 +23,6 @@ import {
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
 import { type App, findNetwork, loadSandbox } from "./common.js";
 
-const LISTABLE: readonly SandboxStatus[] = SANDBOX_STATUSES;
-
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {
   if (rules === undefined) return undefined;
@@ -201,7 +199,7 @@ export function sandboxRoutes(app: App): Route[] {
       handler: async (ctx) => {
         const { limit, offset } = pageParams(ctx.query);
         const status = ctx.query.get("status") ?? undefined;
-        if (status !== undefined && status !== "" && !LISTABLE.includes(status as SandboxStatus)) {
+        if (status !== undefined && status !== "" && !SANDBOX_STATUSES.includes(status as SandboxStatus)) {
           throw validationError({ status: `unknown status: ${status.slice(0, 50)}` });
         }
         const res = await app.store.listSandboxes(ctx.principal!.user_id, {

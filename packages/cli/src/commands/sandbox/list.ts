@@ -9,8 +9,6 @@ import { statusColor } from "../../ui/style.js";
 import { type Column, formatMib, relativeTime, renderTable } from "../../ui/table.js";
 import { ACTIVE_STATUSES } from "./common.js";
 
-const ALL_STATUSES: string[] = [...SANDBOX_STATUSES];
-
 async function fetchPage(
   api: Api,
   query: Record<string, string | number | undefined>,
@@ -40,7 +38,7 @@ export const listCommand: Command = {
       name: "status",
       type: "string",
       value: "<status>",
-      choices: ALL_STATUSES,
+      choices: SANDBOX_STATUSES,
       description: "Only this status",
     },
     { name: "quiet", short: "q", type: "boolean", description: "IDs only, one per line" },
