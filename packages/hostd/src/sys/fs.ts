@@ -1,0 +1,61 @@
+/**
+ * File-system primitives every part of the host daemon shares: the one crash-safe write, and the one
+ * single-flight. Records on disk (vm.json, meta.json, the namespace pool) are how a restarted daemon
+ * re-adopts its VMs, so a write must leave either the old or the new contents, never a torn file, even
+ * across a power cut: temp file, fsync it, rename over, fsync the directory (the rename itself is only
+ * durable once the directory entry is).
+ */
+import { open, rename, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+
+let seq = 0;
+
+/** Replaces `path` with `data` atomically and durably. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${++seq}`;
+  const fh = await open(tmp, "w", mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fsyncDir(dirname(path));
+}
+
+/** `writeFileAtomic` of a JSON document (pretty-printed: these files are read by people debugging). */
+export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Makes a rename or create inside `dir` durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Concurrent callers asking for the same key share one in-flight promise; failures are not cached. */
+export class SingleFlight<T> {
+  private readonly inflight = new Map<string, Promise<T>>();
+
+  do(key: string, fn: () => Promise<T>): Promise<T> {
+    const existing = this.inflight.get(key);
+    if (existing) return existing;
+    const p = fn().finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+}
