@@ -140,6 +140,8 @@ export type HostdErrorCode =
   | "capacity" // not enough host memory or disk
   | "not_ready" // images still building / QEMU unusable
   | "agent_unreachable" // the guest agent did not answer in time
+  | "unreachable" // a remote host daemon did not answer (refused, reset, timed out)
+  | "unauthorized" // a remote host daemon refused our token
   | "internal";
 
 export class HostdError extends Error {
