@@ -42,10 +42,31 @@ import {
   slotAddrs,
   teardownSlot,
 } from "./net/index.js";
+import {
+  Layout,
+  POOL_PREFIX,
+  SANDBOX_ID_RE,
+  SNAPSHOT_ID_RE,
+  type SnapMeta,
+  TRASH_PREFIX,
+  type VmRecord,
+  type WarmMeta,
+  readJson,
+  readSnapMeta,
+  readVmRecord,
+  readWarmMeta,
+  snapMeta,
+  snapRef,
+  validateSpec,
+  writeSnapMeta,
+  writeVmRecord,
+  writeWarmMeta,
+} from "./records.js";
+import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { cpSparse, memAvailableMib, qemuImg } from "./sys/index.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import { type AgentLike, connectAgent } from "./vmm/guest.js";
-import { QemuDriver, isOurQemu, writeJsonAtomic } from "./vmm/qemu.js";
+import { QemuDriver, isOurQemu } from "./vmm/qemu.js";
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -89,64 +110,6 @@ export interface OpenOptions {
   netPool?: number;
 }
 
-/** Persisted per live VM; enough to re-adopt it after a restart. */
-interface VmRecord {
-  sandbox_id: string;
-  hostname: string;
-  slot: number;
-  ip: string;
-  image: string;
-  image_hash: string;
-  vcpu: number;
-  mem_mib: number;
-  disk_mib: number;
-  kernel: string;
-  cmdline: string;
-  accel: Accel;
-  tb_size_mib: number;
-  /** Backing layers of disk.qcow2, nearest first (for layer garbage collection). */
-  chain: string[];
-  created_at: string;
-  /** Where QEMU was started, when that differs from the VM dir (a pooled VM renamed into place). */
-  launch_dir?: string;
-}
-
-/** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
-interface SnapMeta {
-  snapshot_id: string;
-  sandbox_id: string;
-  hostname: string;
-  image: string;
-  image_hash: string;
-  vcpu: number;
-  mem_mib: number;
-  disk_mib: number;
-  kernel: string;
-  cmdline: string;
-  accel: Accel;
-  tb_size_mib: number;
-  chain: string[];
-  /** Set once disk.qcow2 is an empty overlay over a frozen layer (a fork froze it): later forks reuse it. */
-  frozen?: boolean;
-  /** A `start_paused` fork that never ran: its first resume applies the child's identity (configure). */
-  needs_configure?: boolean;
-  pause_ms: number;
-  created_at: string;
-}
-
-interface WarmMeta {
-  key: string;
-  image: string;
-  image_hash: string;
-  vcpu: number;
-  mem_mib: number;
-  disk_bytes: number;
-  kernel: string;
-  cmdline: string;
-  accel: Accel;
-  created_at: string;
-}
-
 interface PooledVm {
   rec: VmRecord;
   dir: string;
@@ -155,10 +118,6 @@ interface PooledVm {
   addrs: SlotAddrs;
 }
 
-/** Pooled VMs live under ids no sandbox can have (sandbox ids start with a letter or digit). */
-const POOL_PREFIX = "_pool-";
-/** VM dirs being deleted in the background (after a pause). */
-const TRASH_PREFIX = "_trash-";
 const MAX_POOL_KEYS = 2;
 
 interface Vm {
@@ -192,19 +151,6 @@ function stopwatch(): { lap(name: string): void; laps: Record<string, number> } 
   };
 }
 
-function validateSpec(spec: VmSpec): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(spec.sandbox_id))
-    throw new HostdError("bad_request", `invalid sandbox id ${JSON.stringify(spec.sandbox_id)}`);
-  if (!Number.isInteger(spec.vcpu) || spec.vcpu < 1 || spec.vcpu > 64)
-    throw new HostdError("bad_request", "vcpu must be an integer between 1 and 64");
-  if (!Number.isInteger(spec.mem_mib) || spec.mem_mib < 128 || spec.mem_mib > 256 * 1024)
-    throw new HostdError("bad_request", "mem_mib must be an integer between 128 and 262144");
-  if (!Number.isInteger(spec.disk_mib) || spec.disk_mib < 64)
-    throw new HostdError("bad_request", "disk_mib must be an integer of at least 64");
-  if (!/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(spec.hostname))
-    throw new HostdError("bad_request", `invalid hostname ${JSON.stringify(spec.hostname)}`);
-}
-
 function entropy(): string {
   return randomBytes(64).toString("base64");
 }
@@ -223,41 +169,8 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-async function allocatedBytes(path: string): Promise<number> {
-  try {
-    const s = await stat(path);
-    return s.blocks * 512;
-  } catch {
-    return 0;
-  }
-}
-
-async function readJson<T>(path: string): Promise<T | undefined> {
-  try {
-    return JSON.parse(await readFile(path, "utf8")) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Runs `fn` once per key at a time; concurrent callers share the result. */
-class Flight<T> {
-  private m = new Map<string, Promise<T>>();
-  run(key: string, fn: () => Promise<T>): Promise<T> {
-    const have = this.m.get(key);
-    if (have) return have;
-    const p = fn().finally(() => this.m.delete(key));
-    this.m.set(key, p);
-    return p;
-  }
-}
-
 export class LocalHostDaemon implements HostDaemon {
-  private readonly root: string;
-  private readonly vmsDir: string;
-  private readonly snapsDir: string;
-  private readonly layersDir: string;
-  private readonly warmDir: string;
+  private readonly layout: Layout;
   private readonly vms = new Map<string, Vm>();
   /** Sandbox ids with a create/resume/fork in progress (no VM entry yet). */
   private readonly starting = new Set<string>();
@@ -266,7 +179,7 @@ export class LocalHostDaemon implements HostDaemon {
   private readonly slots: SlotAllocator;
   private readonly pool: NetPool;
   private readonly driver: VmmDriver = new QemuDriver();
-  private readonly warmFlight = new Flight<string>();
+  private readonly warmFlight = new SingleFlight<string>();
   private readonly snapLocks = new Map<string, Promise<unknown>>();
   private accelP: Promise<Accel> | undefined;
   private readonly freezing = new Set<string>();
@@ -285,11 +198,7 @@ export class LocalHostDaemon implements HostDaemon {
     private readonly cache: string,
     private readonly log: Logger,
   ) {
-    this.root = join(opts.dataDir, "hostd");
-    this.vmsDir = join(this.root, "vms");
-    this.snapsDir = join(this.root, "snapshots");
-    this.layersDir = join(this.root, "layers");
-    this.warmDir = join(cache, "warm");
+    this.layout = new Layout(opts.dataDir, cache);
     this.hostId = "local";
     this.img = {
       catalog: images.catalog,
@@ -302,7 +211,7 @@ export class LocalHostDaemon implements HostDaemon {
     };
     this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
     this.events.setMaxListeners(0);
-    this.pool = new NetPool(this.slots, opts.netPool ?? 2, join(this.root, "netpool.json"), (e) =>
+    this.pool = new NetPool(this.slots, opts.netPool ?? 2, this.layout.netpool, (e) =>
       this.log.warn("network pool", { error: String(e) }),
     );
   }
@@ -310,7 +219,7 @@ export class LocalHostDaemon implements HostDaemon {
   static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
     const cache = opts.cacheDir ?? images.cacheDir();
     const d = new LocalHostDaemon(opts, cache, opts.log ?? nullLog);
-    for (const p of [d.vmsDir, d.snapsDir, d.layersDir]) await mkdir(p, { recursive: true });
+    for (const p of [d.layout.vms, d.layout.snaps, d.layout.layers]) await mkdir(p, { recursive: true });
     await d.readopt();
     await d.pool.init((slot) => [...d.vms.values()].some((v) => v.rec.slot === slot));
     return d;
@@ -420,14 +329,6 @@ export class LocalHostDaemon implements HostDaemon {
 
   // ---------------------------------------------------------------- helpers
 
-  private vmDir(id: string): string {
-    return join(this.vmsDir, id);
-  }
-
-  private snapDir(id: string): string {
-    return join(this.snapsDir, id);
-  }
-
   private machineConfig(rec: VmRecord, dir: string, addrs: SlotAddrs): MachineConfig {
     return {
       dir,
@@ -470,7 +371,7 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   private reserveId(id: string): void {
-    if (this.vms.has(id) || this.starting.has(id) || existsSync(this.vmDir(id)))
+    if (this.vms.has(id) || this.starting.has(id) || existsSync(this.layout.vmDir(id)))
       throw new HostdError("conflict", `a VM for sandbox ${id} already exists on this host`);
     this.starting.add(id);
   }
@@ -531,17 +432,17 @@ export class LocalHostDaemon implements HostDaemon {
   private async gcLayers(): Promise<void> {
     const used = new Set<string>();
     for (const v of this.vms.values()) for (const l of v.rec.chain) used.add(l);
-    for (const name of await readdir(this.vmsDir).catch(() => [] as string[])) {
-      const r = await readJson<VmRecord>(join(this.vmsDir, name, "vm.json"));
+    for (const name of await readdir(this.layout.vms).catch(() => [] as string[])) {
+      const r = await readVmRecord(join(this.layout.vms, name));
       for (const l of r?.chain ?? []) used.add(l);
     }
-    for (const name of await readdir(this.snapsDir).catch(() => [] as string[])) {
-      const m = await readJson<SnapMeta>(join(this.snapsDir, name, "meta.json"));
+    for (const name of await readdir(this.layout.snaps).catch(() => [] as string[])) {
+      const m = await readSnapMeta(join(this.layout.snaps, name));
       if (!m && !name.endsWith(".tmp")) continue;
       for (const l of m?.chain ?? []) used.add(l);
     }
-    for (const name of await readdir(this.layersDir).catch(() => [] as string[])) {
-      const p = join(this.layersDir, name);
+    for (const name of await readdir(this.layout.layers).catch(() => [] as string[])) {
+      const p = join(this.layout.layers, name);
       // A layer being frozen is not in any meta.json yet.
       if (used.has(p) || this.freezing.has(p)) continue;
       await rm(p, { force: true });
@@ -580,13 +481,13 @@ export class LocalHostDaemon implements HostDaemon {
       const accel = await this.accel();
       // The disk size is part of the key: a warm snapshot's root fs is already grown to it.
       const key = `${img.hash}-${spec.vcpu}c-${spec.mem_mib}m-${spec.disk_mib}d`;
-      const warm = join(this.warmDir, key);
+      const warm = this.layout.warmDir(key);
       if (opts.cold) return await this.coldCreate(spec, img, accel, key, t0);
       if (!existsSync(join(warm, "meta.json"))) {
         // First VM of this shape: boot it cold and capture the warm snapshot from it (one boot, shared by
         // concurrent first creates: only one of them boots cold, the others wait and restore).
         let booted: VmRuntime | undefined;
-        await this.warmFlight.run(key, async () => {
+        await this.warmFlight.do(key, async () => {
           booted = await this.coldCreate(spec, img, accel, key, t0);
           return warm;
         });
@@ -692,7 +593,7 @@ export class LocalHostDaemon implements HostDaemon {
 
   /** A pooled VM becomes the sandbox: its dir is renamed into place (QEMU keeps its open files and sockets). */
   private async adoptPooled(pv: PooledVm, spec: VmSpec, t0: number): Promise<VmRuntime> {
-    const dir = this.vmDir(spec.sandbox_id);
+    const dir = this.layout.vmDir(spec.sandbox_id);
     const rec: VmRecord = {
       ...pv.rec,
       sandbox_id: spec.sandbox_id,
@@ -707,7 +608,7 @@ export class LocalHostDaemon implements HostDaemon {
     await symlink(dir, pv.dir);
     pv.dir = dir;
     pv.rec = rec;
-    await writeJsonAtomic(join(dir, "vm.json"), rec);
+    await writeVmRecord(dir, rec);
     const agent = await this.agentUp(dir, 10_000);
     pv.agent = agent;
     await agent.configure({
@@ -727,7 +628,7 @@ export class LocalHostDaemon implements HostDaemon {
     spec: VmSpec,
     base: Omit<VmRecord, "sandbox_id" | "hostname" | "slot" | "ip" | "disk_mib" | "created_at">,
   ): Promise<{ rec: VmRecord; dir: string; addrs: SlotAddrs }> {
-    const dir = this.vmDir(spec.sandbox_id);
+    const dir = this.layout.vmDir(spec.sandbox_id);
     const addrs = await this.pool.acquire();
     const rec: VmRecord = {
       ...base,
@@ -740,7 +641,7 @@ export class LocalHostDaemon implements HostDaemon {
     };
     try {
       await mkdir(dir, { recursive: true });
-      await writeJsonAtomic(join(dir, "vm.json"), rec);
+      await writeVmRecord(dir, rec);
     } catch (e) {
       await teardownSlot(addrs.slot).catch(() => undefined);
       this.slots.release(addrs.slot);
@@ -844,7 +745,7 @@ export class LocalHostDaemon implements HostDaemon {
       diskBytes: number;
     },
   ): Promise<void> {
-    const warm = join(this.warmDir, key);
+    const warm = this.layout.warmDir(key);
     if (existsSync(join(warm, "meta.json"))) return;
     const tmp = `${warm}.tmp-${process.pid}-${randomUUID().slice(0, 8)}`;
     await mkdir(tmp, { recursive: true });
@@ -868,8 +769,9 @@ export class LocalHostDaemon implements HostDaemon {
         accel: o.accel,
         created_at: new Date().toISOString(),
       };
-      await writeJsonAtomic(join(tmp, "meta.json"), meta);
-      for (const f of ["ram", "state", "disk.qcow2", "meta.json"]) await fsyncPath(join(tmp, f));
+      await writeWarmMeta(tmp, meta);
+      // meta.json is fsynced by its atomic write.
+      for (const f of ["ram", "state", "disk.qcow2"]) await fsyncPath(join(tmp, f));
       // Another daemon on this host may have captured the same snapshot meanwhile: theirs is as good.
       await rename(tmp, warm).catch(async (e) => {
         if (!existsSync(join(warm, "meta.json"))) throw e;
@@ -910,7 +812,7 @@ export class LocalHostDaemon implements HostDaemon {
     addrs: SlotAddrs;
     laps: Record<string, number>;
   }> {
-    const w = await readJson<WarmMeta>(join(warm, "meta.json"));
+    const w = await readWarmMeta(warm);
     if (!w) throw new HostdError("internal", `warm snapshot ${warm} is unreadable; delete it to rebuild`);
     const { rec, dir, addrs } = await this.prepareVm(spec, {
       image: spec.image,
@@ -962,7 +864,7 @@ export class LocalHostDaemon implements HostDaemon {
       if (vm.gone) throw new HostdError("not_found", `sandbox ${sandboxId} is not running on this host`);
       const t0 = now();
       const snapId = `snap-${randomUUID()}`;
-      const sdir = this.snapDir(snapId);
+      const sdir = this.layout.snapDir(snapId);
       await mkdir(sdir, { recursive: true });
       const ram = join(vm.dir, "ram");
       const sw = stopwatch();
@@ -1013,12 +915,12 @@ export class LocalHostDaemon implements HostDaemon {
         pause_ms,
         created_at: new Date().toISOString(),
       };
-      await writeJsonAtomic(join(sdir, "meta.json"), meta);
-      const ref = await this.snapRef(meta);
+      await writeSnapMeta(sdir, meta);
+      const ref = await snapRef(this.layout, meta);
       // The snapshot is durable; what is left (QEMU's exit, the namespace, the VM dir) finishes in the
       // background. The dir is moved aside first so the same sandbox can be resumed at once; the slot
       // stays reserved until its namespace is gone.
-      const trash = join(this.vmsDir, `${TRASH_PREFIX}${randomUUID().slice(0, 12)}`);
+      const trash = join(this.layout.vms, `${TRASH_PREFIX}${randomUUID().slice(0, 12)}`);
       await rename(vm.dir, trash);
       if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
       sw.lap("move");
@@ -1035,32 +937,6 @@ export class LocalHostDaemon implements HostDaemon {
     });
   }
 
-  private async snapRef(meta: SnapMeta): Promise<SnapshotRef> {
-    const d = this.snapDir(meta.snapshot_id);
-    const size =
-      (await allocatedBytes(join(d, "ram"))) +
-      (await allocatedBytes(join(d, "state"))) +
-      (await allocatedBytes(join(d, "disk.qcow2")));
-    return {
-      snapshot_id: meta.snapshot_id,
-      sandbox_id: meta.sandbox_id,
-      mem_mib: meta.mem_mib,
-      vcpu: meta.vcpu,
-      disk_mib: meta.disk_mib,
-      image: meta.image,
-      size_bytes: size,
-      pause_ms: meta.pause_ms,
-    };
-  }
-
-  private async snapMeta(ref: SnapshotRef): Promise<SnapMeta> {
-    if (!/^[A-Za-z0-9_.-]+$/.test(ref.snapshot_id))
-      throw new HostdError("bad_request", "invalid snapshot id");
-    const m = await readJson<SnapMeta>(join(this.snapDir(ref.snapshot_id), "meta.json"));
-    if (!m) throw new HostdError("not_found", `snapshot ${ref.snapshot_id} is not on this host`);
-    return m;
-  }
-
   // ---------------------------------------------------------------- resume
 
   async resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
@@ -1070,9 +946,9 @@ export class LocalHostDaemon implements HostDaemon {
     const t0 = now();
     try {
       return await this.withSnapLock(snapshot.snapshot_id, async () => {
-        const meta = await this.snapMeta(snapshot);
+        const meta = await snapMeta(this.layout, snapshot);
         if (spec.disk_mib < meta.disk_mib) throw new HostdError("bad_request", "disk_mib cannot shrink");
-        const sdir = this.snapDir(meta.snapshot_id);
+        const sdir = this.layout.snapDir(meta.snapshot_id);
         const { rec, dir, addrs } = await this.prepareVm(spec, {
           image: meta.image,
           image_hash: meta.image_hash,
@@ -1128,10 +1004,10 @@ export class LocalHostDaemon implements HostDaemon {
 
   /** Makes the parent's top layer immutable (once) and returns the frozen layer children back onto. */
   private async freezeParent(meta: SnapMeta): Promise<{ base: string; chain: string[] }> {
-    const sdir = this.snapDir(meta.snapshot_id);
+    const sdir = this.layout.snapDir(meta.snapshot_id);
     const top = join(sdir, "disk.qcow2");
     if (meta.frozen && meta.chain[0]) return { base: meta.chain[0], chain: meta.chain };
-    const layer = join(this.layersDir, `${randomUUID()}.qcow2`);
+    const layer = join(this.layout.layers, `${randomUUID()}.qcow2`);
     this.freezing.add(layer);
     try {
       return await this.freezeInto(meta, sdir, top, layer);
@@ -1155,7 +1031,7 @@ export class LocalHostDaemon implements HostDaemon {
     }
     const chain = [layer, ...meta.chain];
     const next: SnapMeta = { ...meta, chain, frozen: true };
-    await writeJsonAtomic(join(sdir, "meta.json"), next);
+    await writeSnapMeta(sdir, next);
     Object.assign(meta, next);
     return { base: layer, chain };
   }
@@ -1167,10 +1043,10 @@ export class LocalHostDaemon implements HostDaemon {
   ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
     validateSpec(child);
     const t0 = now();
-    const meta0 = await this.snapMeta(parent);
+    const meta0 = await snapMeta(this.layout, parent);
     if (child.disk_mib < meta0.disk_mib)
       throw new HostdError("bad_request", "a fork's disk_mib cannot be smaller than its parent's");
-    const psdir = this.snapDir(meta0.snapshot_id);
+    const psdir = this.layout.snapDir(meta0.snapshot_id);
     /**
      * Under the parent's lock (a resume of the parent consumes its files): freeze its disk, copy its RAM
      * file, device state and top layer into `dest`. Once frozen, the parent's top layer is an empty
@@ -1178,7 +1054,7 @@ export class LocalHostDaemon implements HostDaemon {
      */
     const copyParent = (dest: string) =>
       this.withSnapLock(parent.snapshot_id, async () => {
-        const m = await this.snapMeta(parent);
+        const m = await snapMeta(this.layout, parent);
         const f = await this.freezeParent(m);
         await Promise.all([
           cpSparse(join(psdir, "ram"), join(dest, "ram")),
@@ -1190,7 +1066,7 @@ export class LocalHostDaemon implements HostDaemon {
 
     if (opts.start_paused) {
       const snapId = `snap-${randomUUID()}`;
-      const sdir = this.snapDir(snapId);
+      const sdir = this.layout.snapDir(snapId);
       await mkdir(sdir, { recursive: true });
       try {
         const { meta, chain } = await copyParent(sdir);
@@ -1207,8 +1083,8 @@ export class LocalHostDaemon implements HostDaemon {
           pause_ms: Math.round(now() - t0),
           created_at: new Date().toISOString(),
         };
-        await writeJsonAtomic(join(sdir, "meta.json"), m);
-        return { snapshot: await this.snapRef(m) };
+        await writeSnapMeta(sdir, m);
+        return { snapshot: await snapRef(this.layout, m) };
       } catch (e) {
         await rm(sdir, { recursive: true, force: true });
         throw e;
@@ -1235,7 +1111,7 @@ export class LocalHostDaemon implements HostDaemon {
       try {
         const { meta, chain } = await copyParent(dir);
         rec.chain = chain;
-        await writeJsonAtomic(join(dir, "vm.json"), rec);
+        await writeVmRecord(dir, rec);
         sw.lap("copy");
         machine = this.driver.configure(this.machineConfig(rec, dir, addrs));
         await machine.restore(join(dir, "state"));
@@ -1272,7 +1148,7 @@ export class LocalHostDaemon implements HostDaemon {
   // ---------------------------------------------------------------- destroy & co
 
   async destroy(sandboxId: string): Promise<void> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(sandboxId)) return;
+    if (!SANDBOX_ID_RE.test(sandboxId)) return;
     const vm = this.vms.get(sandboxId);
     if (vm) {
       await this.withVmLock(vm, async () => {
@@ -1285,9 +1161,9 @@ export class LocalHostDaemon implements HostDaemon {
       return;
     }
     // A record without a live entry: a VM a crash left behind, or one whose QEMU died.
-    const dir = this.vmDir(sandboxId);
+    const dir = this.layout.vmDir(sandboxId);
     if (!existsSync(dir)) return;
-    const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+    const rec = await readVmRecord(dir);
     await this.killStale(dir, rec?.launch_dir);
     if (rec) await this.cleanupVmFiles(rec, dir);
     else await rm(dir, { recursive: true, force: true });
@@ -1302,9 +1178,9 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
-    if (!/^[A-Za-z0-9_.-]+$/.test(snapshot.snapshot_id)) return;
+    if (!SNAPSHOT_ID_RE.test(snapshot.snapshot_id)) return;
     await this.withSnapLock(snapshot.snapshot_id, async () => {
-      await rm(this.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
+      await rm(this.layout.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
     });
     await this.gcLayers();
   }
@@ -1316,7 +1192,7 @@ export class LocalHostDaemon implements HostDaemon {
         throw new HostdError("bad_request", `disk can only grow (now ${vm.rec.disk_mib} MiB)`);
       await this.growDisk(vm, diskMib);
       vm.rec.disk_mib = diskMib;
-      await writeJsonAtomic(join(vm.dir, "vm.json"), vm.rec);
+      await writeVmRecord(vm.dir, vm.rec);
     });
   }
 
@@ -1405,16 +1281,16 @@ export class LocalHostDaemon implements HostDaemon {
 
   private async readopt(): Promise<void> {
     // Half-written snapshots and warm captures from a crash.
-    for (const name of await readdir(this.snapsDir)) {
-      if (!existsSync(join(this.snapsDir, name, "meta.json")))
-        await rm(join(this.snapsDir, name), { recursive: true, force: true });
+    for (const name of await readdir(this.layout.snaps)) {
+      if (!existsSync(join(this.layout.snaps, name, "meta.json")))
+        await rm(join(this.layout.snaps, name), { recursive: true, force: true });
     }
-    for (const name of await readdir(this.vmsDir)) {
-      const dir = join(this.vmsDir, name);
+    for (const name of await readdir(this.layout.vms)) {
+      const dir = join(this.layout.vms, name);
       if (name.startsWith(TRASH_PREFIX)) {
-        const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+        const rec = await readVmRecord(dir);
         if (rec) {
-          await this.killStale(dir, rec.launch_dir ?? this.vmDir(rec.sandbox_id));
+          await this.killStale(dir, rec.launch_dir ?? this.layout.vmDir(rec.sandbox_id));
           await teardownSlot(rec.slot).catch(() => undefined);
         }
         await rm(dir, { recursive: true, force: true });
@@ -1426,7 +1302,7 @@ export class LocalHostDaemon implements HostDaemon {
         if (!existsSync(dir)) await rm(dir, { force: true });
         continue;
       }
-      const rec = await readJson<VmRecord>(join(dir, "vm.json"));
+      const rec = await readVmRecord(dir);
       if (!rec) {
         await this.killStale(dir);
         await rm(dir, { recursive: true, force: true });
