@@ -9,54 +9,46 @@
  *   <dataDir>/hostd/netpool.json          network namespaces set up ahead of need
  *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB
  */
-import { readFile, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { type Accel, HostdError, type SnapshotRef, type VmSpec } from "@createos-sandbox/protocol";
 import { writeJsonAtomic } from "./sys/fs.js";
 
-/** Persisted per live VM; enough to re-adopt it after a restart. */
-export interface VmRecord {
-  sandbox_id: string;
-  hostname: string;
-  slot: number;
-  ip: string;
+/**
+ * What a VM is made of, besides its identity: a VM's record and a snapshot's meta both carry it, and a VM
+ * started from a snapshot inherits it.
+ */
+export interface BaseRecord {
   image: string;
   image_hash: string;
   vcpu: number;
   mem_mib: number;
-  disk_mib: number;
   kernel: string;
   cmdline: string;
   accel: Accel;
   tb_size_mib: number;
   /** Backing layers of disk.qcow2, nearest first (for layer garbage collection). */
   chain: string[];
+}
+
+/** Persisted per live VM; enough to re-adopt it after a restart. */
+export interface VmRecord extends BaseRecord {
+  sandbox_id: string;
+  hostname: string;
+  slot: number;
+  ip: string;
+  disk_mib: number;
   created_at: string;
   /** Where QEMU was started, when that differs from the VM dir (a pooled VM renamed into place). */
   launch_dir?: string;
 }
 
-/** The part of a VmRecord that comes from what the VM starts from (image, warm snapshot, snapshot). */
-export type BaseRecord = Omit<
-  VmRecord,
-  "sandbox_id" | "hostname" | "slot" | "ip" | "disk_mib" | "created_at"
->;
-
 /** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
-export interface SnapMeta {
+export interface SnapMeta extends BaseRecord {
   snapshot_id: string;
   sandbox_id: string;
   hostname: string;
-  image: string;
-  image_hash: string;
-  vcpu: number;
-  mem_mib: number;
   disk_mib: number;
-  kernel: string;
-  cmdline: string;
-  accel: Accel;
-  tb_size_mib: number;
-  chain: string[];
   /** Set once disk.qcow2 is an empty overlay over a frozen layer (a fork froze it): later forks reuse it. */
   frozen?: boolean;
   /** A `start_paused` fork that never ran: its first resume applies the child's identity (configure). */
@@ -121,6 +113,27 @@ export class Layout {
   warmDir(key: string): string {
     return join(this.warm, key);
   }
+}
+
+/** Just the base fields of a record or meta (a spread would carry the rest along). */
+export function baseOf(r: BaseRecord): BaseRecord {
+  return {
+    image: r.image,
+    image_hash: r.image_hash,
+    vcpu: r.vcpu,
+    mem_mib: r.mem_mib,
+    kernel: r.kernel,
+    cmdline: r.cmdline,
+    accel: r.accel,
+    tb_size_mib: r.tb_size_mib,
+    chain: r.chain,
+  };
+}
+
+/** Flushes a data file (RAM, device state, disk layer) that a record is about to point at. */
+export async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  await fh.sync().finally(() => fh.close());
 }
 
 export async function readJson<T>(path: string): Promise<T | undefined> {
