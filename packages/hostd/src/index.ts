@@ -1,4 +1,4 @@
-export { type ImagesApi, LocalHostDaemon, type Logger, type OpenOptions } from "./hostd.js";
+export { type ImagesApi, LocalHostDaemon, type Logger, type OpenOptions } from "./daemon.js";
 export type { Machine, MachineConfig, MachineState, VmmDriver } from "./vmm/driver.js";
 export { QemuDriver, qemuArgs } from "./vmm/qemu.js";
 export { QmpClient } from "./vmm/qmp.js";

@@ -11,7 +11,7 @@ import { readdirSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { HostEvent, SnapshotRef } from "@createos-sandbox/protocol";
-import { LocalHostDaemon } from "./hostd.js";
+import { LocalHostDaemon } from "./daemon.js";
 import { procGone } from "./sys/index.js";
 import {
   TEST_IMAGE,

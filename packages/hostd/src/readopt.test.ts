@@ -11,7 +11,7 @@ import { rmSync } from "node:fs";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { HostEvent } from "@createos-sandbox/protocol";
-import { LocalHostDaemon } from "./hostd.js";
+import { LocalHostDaemon } from "./daemon.js";
 import { TEST_IMAGE, hostFootprint, openOpts, sh, spec, tempDataDir } from "./testutil.js";
 
 const dataDir = tempDataDir("readopt");
@@ -29,7 +29,7 @@ after(async () => {
 function childDaemon(
   ids: string[],
 ): Promise<{ kill: () => Promise<void>; created: { sandbox_id: string; pid: number }[] }> {
-  const hostdUrl = new URL("./hostd.js", import.meta.url).href;
+  const hostdUrl = new URL("./daemon.js", import.meta.url).href;
   const utilUrl = new URL("./testutil.js", import.meta.url).href;
   const specs = ids.map((id) => spec({ sandbox_id: id, image: TEST_IMAGE }));
   const code = `

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { ExecRequest, VmSpec } from "@createos-sandbox/protocol";
-import type { ImagesApi, LocalHostDaemon, OpenOptions } from "./hostd.js";
+import type { ImagesApi, LocalHostDaemon, OpenOptions } from "./daemon.js";
 import { catalog } from "./images/index.js";
 
 export const TEST_IMAGE = process.env.CREATEOS_TEST_IMAGE ?? "debian:12";

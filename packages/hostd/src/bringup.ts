@@ -1,0 +1,205 @@
+/**
+ * The one bring-up pipeline every VM start goes through (warm create, cold create, pooled adopt, resume,
+ * fork):
+ *
+ *   place (slot, dir, vm.json) → files (ram, disk) → configure → start | restore+resume → agent up
+ *     → [after-agent hook] → identity (configure | sync) → grow disk → register
+ *
+ * Each step that leaves something behind pushes its undo on a stack; when a later step fails the stack
+ * runs in reverse, so a failed start undoes exactly what it did (and the guest console's tail, the only
+ * record of why a boot or restore failed, is added to the error).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { VmSpec } from "@createos-sandbox/protocol";
+import type { Host, VmParts } from "./host.js";
+import type { SlotAddrs } from "./net/index.js";
+import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
+import type { Machine } from "./vmm/driver.js";
+import { type AgentLike, connectAgent } from "./vmm/guest.js";
+
+/** Every wait of the lifecycle, in one place. */
+export const TIMEOUTS = {
+  /** Cold boot to the agent's hello: kernel and init from scratch (minutes under TCG on a busy host). */
+  coldAgentMs: 120_000,
+  /** Restore (warm create, resume, fork) to the agent's hello: the guest was already up when saved. */
+  restoreAgentMs: 30_000,
+  /** Reconnecting to a guest that kept running (pooled adopt, re-adoption after a restart). */
+  reconnectAgentMs: 10_000,
+  /** QEMU quit grace before SIGKILL when undoing a failed start or discarding a pooled VM: nothing to save. */
+  abortStopMs: 500,
+  /** QEMU quit grace on destroy and after a pause's state transfer. */
+  stopMs: 1000,
+  /** QEMU quit grace for a VM re-adoption could not reconnect to. */
+  readoptStopMs: 200,
+  /** Delay before the warm pool refills, so the create that emptied it finishes first. */
+  poolRefillMs: 500,
+  /** poolIdle() checks this often, at most `poolIdlePolls` times. */
+  poolIdlePollMs: 100,
+  poolIdlePolls: 100,
+  /** After SIGKILL of a stale QEMU, check this often, at most `staleKillPolls` times, that it is gone. */
+  staleKillPollMs: 5,
+  staleKillPolls: 400,
+} as const;
+
+/** TCG translation cache when the open options name none, MiB. */
+export const DEFAULT_TB_SIZE_MIB = 32;
+
+export const MIB = 1024 * 1024;
+
+/** How much of the guest console a failed start's error carries (the end: where the guest gave up). */
+const CONSOLE_TAIL_CHARS = 1500;
+
+export function now(): number {
+  return performance.now();
+}
+
+/** Wall time per step of one operation, for the logs (where the milliseconds go). */
+export function stopwatch(): { lap(name: string): void; laps: Record<string, number> } {
+  let last = now();
+  const laps: Record<string, number> = {};
+  return {
+    laps,
+    lap(name: string) {
+      const t = now();
+      laps[name] = Math.round((t - last) * 10) / 10;
+      last = t;
+    },
+  };
+}
+
+/** Undo steps of a bring-up, run last-first; each failure is ignored so the rest still run. */
+export class Undo {
+  private readonly steps: (() => Promise<unknown>)[] = [];
+
+  push(step: () => Promise<unknown>): void {
+    this.steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    for (const step of this.steps.splice(0).reverse()) await step().catch(() => undefined);
+  }
+}
+
+/** A VM given its slot, dir and record (vm.json written), before its files and machine. */
+export interface Placed {
+  rec: VmRecord;
+  dir: string;
+  addrs: SlotAddrs;
+}
+
+/** Boot the image from scratch, or restore this device state (RAM is the RAM file in the VM dir). */
+export type Boot = "cold" | { restore: string };
+
+export interface Plan {
+  spec: VmSpec;
+  /** A new slot, VM dir and record on this base, booted so; or a VM already placed and running (pooled). */
+  start: { base: BaseRecord; boot: Boot } | { running: Placed & { machine: Machine } };
+  /** Puts the VM's ram and disk.qcow2 in its dir, pushing the undo of what it did. */
+  files(p: Placed, undo: Undo): Promise<void>;
+  agentMs: number;
+  /** Runs once the agent is up, before the identity (a cold boot captures the warm snapshot here). */
+  afterAgent?(vm: VmParts): Promise<void>;
+  /** `configure`: a new sandbox identity; `sync`: the same sandbox, only its clock and RNG move on. */
+  identity: "configure" | "sync";
+  /** Whether the root disk must grow to the spec's disk_mib (asked once the files are in place). */
+  grow(): boolean;
+  /** Register the VM as the sandbox (false: a pooled VM, which belongs to no sandbox yet). */
+  register: boolean;
+}
+
+export async function bringUp(
+  host: Host,
+  plan: Plan,
+): Promise<{ vm: VmParts; laps: Record<string, number> }> {
+  const undo = new Undo();
+  const sw = stopwatch();
+  const start = plan.start;
+  let p: Placed | undefined;
+  try {
+    if ("running" in start) {
+      const placed = start.running;
+      // Read at undo time: a pooled adopt moves the VM to its sandbox's dir in `files`.
+      undo.push(() => host.cleanupVmFiles(placed.rec, placed.dir));
+      undo.push(() => placed.machine.stop(TIMEOUTS.abortStopMs));
+      p = placed;
+    } else p = await place(host, plan.spec, start.base, undo);
+    await plan.files(p, undo);
+    sw.lap("copy");
+    const machine = "running" in start ? start.running.machine : await boot(host, p, start.boot, undo);
+    sw.lap("restore");
+    const agent = await connectAgent(join(p.dir, "agent.sock"), plan.agentMs);
+    undo.push(async () => agent.close());
+    sw.lap("agent");
+    const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
+    await plan.afterAgent?.(vm);
+    await identity(agent, plan.spec, plan.identity);
+    sw.lap("configure");
+    if (plan.grow()) await growDisk(vm, plan.spec.disk_mib);
+    sw.lap("grow");
+    if (plan.register) host.register(vm);
+    return { vm, laps: sw.laps };
+  } catch (e) {
+    if (p && e instanceof Error) {
+      const con = await readFile(join(p.dir, "console.log"), "utf8").catch(() => "");
+      if (con) e.message += `\n--- guest console (last lines) ---\n${con.slice(-CONSOLE_TAIL_CHARS)}`;
+    }
+    await undo.run();
+    throw e;
+  }
+}
+
+/** A slot from the namespace pool, the VM dir and its vm.json. */
+async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Promise<Placed> {
+  const dir = host.layout.vmDir(spec.sandbox_id);
+  const addrs = await host.netPool.acquire();
+  const rec: VmRecord = {
+    ...base,
+    sandbox_id: spec.sandbox_id,
+    hostname: spec.hostname,
+    slot: addrs.slot,
+    ip: addrs.sandboxIp,
+    disk_mib: spec.disk_mib,
+    created_at: new Date().toISOString(),
+  };
+  undo.push(() => host.cleanupVmFiles(rec, dir));
+  await mkdir(dir, { recursive: true });
+  await writeVmRecord(dir, rec);
+  return { rec, dir, addrs };
+}
+
+async function boot(host: Host, p: Placed, how: Boot, undo: Undo): Promise<Machine> {
+  const m = host.driver.configure(host.machineConfig(p.rec, p.dir, p.addrs));
+  undo.push(() => m.stop(TIMEOUTS.abortStopMs));
+  if (how === "cold") await m.start();
+  else {
+    await m.restore(how.restore);
+    await m.resume();
+  }
+  return m;
+}
+
+function identity(agent: AgentLike, spec: VmSpec, kind: "configure" | "sync"): Promise<unknown> {
+  const clock = { time_ns: timeNs(), entropy: randomBytes(64).toString("base64") };
+  if (kind === "sync") return agent.sync(clock);
+  return agent.configure({ hostname: spec.hostname, envs: spec.envs, ...clock });
+}
+
+function timeNs(): number {
+  // Number loses sub-microsecond precision at this magnitude, which is far below what a guest clock needs.
+  return Date.now() * 1e6;
+}
+
+/** block_resize to `diskMib` and grow the guest's ext4 to match. */
+export async function growDisk(vm: { machine: Machine; agent: AgentLike }, diskMib: number): Promise<void> {
+  await vm.machine.resizeDisk(diskMib * MIB);
+  await vm.agent.resizeFs("/dev/vda");
+}
+
+/** Stops a VM that belongs to no sandbox (a pooled one) and frees everything it holds. */
+export async function discard(host: Host, vm: VmParts): Promise<void> {
+  vm.agent.close();
+  await vm.machine.stop(TIMEOUTS.abortStopMs).catch(() => undefined);
+  await host.cleanupVmFiles(vm.rec, vm.dir).catch(() => undefined);
+}

@@ -1,0 +1,234 @@
+/**
+ * `LocalHostDaemon`: the VM lifecycle on one host, behind the `HostDaemon` interface. This is the façade:
+ * it opens and closes the host, answers info and images, and hands every other call to its module —
+ * create.ts, snapshot/ (pause, resume, fork, layers), destroy.ts, readopt.ts, guestio.ts — all of which
+ * start VMs through bringup.ts and keep their records through records.ts. See docs/ARCHITECTURE.md.
+ */
+import { mkdir } from "node:fs/promises";
+import type { Duplex, Readable } from "node:stream";
+import type {
+  Accel,
+  ExecEvents,
+  ExecRequest,
+  ExecResult,
+  FileStat,
+  HostDaemon,
+  HostEvent,
+  HostInfo,
+  ImageInfo,
+  Progress,
+  PtyRequest,
+  PtySession,
+  SnapshotRef,
+  VmRuntime,
+  VmSpec,
+} from "@createos-sandbox/protocol";
+import { create } from "./create.js";
+import { deleteSnapshot, destroy, resizeDisk } from "./destroy.js";
+import { GuestIo } from "./guestio.js";
+import { Host } from "./host.js";
+import * as images from "./images/index.js";
+import { readopt } from "./readopt.js";
+import { Layout } from "./records.js";
+import { fork } from "./snapshot/fork.js";
+import { pause } from "./snapshot/pause.js";
+import { resume } from "./snapshot/resume.js";
+import type { VmmDriver } from "./vmm/driver.js";
+import { QemuDriver } from "./vmm/qemu.js";
+
+export interface Logger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+const nullLog: Logger = { info() {}, warn() {}, error() {} };
+
+/** What the lifecycle needs from the images module; injectable so tests can pin an already-built kernel. */
+export interface ImagesApi {
+  catalog(): { name: string; description: string; default?: boolean }[];
+  builtImage(name: string): { name: string; kernel: string; rootfs: string; hash: string } | undefined;
+  ensureImage(
+    name: string,
+    onProgress?: (p: Progress) => void,
+  ): Promise<{ name: string; kernel: string; rootfs: string; hash: string }>;
+  ensureKernel(onProgress?: (p: Progress) => void): Promise<string>;
+  kernelCmdline(o: { hostKhz: number }): string;
+  hostKhz(): number;
+}
+
+export interface OpenOptions {
+  dataDir: string;
+  /** Defaults to the images module's cache dir (~/.cache/createos-sandbox). */
+  cacheDir?: string;
+  log?: Logger;
+  /** Force the accelerator instead of probing (tests, doctor). */
+  accel?: Accel;
+  /** TCG translation cache, MiB. */
+  tbSizeMib?: number;
+  /** Replaces parts of the images module (tests, benchmarks against a pinned kernel). */
+  images?: Partial<ImagesApi>;
+  /** The VMM the VMs run under (default: QEMU). */
+  driver?: VmmDriver;
+  /**
+   * Restored VMs kept running per recently used (image, shape, disk), so a create only renames one
+   * into place and configures it (default 1; 0 disables). Under TCG a fresh restore spends most of its
+   * time re-translating guest code; a pooled VM has already done that.
+   */
+  warmPool?: number;
+  /** Network namespaces kept ready for new VMs (default 2; 0 disables the pool). */
+  netPool?: number;
+}
+
+export class LocalHostDaemon implements HostDaemon {
+  readonly hostId = "local";
+  private readonly io: GuestIo;
+
+  private constructor(private readonly host: Host) {
+    this.io = new GuestIo(host);
+  }
+
+  static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
+    const layout = new Layout(opts.dataDir, opts.cacheDir ?? images.cacheDir());
+    const img: ImagesApi = {
+      catalog: images.catalog,
+      builtImage: images.builtImage,
+      ensureImage: images.ensureImage,
+      ensureKernel: images.ensureKernel,
+      kernelCmdline: images.kernelCmdline,
+      hostKhz: () => images.hostKhz(),
+      ...opts.images,
+    };
+    const host = new Host(opts, layout, opts.log ?? nullLog, img, opts.driver ?? new QemuDriver());
+    for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
+    await readopt(host);
+    await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));
+    return new LocalHostDaemon(host);
+  }
+
+  async info(): Promise<HostInfo> {
+    const { img } = this.host;
+    const built: string[] = [];
+    for (const i of img.catalog()) if (img.builtImage(i.name)) built.push(i.name);
+    let accel: Accel = "tcg";
+    let notReady: string | undefined;
+    if (built.length > 0 || this.host.opts.accel) {
+      try {
+        accel = await this.host.accel();
+      } catch (e) {
+        notReady = `accelerator probe failed: ${(e as Error).message}`;
+      }
+    } else notReady = "no image is built yet (kernel ~6 min and rootfs builds run on first use)";
+    const info: HostInfo = {
+      id: this.hostId,
+      status: this.host.closed ? "dead" : "active",
+      accel,
+      free_mib: this.host.freeMib(),
+      vm_count: this.host.vms.size,
+      rootfses: built,
+    };
+    if (notReady) info.not_ready_reason = notReady;
+    return info;
+  }
+
+  async images(): Promise<ImageInfo[]> {
+    const { img } = this.host;
+    return img.catalog().map((c) => {
+      const i: ImageInfo = { name: c.name, description: c.description, built: !!img.builtImage(c.name) };
+      if (c.default) i.default = true;
+      return i;
+    });
+  }
+
+  async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {
+    await this.host.img.ensureImage(name, onProgress);
+  }
+
+  onEvent(listener: (e: HostEvent) => void): () => void {
+    return this.host.onEvent(listener);
+  }
+
+  /**
+   * `opts.cold` boots the image instead of restoring its warm snapshot (benchmarks compare the two; the
+   * control plane never sets it).
+   */
+  create(spec: VmSpec, opts: { cold?: boolean } = {}): Promise<VmRuntime> {
+    return create(this.host, spec, opts);
+  }
+
+  /** Resolves once no pool refill is running (benchmarks wait on it between repetitions). */
+  poolIdle(): Promise<void> {
+    return this.host.warmPool.idle();
+  }
+
+  pause(sandboxId: string): Promise<SnapshotRef> {
+    return pause(this.host, sandboxId);
+  }
+
+  resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
+    return resume(this.host, snapshot, spec);
+  }
+
+  fork(
+    parent: SnapshotRef,
+    child: VmSpec,
+    opts: { start_paused?: boolean } = {},
+  ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
+    return fork(this.host, parent, child, opts);
+  }
+
+  destroy(sandboxId: string): Promise<void> {
+    return destroy(this.host, sandboxId);
+  }
+
+  deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    return deleteSnapshot(this.host, snapshot);
+  }
+
+  resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
+    return resizeDisk(this.host, sandboxId, diskMib);
+  }
+
+  async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
+    return [...this.host.vms.values()]
+      .filter((v) => !v.gone)
+      .map((v) => ({ sandbox_id: v.rec.sandbox_id, ip: v.rec.ip, pid: v.machine.pid ?? 0 }));
+  }
+
+  exec(sandboxId: string, req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult> {
+    return this.io.exec(sandboxId, req, events, signal);
+  }
+
+  openPty(sandboxId: string, req: PtyRequest): Promise<PtySession> {
+    return this.io.openPty(sandboxId, req);
+  }
+
+  readFile(sandboxId: string, path: string): Promise<{ stat: FileStat; body: Readable }> {
+    return this.io.readFile(sandboxId, path);
+  }
+
+  writeFile(sandboxId: string, path: string, body: Readable, mode?: number): Promise<{ bytes: number }> {
+    return this.io.writeFile(sandboxId, path, body, mode);
+  }
+
+  connectTcp(sandboxId: string, port: number): Promise<Duplex> {
+    return this.io.connectTcp(sandboxId, port);
+  }
+
+  /** The QEMU process of a running VM (tests, benchmarks). */
+  pidOf(sandboxId: string): number | undefined {
+    return this.host.vms.get(sandboxId)?.machine.pid;
+  }
+
+  async close(): Promise<void> {
+    const { host } = this;
+    host.closed = true;
+    await host.drain();
+    await host.warmPool.close();
+    await host.netPool.close();
+    for (const vm of host.vms.values()) vm.agent.close();
+    // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
+    for (const vm of host.vms.values()) vm.machine.detach();
+    host.vms.clear();
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * The state every lifecycle module shares: the running VMs, the locks, the slot allocator and namespace
+ * pool, the event stream, background work. The daemon façade owns one `Host`; each module (bring-up,
+ * pause, resume, fork, destroy, re-adoption, the warm pool) is a function of it.
+ */
+import { EventEmitter } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  type Accel,
+  type HostEvent,
+  HostdError,
+  type VmRuntime,
+  type VmSpec,
+} from "@createos-sandbox/protocol";
+import { TIMEOUTS } from "./bringup.js";
+import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
+import { GUEST_MAC, NetPool, type SlotAddrs, SlotAllocator, TAP, teardownSlot } from "./net/index.js";
+import { type Layout, type VmRecord, readJson } from "./records.js";
+import { gcLayers } from "./snapshot/layers.js";
+import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
+import { memAvailableMib } from "./sys/index.js";
+import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
+import type { AgentLike } from "./vmm/guest.js";
+import { isOurQemu } from "./vmm/qemu.js";
+import { WarmPool } from "./warm/pool.js";
+
+/** A VM's parts once it runs: what a bring-up produces and what registration keeps. */
+export interface VmParts {
+  rec: VmRecord;
+  dir: string;
+  machine: Machine;
+  agent: AgentLike;
+  addrs: SlotAddrs;
+}
+
+export interface Vm extends VmParts {
+  /** Serialises lifecycle actions (pause/destroy/resize) on one VM. */
+  lock: Promise<unknown>;
+  gone: boolean;
+}
+
+/** Serialises `fn` after whatever ran on the same lock before (a failure does not block the next). */
+function chain<T>(prev: Promise<unknown>, fn: () => Promise<T>): Promise<T> {
+  return prev.catch(() => undefined).then(fn);
+}
+
+export class Host {
+  readonly vms = new Map<string, Vm>();
+  /** Sandbox ids with a create/resume/fork in progress (no VM entry yet). */
+  readonly starting = new Set<string>();
+  readonly slots: SlotAllocator;
+  readonly netPool: NetPool;
+  readonly warmPool: WarmPool;
+  /** Concurrent first creates of one shape share the cold boot that captures its warm snapshot. */
+  readonly warmFlight = new SingleFlight<string>();
+  /** Layers being frozen: not in any meta.json yet, so layer gc must spare them. */
+  readonly freezing = new Set<string>();
+  private readonly events = new EventEmitter();
+  private readonly pendingEvents: HostEvent[] = [];
+  private readonly snapLocks = new Map<string, Promise<unknown>>();
+  private readonly pending = new Set<Promise<void>>();
+  private accelP: Promise<Accel> | undefined;
+  closed = false;
+
+  constructor(
+    readonly opts: OpenOptions,
+    readonly layout: Layout,
+    readonly log: Logger,
+    readonly img: ImagesApi,
+    readonly driver: VmmDriver,
+  ) {
+    this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
+    this.events.setMaxListeners(0);
+    this.netPool = new NetPool(this.slots, opts.netPool ?? 2, layout.netpool, (e) =>
+      this.log.warn("network pool", { error: String(e) }),
+    );
+    this.warmPool = new WarmPool(this);
+  }
+
+  // ---------------------------------------------------------------- events
+
+  onEvent(listener: (e: HostEvent) => void): () => void {
+    this.events.on("event", listener);
+    // Events found while re-adopting (before anyone could subscribe) go to the first listener.
+    const queued = this.pendingEvents.splice(0);
+    for (const e of queued) queueMicrotask(() => listener(e));
+    return () => this.events.off("event", listener);
+  }
+
+  emit(e: HostEvent): void {
+    if (this.events.listenerCount("event") === 0) this.pendingEvents.push(e);
+    else this.events.emit("event", e);
+  }
+
+  /** Work that finishes after the call that started it returned; close() waits for it. */
+  background(fn: () => Promise<void>): void {
+    const p = fn()
+      .catch((e) => this.log.warn("background cleanup failed", { error: String(e) }))
+      .finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.pending);
+  }
+
+  // ---------------------------------------------------------------- accelerator, images, capacity
+
+  accel(): Promise<Accel> {
+    if (this.opts.accel) return Promise.resolve(this.opts.accel);
+    this.accelP ??= (async () => {
+      const cached = join(this.layout.cache, "accel.json");
+      const osr = (await readFile("/proc/sys/kernel/osrelease", "utf8").catch(() => "")).trim();
+      const c = await readJson<{ osrelease: string; accel: Accel }>(cached);
+      if (c && c.osrelease === osr) return c.accel;
+      const kernel = await this.img.ensureKernel();
+      const a = await this.driver.probeAccel(kernel);
+      this.log.info("accelerator probed", { accel: a });
+      await mkdir(this.layout.cache, { recursive: true });
+      await writeJsonAtomic(cached, { osrelease: osr, accel: a });
+      return a;
+    })().catch((e) => {
+      this.accelP = undefined;
+      throw e;
+    });
+    return this.accelP;
+  }
+
+  async resolveImage(name: string) {
+    const cat = this.img.catalog();
+    if (!cat.some((i) => i.name === name)) {
+      throw new HostdError(
+        "bad_request",
+        `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,
+      );
+    }
+    return this.img.ensureImage(name);
+  }
+
+  baseCmdline(): string {
+    return this.img.kernelCmdline({ hostKhz: this.img.hostKhz() });
+  }
+
+  /**
+   * Host memory not yet promised: MemAvailable minus every running VM's RAM size. Guest RAM is file-backed
+   * page cache that MemAvailable partly counts as free, so the whole promise is subtracted.
+   */
+  freeMib(): number {
+    let promised = this.warmPool.promisedMib();
+    for (const v of this.vms.values()) promised += v.rec.mem_mib;
+    return Math.max(0, memAvailableMib() - promised);
+  }
+
+  checkCapacity(memMib: number): void {
+    const free = this.freeMib();
+    if (free < memMib)
+      throw new HostdError(
+        "capacity",
+        `not enough host memory for a ${memMib} MiB VM: ${free} MiB unpromised; pause or delete sandboxes, or use a smaller shape`,
+      );
+  }
+
+  // ---------------------------------------------------------------- VMs
+
+  machineConfig(rec: VmRecord, dir: string, addrs: SlotAddrs): MachineConfig {
+    return {
+      dir,
+      vcpu: rec.vcpu,
+      memMib: rec.mem_mib,
+      kernel: rec.kernel,
+      cmdline: rec.cmdline,
+      ramPath: join(dir, "ram"),
+      diskPath: join(dir, "disk.qcow2"),
+      netns: addrs.netns,
+      tap: TAP,
+      mac: GUEST_MAC,
+      accel: rec.accel,
+      tbSizeMib: rec.tb_size_mib,
+    };
+  }
+
+  getVm(id: string): Vm {
+    const vm = this.vms.get(id);
+    if (!vm || vm.gone) throw new HostdError("not_found", `no running VM for sandbox ${id} on this host`);
+    return vm;
+  }
+
+  withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
+    const p = chain(vm.lock, fn);
+    vm.lock = p.catch(() => undefined);
+    return p;
+  }
+
+  withSnapLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const p = chain(this.snapLocks.get(id) ?? Promise.resolve(), fn);
+    const tail = p.catch(() => undefined);
+    this.snapLocks.set(id, tail);
+    void tail.then(() => {
+      if (this.snapLocks.get(id) === tail) this.snapLocks.delete(id);
+    });
+    return p;
+  }
+
+  /** Runs a create/resume/fork of `id` with the id reserved (no second VM of that sandbox meanwhile). */
+  async withReservedId<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    if (this.vms.has(id) || this.starting.has(id) || existsSync(this.layout.vmDir(id)))
+      throw new HostdError("conflict", `a VM for sandbox ${id} already exists on this host`);
+    this.starting.add(id);
+    try {
+      return await fn();
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  /** Registers a started VM: agent connected, events wired. */
+  register(p: VmParts): Vm {
+    const vm: Vm = { ...p, lock: Promise.resolve(), gone: false };
+    this.vms.set(p.rec.sandbox_id, vm);
+    vm.agent.onSelf((action, reason) => {
+      const e: HostEvent = { type: "self", sandbox_id: vm.rec.sandbox_id, action };
+      if (reason) e.reason = reason;
+      this.emit(e);
+    });
+    this.watchExit(vm);
+    return vm;
+  }
+
+  private watchExit(vm: Vm): void {
+    void vm.machine.exited.then(async (reason) => {
+      if (vm.gone || this.closed) return;
+      vm.gone = true;
+      if (this.vms.get(vm.rec.sandbox_id) === vm) this.vms.delete(vm.rec.sandbox_id);
+      this.log.warn("VM exited on its own", { sandbox_id: vm.rec.sandbox_id, reason });
+      vm.agent.close();
+      await this.cleanupVmFiles(vm.rec, vm.dir).catch(() => undefined);
+      this.emit({ type: "vm_exited", sandbox_id: vm.rec.sandbox_id, reason });
+    });
+  }
+
+  /** Frees a VM's slot (namespace) and deletes its files, then the layers nothing backs onto any more. */
+  async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
+    await this.releaseSlot(rec.slot);
+    await rm(dir, { recursive: true, force: true });
+    if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
+    await gcLayers(this);
+  }
+
+  async releaseSlot(slot: number): Promise<void> {
+    await teardownSlot(slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
+    this.slots.release(slot);
+  }
+
+  /** SIGKILLs the QEMU a VM dir's pidfile names, if it is still ours, and waits for it to go. */
+  async killStale(dir: string, launchDir = dir): Promise<void> {
+    const pid = await pidOf(dir);
+    if (pid > 0 && isOurQemu(pid, launchDir)) {
+      process.kill(pid, "SIGKILL");
+      for (let i = 0; i < TIMEOUTS.staleKillPolls && isOurQemu(pid, launchDir); i++)
+        await new Promise((r) => setTimeout(r, TIMEOUTS.staleKillPollMs));
+    }
+  }
+}
+
+/** The pid in a VM dir's qemu.pid (0 when there is none). */
+export async function pidOf(dir: string): Promise<number> {
+  return Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
+}
+
+/** The spec's sandbox as the API reports it once it runs. */
+export function runtimeOf(spec: VmSpec, rec: VmRecord, t0: number, boot: VmRuntime["boot"]): VmRuntime {
+  return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms: Math.round(performance.now() - t0), boot };
+}

@@ -1,0 +1,83 @@
+/**
+ * Re-adoption on start: every vms/<id>/vm.json whose pidfile names a QEMU of ours is reconnected (QMP and
+ * agent); dead ones are cleaned and reported as `vm_exited`. Leftovers of a crash (half-written
+ * snapshots, trash dirs, pooled VMs, dangling launch-path symlinks) are removed.
+ */
+import { existsSync } from "node:fs";
+import { lstat, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { TIMEOUTS } from "./bringup.js";
+import { type Host, pidOf } from "./host.js";
+import { slotAddrs, teardownSlot } from "./net/index.js";
+import { POOL_PREFIX, TRASH_PREFIX, type VmRecord, readVmRecord } from "./records.js";
+import type { Machine } from "./vmm/driver.js";
+import { type AgentLike, connectAgent } from "./vmm/guest.js";
+
+export async function readopt(host: Host): Promise<void> {
+  const { layout } = host;
+  for (const name of await readdir(layout.snaps)) {
+    if (!existsSync(join(layout.snaps, name, "meta.json")))
+      await rm(join(layout.snaps, name), { recursive: true, force: true });
+  }
+  for (const name of await readdir(layout.vms)) {
+    const dir = join(layout.vms, name);
+    if (name.startsWith(TRASH_PREFIX)) {
+      const rec = await readVmRecord(dir);
+      if (rec) {
+        await host.killStale(dir, rec.launch_dir ?? layout.vmDir(rec.sandbox_id));
+        await teardownSlot(rec.slot).catch(() => undefined);
+      }
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    const st = await lstat(dir).catch(() => undefined);
+    if (st?.isSymbolicLink()) {
+      // The launch path of a pooled VM that became a sandbox: kept while that VM exists.
+      if (!existsSync(dir)) await rm(dir, { force: true });
+      continue;
+    }
+    const rec = await readVmRecord(dir);
+    if (!rec) {
+      await host.killStale(dir);
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    await readoptVm(host, name, dir, rec);
+  }
+}
+
+async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): Promise<void> {
+  host.slots.claim(rec.slot);
+  const pid = await pidOf(dir);
+  const addrs = slotAddrs(rec.slot);
+  let machine: Machine | undefined;
+  let agent: AgentLike | undefined;
+  try {
+    // Pooled VMs belong to no sandbox: they are never re-adopted.
+    if (pid > 0 && !name.startsWith(POOL_PREFIX))
+      machine = await host.driver.adopt(host.machineConfig(rec, dir, addrs), pid, rec.launch_dir);
+    if (machine) {
+      // A daemon died mid-pause: the guest is intact, let it run again.
+      if (machine.state === "paused") await machine.resume();
+      agent = await connectAgent(join(dir, "agent.sock"), TIMEOUTS.reconnectAgentMs);
+    }
+  } catch (e) {
+    host.log.warn("cannot re-adopt VM", { sandbox_id: rec.sandbox_id, error: String(e) });
+    agent?.close();
+    await machine?.stop(TIMEOUTS.readoptStopMs).catch(() => undefined);
+    machine = undefined;
+  }
+  if (machine && agent) {
+    host.register({ rec, dir, machine, agent, addrs });
+    host.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });
+    return;
+  }
+  await host.killStale(dir, rec.launch_dir);
+  await host.cleanupVmFiles(rec, dir);
+  if (!name.startsWith(POOL_PREFIX))
+    host.emit({
+      type: "vm_exited",
+      sandbox_id: rec.sandbox_id,
+      reason: "the VM was not running when the host daemon started",
+    });
+}

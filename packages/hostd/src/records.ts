@@ -1,0 +1,218 @@
+/**
+ * What the host daemon keeps on disk, and the only way it writes it. A restarted daemon re-adopts its
+ * VMs and snapshots from these records alone, so every write goes through `writeJsonAtomic` (temp file,
+ * fsync, rename, fsync of the directory): a crash leaves the old record or the new one, never a torn one.
+ *
+ *   <dataDir>/hostd/vms/<sandbox>/        vm.json, qemu.pid, qmp.sock, agent.sock, ram, disk.qcow2, console.log
+ *   <dataDir>/hostd/snapshots/<snap>/     meta.json, ram, state, disk.qcow2
+ *   <dataDir>/hostd/layers/<id>.qcow2     frozen disk layers shared by forks (never written again)
+ *   <dataDir>/hostd/netpool.json          network namespaces set up ahead of need
+ *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB
+ */
+import { open, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { type Accel, HostdError, type SnapshotRef, type VmSpec } from "@createos-sandbox/protocol";
+import { writeJsonAtomic } from "./sys/fs.js";
+
+/**
+ * What a VM is made of, besides its identity: a VM's record and a snapshot's meta both carry it, and a VM
+ * started from a snapshot inherits it.
+ */
+export interface BaseRecord {
+  image: string;
+  image_hash: string;
+  vcpu: number;
+  mem_mib: number;
+  kernel: string;
+  cmdline: string;
+  accel: Accel;
+  tb_size_mib: number;
+  /** Backing layers of disk.qcow2, nearest first (for layer garbage collection). */
+  chain: string[];
+}
+
+/** Persisted per live VM; enough to re-adopt it after a restart. */
+export interface VmRecord extends BaseRecord {
+  sandbox_id: string;
+  hostname: string;
+  slot: number;
+  ip: string;
+  disk_mib: number;
+  created_at: string;
+  /** Where QEMU was started, when that differs from the VM dir (a pooled VM renamed into place). */
+  launch_dir?: string;
+}
+
+/** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
+export interface SnapMeta extends BaseRecord {
+  snapshot_id: string;
+  sandbox_id: string;
+  hostname: string;
+  disk_mib: number;
+  /** Set once disk.qcow2 is an empty overlay over a frozen layer (a fork froze it): later forks reuse it. */
+  frozen?: boolean;
+  /** A `start_paused` fork that never ran: its first resume applies the child's identity (configure). */
+  needs_configure?: boolean;
+  pause_ms: number;
+  created_at: string;
+}
+
+/** Persisted per warm snapshot (meta.json, written last: its presence marks the capture complete). */
+export interface WarmMeta {
+  key: string;
+  image: string;
+  image_hash: string;
+  vcpu: number;
+  mem_mib: number;
+  disk_bytes: number;
+  kernel: string;
+  cmdline: string;
+  accel: Accel;
+  created_at: string;
+}
+
+/** Pooled VMs live under ids no sandbox can have (sandbox ids start with a letter or digit). */
+export const POOL_PREFIX = "_pool-";
+/** VM dirs being deleted in the background (after a pause). */
+export const TRASH_PREFIX = "_trash-";
+
+/** Sandbox ids name directories: no separators, no leading dot or underscore (those are ours). */
+export const SANDBOX_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Snapshot ids name directories too. */
+export const SNAPSHOT_ID_RE = /^[A-Za-z0-9_.-]+$/;
+
+/** Where everything lives, for one data dir and one image cache. */
+export class Layout {
+  readonly root: string;
+  readonly vms: string;
+  readonly snaps: string;
+  readonly layers: string;
+  readonly warm: string;
+  readonly netpool: string;
+
+  constructor(
+    dataDir: string,
+    readonly cache: string,
+  ) {
+    this.root = join(dataDir, "hostd");
+    this.vms = join(this.root, "vms");
+    this.snaps = join(this.root, "snapshots");
+    this.layers = join(this.root, "layers");
+    this.warm = join(cache, "warm");
+    this.netpool = join(this.root, "netpool.json");
+  }
+
+  vmDir(id: string): string {
+    return join(this.vms, id);
+  }
+
+  snapDir(id: string): string {
+    return join(this.snaps, id);
+  }
+
+  warmDir(key: string): string {
+    return join(this.warm, key);
+  }
+}
+
+/** Just the base fields of a record or meta (a spread would carry the rest along). */
+export function baseOf(r: BaseRecord): BaseRecord {
+  return {
+    image: r.image,
+    image_hash: r.image_hash,
+    vcpu: r.vcpu,
+    mem_mib: r.mem_mib,
+    kernel: r.kernel,
+    cmdline: r.cmdline,
+    accel: r.accel,
+    tb_size_mib: r.tb_size_mib,
+    chain: r.chain,
+  };
+}
+
+/** Flushes a data file (RAM, device state, disk layer) that a record is about to point at. */
+export async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  await fh.sync().finally(() => fh.close());
+}
+
+export async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export function readVmRecord(dir: string): Promise<VmRecord | undefined> {
+  return readJson<VmRecord>(join(dir, "vm.json"));
+}
+
+export function writeVmRecord(dir: string, rec: VmRecord): Promise<void> {
+  return writeJsonAtomic(join(dir, "vm.json"), rec);
+}
+
+export function readSnapMeta(sdir: string): Promise<SnapMeta | undefined> {
+  return readJson<SnapMeta>(join(sdir, "meta.json"));
+}
+
+export function writeSnapMeta(sdir: string, meta: SnapMeta): Promise<void> {
+  return writeJsonAtomic(join(sdir, "meta.json"), meta);
+}
+
+export function readWarmMeta(warm: string): Promise<WarmMeta | undefined> {
+  return readJson<WarmMeta>(join(warm, "meta.json"));
+}
+
+export function writeWarmMeta(warm: string, meta: WarmMeta): Promise<void> {
+  return writeJsonAtomic(join(warm, "meta.json"), meta);
+}
+
+/** The snapshot a ref names, or `not_found`. */
+export async function snapMeta(layout: Layout, ref: SnapshotRef): Promise<SnapMeta> {
+  if (!SNAPSHOT_ID_RE.test(ref.snapshot_id)) throw new HostdError("bad_request", "invalid snapshot id");
+  const m = await readSnapMeta(layout.snapDir(ref.snapshot_id));
+  if (!m) throw new HostdError("not_found", `snapshot ${ref.snapshot_id} is not on this host`);
+  return m;
+}
+
+async function allocatedBytes(path: string): Promise<number> {
+  try {
+    const s = await stat(path);
+    return s.blocks * 512;
+  } catch {
+    return 0;
+  }
+}
+
+/** The API's view of a snapshot; its size is what its files take on disk. */
+export async function snapRef(layout: Layout, meta: SnapMeta): Promise<SnapshotRef> {
+  const d = layout.snapDir(meta.snapshot_id);
+  const size =
+    (await allocatedBytes(join(d, "ram"))) +
+    (await allocatedBytes(join(d, "state"))) +
+    (await allocatedBytes(join(d, "disk.qcow2")));
+  return {
+    snapshot_id: meta.snapshot_id,
+    sandbox_id: meta.sandbox_id,
+    mem_mib: meta.mem_mib,
+    vcpu: meta.vcpu,
+    disk_mib: meta.disk_mib,
+    image: meta.image,
+    size_bytes: size,
+    pause_ms: meta.pause_ms,
+  };
+}
+
+export function validateSpec(spec: VmSpec): void {
+  if (!SANDBOX_ID_RE.test(spec.sandbox_id))
+    throw new HostdError("bad_request", `invalid sandbox id ${JSON.stringify(spec.sandbox_id)}`);
+  if (!Number.isInteger(spec.vcpu) || spec.vcpu < 1 || spec.vcpu > 64)
+    throw new HostdError("bad_request", "vcpu must be an integer between 1 and 64");
+  if (!Number.isInteger(spec.mem_mib) || spec.mem_mib < 128 || spec.mem_mib > 256 * 1024)
+    throw new HostdError("bad_request", "mem_mib must be an integer between 128 and 262144");
+  if (!Number.isInteger(spec.disk_mib) || spec.disk_mib < 64)
+    throw new HostdError("bad_request", "disk_mib must be an integer of at least 64");
+  if (!/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(spec.hostname))
+    throw new HostdError("bad_request", `invalid hostname ${JSON.stringify(spec.hostname)}`);
+}
