@@ -188,6 +188,8 @@ export const AGENT_ERROR_CODES = [
   "ENOSPC",
   "ECONNREFUSED",
   "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EMFILE",
   "EIO",
   "ECANCELED",
   "ENOSYS",
