@@ -34,8 +34,9 @@ export interface TestAgent {
   run(argv: string[], opts?: RunOptions): Promise<AgentExecResult & { stdout: string; stderr: string }>;
 }
 
-function buildAgent(tmp: string): string {
-  const out = join(tmp, "createos-agent");
+/** Builds createos-agent from packages/agent into `dir` (Go's caches under ~/.cache); returns its path. */
+export function buildAgent(dir: string): string {
+  const out = join(dir, "createos-agent");
   const cache = join(homedir(), ".cache", "createos-sandbox", "go");
   execFileSync("go", ["build", "-trimpath", "-o", out, "./cmd/createos-agent"], {
     cwd: agentSrc,
