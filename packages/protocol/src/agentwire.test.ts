@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { test } from "node:test";
 import {
+  AGENT_ERROR_CODES,
+  DATA_CHUNK,
   FrameDecoder,
   FrameKind,
+  GRANT_BATCH,
+  INITIAL_WINDOW,
   MAX_PAYLOAD,
   encodeFrame,
   encodeWindow,
+  isAgentErrorCode,
   isFrameKind,
   windowValue,
 } from "./agentwire.js";
@@ -95,4 +100,24 @@ test("large frames split into many chunks decode without quadratic copying", () 
   assert.equal(d.resyncs, 0);
   // 32 MiB in MTU-sized chunks; a quadratic join would take seconds.
   assert.ok(ms < 3000, `took ${ms} ms`);
+});
+
+test("every errno name the Go agent sends is a known AgentErrorCode", () => {
+  // Same relative path from src/ and dist/.
+  const dir = new URL("../../agent/internal/server/", import.meta.url);
+  const sent = new Set<string>();
+  for (const name of readdirSync(dir)) {
+    if (!name.endsWith(".go") || name.endsWith("_test.go")) continue;
+    for (const m of readFileSync(new URL(name, dir), "utf8").matchAll(/"(E[A-Z]{2,})"/g)) sent.add(m[1]!);
+  }
+  assert.ok(sent.has("ENOENT") && sent.has("ENOSYS"), [...sent].join(" "));
+  for (const code of sent) assert.ok(isAgentErrorCode(code), `${code} missing from AGENT_ERROR_CODES`);
+  assert.equal(new Set(AGENT_ERROR_CODES).size, AGENT_ERROR_CODES.length);
+  assert.equal(isAgentErrorCode("toString"), false);
+});
+
+test("data frames fit the window and a grant batch", () => {
+  assert.ok(DATA_CHUNK <= MAX_PAYLOAD);
+  assert.ok(DATA_CHUNK <= GRANT_BATCH);
+  assert.ok(GRANT_BATCH < INITIAL_WINDOW);
 });

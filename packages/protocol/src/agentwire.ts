@@ -13,6 +13,10 @@ export const INITIAL_WINDOW = 1 << 20;
 /** Consumed bytes a receiver collects before granting them back with WINDOW. */
 export const GRANT_BATCH = 256 << 10;
 export const CONTROL_CHANNEL = 0;
+/** Largest data frame a sender cuts its byte stream into (any size up to MAX_PAYLOAD is valid). */
+export const DATA_CHUNK = 256 << 10;
+/** The protocol version `hello` asks for. */
+export const AGENT_PROTOCOL_VERSION = 1;
 
 export const FrameKind = {
   OPEN: 0x01,
@@ -168,4 +172,181 @@ export class FrameDecoder {
     this.chunks = rest.length > 0 ? [rest] : [];
     this.total = rest.length;
   }
+}
+
+// ---- JSON payloads (PROTOCOL.md "OPEN requests", "CTRL messages", "RPC on channel 0") ----
+
+/** errno names the agent reports as `code`; a newer agent may send others (treat those as EIO). */
+export const AGENT_ERROR_CODES = [
+  "ENOENT",
+  "ENOTDIR",
+  "EISDIR",
+  "EINVAL",
+  "EACCES",
+  "EROFS",
+  "EEXIST",
+  "ENOSPC",
+  "ECONNREFUSED",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EMFILE",
+  "EIO",
+  "ECANCELED",
+  "ENOSYS",
+] as const;
+export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];
+
+export function isAgentErrorCode(code: string): code is AgentErrorCode {
+  return (AGENT_ERROR_CODES as readonly string[]).includes(code);
+}
+
+export interface PtySize {
+  rows: number;
+  cols: number;
+}
+
+/** OPEN of a process; `stdin: false` (default) gives it /dev/null, `pty` a controlling terminal. */
+export interface ExecOpen {
+  op: "exec";
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: boolean;
+  pty?: PtySize;
+}
+export interface FileReadOpen {
+  op: "file_read";
+  path: string;
+}
+export interface FileWriteOpen {
+  op: "file_write";
+  path: string;
+  mode?: number;
+  mkdirs?: boolean;
+}
+export interface TcpOpen {
+  op: "tcp";
+  port: number;
+  host?: string;
+}
+export type OpenRequest = ExecOpen | FileReadOpen | FileWriteOpen | TcpOpen;
+
+/** CTRL host→agent. */
+export type HostCtrl = { signal: string } | { resize: PtySize } | { cancel: true };
+
+/** CTRL agent→host, one per operation kind, right after OPEN. */
+export interface ExecStarted {
+  started: true;
+  pid: number;
+  /** fork+exec time measured by the agent, µs. */
+  spawn_us?: number;
+}
+export interface FileReadStat {
+  size: number;
+  /** Permission bits plus setuid/setgid/sticky. */
+  mode: number;
+}
+export interface FileWriteReady {
+  ready: true;
+}
+export interface TcpConnected {
+  connected: true;
+}
+
+/** EXIT of an operation that failed (could not start, or was cancelled). */
+export interface ErrorExit {
+  error: string;
+  code?: string;
+}
+/** EXIT of an exec: `error` (exit_code -1) when it could not start. */
+export interface ExecExit {
+  exit_code: number;
+  signal?: string;
+  error?: string;
+  /** OPEN received → exit seen and all output sent, µs. */
+  wall_us?: number;
+}
+/** EXIT of file_read, file_write and tcp when they succeeded. */
+export interface OkExit {
+  ok: true;
+  bytes?: number;
+}
+
+/** A channel-0 request; `id` pairs it with its response. */
+export interface RpcRequest {
+  id: number;
+  method: string;
+  params: object;
+}
+export interface RpcError {
+  message: string;
+  code: string;
+}
+export interface RpcResponse {
+  id: number;
+  result?: Record<string, unknown>;
+  error?: RpcError;
+}
+
+export interface HelloParams {
+  version: number;
+}
+export interface HelloResult {
+  version: number;
+  agent: string;
+  boot_id: string;
+  uptime_ms: number;
+  pid: number;
+  /** Problems the agent found in its guest at boot (e.g. no timer interrupts); absent when none. */
+  warnings?: string[];
+}
+
+export interface ConfigureParams {
+  hostname?: string;
+  /** Sandbox-wide env given to every exec (replaces the previous set). Secrets: never logged. */
+  envs?: Record<string, string>;
+  /** Host wall clock, ns since the epoch. */
+  time_ns?: number;
+  /** 64 random bytes, base64. */
+  entropy?: string;
+  net?: { dns?: string[] };
+}
+
+export interface SyncParams {
+  time_ns?: number;
+  entropy?: string;
+}
+export interface SyncResult {
+  ok: true;
+  /** How far the guest clock was off before it was set, ms (host − guest). */
+  skew_ms: number;
+}
+
+export interface ResizeFsParams {
+  device: string;
+}
+export interface ResizeFsResult {
+  ok: true;
+  size_bytes: number;
+  skipped?: boolean;
+}
+
+export interface AgentStats {
+  open_channels: number;
+  resyncs: number;
+  mem_available_kib: number;
+  load1: number;
+  orphans_reaped?: number;
+}
+
+export interface ShutdownParams {
+  reboot: boolean;
+}
+
+/** An event from the agent: "ready" (boot_id) after boot and on every connect, "self" (action, reason). */
+export interface AgentEvent {
+  event: string;
+  boot_id?: string;
+  action?: "pause" | "delete";
+  reason?: string;
 }

@@ -6,13 +6,11 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { AgentClient, type AgentEvent } from "./client.js";
+import { buildAgent } from "./testagent.js";
 
-const agentSrc = fileURLToPath(new URL("../../../agent", import.meta.url));
 // Not under /tmp or /run: the agent mounts tmpfs there inside its namespace.
 const dir = mkdtempSync("/var/tmp/agent-pid1-test-");
 const sock = join(dir, "a.sock");
@@ -25,13 +23,7 @@ const events: AgentEvent[] = [];
 
 before(async () => {
   if (!canRun) return;
-  const bin = join(dir, "createos-agent");
-  const cache = join(homedir(), ".cache", "createos-sandbox", "go");
-  execFileSync("go", ["build", "-trimpath", "-o", bin, "./cmd/createos-agent"], {
-    cwd: agentSrc,
-    env: { ...process.env, CGO_ENABLED: "0", GOCACHE: join(cache, "build"), GOPATH: join(cache, "path") },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const bin = buildAgent(dir);
   writeFileSync(join(dir, "hostname"), "before\n");
   writeFileSync(join(dir, "hosts"), "127.0.0.1 localhost\n");
   const script = [

@@ -1,0 +1,167 @@
+/**
+ * The connection to one guest agent: dial the socket, say hello, and say it again on a fresh
+ * connection whenever the old one is gone (a resume, a fork, a hostd restart, a lost socket). `hello`
+ * starts a new agent session, so it is only ever sent on a new connection (PROTOCOL.md "Sessions").
+ */
+import { EventEmitter } from "node:events";
+import net from "node:net";
+import {
+  AGENT_PROTOCOL_VERSION,
+  type AgentEvent,
+  type HelloParams,
+  type HelloResult,
+  type OpenRequest,
+} from "@createos-sandbox/protocol";
+import { type Channel, type Json, Mux } from "./channel.js";
+import { unreachable } from "./errors.js";
+
+export interface AgentClientOptions {
+  /** Default timeout of one RPC, ms. */
+  rpcTimeoutMs?: number;
+  /** How long one hello waits before the client reconnects and says hello again, ms. */
+  helloAttemptMs?: number;
+  /** How long an operation waits for the agent when no connection is up, ms. */
+  readyTimeoutMs?: number;
+}
+
+/** Opens a channel on the live connection (connecting first when there is none). */
+export type OpenChannel = (req: OpenRequest) => Promise<Channel>;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Operations connect (and say hello) on demand; a lost connection fails what was in flight with
+ * HostdError("agent_unreachable") and the next operation reconnects. Emits "event" (every
+ * AgentEvent), the event by its name ("self", "ready") and "disconnect".
+ */
+export class AgentConnection extends EventEmitter {
+  private conn: Mux | undefined;
+  private connecting: Promise<Mux> | undefined;
+  private nextRpcId = 1;
+  private closedByUser = false;
+  private readonly rpcTimeoutMs: number;
+  private readonly helloAttemptMs: number;
+  private readonly readyTimeoutMs: number;
+  private readonly owner = {
+    event: (m: Json & { event: string }) => {
+      this.emit("event", m as unknown as AgentEvent);
+      // Also by name ("self", "ready") for listeners that want one kind.
+      if (m.event !== "error" && m.event !== "event" && m.event !== "disconnect") this.emit(m.event, m);
+    },
+    lost: (c: Mux) => {
+      if (this.conn === c) {
+        this.conn = undefined;
+        this.emit("disconnect");
+      }
+    },
+  };
+
+  constructor(
+    readonly socketPath: string,
+    opts: AgentClientOptions = {},
+  ) {
+    super();
+    this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 30_000;
+    this.helloAttemptMs = opts.helloAttemptMs ?? 1_000;
+    this.readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+  }
+
+  get connected(): boolean {
+    return this.conn?.ready === true && !this.conn.closed;
+  }
+
+  /**
+   * Connects and says hello, retrying until the agent answers or `timeoutMs` passes: the readiness
+   * probe after boot or restore. Each attempt that gets no answer in time reconnects, so a hello
+   * stuck in a socket nobody reads yet is dropped rather than answered late.
+   */
+  async waitReady(opts?: number | { timeoutMs?: number }): Promise<HelloResult> {
+    const timeoutMs = (typeof opts === "number" ? opts : opts?.timeoutMs) ?? this.readyTimeoutMs;
+    this.closedByUser = false;
+    const deadline = Date.now() + timeoutMs;
+    const attemptMs = () => Math.max(1, Math.min(this.helloAttemptMs, deadline - Date.now()));
+    let lastErr: unknown;
+    let backoff = 10;
+    for (;;) {
+      let conn: Mux | undefined;
+      try {
+        conn = await this.dial(attemptMs());
+        const params: HelloParams = { version: AGENT_PROTOCOL_VERSION };
+        const res = await conn.rpc(this.nextRpcId++, "hello", params, attemptMs());
+        if (conn.closed) throw unreachable("agent connection closed");
+        const old = this.conn;
+        conn.ready = true;
+        this.conn = conn;
+        if (old && old !== conn) old.shutdown(unreachable("replaced by a new connection"));
+        return res as unknown as HelloResult;
+      } catch (e) {
+        lastErr = e;
+        if (conn && conn !== this.conn) conn.shutdown(unreachable("hello failed"));
+      }
+      if (this.closedByUser) throw unreachable("client closed");
+      if (Date.now() >= deadline) {
+        const why = lastErr instanceof Error ? lastErr.message : String(lastErr);
+        throw unreachable(`agent at ${this.socketPath} not ready after ${timeoutMs} ms: ${why}`);
+      }
+      await sleep(Math.min(backoff, Math.max(0, deadline - Date.now())));
+      backoff = Math.min(backoff * 2, 200);
+    }
+  }
+
+  private dial(timeoutMs: number): Promise<Mux> {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection({ path: this.socketPath });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(unreachable("connect timeout"));
+      }, timeoutMs);
+      sock.once("connect", () => {
+        clearTimeout(timer);
+        sock.removeAllListeners("error");
+        sock.setNoDelay?.(true);
+        resolve(new Mux(sock, this.owner));
+      });
+      sock.once("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+    });
+  }
+
+  /** The live connection, connecting (and saying hello) first when there is none. */
+  private session(): Promise<Mux> {
+    if (this.conn?.ready && !this.conn.closed) return Promise.resolve(this.conn);
+    if (!this.connecting) {
+      this.connecting = this.waitReady()
+        .then(() => {
+          if (!this.conn) throw unreachable("agent connection closed");
+          return this.conn;
+        })
+        .finally(() => {
+          this.connecting = undefined;
+        });
+    }
+    return this.connecting;
+  }
+
+  /** Opens a channel for one operation; see OpenChannel. */
+  protected readonly openChannel: OpenChannel = async (req) => (await this.session()).open(req);
+
+  /** Says hello on a fresh connection (closing the current one: its channels are gone). */
+  async hello(opts?: number | { timeoutMs?: number }): Promise<HelloResult> {
+    this.conn?.shutdown(unreachable("reconnecting"));
+    return this.waitReady(opts);
+  }
+
+  async rpc(method: string, params: object = {}, timeoutMs = this.rpcTimeoutMs): Promise<Json> {
+    const conn = await this.session();
+    return conn.rpc(this.nextRpcId++, method, params, timeoutMs);
+  }
+
+  /** Closes the connection; the next operation reconnects. */
+  close(): void {
+    this.closedByUser = true;
+    this.conn?.shutdown(unreachable("client closed"));
+    this.conn = undefined;
+  }
+}
