@@ -78,14 +78,20 @@ export interface OpenOptions {
   warmPool?: number;
   /** Network namespaces kept ready for new VMs (default 2; 0 disables the pool). */
   netPool?: number;
+  /**
+   * This host's name in the control plane (`HostInfo.id`, the sandboxes' `host_id`): stable across
+   * restarts, unique among the hosts of one control plane. Default "local", the embedded daemon's.
+   */
+  hostId?: string;
 }
 
 export class LocalHostDaemon implements HostDaemon {
-  readonly hostId = "local";
+  readonly hostId: string;
   private readonly io: GuestIo;
 
   private constructor(private readonly host: Host) {
     this.io = new GuestIo(host);
+    this.hostId = host.opts.hostId ?? "local";
   }
 
   static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
