@@ -5,6 +5,7 @@
  * namespace) so cleanup removes exactly what we added.
  */
 import { existsSync, readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
@@ -213,7 +214,6 @@ export class NetPool {
   /** Removes namespaces an earlier daemon had pooled (they carry no VM). */
   async init(isClaimed: (slot: number) => boolean): Promise<void> {
     await reclaimDeadPools().catch(this.onError);
-    const { readFile } = await import("node:fs/promises");
     let slots: number[] = [];
     try {
       slots = JSON.parse(await readFile(this.stateFile, "utf8")) as number[];
