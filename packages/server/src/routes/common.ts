@@ -46,6 +46,11 @@ export function requireRunning(row: SandboxRow, action: string): void {
   if (row.status !== "running") throw apiError("state_conflict", { action, status: row.status });
 }
 
+/** The user the request acts for (routes with `auth: "user"` or `"runtime"` always have a principal). */
+export function userOf(ctx: Pick<Ctx, "principal">): string {
+  return ctx.principal!.user_id;
+}
+
 export function daemonOf(app: App): HostDaemon {
   return app.sandboxes.daemon();
 }
