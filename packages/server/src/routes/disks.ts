@@ -6,108 +6,60 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { Route } from "../http/core.js";
 import { Fields, RESOURCE_NAME_RE, absolutePathError, pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { type App, loadSandbox } from "./common.js";
+import { type App, loadSandbox, route } from "./common.js";
 import { checkDiskAttachment } from "./sandboxes.js";
+
+const notConfigured = async (): Promise<never> => {
+  throw apiError("disks_not_configured");
+};
 
 export function diskRoutes(app: App): Route[] {
   return [
-    {
-      method: "GET",
-      pattern: "/v1/disks",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        pageParams(ctx.query);
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/disks",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        f.str("name", {
-          required: true,
-          max: 63,
-          re: RESOURCE_NAME_RE,
-          reMsg: "name must match ^[a-z0-9][a-z0-9-]{0,62}$",
-        });
-        const kind = f.str("kind", { required: true });
-        if (kind && kind !== "s3") f.fail("kind", `unknown kind: ${kind.slice(0, 50)} (only s3)`);
-        checkS3(f);
-        f.done();
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/disks/:ref",
-      auth: "user",
-      body: "none",
-      handler: async () => {
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "PATCH",
-      pattern: "/v1/disks/:ref",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        checkCredentials(f);
-        f.done();
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "DELETE",
-      pattern: "/v1/disks/:ref",
-      auth: "user",
-      body: "none",
-      handler: async () => {
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id/disks",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const { limit, offset } = pageParams(ctx.query);
-        await loadSandbox(app, ctx);
-        // No disk can be attached before the disks issue: the true answer is an empty page.
-        return { data: page([], 0, limit, offset) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/disks",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        checkDiskAttachment(f, f.raw, "disk");
-        f.done();
-        await loadSandbox(app, ctx);
-        throw apiError("disks_not_configured");
-      },
-    },
-    {
-      method: "DELETE",
-      pattern: "/v1/sandboxes/:id/disks/:disk",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const err = absolutePathError(ctx.query.get("mount_path"), "mount_path");
-        if (err) throw validationError(err);
-        await loadSandbox(app, ctx);
-        throw apiError("disks_not_configured");
-      },
-    },
+    route("GET /v1/disks", { auth: "user", body: "none" }, async (ctx) => {
+      pageParams(ctx.query);
+      throw apiError("disks_not_configured");
+    }),
+    route("POST /v1/disks", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      f.str("name", {
+        required: true,
+        max: 63,
+        re: RESOURCE_NAME_RE,
+        reMsg: "name must match ^[a-z0-9][a-z0-9-]{0,62}$",
+      });
+      const kind = f.str("kind", { required: true });
+      if (kind && kind !== "s3") f.fail("kind", `unknown kind: ${kind.slice(0, 50)} (only s3)`);
+      checkS3(f);
+      f.done();
+      throw apiError("disks_not_configured");
+    }),
+    route("GET /v1/disks/:ref", { auth: "user", body: "none" }, notConfigured),
+    route("PATCH /v1/disks/:ref", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      checkCredentials(f);
+      f.done();
+      throw apiError("disks_not_configured");
+    }),
+    route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, notConfigured),
+    route("GET /v1/sandboxes/:id/disks", { auth: "user", body: "none" }, async (ctx) => {
+      const { limit, offset } = pageParams(ctx.query);
+      await loadSandbox(app, ctx);
+      // No disk can be attached before the disks issue: the true answer is an empty page.
+      return { data: page([], 0, limit, offset) };
+    }),
+    route("POST /v1/sandboxes/:id/disks", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      checkDiskAttachment(f, f.raw, "disk");
+      f.done();
+      await loadSandbox(app, ctx);
+      throw apiError("disks_not_configured");
+    }),
+    route("DELETE /v1/sandboxes/:id/disks/:disk", { auth: "user", body: "none" }, async (ctx) => {
+      const err = absolutePathError(ctx.query.get("mount_path"), "mount_path");
+      if (err) throw validationError(err);
+      await loadSandbox(app, ctx);
+      throw apiError("disks_not_configured");
+    }),
   ];
 }
 

@@ -4,7 +4,7 @@
  */
 import { apiError } from "@createos-sandbox/protocol";
 import type { Route } from "../http/core.js";
-import { type App, loadSandbox } from "./common.js";
+import { type App, loadSandbox, route } from "./common.js";
 
 const SUFFIXES = [
   ["POST", "/processes"],
@@ -21,13 +21,11 @@ const SUFFIXES = [
 ] as const;
 
 export function processRoutes(app: App): Route[] {
-  return SUFFIXES.map(
-    ([method, suffix]): Route => ({
-      method,
-      pattern: `/v1/sandboxes/:id${suffix}`,
-      auth: "runtime",
-      body: method === "POST" ? "json" : "none",
-      handler: async (ctx) => {
+  return SUFFIXES.map(([method, suffix]) =>
+    route(
+      `${method} /v1/sandboxes/:id${suffix}`,
+      { auth: "runtime", body: method === "POST" ? "json" : "none" },
+      async (ctx) => {
         await loadSandbox(app, ctx);
         throw apiError("not_implemented", {
           feature:
@@ -37,6 +35,6 @@ export function processRoutes(app: App): Route[] {
           issue: suffix === "/shell-ws" ? "browser terminal" : "managed processes",
         });
       },
-    }),
+    ),
   );
 }

@@ -3,6 +3,7 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { Route } from "../http/core.js";
 import { Fields, pageParams } from "../validate.js";
 import { page } from "../views.js";
+import { route } from "./common.js";
 
 const TEMPLATE_BASES = ["nodeops/sandbox:debian", "nodeops/sandbox:alpine"];
 const DOCKERFILE_MAX = 64 * 1024;
@@ -29,66 +30,42 @@ export function dockerfileError(df: string): string | undefined {
 
 export function templateRoutes(): Route[] {
   return [
-    {
-      method: "GET",
-      pattern: "/v1/templates",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const { limit, offset } = pageParams(ctx.query);
-        return { data: page([], 0, limit, offset) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/templates",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        f.str("name", {
-          required: true,
-          max: 63,
-          re: /^[a-z0-9-]{1,63}$/,
-          reMsg: "name must be 1-63 of [a-z0-9-]",
-        });
-        const df = f.str("dockerfile", { required: true, max: DOCKERFILE_MAX + 1 });
-        if (df !== undefined) {
-          const err = dockerfileError(df);
-          if (err) f.fail("dockerfile", err);
+    route("GET /v1/templates", { auth: "user", body: "none" }, async (ctx) => {
+      const { limit, offset } = pageParams(ctx.query);
+      return { data: page([], 0, limit, offset) };
+    }),
+    route("POST /v1/templates", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      f.str("name", {
+        required: true,
+        max: 63,
+        re: /^[a-z0-9-]{1,63}$/,
+        reMsg: "name must be 1-63 of [a-z0-9-]",
+      });
+      const df = f.str("dockerfile", { required: true, max: DOCKERFILE_MAX + 1 });
+      if (df !== undefined) {
+        const err = dockerfileError(df);
+        if (err) f.fail("dockerfile", err);
+      }
+      f.str("base", { max: 200 });
+      f.done();
+      throw apiError("not_implemented", { feature: "template builds", issue: "templates" });
+    }),
+    ...(["", "/logs"] as const).map((suffix) =>
+      route(`GET /v1/templates/:ref${suffix}`, { auth: "user", body: "none" }, async (ctx) => {
+        const inc = ctx.query.get("include");
+        if (suffix === "" && inc !== null && inc !== "dockerfile") {
+          throw validationError({ include: "include must be dockerfile" });
         }
-        f.str("base", { max: 200 });
-        f.done();
-        throw apiError("not_implemented", { feature: "template builds", issue: "templates" });
-      },
-    },
-    ...(["", "/logs"] as const).map(
-      (suffix): Route => ({
-        method: "GET",
-        pattern: `/v1/templates/:ref${suffix}`,
-        auth: "user",
-        body: "none",
-        handler: async (ctx) => {
-          const inc = ctx.query.get("include");
-          if (suffix === "" && inc !== null && inc !== "dockerfile") {
-            throw validationError({ include: "include must be dockerfile" });
-          }
-          const attempt = ctx.query.get("attempt");
-          if (suffix && attempt !== null && !/^\d{1,6}$/.test(attempt)) {
-            throw validationError({ attempt: "attempt must be a positive integer" });
-          }
-          throw apiError("template_not_found", { id: ctx.params.ref!.slice(0, 100) });
-        },
+        const attempt = ctx.query.get("attempt");
+        if (suffix && attempt !== null && !/^\d{1,6}$/.test(attempt)) {
+          throw validationError({ attempt: "attempt must be a positive integer" });
+        }
+        throw apiError("template_not_found", { id: ctx.params.ref!.slice(0, 100) });
       }),
     ),
-    {
-      method: "DELETE",
-      pattern: "/v1/templates/:ref",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        throw apiError("template_not_found", { id: ctx.params.ref!.slice(0, 100) });
-      },
-    },
+    route("DELETE /v1/templates/:ref", { auth: "user", body: "none" }, async (ctx) => {
+      throw apiError("template_not_found", { id: ctx.params.ref!.slice(0, 100) });
+    }),
   ];
 }
