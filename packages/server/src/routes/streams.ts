@@ -125,9 +125,9 @@ export function streamRoutes(app: App): Route[] {
         const res = await daemon.writeFile(row.id, path, counter).catch((e) => {
           throw over
             ? apiError("file_too_large", { limit })
-            : mapHostdError(e, { action: "write files to", path: path });
+            : mapHostdError(e, { action: "write files to", path });
         });
-        return { data: { path: path, bytes: res.bytes } };
+        return { data: { path, bytes: res.bytes } };
       } finally {
         app.sandboxes.streamClosed(row.id);
       }
@@ -138,7 +138,7 @@ export function streamRoutes(app: App): Route[] {
       requireRunning(row, "read files from");
       const daemon = app.sandboxes.daemon();
       const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
-        throw mapHostdError(e, { action: "read files from", path: path });
+        throw mapHostdError(e, { action: "read files from", path });
       });
       if (stat.size > app.cfg.maxFileBytes) {
         body.destroy();
