@@ -20,4 +20,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "bootstrap: npm ci" >&2
   npm ci --no-audit --no-fund >&2
 fi
+# --clean (npm test): build from nothing, so compiled files of deleted or renamed sources cannot linger.
+if [ "${1:-}" = "--clean" ]; then
+  rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo
+fi
 npx tsc -b packages/protocol packages/sdk packages/hostd packages/server packages/cli >&2

@@ -1,7 +1,7 @@
 /**
  * End-to-end against the real control plane without the VM engine (CREATEOS_SANDBOX_HOSTD=none):
  * auth, catalog, lists, name resolution and how server errors surface. The VM-backed commands are
- * in e2e-vm.test.ts.
+ * in e2e-vm.vm.test.ts.
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";

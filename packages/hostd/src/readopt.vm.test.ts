@@ -3,7 +3,7 @@
  * process, creates a VM and is killed with SIGKILL; the VM must keep running and a new daemon on the same
  * data dir must list it, exec in it, and never start it twice.
  *
- *   node --test --test-concurrency=1 packages/hostd/dist/readopt.test.js
+ *   node --test --test-concurrency=1 packages/hostd/dist/readopt.vm.test.js
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";

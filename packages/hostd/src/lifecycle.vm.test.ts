@@ -3,7 +3,7 @@
  * pause/resume, fork, destroy. VMs are reused across tests where that does not weaken a test, to keep
  * the suite's wall time reasonable on 2 cores.
  *
- *   npx tsc -b packages/hostd && node --test --test-concurrency=1 packages/hostd/dist/lifecycle.test.js
+ *   npx tsc -b packages/hostd && node --test --test-concurrency=1 packages/hostd/dist/lifecycle.vm.test.js
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
