@@ -21,7 +21,7 @@ export const root: Group = {
   kind: "group",
   name: "createos",
   summary: "createos — create, run and manage CreateOS sandboxes from the terminal.",
-  children: [sandboxGroup, loginCommand, logoutCommand, completionCommand, versionCommand],
+  children: [sandboxGroup, loginCommand, logoutCommand, completionCommand(() => root), versionCommand],
   examples: [
     "createos login",
     "createos sandbox shapes",

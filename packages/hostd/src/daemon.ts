@@ -4,6 +4,7 @@
  * create.ts, snapshot/ (pause, resume, fork, layers), destroy.ts, readopt.ts, guestio.ts — all of which
  * start VMs through bringup.ts and keep their records through records.ts. See docs/ARCHITECTURE.md.
  */
+import { cpus, totalmem } from "node:os";
 import { mkdir } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
 import type {
@@ -130,6 +131,9 @@ export class LocalHostDaemon implements HostDaemon {
       status: this.host.closed ? "dead" : "active",
       accel,
       free_mib: this.host.freeMib(),
+      mem_total_mib: Math.floor(totalmem() / 1048576),
+      vcpus: cpus().length,
+      promised_mib: this.host.promisedMib(),
       vm_count: this.host.vms.size,
       rootfses: built,
     };

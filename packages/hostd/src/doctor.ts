@@ -6,7 +6,7 @@ import { constants, existsSync, readFileSync } from "node:fs";
 import { access, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { builtImage, cacheDir, catalog } from "./images/index.js";
-import { runRaw, which } from "./images/run.js";
+import { runRaw, which } from "./sys/index.js";
 
 export interface DoctorCheck {
   check: string;

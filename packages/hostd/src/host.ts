@@ -148,9 +148,14 @@ export class Host {
    * page cache that MemAvailable partly counts as free, so the whole promise is subtracted.
    */
   freeMib(): number {
+    return Math.max(0, memAvailableMib() - this.promisedMib());
+  }
+
+  /** RAM promised to running VMs and to pooled ones kept ready for the next create. */
+  promisedMib(): number {
     let promised = this.warmPool.promisedMib();
     for (const v of this.vms.values()) promised += v.rec.mem_mib;
-    return Math.max(0, memAvailableMib() - promised);
+    return promised;
   }
 
   checkCapacity(memMib: number): void {

@@ -119,6 +119,16 @@ export interface HostPublic {
   free_mib: number;
   vm_count: number;
   rootfses?: string[];
+  /** Ours, beyond 0.7.1: "kvm" or "tcg". */
+  accel?: string;
+  /** Ours: the host's memory, what running VMs hold of it, and its CPUs. */
+  mem_total_mib?: number;
+  promised_mib?: number;
+  vcpus?: number;
+  /** Ours: false while the control plane cannot reach the host daemon. */
+  healthy?: boolean;
+  /** Ours: why the host takes no new sandboxes right now. */
+  not_ready_reason?: string;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ export interface HostInfo {
   accel: Accel;
   /** Host memory not yet promised to VMs, MiB. */
   free_mib: number;
+  /** The host's whole memory, MiB. */
+  mem_total_mib?: number;
+  /** Memory promised to running (and pooled) VMs, MiB. */
+  promised_mib?: number;
+  /** Host CPUs. */
+  vcpus?: number;
   vm_count: number;
   /** Images that are built and can be created from without a build. */
   rootfses: string[];

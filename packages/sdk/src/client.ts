@@ -1,7 +1,6 @@
 /** The entry point: transport configuration, catalog and identity calls, sandbox factory, sub-APIs. */
 import type {
   CreateSandboxRequest,
-  CreateSandboxResponse,
   DiskCreateRequest,
   DiskCredentials,
   DiskDeletedResponse,
@@ -23,6 +22,7 @@ import type {
 import { resolveConfig } from "./config.js";
 import { errorFromResponse } from "./errors.js";
 import { CreateosSandboxHttp, encodePath } from "./http.js";
+import { createSandboxView, getSandboxView } from "./sandbox-view.js";
 import { Sandbox } from "./sandbox.js";
 import type {
   CreateSandboxOptions,
@@ -188,28 +188,13 @@ export class CreateosSandboxClient {
     return this.http.iteratePages("GET", "/v1/hosts", options, { legacyKey: "hosts" });
   }
 
-  /**
-   * Creates a sandbox. The POST answers only once the VM is running, so the handle is seeded from
-   * the response without a follow-up GET (status from the response when the server sends one).
-   */
+  /** Creates a sandbox; the POST answers once the VM is running (see `createSandboxView`). */
   async createSandbox(request: CreateSandboxRequest, options: CreateSandboxOptions = {}): Promise<Sandbox> {
-    const { wait: _wait, waitTimeoutMs: _waitTimeoutMs, ...requestOptions } = options;
-    const created = await this.http.request<CreateSandboxResponse>("POST", "/v1/sandboxes", {
-      ...requestOptions,
-      body: request,
-    });
-    const view: SandboxView = {
-      ...created,
-      status: created.status ?? "running",
-      ingress_enabled: created.ingress_enabled ?? request.ingress_enabled ?? false,
-      created_at: created.created_at ?? new Date().toISOString(),
-    };
-    return new Sandbox(this.http, view);
+    return new Sandbox(this.http, await createSandboxView(this.http, request, options));
   }
 
   async getSandbox(id: string, options: RequestOptions = {}): Promise<Sandbox> {
-    const view = await this.http.request<SandboxView>("GET", `/v1/sandboxes/${encodePath(id)}`, options);
-    return new Sandbox(this.http, view);
+    return new Sandbox(this.http, await getSandboxView(this.http, id, options));
   }
 
   async getSandboxByIP(ip: string, options: RequestOptions = {}): Promise<Sandbox> {

@@ -17,13 +17,11 @@ import type {
   SandboxStatus,
   SandboxView,
 } from "@createos-sandbox/protocol/api";
-// client.js imports this module as well; the cycle is harmless because createClient is only
-// called at run time, never while the modules are being evaluated.
-import { createClient } from "./client.js";
-import { DEFAULT_WAIT_MS } from "./config.js";
+import { DEFAULT_WAIT_MS, resolveConfig } from "./config.js";
 import { CreateosSandboxError, CreateosSandboxTimeoutError } from "./errors.js";
-import { type CreateosSandboxHttp, encodePath } from "./http.js";
+import { CreateosSandboxHttp, encodePath } from "./http.js";
 import { pollUntil } from "./poll.js";
+import { createSandboxView, getSandboxView } from "./sandbox-view.js";
 import { shellSession } from "./shell.js";
 import { assertValidPort, startTunnel } from "./tunnel.js";
 import type {
@@ -114,14 +112,16 @@ export class Sandbox {
     request: CreateSandboxRequest,
     options: CreateosSandboxClientOptions & CreateSandboxOptions = {},
   ): Promise<Sandbox> {
-    return createClient(options).createSandbox(request, pickRequestOptions(options));
+    const http = new CreateosSandboxHttp(resolveConfig(options));
+    return new Sandbox(http, await createSandboxView(http, request, pickRequestOptions(options)));
   }
 
   static async connect(
     id: string,
     options: CreateosSandboxClientOptions & RequestOptions = {},
   ): Promise<Sandbox> {
-    return createClient(options).getSandbox(id, pickRequestOptions(options));
+    const http = new CreateosSandboxHttp(resolveConfig(options));
+    return new Sandbox(http, await getSandboxView(http, id, pickRequestOptions(options)));
   }
 
   get id(): string {

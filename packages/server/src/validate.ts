@@ -15,6 +15,22 @@ export const MAX_EGRESS_RULES = 256;
 export const MAX_SSH_KEYS = 64;
 export const MAX_DISK_MIB = 1024 * 1024;
 
+export interface StrOpts {
+  required?: boolean;
+  max?: number;
+  re?: RegExp;
+  /** The message when `re` does not match. */
+  reMsg?: string;
+}
+
+export interface IntOpts {
+  required?: boolean;
+  min?: number;
+  max?: number;
+  /** The message when the value is outside [min, max]. */
+  rangeMsg?: string;
+}
+
 export class Fields {
   readonly errs: Record<string, string> = {};
   readonly raw: Record<string, unknown>;
@@ -37,10 +53,7 @@ export class Fields {
     return undefined;
   }
 
-  str(
-    name: string,
-    opts: { required?: boolean; max?: number; re?: RegExp; reMsg?: string } = {},
-  ): string | undefined {
+  str(name: string, opts: StrOpts = {}): string | undefined {
     const v = this.raw[name];
     if (v === undefined || v === null || v === "") {
       return opts.required ? this.fail(name, `${name} is required`) : undefined;
@@ -52,10 +65,7 @@ export class Fields {
     return v;
   }
 
-  int(
-    name: string,
-    opts: { required?: boolean; min?: number; max?: number; rangeMsg?: string } = {},
-  ): number | undefined {
+  int(name: string, opts: IntOpts = {}): number | undefined {
     const v = this.raw[name];
     if (v === undefined || v === null)
       return opts.required ? this.fail(name, `${name} is required`) : undefined;

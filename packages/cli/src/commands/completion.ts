@@ -166,21 +166,25 @@ export function completionScript(shell: string, root: Group): string {
   }
 }
 
-export const completionCommand: Command = {
-  kind: "command",
-  name: "completion",
-  summary: "Print a shell completion script (bash, zsh, fish)",
-  usage: "<bash|zsh|fish>",
-  args: { min: 1, max: 1 },
-  examples: [
-    "source <(createos completion bash)",
-    'createos completion zsh > "${fpath[1]}/_createos"',
-    "createos completion fish > ~/.config/fish/completions/createos.fish",
-  ],
-  async run(ctx, { positionals }) {
-    // Imported lazily: the root group imports this module.
-    const { root } = await import("../cli.js");
-    ctx.streams.stdout.write(completionScript(positionals[0] as string, root));
-    return 0;
-  },
-};
+/**
+ * The `completion` command for a command tree. The tree is passed as a thunk because the tree holds this
+ * command: the root module builds both, and this module needs no import of it.
+ */
+export function completionCommand(tree: () => Group): Command {
+  return {
+    kind: "command",
+    name: "completion",
+    summary: "Print a shell completion script (bash, zsh, fish)",
+    usage: "<bash|zsh|fish>",
+    args: { min: 1, max: 1 },
+    examples: [
+      "source <(createos completion bash)",
+      'createos completion zsh > "${fpath[1]}/_createos"',
+      "createos completion fish > ~/.config/fish/completions/createos.fish",
+    ],
+    async run(ctx, { positionals }) {
+      ctx.streams.stdout.write(completionScript(positionals[0] as string, tree()));
+      return 0;
+    },
+  };
+}

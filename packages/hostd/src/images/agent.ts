@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir, rename } from "node:fs/promises";
+import { mkdir, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type Progress } from "@createos-sandbox/protocol";
-import { run, which } from "./run.js";
-import { SingleFlight, agentSourceDir, cacheDir, hashTree, rmrf, tempDirIn, withFileLock } from "./util.js";
+import { SingleFlight, writeFileAtomic } from "../sys/fs.js";
+import { NO_TIMEOUT, run, which } from "../sys/index.js";
+import { agentSourceDir, cacheDir, hashTree, rmrf, tempDirIn, withFileLock } from "./util.js";
 
 /** The package inside the agent's Go module that builds the binary. */
 const MAIN_PACKAGE = "./cmd/createos-agent";
@@ -46,9 +47,10 @@ export async function goBuild(srcDir: string, pkg: string, outFile: string): Pro
     await run(go, ["build", "-trimpath", "-ldflags", "-s -w", "-o", tmp, pkg], {
       cwd: srcDir,
       env: goEnv(),
+      timeoutMs: NO_TIMEOUT,
     });
-    await chmod(tmp, 0o755);
-    await rename(tmp, outFile);
+    // go writes the binary in place; the copy makes its appearance at `outFile` atomic and durable
+    await writeFileAtomic(outFile, await readFile(tmp), 0o755);
   } finally {
     await rmrf(tmp);
   }

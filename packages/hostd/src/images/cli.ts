@@ -1,6 +1,6 @@
 import { statSync } from "node:fs";
 import type { Progress } from "@createos-sandbox/protocol";
-import { catalog, ensureImage } from "./index.js";
+import { catalog, ensureImage } from "./image.js";
 import { fmtMiB } from "./util.js";
 
 function line(name: string, p: Progress): string {

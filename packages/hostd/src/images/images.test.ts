@@ -12,7 +12,6 @@ import { hostKhz } from "./hostinfo.js";
 import { builtImage, cacheDir, catalog, defaultImage, ensureImage, kernelCmdline } from "./index.js";
 import { kernelFragmentPath, kernelHash, missingOptions, parseFragment } from "./kernel.js";
 import { debianMirrors } from "./rootfs.js";
-import { RunError, run } from "./run.js";
 import { hashTree, sha256, withFileLock } from "./util.js";
 
 test("catalog lists the three images with devbox:1 as the only default", () => {
@@ -273,17 +272,4 @@ test("withFileLock serialises holders across callers and takes over a dead holde
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-});
-
-test("run: argument arrays, exit codes, line callbacks and abort", async () => {
-  const lines: string[] = [];
-  const r = await run("printf", ["%s\\n", "a b", "$HOME"], { onLine: (l) => lines.push(l) });
-  assert.deepEqual(lines, ["a b", "$HOME"], "no shell: nothing is expanded or split");
-  assert.equal(r.code, 0);
-  await assert.rejects(run("false", []), (e: unknown) => e instanceof RunError && e.result.code === 1);
-  const abort = new AbortController();
-  const t0 = Date.now();
-  setTimeout(() => abort.abort(), 100);
-  await assert.rejects(run("sleep", ["30"], { signal: abort.signal }), RunError);
-  assert.ok(Date.now() - t0 < 5000, "aborted promptly");
 });

@@ -3,8 +3,9 @@ import { copyFile, mkdir, readFile, rename } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { HostdError, type Progress } from "@createos-sandbox/protocol";
-import { run, runSync } from "./run.js";
-import { SingleFlight, cacheDir, recipesDir, rmrf, sha256, tempDirIn, withFileLock } from "./util.js";
+import { SingleFlight } from "../sys/fs.js";
+import { NO_TIMEOUT, run, runSync } from "../sys/index.js";
+import { cacheDir, recipesDir, rmrf, sha256, tempDirIn, withFileLock } from "./util.js";
 
 const SOURCE_PACKAGE = "linux-source-6.1";
 /** Bump when the build procedure below changes in a way that changes the output. */
@@ -111,7 +112,7 @@ async function buildKernel(hash: string, progress: (p: Progress) => void): Promi
   const tmp = await tempDirIn(kernelRoot, hash);
   try {
     progress({ phase: "kernel:extract", message: `unpacking ${tarball}` });
-    await run("tar", ["-xJf", tarball, "-C", tmp, "--no-same-owner"]);
+    await run("tar", ["-xJf", tarball, "-C", tmp, "--no-same-owner"], { timeoutMs: NO_TIMEOUT });
     const src = join(tmp, SOURCE_PACKAGE);
     const env = {
       ...process.env,
@@ -122,12 +123,14 @@ async function buildKernel(hash: string, progress: (p: Progress) => void): Promi
       KBUILD_BUILD_TIMESTAMP: "2023-01-01",
       LC_ALL: "C",
     };
+    // the compile takes as long as it takes; with no timeout make stays in our process group (Ctrl-C)
+    const inTree = { cwd: src, env, timeoutMs: NO_TIMEOUT };
 
     progress({ phase: "kernel:config", message: "tinyconfig + sandbox.config" });
     const fragmentPath = kernelFragmentPath();
-    await run("make", ["ARCH=x86_64", "tinyconfig"], { cwd: src, env });
-    await run("scripts/kconfig/merge_config.sh", ["-m", ".config", fragmentPath], { cwd: src, env });
-    await run("make", ["ARCH=x86_64", "olddefconfig"], { cwd: src, env });
+    await run("make", ["ARCH=x86_64", "tinyconfig"], inTree);
+    await run("scripts/kconfig/merge_config.sh", ["-m", ".config", fragmentPath], inTree);
+    await run("make", ["ARCH=x86_64", "olddefconfig"], inTree);
     const fragment = parseFragment(await readFile(fragmentPath, "utf8"));
     const missing = missingOptions(fragment, await readFile(join(src, ".config"), "utf8"));
     if (missing.length > 0) {
@@ -147,8 +150,7 @@ async function buildKernel(hash: string, progress: (p: Progress) => void): Promi
     }, 15_000);
     try {
       await run("nice", ["-n", "10", "make", "ARCH=x86_64", `-j${jobs}`, "vmlinux"], {
-        cwd: src,
-        env,
+        ...inTree,
         signal: abort.signal,
         onLine: (line) => {
           if (!/^\s+(CC|AS|LD|AR)\s/.test(line)) return;

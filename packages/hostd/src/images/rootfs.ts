@@ -14,14 +14,13 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type Progress } from "@createos-sandbox/protocol";
+import { GATEWAY_IP } from "../net/plan.js";
+import { SingleFlight } from "../sys/fs.js";
+import { NO_TIMEOUT, run, which } from "../sys/index.js";
 import { DPKG_EXCLUDES, type Recipe, sanitiseName } from "./catalog.js";
-import { run, which } from "./run.js";
-import { SingleFlight, cacheDir, fmtMiB, rmrf, tempDirIn, withFileLock } from "./util.js";
+import { cacheDir, fmtMiB, rmrf, tempDirIn, withFileLock } from "./util.js";
 
 export const AGENT_GUEST_PATH = "/usr/local/sbin/createos-agent";
-/** The guest's gateway (tap0 in the sandbox's netns), which also answers DNS: ARCHITECTURE address plan. */
-export const GUEST_GATEWAY = "169.254.0.22";
-export const GUEST_ADDRESS = "169.254.0.21";
 
 export function imageDir(name: string): string {
   return join(cacheDir(), "rootfs", sanitiseName(name));
@@ -147,6 +146,7 @@ async function buildTarball(r: Recipe, out: string, progress: (p: Progress) => v
     try {
       await run(mmdebstrap, args, {
         env: { ...process.env, LC_ALL: "C.UTF-8", TMPDIR: tmp },
+        timeoutMs: NO_TIMEOUT,
         onLine: (line) => {
           log.push(line);
           for (const [re, f] of MMDEBSTRAP_PHASES) {
@@ -207,7 +207,7 @@ async function customise(root: string, r: Recipe, agentBinary: string): Promise<
     join(root, "etc/hosts"),
     `127.0.0.1\tlocalhost\n127.0.1.1\t${r.hostname}\n::1\t\tlocalhost ip6-localhost ip6-loopback\n`,
   );
-  await writeText(join(root, "etc/resolv.conf"), `nameserver ${GUEST_GATEWAY}\n`);
+  await writeText(join(root, "etc/resolv.conf"), `nameserver ${GATEWAY_IP}\n`);
   // empty, not absent: systemd-style tools treat an empty file as "generate on first boot", and the
   // agent gives each VM (and each fork) its own identity anyway
   await writeText(join(root, "etc/machine-id"), "", 0o444);
@@ -269,17 +269,21 @@ async function buildExt4(
     const root = join(tmp, "root");
     await mkdir(root);
     progress({ phase: "rootfs:unpack", message: `${r.name}: unpacking the cached tree` });
-    await run("tar", [
-      "-xf",
-      tarball,
-      "-C",
-      root,
-      "--numeric-owner",
-      "--same-owner",
-      "--same-permissions",
-      "--xattrs",
-      "--xattrs-include=*",
-    ]);
+    await run(
+      "tar",
+      [
+        "-xf",
+        tarball,
+        "-C",
+        root,
+        "--numeric-owner",
+        "--same-owner",
+        "--same-permissions",
+        "--xattrs",
+        "--xattrs-include=*",
+      ],
+      { timeoutMs: NO_TIMEOUT },
+    );
     await customise(root, r, agentBinary);
 
     const usage = await treeUsage(root);
@@ -295,24 +299,28 @@ async function buildExt4(
     const img = join(tmp, "image.ext4");
     await (await open(img, "w")).close();
     await truncate(img, sizeMib * 1048576); // sparse: only written blocks take disk space
-    await run(mkfs, [
-      "-F",
-      "-q",
-      "-L",
-      "createos-root",
-      "-m",
-      "0",
-      "-N",
-      String(inodes),
-      // zero the inode tables now: lazy init would make every guest write them into its overlay
-      "-E",
-      "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
-      "-d",
-      root,
-      img,
-    ]);
+    await run(
+      mkfs,
+      [
+        "-F",
+        "-q",
+        "-L",
+        "createos-root",
+        "-m",
+        "0",
+        "-N",
+        String(inodes),
+        // zero the inode tables now: lazy init would make every guest write them into its overlay
+        "-E",
+        "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
+        "-d",
+        root,
+        img,
+      ],
+      { timeoutMs: NO_TIMEOUT },
+    );
     const fsck = which("e2fsck");
-    if (fsck) await run(fsck, ["-f", "-n", img]);
+    if (fsck) await run(fsck, ["-f", "-n", img], { timeoutMs: NO_TIMEOUT });
     await rename(img, out);
     return out;
   } finally {

@@ -4,7 +4,7 @@ import { mkdir, open, readFile, readdir, rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { runRaw } from "./run.js";
+import { NO_TIMEOUT, pidAlive, runRaw } from "../sys/index.js";
 
 /** $CREATEOS_SANDBOX_CACHE or ~/.cache/createos-sandbox: images shared by every data dir. */
 export function cacheDir(): string {
@@ -85,17 +85,8 @@ export async function sweepStaleTemps(parent: string): Promise<void> {
   }
   for (const name of names) {
     const pid = Number(/^\.tmp-.*-(\d+)-[0-9a-f]{8}$/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || isAlive(pid)) continue;
+    if (!pid || pid === process.pid || pidAlive(pid)) continue;
     await rmrf(join(parent, name));
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
@@ -119,8 +110,8 @@ export async function mountsUnder(dir: string): Promise<string[]> {
  */
 export async function rmrf(path: string): Promise<void> {
   for (const mp of await mountsUnder(path)) {
-    const r = await runRaw("umount", [mp]);
-    if (r.code !== 0) await runRaw("umount", ["-l", mp]);
+    const r = await runRaw("umount", [mp], { timeoutMs: NO_TIMEOUT });
+    if (r.code !== 0) await runRaw("umount", ["-l", mp], { timeoutMs: NO_TIMEOUT });
   }
   const left = await mountsUnder(path);
   if (left.length > 0) throw new Error(`not deleting ${path}: still mounted below it: ${left.join(", ")}`);
@@ -149,11 +140,11 @@ export async function withFileLock<T>(
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const holder = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
-      if (!holder || !isAlive(holder)) {
+      if (!holder || !pidAlive(holder)) {
         // stale (or still being written: the pid goes in right after creation, give it a moment)
         if (!holder) await sleep(200);
         const again = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
-        if (!again || !isAlive(again)) await rm(lockPath, { force: true });
+        if (!again || !pidAlive(again)) await rm(lockPath, { force: true });
         continue;
       }
       if (!waited) onWait?.(holder);
@@ -170,19 +161,6 @@ export async function withFileLock<T>(
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Concurrent callers asking for the same key share one in-flight promise; failures are not cached. */
-export class SingleFlight<T> {
-  private readonly inflight = new Map<string, Promise<T>>();
-
-  do(key: string, fn: () => Promise<T>): Promise<T> {
-    const existing = this.inflight.get(key);
-    if (existing) return existing;
-    const p = fn().finally(() => this.inflight.delete(key));
-    this.inflight.set(key, p);
-    return p;
-  }
 }
 
 export function fmtMiB(bytes: number): string {

@@ -1,59 +1,47 @@
 /**
- * Per-sandbox networking, following the address plan in docs/ARCHITECTURE.md: every guest has the same
- * inside address (169.254.0.21 behind tap0 in its own namespace `csb-<slot>`), so a restored or forked VM
- * needs no re-addressing; the namespace NATs it to the sandbox address 10.201.<slot> and a veth pair
- * (10.200.<4·slot+1|2>/30) links it to the root namespace. All rules live in nft tables named `createos`
- * (one per sandbox namespace, one in the root namespace) so cleanup removes exactly what we added.
+ * Per-sandbox networking, building the address plan of net/plan.ts: a namespace per slot with the guest's
+ * TAP, a veth pair to the root namespace and the NAT between the sandbox address and the guest's fixed
+ * one. All rules live in nft tables named `createos` (one per sandbox namespace, one in the root
+ * namespace) so cleanup removes exactly what we added.
  */
 import { existsSync, readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
+import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
+import {
+  GATEWAY_IP,
+  GUEST_IP,
+  HOST_VETH_PREFIX,
+  MAX_SLOT,
+  NS_VETH,
+  SANDBOX_NET,
+  type SlotAddrs,
+  TAP,
+  netnsName,
+  slotAddrs,
+  slotOfNetns,
+} from "./plan.js";
 
-export const GUEST_IP = "169.254.0.21";
-export const GATEWAY_IP = "169.254.0.22";
-export const GUEST_MAC = "02:fc:00:00:00:01";
-export const TAP = "tap0";
-export const MAX_SLOT = 16383;
-
-export const netnsName = (slot: number) => `csb-${slot}`;
-export const hostVeth = (slot: number) => `csbv${slot}`;
-
-function addr16(prefix: string, n: number): string {
-  return `${prefix}.${(n >> 8) & 255}.${n & 255}`;
-}
-
-export interface SlotAddrs {
-  slot: number;
-  netns: string;
-  hostVeth: string;
-  /** Root-namespace end of the veth. */
-  hostIp: string;
-  /** Namespace end of the veth. */
-  nsIp: string;
-  /** The sandbox address (`ip` in the API). */
-  sandboxIp: string;
-}
-
-export function slotAddrs(slot: number): SlotAddrs {
-  if (!Number.isInteger(slot) || slot < 1 || slot > MAX_SLOT)
-    throw new HostdError("internal", `bad slot ${slot}`);
-  return {
-    slot,
-    netns: netnsName(slot),
-    hostVeth: hostVeth(slot),
-    hostIp: addr16("10.200", 4 * slot + 1),
-    nsIp: addr16("10.200", 4 * slot + 2),
-    sandboxIp: addr16("10.201", slot),
-  };
-}
+export {
+  GATEWAY_IP,
+  GUEST_IP,
+  GUEST_MAC,
+  MAX_SLOT,
+  type SlotAddrs,
+  TAP,
+  hostVeth,
+  netnsName,
+  slotAddrs,
+} from "./plan.js";
 
 /** Namespaces named csb-N present on the host (including ones a crashed daemon left). */
 export function existingSlots(): Set<number> {
   const out = new Set<number>();
   if (!existsSync("/run/netns")) return out;
   for (const name of readdirSync("/run/netns")) {
-    const m = /^csb-(\d+)$/.exec(name);
-    if (m) out.add(Number(m[1]));
+    const slot = slotOfNetns(name);
+    if (slot !== undefined) out.add(slot);
   }
   return out;
 }
@@ -105,7 +93,7 @@ export function ensureRootNet(): Promise<void> {
       await nft(`table ip createos {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr 10.201.0.0/16 oifname != "csbv*" masquerade
+    ip saddr ${SANDBOX_NET} oifname != "${HOST_VETH_PREFIX}*" masquerade
   }
 }
 `);
@@ -146,23 +134,23 @@ export async function setupSlot(slot: number): Promise<SlotAddrs> {
       `link set ${TAP} up`,
     ].join("\n");
     await run("ip", ["-n", a.netns, "-batch", "-"], { input: `${script}\n` });
-    await ip("link", "add", a.hostVeth, "type", "veth", "peer", "name", "v0", "netns", a.netns);
+    await ip("link", "add", a.hostVeth, "type", "veth", "peer", "name", NS_VETH, "netns", a.netns);
     await run("ip", ["-batch", "-"], {
       input: `addr add ${a.hostIp}/30 dev ${a.hostVeth}\nlink set ${a.hostVeth} up\nroute replace ${a.sandboxIp}/32 via ${a.nsIp} dev ${a.hostVeth}\n`,
     });
     await run("ip", ["-n", a.netns, "-batch", "-"], {
-      input: `addr add ${a.nsIp}/30 dev v0\nlink set v0 up\nroute add default via ${a.hostIp} dev v0\n`,
+      input: `addr add ${a.nsIp}/30 dev ${NS_VETH}\nlink set ${NS_VETH} up\nroute add default via ${a.hostIp} dev ${NS_VETH}\n`,
     });
     await sysctl("net.ipv4.ip_forward", "1", a.netns);
     await nft(
       `table ip createos {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    iifname "v0" ip daddr ${a.sandboxIp} dnat to ${GUEST_IP}
+    iifname "${NS_VETH}" ip daddr ${a.sandboxIp} dnat to ${GUEST_IP}
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "v0" ip saddr ${GUEST_IP} snat to ${a.sandboxIp}
+    oifname "${NS_VETH}" ip saddr ${GUEST_IP} snat to ${a.sandboxIp}
   }
 }
 `,
@@ -226,7 +214,6 @@ export class NetPool {
   /** Removes namespaces an earlier daemon had pooled (they carry no VM). */
   async init(isClaimed: (slot: number) => boolean): Promise<void> {
     await reclaimDeadPools().catch(this.onError);
-    const { readFile } = await import("node:fs/promises");
     let slots: number[] = [];
     try {
       slots = JSON.parse(await readFile(this.stateFile, "utf8")) as number[];
@@ -241,14 +228,14 @@ export class NetPool {
 
   private persisting: Promise<void> = Promise.resolve();
 
-  /** Writes the pooled slots; serialised, so concurrent calls never interleave their temp files. */
+  /** Writes the pooled slots; serialised, so the file always ends up holding the latest list. */
   private persist(): Promise<void> {
-    const next = this.persisting.then(async () => {
-      const { writeFile, rename } = await import("node:fs/promises");
-      const tmp = `${this.stateFile}.tmp`;
-      await writeFile(tmp, JSON.stringify(this.ready.map((r) => r.slot)));
-      await rename(tmp, this.stateFile);
-    });
+    const next = this.persisting.then(() =>
+      writeJsonAtomic(
+        this.stateFile,
+        this.ready.map((r) => r.slot),
+      ),
+    );
     this.persisting = next.catch(() => undefined);
     return next;
   }

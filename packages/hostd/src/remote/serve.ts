@@ -4,6 +4,7 @@
  * about VMs; it only translates exchanges into interface calls and back.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import { chmod, rm } from "node:fs/promises";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import type { Socket } from "node:net";
@@ -213,12 +214,13 @@ export async function listenHostd(server: Server, listen: string): Promise<strin
   const scheme = server instanceof Object && "setSecureContext" in server ? "https" : "http";
   if (listen.startsWith("unix:")) {
     const path = listen.slice(5);
-    const { rm } = await import("node:fs/promises");
     await rm(path, { force: true });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(path, () => resolve());
     });
+    // The token guards it too, but nobody else on the machine needs to reach the socket at all.
+    await chmod(path, 0o600);
     return `unix:${path}`;
   }
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);

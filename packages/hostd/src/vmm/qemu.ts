@@ -6,19 +6,27 @@
  * QEMU runs with `-daemonize` (inside the sandbox's network namespace when given), so it is not our
  * child: VMs outlive the host daemon and the next one re-adopts them through the pidfile and QMP socket.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Accel, HostdError } from "@createos-sandbox/protocol";
 import { pidAlive, procCmdline, procGone, signal, spawnDaemon } from "../sys/index.js";
+import { ROOT_DRIVE, blockArgs } from "./devices/block.js";
+import { consoleArgs } from "./devices/console.js";
+import { controlArgs } from "./devices/control.js";
+import { cpuArgs } from "./devices/cpu.js";
+import { bootArgs, machineArgs } from "./devices/machine.js";
+import { memoryArgs } from "./devices/memory.js";
+import { netArgs } from "./devices/net.js";
+import { rngArgs } from "./devices/rng.js";
+import { agentChannelArgs } from "./devices/serial.js";
 import type { Machine, MachineConfig, MachinePaths, MachineState, VmmDriver } from "./driver.js";
+import { probeAccel } from "./probe.js";
 import { QmpClient } from "./qmp.js";
 
 export const QEMU_BIN = "qemu-system-x86_64";
 
-// PIT and PIC stay on: measured here, pit=off hung 1 boot in 2 and pic=off hung every boot that
-// configures eth0 from the kernel command line (both stop right after "sched_clock: Marking stable").
-export const MICROVM = "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off";
+export { MICROVM } from "./devices/machine.js";
 
 export function machinePaths(dir: string): MachinePaths {
   return {
@@ -34,66 +42,26 @@ function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The QEMU argument vector for a machine. Restore adds `-incoming defer` to the very same devices. */
+/**
+ * The QEMU argument vector for a machine, one device group at a time (vmm/devices/). The order is part
+ * of the contract: microvm assigns virtio-mmio slots in command-line order, and a snapshot restores only
+ * into the very same devices in the same slots. Restore adds `-incoming defer` to the very same devices.
+ */
 export function qemuArgs(c: MachineConfig, p: MachinePaths, opts: { incoming: boolean }): string[] {
-  const accel =
-    c.accel === "kvm"
-      ? ["-accel", "kvm", "-cpu", "host"]
-      : ["-accel", `tcg,tb-size=${c.tbSizeMib ?? 32}`, "-cpu", "max"];
-  const args = [
-    "-name",
-    "createos,debug-threads=off",
-    "-M",
-    // rtc on so the guest has a wall clock at boot, before the agent's configure sets it precisely.
-    `${c.machine ?? MICROVM},memory-backend=mem`,
-    "-nodefaults",
-    "-no-user-config",
-    "-nographic",
-    ...accel,
-    "-smp",
-    String(c.vcpu),
-    "-m",
-    `${c.memMib}M`,
-    "-object",
-    `memory-backend-file,id=mem,size=${c.memMib}M,mem-path=${c.ramPath},share=on`,
-    "-kernel",
-    c.kernel,
-    "-append",
-    c.cmdline,
-    "-drive",
-    `file=${c.diskPath},format=qcow2,if=none,id=root,cache=writeback,discard=unmap,aio=threads`,
-    "-device",
-    "virtio-blk-device,drive=root",
-    "-device",
-    "virtio-serial-device,max_ports=2",
-    "-chardev",
-    `socket,id=agent,path=${p.agent},server=on,wait=off`,
-    "-device",
-    "virtserialport,chardev=agent,name=org.createos.agent",
-    "-device",
-    "virtio-rng-device",
-    // append: a restored VM keeps the console history of the boot it came from.
-    "-chardev",
-    `file,id=con,path=${p.console},append=on`,
-    "-serial",
-    "chardev:con",
-    "-qmp",
-    `unix:${p.qmp},server=on,wait=off`,
-    "-pidfile",
-    p.pidfile,
-    "-daemonize",
-    "-no-reboot",
+  return [
+    ...machineArgs(c),
+    ...cpuArgs(c),
+    ...memoryArgs(c),
+    ...bootArgs(c),
+    ...blockArgs(c),
+    ...agentChannelArgs(p),
+    ...rngArgs(),
+    ...consoleArgs(p),
+    ...controlArgs(p),
+    ...netArgs(c),
+    // paused, waiting for `migrate-incoming` with the snapshot's device state
+    ...(opts.incoming ? ["-S", "-incoming", "defer"] : []),
   ];
-  if (c.tap) {
-    args.push(
-      "-netdev",
-      `tap,id=n0,ifname=${c.tap},script=no,downscript=no`,
-      "-device",
-      `virtio-net-device,netdev=n0,mac=${c.mac}`,
-    );
-  }
-  if (opts.incoming) args.push("-S", "-incoming", "defer");
-  return args;
 }
 
 class QemuMachine implements Machine {
@@ -261,7 +229,7 @@ class QemuMachine implements Machine {
 
   async resizeDisk(bytes: number): Promise<void> {
     this.need("running", "paused");
-    await this.q.execute("block_resize", { device: "root", size: bytes });
+    await this.q.execute("block_resize", { device: ROOT_DRIVE, size: bytes });
   }
 
   async stop(graceMs = 2000): Promise<void> {
@@ -319,62 +287,11 @@ export class QemuDriver implements VmmDriver {
     return m;
   }
 
-  /**
-   * Boots the kernel under KVM with an init that does not exist: a working KVM prints the kernel's panic
-   * within a second or two; a PVM host (or no KVM) hangs or fails and we fall back to TCG.
-   */
-  async probeAccel(kernel: string): Promise<Accel> {
-    if (!existsSync("/dev/kvm")) return "tcg";
-    const { spawn } = await import("node:child_process");
-    return new Promise<Accel>((resolve) => {
-      const child = spawn(
-        QEMU_BIN,
-        [
-          "-M",
-          "microvm,x-option-roms=off,isa-serial=on,acpi=off",
-          "-accel",
-          "kvm",
-          "-cpu",
-          "host",
-          "-m",
-          "128M",
-          "-nodefaults",
-          "-no-user-config",
-          "-nographic",
-          "-no-reboot",
-          "-kernel",
-          kernel,
-          "-append",
-          "console=ttyS0 acpi=off panic=-1 init=/createos-kvm-probe-no-such-init",
-          "-serial",
-          "stdio",
-        ],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let out = "";
-      let done = false;
-      const finish = (a: Accel) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        child.kill("SIGKILL");
-        resolve(a);
-      };
-      const timer = setTimeout(() => finish("tcg"), 8000);
-      child.stdout.setEncoding("utf8").on("data", (d: string) => {
-        out += d;
-        if (/Kernel panic|Run \/createos-kvm-probe|No working init/.test(out)) finish("kvm");
-        if (out.length > 1_000_000) out = out.slice(-10_000);
-      });
-      child.on("error", () => finish("tcg"));
-      child.on("exit", () => finish(/Kernel panic|No working init/.test(out) ? "kvm" : "tcg"));
-    });
+  /** A real boot under KVM decides (vmm/probe.ts). */
+  probeAccel(kernel: string): Promise<Accel> {
+    return probeAccel(QEMU_BIN, kernel);
   }
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value, null, 2));
-  const { rename } = await import("node:fs/promises");
-  await rename(tmp, path);
-}
+/** The one durable atomic JSON write (sys/fs.ts), re-exported for the importers of this module. */
+export { writeJsonAtomic } from "../sys/fs.js";

@@ -2,7 +2,7 @@ import type { HostDaemon } from "@createos-sandbox/protocol";
 import { apiError } from "@createos-sandbox/protocol";
 import type { RootfsInfo } from "../catalog.js";
 import type { ServerConfig } from "../config.js";
-import type { Ctx } from "../http/core.js";
+import type { Ctx, Handler, Route } from "../http/core.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { HostRef, Sandboxes } from "../sandboxes.js";
@@ -21,6 +21,27 @@ export interface App {
   schedulerLastOk(): number | undefined;
   /** Forget cached credentials of a sandbox's access token (after rotate/delete). */
   forgetSandboxCredentials(sandboxId: string): void;
+}
+
+type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+
+/**
+ * One route, written as the protocol writes it: `route("GET /v1/shapes", { auth: "none", body: "none" },
+ * handler)`. Keeps each resource's table of routes to one line a route plus its handler.
+ */
+export function route(
+  spec: `${Method} /${string}`,
+  opts: Pick<Route, "auth" | "body">,
+  handler: Handler,
+): Route {
+  const at = spec.indexOf(" ");
+  return {
+    method: spec.slice(0, at),
+    pattern: spec.slice(at + 1),
+    auth: opts.auth,
+    body: opts.body,
+    handler,
+  };
 }
 
 /** The caller's sandbox by path id, or 404 — also for another tenant's id and for a token of another sandbox. */
@@ -44,6 +65,11 @@ export async function loadSandbox(
 /** Runtime calls (exec, files, shell, tunnel) need a running VM. */
 export function requireRunning(row: SandboxRow, action: string): void {
   if (row.status !== "running") throw apiError("state_conflict", { action, status: row.status });
+}
+
+/** The user the request acts for (routes with `auth: "user"` or `"runtime"` always have a principal). */
+export function userOf(ctx: Pick<Ctx, "principal">): string {
+  return ctx.principal!.user_id;
 }
 
 export function daemonOf(app: App): HostDaemon {

@@ -7,7 +7,7 @@ import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
 import type { Ctx, Route } from "../http/core.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
 import { hashSecret } from "../store/sqlite.js";
-import type { SandboxStatus } from "../store/types.js";
+import type { SandboxPatch, SandboxStatus } from "../store/types.js";
 import {
   Fields,
   MAX_DISK_MIB,
@@ -21,7 +21,7 @@ import {
   sshKeyError,
 } from "../validate.js";
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
-import { type App, findNetwork, loadSandbox } from "./common.js";
+import { type App, findNetwork, loadSandbox, route } from "./common.js";
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {
@@ -170,287 +170,183 @@ function tokenMeta(row: {
   return m;
 }
 
-function newAccessToken(): { token: string; hash: string; hint: string } {
+/**
+ * Stores a fresh access token's hash and hint, stamped now as created (a new token) or rotated. The token
+ * itself is returned for the caller to see once; it is never stored.
+ */
+async function storeNewToken(
+  app: App,
+  id: string,
+  kind: "create" | "rotate",
+): Promise<{ token: string; at: string }> {
   const token = `sat_${randomBytes(24).toString("base64url")}`;
-  return { token, hash: hashSecret(token), hint: `sat_…${token.slice(-4)}` };
+  const at = new Date().toISOString();
+  const stamp: SandboxPatch =
+    kind === "create"
+      ? { access_token_created_at: at, clear: ["access_token_rotated_at"] }
+      : { access_token_rotated_at: at };
+  await app.store.updateSandbox(id, {
+    access_token_hash: hashSecret(token),
+    access_token_hint: `sat_…${token.slice(-4)}`,
+    ...stamp,
+  });
+  return { token, at };
 }
 
 export function sandboxRoutes(app: App): Route[] {
   const view = (row: Parameters<typeof sandboxView>[0]) => sandboxView(row, app.cfg);
   const pollAfter = { "x-poll-after": "1" };
   return [
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const input = await parseCreate(app, ctx);
-        const row = await app.sandboxes.create(ctx.principal!.user_id, ctx.principal!.user_id, input);
-        ctx.logFields.sandbox_id = row.id;
-        return { data: createResponse(row, app.cfg) };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const { limit, offset } = pageParams(ctx.query);
-        const status = ctx.query.get("status") ?? undefined;
-        if (status !== undefined && status !== "" && !SANDBOX_STATUSES.includes(status as SandboxStatus)) {
-          throw validationError({ status: `unknown status: ${status.slice(0, 50)}` });
-        }
-        const res = await app.store.listSandboxes(ctx.principal!.user_id, {
-          limit,
-          offset,
-          ...(status ? { status: status as SandboxStatus } : {}),
-        });
-        return { data: page(res.rows.map(view), res.total, limit, offset) };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/by-ip/:ip",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const ip = ctx.params.ip ?? "";
-        const row = await app.store.getSandboxByIp(ctx.principal!.user_id, ip);
-        if (!row) throw apiError("sandbox_not_found", { id: ip.slice(0, 100) });
-        return { data: view(row) };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id",
-      auth: "runtime",
-      body: "none",
-      handler: async (ctx) => ({ data: view(await loadSandbox(app, ctx)) }),
-    },
-    {
-      method: "PATCH",
-      pattern: "/v1/sandboxes/:id",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const ingress = f.bool("ingress_enabled");
-        const secs = f.int("auto_pause_after_seconds", autoPauseRange(app));
-        const disable = f.bool("disable_auto_pause");
-        if (disable === true && f.has("auto_pause_after_seconds")) {
-          f.fail(
-            "disable_auto_pause",
-            "give either auto_pause_after_seconds or disable_auto_pause, not both",
-          );
-        }
-        f.done();
-        const row = await loadSandbox(app, ctx);
-        if (row.status === "destroyed" || row.status === "destroying" || row.status === "failed") {
-          throw apiError("state_conflict", { action: "update", status: row.status });
-        }
-        await app.store.updateSandbox(row.id, {
-          ...(ingress !== undefined ? { ingress_enabled: ingress } : {}),
-          ...(secs !== undefined ? { auto_pause_after_seconds: secs } : {}),
-          // A new timeout counts idleness from now, not from the last activity before it was set.
-          ...(secs !== undefined ? { last_activity_at: Date.now() } : {}),
-          ...(disable === true ? { clear: ["auto_pause_after_seconds"] } : {}),
-        });
-        return { data: view((await app.store.getSandbox(row.id))!) };
-      },
-    },
-    {
-      method: "DELETE",
-      pattern: "/v1/sandboxes/:id",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => ({ data: await app.sandboxes.destroy(await loadSandbox(app, ctx)) }),
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/pause",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const { code, row } = await app.sandboxes.pause(await loadSandbox(app, ctx));
-        return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/resume",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const { code, row } = await app.sandboxes.resume(await loadSandbox(app, ctx));
-        return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/fork",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const input = parseFork(ctx);
-        const child = await app.sandboxes.fork(await loadSandbox(app, ctx), input);
-        return { data: view(child) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/resize",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const mib = f.int("disk_mib", { required: true, min: 1, max: MAX_DISK_MIB });
-        f.done();
-        const row = await app.sandboxes.resize(await loadSandbox(app, ctx), mib!);
-        return { data: { id: row.id, disk_mib: row.disk_mib } };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id/egress",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const row = await loadSandbox(app, ctx);
-        return { data: { id: row.id, egress: row.egress } };
-      },
-    },
-    {
-      method: "PUT",
-      pattern: "/v1/sandboxes/:id/egress",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const rules = f.strings("egress", { max: MAX_EGRESS_RULES, item: egressRuleError });
-        f.done();
-        const row = await loadSandbox(app, ctx);
-        if (row.status === "destroyed" || row.status === "failed") {
-          throw apiError("state_conflict", { action: "set egress on", status: row.status });
-        }
-        // Stored now; enforcement on the host lands with the networking issue.
-        const egress = normaliseEgress(rules) ?? [];
-        await app.store.updateSandbox(row.id, { egress });
-        return { data: { id: row.id, egress } };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id/bandwidth",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => ({ data: bandwidthView(await loadSandbox(app, ctx)) }),
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/bandwidth/recharge",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const add = f.int("add_bytes", { required: true, min: 1, max: 2 ** 50 });
-        f.done();
-        const row = await loadSandbox(app, ctx);
-        if (row.bandwidth_quota_bytes >= 0) {
-          await app.store.updateSandbox(row.id, { bandwidth_quota_bytes: row.bandwidth_quota_bytes + add! });
-        }
-        return { data: bandwidthView((await app.store.getSandbox(row.id))!) };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/ssh-pubkeys",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const keys = f.strings("keys", { max: MAX_SSH_KEYS, item: sshKeyError });
-        if (!f.errs.keys && (!keys || keys.length === 0)) f.fail("keys", "keys must hold at least one key");
-        f.done();
-        const row = await loadSandbox(app, ctx);
-        const merged = mergeSshKeys(row.ssh_pubkeys, keys!);
-        if (merged.length > MAX_SSH_KEYS)
-          throw validationError({ keys: `a sandbox holds at most ${MAX_SSH_KEYS} keys` });
-        await app.store.updateSandbox(row.id, { ssh_pubkeys: merged });
-        return { data: { count: merged.length } };
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/access-token",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const row = await loadSandbox(app, ctx);
-        if (row.access_token_hash) throw apiError("access_token_exists", { id: row.id });
-        const t = newAccessToken();
-        const at = new Date().toISOString();
-        await app.store.updateSandbox(row.id, {
-          access_token_hash: t.hash,
-          access_token_hint: t.hint,
-          access_token_created_at: at,
-          clear: ["access_token_rotated_at"],
-        });
-        return { data: { token: t.token, enabled: true, created_at: at } };
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id/access-token",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => ({ data: tokenMeta(await loadSandbox(app, ctx)) }),
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/access-token/rotate",
-      auth: "user",
-      body: "json",
-      handler: async (ctx) => {
-        const row = await loadSandbox(app, ctx);
-        if (!row.access_token_hash) throw apiError("access_token_not_found", { id: row.id });
-        const t = newAccessToken();
-        const at = new Date().toISOString();
-        await app.store.updateSandbox(row.id, {
-          access_token_hash: t.hash,
-          access_token_hint: t.hint,
-          access_token_rotated_at: at,
-        });
-        app.forgetSandboxCredentials(row.id);
-        return {
-          data: {
-            token: t.token,
-            enabled: true,
-            created_at: row.access_token_created_at ?? at,
-            rotated_at: at,
-          },
-        };
-      },
-    },
-    {
-      method: "DELETE",
-      pattern: "/v1/sandboxes/:id/access-token",
-      auth: "user",
-      body: "none",
-      handler: async (ctx) => {
-        const row = await loadSandbox(app, ctx);
-        await app.store.updateSandbox(row.id, {
-          clear: [
-            "access_token_hash",
-            "access_token_hint",
-            "access_token_created_at",
-            "access_token_rotated_at",
-          ],
-        });
-        app.forgetSandboxCredentials(row.id);
-        return { data: { enabled: false } };
-      },
-    },
+    route("POST /v1/sandboxes", { auth: "user", body: "json" }, async (ctx) => {
+      const input = await parseCreate(app, ctx);
+      const row = await app.sandboxes.create(ctx.principal!.user_id, ctx.principal!.user_id, input);
+      ctx.logFields.sandbox_id = row.id;
+      return { data: createResponse(row, app.cfg) };
+    }),
+    route("GET /v1/sandboxes", { auth: "user", body: "none" }, async (ctx) => {
+      const { limit, offset } = pageParams(ctx.query);
+      const status = ctx.query.get("status") ?? undefined;
+      if (status !== undefined && status !== "" && !SANDBOX_STATUSES.includes(status as SandboxStatus)) {
+        throw validationError({ status: `unknown status: ${status.slice(0, 50)}` });
+      }
+      const res = await app.store.listSandboxes(ctx.principal!.user_id, {
+        limit,
+        offset,
+        ...(status ? { status: status as SandboxStatus } : {}),
+      });
+      return { data: page(res.rows.map(view), res.total, limit, offset) };
+    }),
+    route("GET /v1/sandboxes/by-ip/:ip", { auth: "user", body: "none" }, async (ctx) => {
+      const ip = ctx.params.ip ?? "";
+      const row = await app.store.getSandboxByIp(ctx.principal!.user_id, ip);
+      if (!row) throw apiError("sandbox_not_found", { id: ip.slice(0, 100) });
+      return { data: view(row) };
+    }),
+    route("GET /v1/sandboxes/:id", { auth: "runtime", body: "none" }, async (ctx) => ({
+      data: view(await loadSandbox(app, ctx)),
+    })),
+    route("PATCH /v1/sandboxes/:id", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const ingress = f.bool("ingress_enabled");
+      const secs = f.int("auto_pause_after_seconds", autoPauseRange(app));
+      const disable = f.bool("disable_auto_pause");
+      if (disable === true && f.has("auto_pause_after_seconds")) {
+        f.fail("disable_auto_pause", "give either auto_pause_after_seconds or disable_auto_pause, not both");
+      }
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      if (row.status === "destroyed" || row.status === "destroying" || row.status === "failed") {
+        throw apiError("state_conflict", { action: "update", status: row.status });
+      }
+      await app.store.updateSandbox(row.id, {
+        ...(ingress !== undefined ? { ingress_enabled: ingress } : {}),
+        ...(secs !== undefined ? { auto_pause_after_seconds: secs } : {}),
+        // A new timeout counts idleness from now, not from the last activity before it was set.
+        ...(secs !== undefined ? { last_activity_at: Date.now() } : {}),
+        ...(disable === true ? { clear: ["auto_pause_after_seconds"] } : {}),
+      });
+      return { data: view((await app.store.getSandbox(row.id))!) };
+    }),
+    route("DELETE /v1/sandboxes/:id", { auth: "user", body: "none" }, async (ctx) => ({
+      data: await app.sandboxes.destroy(await loadSandbox(app, ctx)),
+    })),
+    route("POST /v1/sandboxes/:id/pause", { auth: "user", body: "json" }, async (ctx) => {
+      const { code, row } = await app.sandboxes.pause(await loadSandbox(app, ctx));
+      return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
+    }),
+    route("POST /v1/sandboxes/:id/resume", { auth: "user", body: "json" }, async (ctx) => {
+      const { code, row } = await app.sandboxes.resume(await loadSandbox(app, ctx));
+      return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
+    }),
+    route("POST /v1/sandboxes/:id/fork", { auth: "user", body: "json" }, async (ctx) => {
+      const input = parseFork(ctx);
+      const child = await app.sandboxes.fork(await loadSandbox(app, ctx), input);
+      return { data: view(child) };
+    }),
+    route("POST /v1/sandboxes/:id/resize", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const mib = f.int("disk_mib", { required: true, min: 1, max: MAX_DISK_MIB });
+      f.done();
+      const row = await app.sandboxes.resize(await loadSandbox(app, ctx), mib!);
+      return { data: { id: row.id, disk_mib: row.disk_mib } };
+    }),
+    route("GET /v1/sandboxes/:id/egress", { auth: "user", body: "none" }, async (ctx) => {
+      const row = await loadSandbox(app, ctx);
+      return { data: { id: row.id, egress: row.egress } };
+    }),
+    route("PUT /v1/sandboxes/:id/egress", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const rules = f.strings("egress", { max: MAX_EGRESS_RULES, item: egressRuleError });
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      if (row.status === "destroyed" || row.status === "failed") {
+        throw apiError("state_conflict", { action: "set egress on", status: row.status });
+      }
+      // Stored now; enforcement on the host lands with the networking issue.
+      const egress = normaliseEgress(rules) ?? [];
+      await app.store.updateSandbox(row.id, { egress });
+      return { data: { id: row.id, egress } };
+    }),
+    route("GET /v1/sandboxes/:id/bandwidth", { auth: "user", body: "none" }, async (ctx) => ({
+      data: bandwidthView(await loadSandbox(app, ctx)),
+    })),
+    route("POST /v1/sandboxes/:id/bandwidth/recharge", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const add = f.int("add_bytes", { required: true, min: 1, max: 2 ** 50 });
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      if (row.bandwidth_quota_bytes >= 0) {
+        await app.store.updateSandbox(row.id, { bandwidth_quota_bytes: row.bandwidth_quota_bytes + add! });
+      }
+      return { data: bandwidthView((await app.store.getSandbox(row.id))!) };
+    }),
+    route("POST /v1/sandboxes/:id/ssh-pubkeys", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const keys = f.strings("keys", { max: MAX_SSH_KEYS, item: sshKeyError });
+      if (!f.errs.keys && (!keys || keys.length === 0)) f.fail("keys", "keys must hold at least one key");
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      const merged = mergeSshKeys(row.ssh_pubkeys, keys!);
+      if (merged.length > MAX_SSH_KEYS)
+        throw validationError({ keys: `a sandbox holds at most ${MAX_SSH_KEYS} keys` });
+      await app.store.updateSandbox(row.id, { ssh_pubkeys: merged });
+      return { data: { count: merged.length } };
+    }),
+    route("POST /v1/sandboxes/:id/access-token", { auth: "user", body: "json" }, async (ctx) => {
+      const row = await loadSandbox(app, ctx);
+      if (row.access_token_hash) throw apiError("access_token_exists", { id: row.id });
+      const { token, at } = await storeNewToken(app, row.id, "create");
+      return { data: { token, enabled: true, created_at: at } };
+    }),
+    route("GET /v1/sandboxes/:id/access-token", { auth: "user", body: "none" }, async (ctx) => ({
+      data: tokenMeta(await loadSandbox(app, ctx)),
+    })),
+    route("POST /v1/sandboxes/:id/access-token/rotate", { auth: "user", body: "json" }, async (ctx) => {
+      const row = await loadSandbox(app, ctx);
+      if (!row.access_token_hash) throw apiError("access_token_not_found", { id: row.id });
+      const { token, at } = await storeNewToken(app, row.id, "rotate");
+      app.forgetSandboxCredentials(row.id);
+      return {
+        data: {
+          token,
+          enabled: true,
+          created_at: row.access_token_created_at ?? at,
+          rotated_at: at,
+        },
+      };
+    }),
+    route("DELETE /v1/sandboxes/:id/access-token", { auth: "user", body: "none" }, async (ctx) => {
+      const row = await loadSandbox(app, ctx);
+      await app.store.updateSandbox(row.id, {
+        clear: [
+          "access_token_hash",
+          "access_token_hint",
+          "access_token_created_at",
+          "access_token_rotated_at",
+        ],
+      });
+      app.forgetSandboxCredentials(row.id);
+      return { data: { enabled: false } };
+    }),
   ];
 }

@@ -10,7 +10,7 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
 import type { Route, UpgradeCtx, UpgradeRoute } from "../http/core.js";
 import { Fields, absolutePathError } from "../validate.js";
-import { type App, loadSandbox, requireRunning } from "./common.js";
+import { type App, loadSandbox, requireRunning, route } from "./common.js";
 
 const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
 
@@ -18,175 +18,150 @@ function switching(u: UpgradeCtx): string {
   return `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${u.reqId}\r\n\r\n`;
 }
 
+/** The `?path=` of a file route: an absolute path, or 400. */
+function filePath(query: URLSearchParams): string {
+  const path = query.get("path");
+  const perr = absolutePathError(path);
+  if (perr) throw validationError(perr);
+  return path!;
+}
+
+/** Shell and tunnel are upgrades (`upgradeRoutes`); a plain POST to them is told so. */
+const upgradeRequired = async (): Promise<never> => {
+  throw apiError("upgrade_required");
+};
+
 export function streamRoutes(app: App): Route[] {
   return [
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/exec",
-      auth: "runtime",
-      body: "json",
-      handler: async (ctx) => {
-        const f = new Fields(ctx.body);
-        const cmd = f.str("cmd", { required: true, max: 4096 });
-        const args = f.strings("args", { max: 4096 }) ?? [];
-        const stdinRaw = f.raw.stdin;
-        if (stdinRaw !== undefined && stdinRaw !== null && typeof stdinRaw !== "string")
-          f.fail("stdin", "stdin must be a string");
-        const env = f.envs("env");
-        const streamFlag = f.bool("stream");
-        const cwd = f.str("cwd", { max: 4096 });
-        if (cwd && !cwd.startsWith("/")) f.fail("cwd", "cwd must be an absolute path");
-        f.done();
-        const row = await loadSandbox(app, ctx);
-        if (env) {
-          const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
-          if (undeclared.length) {
-            throw validationError({
-              env: `undeclared env key: ${undeclared.join(", ")} (exec env may only override keys declared in the sandbox's envs)`,
-            });
-          }
-        }
-        requireRunning(row, "exec in");
-        const daemon = app.sandboxes.daemon();
-        const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
-        const req = {
-          argv: [cmd!, ...args],
-          ...(env ? { env } : {}),
-          ...(cwd ? { cwd } : {}),
-          ...(typeof stdinRaw === "string" && stdinRaw !== "" ? { stdin: Buffer.from(stdinRaw) } : {}),
-        };
-        const ac = new AbortController();
-        // The client went away before the answer: kill the command (protocol.md §3.1).
-        ctx.res.on("close", () => {
-          if (!ctx.res.writableFinished) ac.abort();
-        });
-        app.sandboxes.streamOpened(row.id);
-        try {
-          if (!streaming) {
-            const out = { stdout: [] as Buffer[], stderr: [] as Buffer[], n: 0 };
-            const keep = (arr: Buffer[]) => (c: Buffer) => {
-              if (out.n + c.length > EXEC_BUFFER_CAP) return;
-              out.n += c.length;
-              arr.push(c);
-            };
-            const r = await daemon
-              .exec(row.id, req, { onStdout: keep(out.stdout), onStderr: keep(out.stderr) }, ac.signal)
-              .catch((e) => {
-                throw mapHostdError(e, { action: "exec in" });
-              });
-            const result: { stdout: string; stderr: string; exit_code: number; error?: string } = {
-              stdout: Buffer.concat(out.stdout).toString("utf8"),
-              stderr: Buffer.concat(out.stderr).toString("utf8"),
-              exit_code: r.exit_code,
-            };
-            if (r.error) result.error = r.error;
-            ctx.logFields.exit_code = r.exit_code;
-            return { data: { result, exec_ms: r.exec_ms } };
-          }
-          await streamExec(app, ctx, row.id, req, ac);
-          return undefined;
-        } finally {
-          app.sandboxes.streamClosed(row.id);
-        }
-      },
-    },
-    {
-      method: "PUT",
-      pattern: "/v1/sandboxes/:id/files",
-      auth: "runtime",
-      body: "raw",
-      handler: async (ctx) => {
-        const path = ctx.query.get("path");
-        const perr = absolutePathError(path);
-        if (perr) throw validationError(perr);
-        const limit = app.cfg.maxFileBytes;
-        const declared = ctx.req.headers["content-length"];
-        if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
-        const row = await loadSandbox(app, ctx);
-        requireRunning(row, "write files to");
-        const daemon = app.sandboxes.daemon();
-        let seen = 0;
-        let over = false;
-        const counter = new Transform({
-          transform(chunk: Buffer, _enc, cb) {
-            seen += chunk.length;
-            if (seen > limit) {
-              over = true;
-              cb(apiError("file_too_large", { limit }));
-              return;
-            }
-            cb(null, chunk);
-          },
-        });
-        ctx.req.on("error", (e) => counter.destroy(e));
-        ctx.req.pipe(counter);
-        app.sandboxes.streamOpened(row.id);
-        try {
-          const res = await daemon.writeFile(row.id, path!, counter).catch((e) => {
-            throw over
-              ? apiError("file_too_large", { limit })
-              : mapHostdError(e, { action: "write files to", path: path! });
+    route("POST /v1/sandboxes/:id/exec", { auth: "runtime", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const cmd = f.str("cmd", { required: true, max: 4096 });
+      const args = f.strings("args", { max: 4096 }) ?? [];
+      const stdinRaw = f.raw.stdin;
+      if (stdinRaw !== undefined && stdinRaw !== null && typeof stdinRaw !== "string")
+        f.fail("stdin", "stdin must be a string");
+      const env = f.envs("env");
+      const streamFlag = f.bool("stream");
+      const cwd = f.str("cwd", { max: 4096 });
+      if (cwd && !cwd.startsWith("/")) f.fail("cwd", "cwd must be an absolute path");
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      if (env) {
+        const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
+        if (undeclared.length) {
+          throw validationError({
+            env: `undeclared env key: ${undeclared.join(", ")} (exec env may only override keys declared in the sandbox's envs)`,
           });
-          return { data: { path: path!, bytes: res.bytes } };
-        } finally {
-          app.sandboxes.streamClosed(row.id);
         }
-      },
-    },
-    {
-      method: "GET",
-      pattern: "/v1/sandboxes/:id/files",
-      auth: "runtime",
-      body: "none",
-      handler: async (ctx) => {
-        const path = ctx.query.get("path");
-        const perr = absolutePathError(path);
-        if (perr) throw validationError(perr);
-        const row = await loadSandbox(app, ctx);
-        requireRunning(row, "read files from");
-        const daemon = app.sandboxes.daemon();
-        const { stat, body } = await daemon.readFile(row.id, path!).catch((e) => {
-          throw mapHostdError(e, { action: "read files from", path: path! });
-        });
-        if (stat.size > app.cfg.maxFileBytes) {
-          body.destroy();
-          throw apiError("file_too_large", { limit: app.cfg.maxFileBytes });
+      }
+      requireRunning(row, "exec in");
+      const daemon = app.sandboxes.daemon();
+      const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
+      const req = {
+        argv: [cmd!, ...args],
+        ...(env ? { env } : {}),
+        ...(cwd ? { cwd } : {}),
+        ...(typeof stdinRaw === "string" && stdinRaw !== "" ? { stdin: Buffer.from(stdinRaw) } : {}),
+      };
+      const ac = new AbortController();
+      // The client went away before the answer: kill the command (protocol.md §3.1).
+      ctx.res.on("close", () => {
+        if (!ctx.res.writableFinished) ac.abort();
+      });
+      app.sandboxes.streamOpened(row.id);
+      try {
+        if (!streaming) {
+          const out = { stdout: [] as Buffer[], stderr: [] as Buffer[], n: 0 };
+          const keep = (arr: Buffer[]) => (c: Buffer) => {
+            if (out.n + c.length > EXEC_BUFFER_CAP) return;
+            out.n += c.length;
+            arr.push(c);
+          };
+          const r = await daemon
+            .exec(row.id, req, { onStdout: keep(out.stdout), onStderr: keep(out.stderr) }, ac.signal)
+            .catch((e) => {
+              throw mapHostdError(e, { action: "exec in" });
+            });
+          const result: { stdout: string; stderr: string; exit_code: number; error?: string } = {
+            stdout: Buffer.concat(out.stdout).toString("utf8"),
+            stderr: Buffer.concat(out.stderr).toString("utf8"),
+            exit_code: r.exit_code,
+          };
+          if (r.error) result.error = r.error;
+          ctx.logFields.exit_code = r.exit_code;
+          return { data: { result, exec_ms: r.exec_ms } };
         }
-        ctx.res.writeHead(200, {
-          "content-type": "application/octet-stream",
-          "content-length": stat.size,
-          "x-request-id": ctx.reqId,
-        });
-        app.sandboxes.streamOpened(row.id);
-        try {
-          await pipeline(body, ctx.res);
-        } catch {
-          // Client gone or the guest stream broke: the connection is already cut, nothing to answer.
-          ctx.res.destroy();
-        } finally {
-          app.sandboxes.streamClosed(row.id);
-        }
+        await streamExec(app, ctx, row.id, req, ac);
         return undefined;
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/shell",
-      auth: "runtime",
-      body: "none",
-      handler: async () => {
-        throw apiError("upgrade_required");
-      },
-    },
-    {
-      method: "POST",
-      pattern: "/v1/sandboxes/:id/tunnel/:port",
-      auth: "runtime",
-      body: "none",
-      handler: async () => {
-        throw apiError("upgrade_required");
-      },
-    },
+      } finally {
+        app.sandboxes.streamClosed(row.id);
+      }
+    }),
+    route("PUT /v1/sandboxes/:id/files", { auth: "runtime", body: "raw" }, async (ctx) => {
+      const path = filePath(ctx.query);
+      const limit = app.cfg.maxFileBytes;
+      const declared = ctx.req.headers["content-length"];
+      if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
+      const row = await loadSandbox(app, ctx);
+      requireRunning(row, "write files to");
+      const daemon = app.sandboxes.daemon();
+      let seen = 0;
+      let over = false;
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          seen += chunk.length;
+          if (seen > limit) {
+            over = true;
+            cb(apiError("file_too_large", { limit }));
+            return;
+          }
+          cb(null, chunk);
+        },
+      });
+      ctx.req.on("error", (e) => counter.destroy(e));
+      ctx.req.pipe(counter);
+      app.sandboxes.streamOpened(row.id);
+      try {
+        const res = await daemon.writeFile(row.id, path, counter).catch((e) => {
+          throw over
+            ? apiError("file_too_large", { limit })
+            : mapHostdError(e, { action: "write files to", path });
+        });
+        return { data: { path, bytes: res.bytes } };
+      } finally {
+        app.sandboxes.streamClosed(row.id);
+      }
+    }),
+    route("GET /v1/sandboxes/:id/files", { auth: "runtime", body: "none" }, async (ctx) => {
+      const path = filePath(ctx.query);
+      const row = await loadSandbox(app, ctx);
+      requireRunning(row, "read files from");
+      const daemon = app.sandboxes.daemon();
+      const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
+        throw mapHostdError(e, { action: "read files from", path });
+      });
+      if (stat.size > app.cfg.maxFileBytes) {
+        body.destroy();
+        throw apiError("file_too_large", { limit: app.cfg.maxFileBytes });
+      }
+      ctx.res.writeHead(200, {
+        "content-type": "application/octet-stream",
+        "content-length": stat.size,
+        "x-request-id": ctx.reqId,
+      });
+      app.sandboxes.streamOpened(row.id);
+      try {
+        await pipeline(body, ctx.res);
+      } catch {
+        // Client gone or the guest stream broke: the connection is already cut, nothing to answer.
+        ctx.res.destroy();
+      } finally {
+        app.sandboxes.streamClosed(row.id);
+      }
+      return undefined;
+    }),
+    route("POST /v1/sandboxes/:id/shell", { auth: "runtime", body: "none" }, upgradeRequired),
+    route("POST /v1/sandboxes/:id/tunnel/:port", { auth: "runtime", body: "none" }, upgradeRequired),
   ];
 }
 

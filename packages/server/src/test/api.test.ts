@@ -2,7 +2,16 @@
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { ED25519, type ServerProc, call, cleanup, cli, newUser, startProc } from "./helpers.js";
+import {
+  ED25519,
+  SANDBOX_ROUTES,
+  type ServerProc,
+  call,
+  cleanup,
+  cli,
+  newUser,
+  startProc,
+} from "./helpers.js";
 
 const GHOST = "sb-01jq0000000000000000000000";
 
@@ -208,31 +217,8 @@ describe("control plane without an engine", () => {
   });
 
   it("every sandbox route answers 404 for unknown and foreign ids, never a missing route", async () => {
-    const routes: [string, string, unknown?][] = [
-      ["GET", ""],
-      ["PATCH", "", { ingress_enabled: true }],
-      ["DELETE", ""],
-      ["POST", "/pause"],
-      ["POST", "/resume"],
-      ["POST", "/fork", {}],
-      ["POST", "/resize", { disk_mib: 20480 }],
-      ["POST", "/exec", { cmd: "true" }],
-      ["GET", "/files?path=/etc/hostname"],
-      ["GET", "/egress"],
-      ["PUT", "/egress", { egress: ["example.com:443"] }],
-      ["GET", "/bandwidth"],
-      ["POST", "/bandwidth/recharge", { add_bytes: 10 }],
-      ["POST", "/ssh-pubkeys", { keys: [ED25519] }],
-      ["POST", "/access-token"],
-      ["GET", "/access-token"],
-      ["POST", "/access-token/rotate"],
-      ["DELETE", "/access-token"],
-      ["POST", "/networks", { id: "x" }],
-      ["DELETE", "/networks/x"],
-      ["GET", "/disks"],
-    ];
     for (const id of [GHOST, "sb_01JQ0000000000000000000000", "not-an-id"]) {
-      for (const [m, suffix, body] of routes) {
+      for (const [m, suffix, body] of SANDBOX_ROUTES) {
         const r = await call(s.url, m, `/v1/sandboxes/${id}${suffix}`, {
           key: other,
           ...(body ? { body } : {}),

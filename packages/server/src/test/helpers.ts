@@ -179,3 +179,34 @@ export async function call(
 
 export const ED25519 =
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@example";
+
+/**
+ * Every per-sandbox REST route, as `[method, suffix after /v1/sandboxes/{id}, body?]`, each with a body
+ * that passes validation: for an unknown or another tenant's sandbox the answer must be 404, never a
+ * missing route or a validation error.
+ */
+export const SANDBOX_ROUTES: readonly (readonly [string, string, unknown?])[] = [
+  ["GET", ""],
+  ["PATCH", "", { ingress_enabled: true }],
+  ["DELETE", ""],
+  ["POST", "/pause"],
+  ["POST", "/resume"],
+  ["POST", "/fork", {}],
+  ["POST", "/resize", { disk_mib: 20480 }],
+  ["POST", "/exec", { cmd: "true" }],
+  ["POST", "/exec?stream=true", { cmd: "true", stream: true }],
+  ["GET", "/files?path=/etc/hostname"],
+  ["PUT", "/files?path=/tmp/x"],
+  ["GET", "/egress"],
+  ["PUT", "/egress", { egress: ["example.com:443"] }],
+  ["GET", "/bandwidth"],
+  ["POST", "/bandwidth/recharge", { add_bytes: 1 }],
+  ["POST", "/ssh-pubkeys", { keys: [ED25519] }],
+  ["POST", "/access-token"],
+  ["GET", "/access-token"],
+  ["POST", "/access-token/rotate"],
+  ["DELETE", "/access-token"],
+  ["POST", "/networks", { id: "x" }],
+  ["DELETE", "/networks/x"],
+  ["GET", "/disks"],
+];

@@ -21,7 +21,7 @@ import {
   startEngineServer,
   upgrade,
 } from "./engine-helpers.js";
-import { ED25519, type ServerProc, call, cleanup, newUser } from "./helpers.js";
+import { ED25519, SANDBOX_ROUTES, type ServerProc, call, cleanup, newUser } from "./helpers.js";
 
 const SHAPE = "s-1vcpu-256mb";
 
@@ -302,31 +302,7 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     const h = (await bob.listSandboxes()).map((x) => x.id);
     assert.ok(!h.includes(sb.id));
     await assert.rejects(bob.getSandbox(sb.id), CreateosSandboxNotFoundError);
-    const routes: [string, string, unknown?][] = [
-      ["GET", ""],
-      ["PATCH", "", { ingress_enabled: true }],
-      ["DELETE", ""],
-      ["POST", "/pause"],
-      ["POST", "/resume"],
-      ["POST", "/fork", {}],
-      ["POST", "/resize", { disk_mib: 99999 }],
-      ["POST", "/exec", { cmd: "true" }],
-      ["POST", "/exec?stream=true", { cmd: "true", stream: true }],
-      ["GET", "/files?path=/etc/hostname"],
-      ["PUT", "/files?path=/tmp/x"],
-      ["GET", "/egress"],
-      ["PUT", "/egress", { egress: [] }],
-      ["GET", "/bandwidth"],
-      ["POST", "/bandwidth/recharge", { add_bytes: 1 }],
-      ["POST", "/ssh-pubkeys", { keys: [ED25519] }],
-      ["POST", "/access-token"],
-      ["GET", "/access-token"],
-      ["POST", "/access-token/rotate"],
-      ["DELETE", "/access-token"],
-      ["POST", "/networks", { id: "x" }],
-      ["GET", "/disks"],
-    ];
-    for (const [m, suffix, body] of routes) {
+    for (const [m, suffix, body] of SANDBOX_ROUTES) {
       const r = await call(s.url, m, `/v1/sandboxes/${sb.id}${suffix}`, {
         key: bobKey,
         ...(body ? { body } : {}),

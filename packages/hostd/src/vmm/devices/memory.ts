@@ -1,0 +1,15 @@
+/**
+ * Guest RAM as a `memory-backend-file,share=on` mapping of the VM's RAM file: the file *is* the guest's
+ * memory, so a snapshot never copies RAM through the migration stream (with `x-ignore-shared` the stream
+ * carries only device and vCPU state) and a restore maps the same file back.
+ */
+import type { MachineConfig } from "../driver.js";
+
+export function memoryArgs(c: MachineConfig): string[] {
+  return [
+    "-m",
+    `${c.memMib}M`,
+    "-object",
+    `memory-backend-file,id=mem,size=${c.memMib}M,mem-path=${c.ramPath},share=on`,
+  ];
+}

@@ -1,0 +1,25 @@
+/** Liveness and readiness probes (protocol.md §2.1): no auth, so load balancers can ask. */
+import type { api } from "@createos-sandbox/protocol";
+import type { Route } from "../http/core.js";
+import { type App, route } from "./common.js";
+
+export function healthRoutes(app: App): Route[] {
+  return [
+    route("GET /healthz", { auth: "none", body: "none" }, async () => ({ data: { up: true } })),
+    route("GET /readyz", { auth: "none", body: "none" }, async () => {
+      const last = app.schedulerLastOk();
+      const ago = last === undefined ? undefined : Math.round(performance.now() - last);
+      const reason = app.host.notReady ?? (app.host.daemon ? undefined : "no host daemon loaded");
+      const stale = ago === undefined || ago > Math.max(60_000, app.cfg.schedulerIntervalMs * 6);
+      if (reason || stale) {
+        const data: api.ReadyzResponse = {
+          ready: false,
+          reason: reason ?? "scheduler has not completed a pass recently",
+        };
+        if (ago !== undefined) data.scheduler_last_ok_ms_ago = ago;
+        return { status: 503, data, headers: { "retry-after": "5" } };
+      }
+      return { data: { ready: true, scheduler_last_ok_ms_ago: ago } };
+    }),
+  ];
+}

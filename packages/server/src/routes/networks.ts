@@ -1,0 +1,90 @@
+/**
+ * Networks and their members (protocol.md §2.6, §2.7). The rows are real; the overlay wiring lands with
+ * the networking issue.
+ */
+import { apiError } from "@createos-sandbox/protocol";
+import type { Route } from "../http/core.js";
+import { newNetworkId } from "../ulid.js";
+import { Fields, RESOURCE_NAME_RE, pageParams } from "../validate.js";
+import { networkView, page } from "../views.js";
+import { type App, findNetwork, loadSandbox, requireRunning, route, userOf } from "./common.js";
+
+export function networkRoutes(app: App): Route[] {
+  return [
+    route("GET /v1/networks", { auth: "user", body: "none" }, async (ctx) => {
+      const { limit, offset } = pageParams(ctx.query);
+      const res = await app.store.listNetworks(userOf(ctx), { limit, offset });
+      return {
+        data: page(
+          res.rows.map((n) => networkView(n, { member_count: n.member_count })),
+          res.total,
+          limit,
+          offset,
+        ),
+      };
+    }),
+    route("POST /v1/networks", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const name = f.str("name", {
+        required: true,
+        max: 63,
+        re: RESOURCE_NAME_RE,
+        reMsg: "name must match ^[a-z0-9][a-z0-9-]{0,62}$",
+      });
+      f.done();
+      if (await app.store.getNetwork(userOf(ctx), name!))
+        throw apiError("name_taken", { kind: "network", name: name! });
+      if ((await app.store.countNetworks(userOf(ctx))) >= app.cfg.maxNetworksPerTenant) {
+        throw apiError("limit_networks", { limit: app.cfg.maxNetworksPerTenant });
+      }
+      const row = {
+        id: newNetworkId(),
+        user_id: userOf(ctx),
+        name: name!,
+        created_at: new Date().toISOString(),
+      };
+      try {
+        await app.store.createNetwork(row);
+      } catch (e) {
+        if (/UNIQUE/.test(String(e))) throw apiError("name_taken", { kind: "network", name: name! });
+        throw e;
+      }
+      return { data: networkView(row, { member_count: 0 }) };
+    }),
+    route("GET /v1/networks/:ref", { auth: "user", body: "none" }, async (ctx) => {
+      const ref = ctx.params.ref!;
+      const n = await findNetwork(app, userOf(ctx), ref);
+      if (!n) throw apiError("network_not_found", { id: ref.slice(0, 100) });
+      return { data: networkView(n, { members: await app.store.networkMembers(n.id) }) };
+    }),
+    route("DELETE /v1/networks/:ref", { auth: "user", body: "none" }, async (ctx) => {
+      const ref = ctx.params.ref!;
+      const n = await findNetwork(app, userOf(ctx), ref);
+      if (!n) throw apiError("network_not_found", { id: ref.slice(0, 100) });
+      const members = await app.store.networkMembers(n.id);
+      if (members.length) throw apiError("network_in_use", { id: n.id, count: members.length });
+      await app.store.deleteNetwork(n.id);
+      return { data: { ok: true } };
+    }),
+    route("POST /v1/sandboxes/:id/networks", { auth: "user", body: "json" }, async (ctx) => {
+      const f = new Fields(ctx.body);
+      const ref = f.str("id", { required: true, max: 100 });
+      f.done();
+      const row = await loadSandbox(app, ctx);
+      const n = await findNetwork(app, userOf(ctx), ref!);
+      if (!n) throw apiError("network_not_found", { id: ref! });
+      requireRunning(row, "attach a network to");
+      await app.store.addNetworkMember(n.id, row.id);
+      return { data: { ok: true } };
+    }),
+    route("DELETE /v1/sandboxes/:id/networks/:net", { auth: "user", body: "none" }, async (ctx) => {
+      const row = await loadSandbox(app, ctx);
+      const ref = ctx.params.net!;
+      const n = await findNetwork(app, userOf(ctx), ref);
+      if (!n || !(await app.store.removeNetworkMember(n.id, row.id))) {
+        throw apiError("network_not_found", { id: `${ref.slice(0, 100)} (attached to ${row.id})` });
+      }
+      return { data: { ok: true } };
+    }),
+  ];
+}
