@@ -97,7 +97,7 @@ describe("two host daemons behind one control plane", { timeout: 20 * 60_000 }, 
   });
 
   after(async () => {
-    if (s && hostds.every((h) => h.proc.exitCode === null)) {
+    if (s && hostds.every((h) => h.proc.exitCode === null && h.proc.signalCode === null)) {
       await within(150_000, "destroy all", destroyAll(s, [s.adminKey])).catch(() => undefined);
     }
     await s?.stop("SIGKILL");
