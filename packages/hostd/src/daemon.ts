@@ -1,3 +1,4 @@
+import { mkdir } from "node:fs/promises";
 /**
  * `LocalHostDaemon`: the VM lifecycle on one host, behind the `HostDaemon` interface. This is the façade:
  * it opens and closes the host, answers info and images, and hands every other call to its module —
@@ -5,7 +6,6 @@
  * start VMs through bringup.ts and keep their records through records.ts. See docs/ARCHITECTURE.md.
  */
 import { cpus, totalmem } from "node:os";
-import { mkdir } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
 import type {
   Accel,

@@ -218,6 +218,8 @@ export interface CreateSandboxResponse {
 }
 
 export interface SandboxView {
+  /** Ours, beyond 0.7.1: the host daemon the sandbox lives on (see GET /v1/hosts). */
+  host_id?: string;
   id: string;
   status: SandboxStatus;
   /** Absent while `creating`. */

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { HostdError } from "./hostd.js";
 import {
   F,
   HOSTD_ERROR_STATUS,
@@ -10,6 +9,7 @@ import {
   fromWireError,
   toWireError,
 } from "./hostd-wire.js";
+import { HostdError } from "./hostd.js";
 
 test("frames are type, big-endian length, payload (HOSTD-PROTOCOL.md's example)", () => {
   assert.equal(encodeWireFrame(F.OPEN, "{}").toString("hex"), "10000000027b7d");
@@ -40,7 +40,10 @@ test("the decoder yields whole frames from any split of the stream", () => {
 test("a frame over the limit is refused on both sides", () => {
   assert.throws(() => encodeWireFrame(F.OUT, Buffer.alloc(MAX_FRAME + 1)), RangeError);
   const head = Buffer.from([F.OUT, 0, 0x10, 0, 1]);
-  assert.throws(() => new WireFrameDecoder().push(head), (e) => (e as HostdError).code === "bad_request");
+  assert.throws(
+    () => new WireFrameDecoder().push(head),
+    (e) => (e as HostdError).code === "bad_request",
+  );
 });
 
 test("errors keep their code across the wire; unknown codes degrade to internal", () => {

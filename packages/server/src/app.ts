@@ -1,16 +1,16 @@
 /**
  * Wires the control plane together: store, HTTP server, lifecycle service, scheduler, image catalog, and
- * the host daemon once it is attached. `startServer()` listens at once; the engine is attached afterwards
- * (`attachDaemon`) so `/healthz` and `/readyz` answer while the engine opens and images build.
+ * the host daemons once they are attached. `startServer()` listens at once; hosts are attached afterwards
+ * (`attachHost`) so `/healthz` and `/readyz` answer while the engine opens and images build.
  */
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { hostname } from "node:os";
 import { join } from "node:path";
 import type { HostDaemon } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
+import { type HostRef, Hosts } from "./hosts.js";
 import { HttpCore, RateLimiter } from "./http/core.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
@@ -26,7 +26,7 @@ import { processRoutes } from "./routes/processes.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
 import { streamRoutes, upgradeRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
-import { type HostRef, Sandboxes } from "./sandboxes.js";
+import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
@@ -36,25 +36,36 @@ export interface RunningServer {
   port: number;
   app: App;
   store: Store;
-  /** Hands the engine to the control plane: reconcile, subscribe to events, build the default image. */
-  attachDaemon(daemon: HostDaemon): Promise<void>;
+  /** A host that is coming (the embedded engine while it opens): listed, not ready. */
+  pendingHost(id: string): HostRef;
+  /**
+   * Hands a host daemon to the control plane: once it answers `info()` (retried while it does not), its
+   * rows are reconciled, its events followed, the default image built on it, and it is health-checked.
+   */
+  attachHost(daemon: HostDaemon, url?: string, ref?: HostRef): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Store): Promise<RunningServer> {
   const store = storeIn ?? SqliteStore.open(join(cfg.dataDir, "db.sqlite"));
   const metrics = new Metrics();
-  const host: HostRef = { daemon: undefined, id: hostname(), notReady: "host daemon not attached yet" };
-  const sandboxes = new Sandboxes(store, host, cfg, log, metrics);
-  const catalog = new ImageCatalog(host, log, cfg.defaultImage);
-  const scheduler = new Scheduler({ store, host, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
+  // biome-ignore lint/style/useConst: assigned below; the hosts' recovery callback reads it later
+  let sandboxes: Sandboxes;
+  const hosts = new Hosts(
+    log,
+    (h) => sandboxes.reconcile(h),
+    cfg.hostd === "none" ? "no engine: CREATEOS_SANDBOX_HOSTD=none" : undefined,
+  );
+  sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
+  const catalog = new ImageCatalog(log, cfg.defaultImage);
+  const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const app: App = {
     cfg,
     store,
     log,
     metrics,
-    host,
+    hosts,
     sandboxes,
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
@@ -95,18 +106,43 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   const port = (server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   scheduler.start();
+  hosts.start();
 
-  let unsubscribe: (() => void) | undefined;
-  const attachDaemon = async (daemon: HostDaemon) => {
-    const info = await daemon.info();
-    host.id = info.id;
-    host.daemon = daemon;
+  let closed = false;
+  const unsubscribe: (() => void)[] = [];
+  const pendingHost = (id: string) =>
+    hosts.add({ id, daemon: undefined, notReady: "host daemon not attached yet", healthy: true });
+  const attachHost = async (daemon: HostDaemon, url?: string, refIn?: HostRef) => {
+    const ref =
+      refIn ?? hosts.add({ id: url ?? "local", daemon: undefined, notReady: "connecting", healthy: false });
+    if (url) ref.url = url;
+    // A host daemon that is not up yet is waited for, not given up on: hosts may start in any order.
+    let info: Awaited<ReturnType<HostDaemon["info"]>> | undefined;
+    for (let attempt = 0; !closed; attempt++) {
+      try {
+        info = await daemon.info();
+        break;
+      } catch (e) {
+        ref.notReady = `connecting: ${e instanceof Error ? e.message : String(e)}`;
+        if (attempt === 0) log.warn("host daemon not answering yet", { url, err: ref.notReady });
+        await new Promise((r) => setTimeout(r, 2000).unref());
+      }
+    }
+    if (!info) return;
+    if (hosts.all().some((h) => h !== ref && h.id === info.id))
+      throw new Error(`two host daemons call themselves ${info.id}: give each its own --id`);
+    Object.assign(ref, { id: info.id, info, daemon, healthy: true, notReady: info.not_ready_reason });
+    log.now("host attached", { host_id: info.id, url, accel: info.accel, free_mib: info.free_mib });
     await catalog.attach(daemon);
-    unsubscribe = daemon.onEvent((e) => {
-      void sandboxes.onHostEvent(e).catch((err) => log.error("host event failed", { event: e.type, err }));
-    });
-    await sandboxes.reconcile();
-    catalog.ensureDefault(daemon, info.accel);
+    unsubscribe.push(
+      daemon.onEvent((e) => {
+        void sandboxes
+          .onHostEvent(e, ref.id)
+          .catch((err) => log.error("host event failed", { event: e.type, err }));
+      }),
+    );
+    await sandboxes.reconcile(ref);
+    catalog.ensureDefault(ref, daemon, info.accel);
   };
 
   return {
@@ -114,11 +150,14 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     port,
     app,
     store,
-    attachDaemon,
+    pendingHost,
+    attachHost,
     close: async () => {
+      closed = true;
       scheduler.stop();
+      hosts.stop();
       catalog.stop();
-      unsubscribe?.();
+      for (const off of unsubscribe) off();
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeAllConnections();

@@ -6,8 +6,8 @@
  */
 import type { Accel, HostDaemon } from "@createos-sandbox/protocol";
 import { FALLBACK_ROOTFS, type RootfsInfo } from "./catalog.js";
+import type { HostRef } from "./hosts.js";
 import type { Logger } from "./log.js";
-import type { HostRef } from "./sandboxes.js";
 
 const REFRESH_MS = 30_000;
 
@@ -16,7 +16,6 @@ export class ImageCatalog {
   private refresh: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly host: HostRef,
     private readonly log: Logger,
     /** The configured default image; otherwise the catalog's default, its first entry, or devbox:1. */
     private readonly configured?: string,
@@ -26,19 +25,23 @@ export class ImageCatalog {
     return this.list;
   }
 
-  /** Loads the engine's catalog now (a failure keeps the current one) and refreshes it periodically. */
+  /**
+   * Loads the engine's catalog now (a failure keeps the current one) and refreshes it periodically. Every
+   * host runs the same engine, so the first host attached is the catalog's source.
+   */
   async attach(daemon: HostDaemon): Promise<void> {
     await this.load(daemon).catch((e) => this.log.warn("image catalog unavailable", { err: String(e) }));
+    if (this.refresh) return;
     this.refresh = setInterval(() => void this.load(daemon).catch(() => undefined), REFRESH_MS);
     this.refresh.unref();
   }
 
-  /** Starts building the default image; returns at once, progress and outcome land in `host.notReady`. */
-  ensureDefault(daemon: HostDaemon, accel: Accel): void {
-    const { host, log } = this;
+  /** Starts building the default image on a host; returns at once, progress and outcome land in `host.notReady`. */
+  ensureDefault(host: HostRef, daemon: HostDaemon, accel: Accel): void {
+    const { log } = this;
     const def = this.configured ?? this.list.find((i) => i.default)?.name ?? this.list[0]?.name ?? "devbox:1";
     host.notReady = `building default image ${def}`;
-    log.now("ensuring default image", { image: def, accel });
+    log.now("ensuring default image", { image: def, accel, host_id: host.id });
     const t0 = performance.now();
     let lastPhase = "";
     daemon

@@ -32,6 +32,9 @@ export function mapHostdError(
     case "capacity":
       return apiError("host_capacity", { reason: msg });
     case "not_ready":
+    case "unreachable":
+    case "unauthorized":
+      // The host daemon is busy, down or misconfigured: a retry after Retry-After may succeed.
       return apiError("host_unavailable", { reason: msg });
     case "agent_unreachable":
       return apiError("agent_unreachable", { reason: msg });

@@ -6,7 +6,8 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startServer } from "./app.js";
 import { defaultDataDir, loadConfig } from "./config.js";
-import { loadDoctor, loadImages, openLocalHostd } from "./engine.js";
+import { loadDoctor, loadImages, openLocalHostd, openRemoteHostd } from "./engine.js";
+import { HOSTD_HELP, runHostd } from "./hostd-cmd.js";
 import { createLogger } from "./log.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
@@ -15,7 +16,8 @@ const HELP: Record<string, string> = {
   main: `createos-sandbox — self-hosted microVM sandboxes
 
 Usage:
-  createos-sandbox serve [--port 8080] [--host 127.0.0.1] [--data-dir DIR]
+  createos-sandbox serve [--port 8080] [--host 127.0.0.1] [--data-dir DIR] [--hostd URL …]
+  createos-sandbox hostd --listen <host:port | unix:PATH> [--data-dir DIR] [--id NAME]
   createos-sandbox users create <name> [--data-dir DIR]
   createos-sandbox users list [--data-dir DIR]
   createos-sandbox keys revoke <key-prefix|key-id> [--data-dir DIR]
@@ -24,10 +26,12 @@ Usage:
 
 The data dir defaults to $CREATEOS_SANDBOX_DATA_DIR or ~/.local/share/createos-sandbox.
 Run any command with --help for details; configuration is described in docs/server.md.`,
-  serve: `createos-sandbox serve [--port 8080] [--host 127.0.0.1] [--data-dir DIR]
+  serve: `createos-sandbox serve [--port 8080] [--host 127.0.0.1] [--data-dir DIR] [--hostd URL …]
 
 Starts the control plane and the local host daemon. The HTTP server answers at once; /readyz reports
 ready once the default image is built. --port 0 picks a free port (the "listening" log line names it).
+--hostd URL (repeatable: http://host:port, https://host:port or unix:/path) uses host daemons started
+with \`createos-sandbox hostd\` instead of the local one; CREATEOS_SANDBOX_HOSTD_TOKEN must hold their token.
 
 First start: with CREATEOS_SANDBOX_BOOTSTRAP_API_KEY=<key> the user "admin" is ensured with that key;
 otherwise, when there are no users yet, "admin" is created and its key written to <data-dir>/admin-api-key
@@ -38,6 +42,7 @@ Safe while the server runs (the database is shared in WAL mode).`,
   keys: `createos-sandbox keys revoke <key-prefix|key-id|key> [--data-dir DIR]
 Revokes one API key, named by its id, its first 8-12 characters (as "users list" shows) or the whole key.
 An ambiguous prefix revokes nothing.`,
+  hostd: HOSTD_HELP,
   images: `createos-sandbox images build [name…]
 Builds the named images (all of the catalog when none are named) into ~/.cache/createos-sandbox.`,
   doctor: `createos-sandbox doctor
@@ -47,28 +52,36 @@ table. Exits 1 if a required check fails.`,
 
 interface Parsed {
   positional: string[];
+  /** The last value of each flag. */
   flags: Record<string, string | true>;
+  /** Every value of each flag, for the repeatable ones (--hostd). */
+  all: Record<string, (string | true)[]>;
 }
 
 function parseArgs(argv: string[]): Parsed {
   const positional: string[] = [];
   const flags: Record<string, string | true> = {};
+  const all: Record<string, (string | true)[]> = {};
+  const set = (k: string, v: string | true) => {
+    flags[k] = v;
+    all[k] = [...(all[k] ?? []), v];
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "-h" || a === "--help") flags.help = true;
     else if (a.startsWith("--")) {
       const eq = a.indexOf("=");
-      if (eq !== -1) flags[a.slice(2, eq)] = a.slice(eq + 1);
+      if (eq !== -1) set(a.slice(2, eq), a.slice(eq + 1));
       else {
         const next = argv[i + 1];
         if (next !== undefined && !next.startsWith("--")) {
-          flags[a.slice(2)] = next;
+          set(a.slice(2), next);
           i++;
-        } else flags[a.slice(2)] = true;
+        } else set(a.slice(2), true);
       }
     } else positional.push(a);
   }
-  return { positional, flags };
+  return { positional, flags, all };
 }
 
 class UsageError extends Error {}
@@ -117,7 +130,12 @@ async function ensureAdmin(store: Store, dataDir: string, out: (s: string) => vo
 }
 
 async function serve(p: Parsed): Promise<number> {
-  allowOnly(p, ["port", "host", "data-dir"]);
+  allowOnly(p, ["port", "host", "data-dir", "hostd"]);
+  const hostdUrls = (p.all.hostd ?? []).map((v) => {
+    if (v === true)
+      throw new UsageError("--hostd needs a URL (http://host:port, https://host:port or unix:/path)");
+    return v;
+  });
   const portRaw = flagStr(p, "port");
   const port = portRaw === undefined ? undefined : Number(portRaw);
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
@@ -134,26 +152,35 @@ async function serve(p: Parsed): Promise<number> {
   const store = SqliteStore.open(join(cfg.dataDir, "db.sqlite"));
   await ensureAdmin(store, cfg.dataDir, (s) => log.now(s));
   const srv = await startServer(cfg, log, store);
-  log.now("listening", { url: srv.url, port: srv.port, data_dir: cfg.dataDir, hostd: cfg.hostd });
-  let daemon: Awaited<ReturnType<typeof openLocalHostd>> | undefined;
-  if (cfg.hostd === "local") {
+  const daemons: { close(): Promise<void> }[] = [];
+  if (hostdUrls.length) {
+    log.now("listening", { url: srv.url, port: srv.port, data_dir: cfg.dataDir, hostd: hostdUrls });
+    for (const url of hostdUrls) {
+      // Validated before the first request, so a typo fails the start rather than every create.
+      const d = openRemoteHostd(url);
+      daemons.push(d);
+      srv.attachHost(d, url);
+    }
+  } else if (cfg.hostd === "local") {
+    log.now("listening", { url: srv.url, port: srv.port, data_dir: cfg.dataDir, hostd: cfg.hostd });
+    const ref = srv.pendingHost("local");
     openLocalHostd(cfg.dataDir, log)
       .then(async (d) => {
-        daemon = d;
-        await srv.attachDaemon(d);
+        daemons.push(d);
+        await srv.attachHost(d, undefined, ref);
       })
       .catch((e) => {
-        srv.app.host.notReady = `host daemon failed to start: ${e instanceof Error ? e.message : String(e)}`;
+        ref.notReady = `host daemon failed to start: ${e instanceof Error ? e.message : String(e)}`;
         log.error("host daemon failed to start", { err: e });
       });
   } else {
-    srv.app.host.notReady = "no engine: CREATEOS_SANDBOX_HOSTD=none";
+    log.now("listening", { url: srv.url, port: srv.port, data_dir: cfg.dataDir, hostd: cfg.hostd });
   }
   const stop = async (sig: string) => {
     log.now("shutting down", { signal: sig });
     await srv.close().catch(() => undefined);
     // Running VMs keep running; the next start re-adopts them.
-    await daemon?.close().catch(() => undefined);
+    for (const d of daemons) await d.close().catch(() => undefined);
     process.exit(0);
   };
   process.once("SIGINT", () => void stop("SIGINT"));
@@ -222,8 +249,7 @@ async function doctorCmd(): Promise<number> {
   const { doctor } = await loadDoctor();
   const checks = await doctor();
   // KVM has a TCG fallback and images build on first use: those are reported, not required.
-  const required = (c: (typeof checks)[number]) =>
-    c.required ?? !(c.check === "kvm" || c.check.startsWith("image "));
+  const required = (c: (typeof checks)[number]) => !(c.check === "kvm" || c.check.startsWith("image "));
   const w = Math.max(5, ...checks.map((c) => c.check.length));
   process.stdout.write(`${"CHECK".padEnd(w)}  OK    DETAIL\n`);
   for (const c of checks) {
@@ -252,6 +278,19 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "serve":
       return serve(p);
+    case "hostd": {
+      allowOnly(p, ["listen", "data-dir", "id", "tls-cert", "tls-key"]);
+      const listen = flagStr(p, "listen");
+      if (!listen) throw new UsageError(`--listen is required\n\n${HOSTD_HELP}`);
+      const opt = (k: string) => flagStr(p, k);
+      return runHostd({
+        listen,
+        dataDir: opt("data-dir") ?? defaultDataDir(),
+        ...(opt("id") ? { id: opt("id")! } : {}),
+        ...(opt("tls-cert") ? { tlsCert: opt("tls-cert")! } : {}),
+        ...(opt("tls-key") ? { tlsKey: opt("tls-key")! } : {}),
+      });
+    }
     case "users":
       return users(p);
     case "keys":

@@ -9,19 +9,14 @@ import { type ApiError, apiError, validationError } from "@createos-sandbox/prot
 import { DEFAULT_BANDWIDTH_QUOTA, randomName } from "./catalog.js";
 import type { ServerConfig } from "./config.js";
 import { mapHostdError } from "./hosterr.js";
+import type { HostRef, Hosts } from "./hosts.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { LIVE, type Plan, plan } from "./state.js";
 import type { SandboxPatch, SandboxRow, SandboxStatus, Store } from "./store/types.js";
 import { newSandboxId } from "./ulid.js";
 
-/** The engine as the control plane holds it: absent until loaded, and possibly not ready. */
-export interface HostRef {
-  daemon: HostDaemon | undefined;
-  id: string;
-  /** Set while the host cannot take work (engine missing, default image building …). */
-  notReady: string | undefined;
-}
+export type { HostRef } from "./hosts.js";
 
 export interface CreateInput {
   shape: string;
@@ -36,6 +31,8 @@ export interface CreateInput {
   ingress_enabled: boolean;
   auto_pause_after_seconds?: number;
   network_ids: string[];
+  /** Asked-for host; otherwise placement chooses. */
+  host_id?: string;
 }
 
 export interface ForkInput {
@@ -57,24 +54,20 @@ export class Sandboxes {
 
   constructor(
     private readonly store: Store,
-    private readonly host: HostRef,
+    private readonly hosts: Hosts,
     private readonly cfg: ServerConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
   ) {}
 
-  /** The daemon, or a 503 before anything changed (so the client's retry is safe). */
-  daemon(): HostDaemon {
-    const d = this.host.daemon;
-    if (!d) throw apiError("host_unavailable", { reason: this.host.notReady ?? "no host daemon is loaded" });
-    return d;
+  /** The daemon of the sandbox's host, or a 503 before anything changed (so the client's retry is safe). */
+  daemonFor(row: Pick<SandboxRow, "host_id">): HostDaemon {
+    return this.hosts.daemonOf(row.host_id);
   }
 
-  /** Like daemon(), but also refuses while the host is not ready (new VMs need the default image). */
-  readyDaemon(): HostDaemon {
-    const d = this.daemon();
-    if (this.host.notReady) throw apiError("host_unavailable", { reason: this.host.notReady });
-    return d;
+  /** Like daemonFor(), but also refuses while that host is not ready (new VMs need the default image). */
+  readyDaemonFor(row: Pick<SandboxRow, "host_id">): HostDaemon {
+    return this.hosts.daemonOf(row.host_id, { ready: true });
   }
 
   /** Times a daemon call into the VM operation histogram. */
@@ -158,8 +151,9 @@ export class Sandboxes {
   }
 
   async create(userId: string, createdBy: string, input: CreateInput): Promise<SandboxRow> {
-    const daemon = this.readyDaemon();
     await this.checkRunningLimit(userId);
+    const host = this.hosts.place(input.mem_mib, input.rootfs, input.host_id);
+    const daemon = host.daemon!;
     const name = await this.pickName(userId, input.name);
     const row: SandboxRow = {
       id: newSandboxId(),
@@ -172,7 +166,7 @@ export class Sandboxes {
       mem_mib: input.mem_mib,
       disk_mib: input.disk_mib,
       region: this.cfg.region,
-      host_id: this.host.id,
+      host_id: host.id,
       created_at: iso(),
       created_by: createdBy,
       ingress_enabled: input.ingress_enabled,
@@ -212,7 +206,7 @@ export class Sandboxes {
 
   /** pause: 202 and `pausing` now, `paused` shortly after; 200 when already paused. */
   async pause(row: SandboxRow, reason?: string): Promise<{ code: 200 | 202; row: SandboxRow }> {
-    const daemon = this.daemon();
+    const daemon = this.daemonFor(row);
     const p = plan("pause", row.status);
     if (p.kind === "noop") return { code: 200, row };
     if (p.kind !== "go") throw this.conflict("pause", row.status);
@@ -255,7 +249,7 @@ export class Sandboxes {
 
   /** resume: 202 and `resuming` now; 200 when already running. */
   async resume(row: SandboxRow): Promise<{ code: 200 | 202; row: SandboxRow }> {
-    const daemon = this.readyDaemon();
+    const daemon = this.readyDaemonFor(row);
     const p = plan("resume", row.status);
     if (p.kind === "noop") return { code: 200, row };
     if (p.kind !== "go") throw this.conflict("resume", row.status);
@@ -295,7 +289,8 @@ export class Sandboxes {
 
   /** fork: a new sandbox from a paused one's snapshot; answers once the child is running (or paused). */
   async fork(parentRow: SandboxRow, input: ForkInput): Promise<SandboxRow> {
-    const daemon = this.readyDaemon();
+    // The child starts where the parent's snapshot is (`host_id` is copied with the rest of the row).
+    const daemon = this.readyDaemonFor(parentRow);
     let parent = parentRow;
     let p: Plan = plan("fork", parent.status);
     // Forking a `pausing` sandbox waits for its snapshot (protocol.md §7.10).
@@ -321,7 +316,6 @@ export class Sandboxes {
       bandwidth_used_bytes: 0,
       bandwidth_ingress_bytes: 0,
       last_activity_at: Date.now(),
-      host_id: this.host.id,
     };
     for (const k of [
       "ip",
@@ -387,7 +381,7 @@ export class Sandboxes {
       if (!ok) return this.destroy(await this.mustGet(row.id), reason);
       return { id: row.id, status: "destroyed" };
     }
-    const daemon = this.daemon();
+    const daemon = this.daemonFor(row);
     const ok = await this.store.transition(row.id, p.from, {
       status: "destroying",
       ...(reason ? { status_reason: reason } : {}),
@@ -397,6 +391,12 @@ export class Sandboxes {
       this.log.error("destroy completion failed; retried by the scheduler", { sandbox_id: row.id, err: e }),
     );
     return { id: row.id, status: "destroying" };
+  }
+
+  /** The scheduler's retry of a destroy that did not complete (its host was down, say). */
+  retryDestroy(row: SandboxRow): Promise<void> {
+    const daemon = this.daemonFor(row);
+    return this.withLock(row.id, () => this.completeDestroy(daemon, row.id));
   }
 
   async completeDestroy(daemon: HostDaemon, id: string): Promise<void> {
@@ -421,7 +421,7 @@ export class Sandboxes {
   }
 
   async resize(row: SandboxRow, diskMib: number): Promise<SandboxRow> {
-    const daemon = this.daemon();
+    const daemon = this.daemonFor(row);
     if (row.status !== "running") throw this.conflict("resize", row.status);
     if (diskMib <= row.disk_mib) {
       throw validationError({
@@ -455,11 +455,12 @@ export class Sandboxes {
     await this.store.touchActivity(id, Date.now()).catch(() => undefined);
   }
 
-  /** Self-signals and VM exits reported by the host go through the same paths as the API. */
-  async onHostEvent(e: HostEvent): Promise<void> {
+  /** Self-signals and VM exits reported by a host go through the same paths as the API. */
+  async onHostEvent(e: HostEvent, hostId: string): Promise<void> {
     if (e.type === "activity") return this.touch(e.sandbox_id);
     const row = await this.store.getSandbox(e.sandbox_id);
-    if (!row) return;
+    // A host speaks only for the sandboxes placed on it.
+    if (!row || row.host_id !== hostId) return;
     if (e.type === "self") {
       const reason = `self-${e.action}${e.reason ? `: ${e.reason.slice(0, 128)}` : ""}`;
       this.log.info("self signal", { sandbox_id: row.id, action: e.action, reason });
@@ -485,11 +486,11 @@ export class Sandboxes {
    * reports, running rows without a VM become `paused` (snapshot) or `error`, and VMs no live row owns are
    * destroyed.
    */
-  async reconcile(): Promise<void> {
-    const daemon = this.host.daemon;
+  async reconcile(host: HostRef): Promise<void> {
+    const daemon = host.daemon;
     if (!daemon) return;
     const vms = new Map((await daemon.list()).map((v) => [v.sandbox_id, v]));
-    const rows = await this.store.sandboxesInStatus([
+    const all = await this.store.sandboxesInStatus([
       "creating",
       "running",
       "pausing",
@@ -498,6 +499,8 @@ export class Sandboxes {
       "destroying",
       "error",
     ]);
+    // Each host answers for its own rows; rows of a host that is down wait for its recovery.
+    const rows = all.filter((r) => r.host_id === host.id);
     const at = iso();
     for (const row of rows) {
       const vm = vms.get(row.id);

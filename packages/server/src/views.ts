@@ -21,6 +21,7 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
     ssh_pubkeys: row.ssh_pubkeys,
     bandwidth_ingress_bytes: row.bandwidth_ingress_bytes,
   };
+  if (row.host_id) v.host_id = row.host_id;
   if (row.ip !== undefined && row.status !== "creating") v.ip = row.ip;
   const tpl = ingressTemplate(row, cfg);
   if (tpl) v.ingress_url_template = tpl;

@@ -2,10 +2,11 @@ import type { HostDaemon } from "@createos-sandbox/protocol";
 import { apiError } from "@createos-sandbox/protocol";
 import type { RootfsInfo } from "../catalog.js";
 import type { ServerConfig } from "../config.js";
+import type { Hosts } from "../hosts.js";
 import type { Ctx, Handler, Route } from "../http/core.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import type { HostRef, Sandboxes } from "../sandboxes.js";
+import type { Sandboxes } from "../sandboxes.js";
 import type { NetworkRow, SandboxRow, Store } from "../store/types.js";
 import { canonicalNetworkId, canonicalSandboxId } from "../ulid.js";
 
@@ -14,7 +15,7 @@ export interface App {
   store: Store;
   log: Logger;
   metrics: Metrics;
-  host: HostRef;
+  hosts: Hosts;
   sandboxes: Sandboxes;
   /** The image catalog (engine's when loaded). */
   images(): Promise<RootfsInfo[]>;
@@ -72,8 +73,9 @@ export function userOf(ctx: Pick<Ctx, "principal">): string {
   return ctx.principal!.user_id;
 }
 
-export function daemonOf(app: App): HostDaemon {
-  return app.sandboxes.daemon();
+/** The daemon of the host the sandbox lives on, or a 503 when that host is down. */
+export function daemonOf(app: App, row: SandboxRow): HostDaemon {
+  return app.sandboxes.daemonFor(row);
 }
 
 /** A network of this user by id (`net-`/`net_`) or name. */

@@ -9,7 +9,8 @@ export function healthRoutes(app: App): Route[] {
     route("GET /readyz", { auth: "none", body: "none" }, async () => {
       const last = app.schedulerLastOk();
       const ago = last === undefined ? undefined : Math.round(performance.now() - last);
-      const reason = app.host.notReady ?? (app.host.daemon ? undefined : "no host daemon loaded");
+      // Ready while some host can take new sandboxes; the reason names every host's state otherwise.
+      const reason = app.hosts.anyReady() ? undefined : app.hosts.notReadyReason();
       const stale = ago === undefined || ago > Math.max(60_000, app.cfg.schedulerIntervalMs * 6);
       if (reason || stale) {
         const data: api.ReadyzResponse = {

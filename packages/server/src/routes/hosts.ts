@@ -9,19 +9,25 @@ export function hostRoutes(app: App): Route[] {
   return [
     route("GET /v1/hosts", { auth: "user", body: "none" }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
-      const d = app.host.daemon;
-      const hosts: api.HostPublic[] = [];
-      if (d) {
-        const info = await d.info();
+      // Answered from the health check's last reading: a listing never waits on a slow host.
+      const hosts: api.HostPublic[] = app.hosts.all().map((ref) => {
+        const info = ref.info;
         const h: api.HostPublic = {
-          id: info.id,
-          status: info.status,
-          free_mib: info.free_mib,
-          vm_count: info.vm_count,
+          id: ref.id,
+          status: !ref.daemon || !ref.healthy ? "dead" : (info?.status ?? "active"),
+          free_mib: info?.free_mib ?? 0,
+          vm_count: info?.vm_count ?? 0,
+          healthy: !!ref.daemon && ref.healthy,
         };
-        if (info.rootfses.length) h.rootfses = info.rootfses;
-        hosts.push(h);
-      }
+        if (info?.rootfses.length) h.rootfses = info.rootfses;
+        if (info?.accel) h.accel = info.accel;
+        if (info?.mem_total_mib !== undefined) h.mem_total_mib = info.mem_total_mib;
+        if (info?.promised_mib !== undefined) h.promised_mib = info.promised_mib;
+        if (info?.vcpus !== undefined) h.vcpus = info.vcpus;
+        const why = ref.notReady ?? (ref.healthy ? undefined : ref.lastError);
+        if (why) h.not_ready_reason = why;
+        return h;
+      });
       return { data: page(hosts.slice(offset, offset + limit), hosts.length, limit, offset) };
     }),
   ];

@@ -8,7 +8,8 @@ export function metricsRoutes(app: App): Route[] {
       const byState = await app.store.statusCounts();
       const text = app.metrics.render(byState, {
         createos_open_streams: [...app.sandboxes.openStreams.values()].reduce((a, b) => a + b, 0),
-        createos_host_ready: app.host.daemon && !app.host.notReady ? 1 : 0,
+        createos_host_ready: app.hosts.anyReady() ? 1 : 0,
+        createos_hosts_healthy: app.hosts.all().filter((h) => h.daemon && h.healthy).length,
       });
       ctx.res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "x-request-id": ctx.reqId });
       ctx.res.end(text);

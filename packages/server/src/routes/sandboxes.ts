@@ -68,7 +68,8 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
   if (region && region !== app.cfg.region)
     f.fail("region", `region ${region} is not served here (this is ${app.cfg.region})`);
   const hostId = f.str("host_id", { max: 200 });
-  if (hostId && hostId !== app.host.id) f.fail("host_id", `unknown host: ${hostId}`);
+  if (hostId && !app.hosts.byId(hostId))
+    f.fail("host_id", `unknown host: ${hostId} (GET /v1/hosts lists them)`);
   const sel = f.raw.node_selector;
   if (sel !== undefined && sel !== null && (typeof sel !== "object" || Array.isArray(sel))) {
     f.fail("node_selector", "node_selector must be an object of strings");
@@ -117,6 +118,7 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
     ssh_pubkeys: keys ? mergeSshKeys([], keys) : [],
     ingress_enabled: ingress,
     ...(autoPause !== undefined ? { auto_pause_after_seconds: autoPause } : {}),
+    ...(hostId ? { host_id: hostId } : {}),
     network_ids,
   };
 }

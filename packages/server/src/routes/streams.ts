@@ -6,9 +6,10 @@
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { StringDecoder } from "node:string_decoder";
-import { apiError, validationError } from "@createos-sandbox/protocol";
+import { type ExecRequest, apiError, validationError } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
 import type { Route, UpgradeCtx, UpgradeRoute } from "../http/core.js";
+import type { SandboxRow } from "../store/types.js";
 import { Fields, absolutePathError } from "../validate.js";
 import { type App, loadSandbox, requireRunning, route } from "./common.js";
 
@@ -55,7 +56,7 @@ export function streamRoutes(app: App): Route[] {
         }
       }
       requireRunning(row, "exec in");
-      const daemon = app.sandboxes.daemon();
+      const daemon = app.sandboxes.daemonFor(row);
       const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
       const req = {
         argv: [cmd!, ...args],
@@ -91,7 +92,7 @@ export function streamRoutes(app: App): Route[] {
           ctx.logFields.exit_code = r.exit_code;
           return { data: { result, exec_ms: r.exec_ms } };
         }
-        await streamExec(app, ctx, row.id, req, ac);
+        await streamExec(app, ctx, row, req, ac);
         return undefined;
       } finally {
         app.sandboxes.streamClosed(row.id);
@@ -104,7 +105,7 @@ export function streamRoutes(app: App): Route[] {
       if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
       const row = await loadSandbox(app, ctx);
       requireRunning(row, "write files to");
-      const daemon = app.sandboxes.daemon();
+      const daemon = app.sandboxes.daemonFor(row);
       let seen = 0;
       let over = false;
       const counter = new Transform({
@@ -136,7 +137,7 @@ export function streamRoutes(app: App): Route[] {
       const path = filePath(ctx.query);
       const row = await loadSandbox(app, ctx);
       requireRunning(row, "read files from");
-      const daemon = app.sandboxes.daemon();
+      const daemon = app.sandboxes.daemonFor(row);
       const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
         throw mapHostdError(e, { action: "read files from", path });
       });
@@ -168,12 +169,13 @@ export function streamRoutes(app: App): Route[] {
 async function streamExec(
   app: App,
   ctx: Parameters<Route["handler"]>[0],
-  id: string,
-  req: Parameters<ReturnType<App["sandboxes"]["daemon"]>["exec"]>[1],
+  row: SandboxRow,
+  req: ExecRequest,
   ac: AbortController,
 ): Promise<void> {
   const res = ctx.res;
-  const daemon = app.sandboxes.daemon();
+  const id = row.id;
+  const daemon = app.sandboxes.daemonFor(row);
   let lastWrite = Date.now();
   const frame = (obj: Record<string, unknown>) => {
     if (!res.headersSent) {
@@ -236,7 +238,7 @@ export function upgradeRoutes(app: App): UpgradeRoute[] {
   const open = async (u: UpgradeCtx, action: string) => {
     const row = await loadSandbox(app, { params: u.params, principal: u.principal, logFields: {} });
     requireRunning(row, action);
-    return { row, daemon: app.sandboxes.daemon() };
+    return { row, daemon: app.sandboxes.daemonFor(row) };
   };
   return [
     {
