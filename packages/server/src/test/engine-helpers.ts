@@ -1,16 +1,55 @@
 /** Helpers for tests that run real VMs: a server with the engine, readiness wait, raw upgrade sockets. */
 import { randomBytes } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
 import { type Socket, connect } from "node:net";
-import { type ServerProc, call, startProc } from "./helpers.js";
+import { type Logged, type ServerProc, call, spawnLogged, startProc, waitStarted } from "./helpers.js";
 
 /** Images may need building on a fresh machine: wait generously for /readyz. */
 export async function startEngineServer(
   env: Record<string, string> = {},
   dataDir?: string,
+  args: string[] = [],
 ): Promise<ServerProc> {
-  const s = await startProc({ engine: true, env, ...(dataDir ? { dataDir } : {}) });
+  const s = await startProc({ engine: true, env, args, ...(dataDir ? { dataDir } : {}) });
   await waitReady(s);
   return s;
+}
+
+export interface HostdProc extends Logged {
+  url: string;
+  port: number;
+}
+
+/** `createos-sandbox hostd` as its own process; resolves once it logs the URL it listens on. */
+export async function startHostd(opts: {
+  dataDir: string;
+  id: string;
+  token: string;
+  listen?: string;
+}): Promise<HostdProc> {
+  const args = ["hostd", "--listen", opts.listen ?? "127.0.0.1:0", "--data-dir", opts.dataDir];
+  const env = { ...(process.env as Record<string, string>), CREATEOS_SANDBOX_HOSTD_TOKEN: opts.token };
+  const p = spawnLogged([...args, "--id", opts.id], env);
+  const line = await waitStarted(p, /"msg":"hostd listening"/);
+  const url = /"url":"([^"]+)"/.exec(line)?.[1];
+  if (!url) throw new Error(`no url in: ${line}`);
+  return { url, port: Number(new URL(url).port), ...p };
+}
+
+/** Pids of QEMU processes whose command line names one of `dirs` (their pidfiles live there). */
+export function qemuPids(dirs: string[]): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd: string;
+    try {
+      cmd = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
+    } catch {
+      continue; // exited while we looked
+    }
+    if (cmd.includes("qemu-system") && dirs.some((d) => cmd.includes(d))) out.push(Number(name));
+  }
+  return out.sort((a, b) => a - b);
 }
 
 export async function waitReady(s: ServerProc, timeoutMs = 20 * 60_000): Promise<void> {

@@ -13,34 +13,25 @@ import { promisify } from "node:util";
 export const MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
 const pexec = promisify(execFile);
 
-export interface ServerProc {
+export interface ServerProc extends Logged {
   url: string;
   port: number;
   dataDir: string;
   adminKey: string;
-  proc: ChildProcess;
-  logs: string[];
-  stop(signal?: NodeJS.Signals): Promise<void>;
-  /** Waits until a log line matches. */
-  waitLog(re: RegExp, timeoutMs?: number): Promise<string>;
 }
 
-export async function startProc(
-  opts: { env?: Record<string, string>; dataDir?: string; engine?: boolean; adminKey?: string } = {},
-): Promise<ServerProc> {
-  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "csb-test-"));
-  const adminKey =
-    opts.adminKey ?? `skp_test${Math.random().toString(36).slice(2)}${"x".repeat(20)}`.slice(0, 36);
-  const env: Record<string, string> = {
-    ...(process.env as Record<string, string>),
-    CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
-    CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
-    ...opts.env,
-  };
-  const proc = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir], {
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+/** A spawned program whose output lines are kept (and can be waited for). */
+export interface Logged {
+  proc: ChildProcess;
+  logs: string[];
+  exited: Promise<void>;
+  waitLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Runs `node main.js <args>` with `env`, collecting stdout and stderr lines. */
+export function spawnLogged(args: string[], env: Record<string, string>): Logged {
+  const proc = spawn(process.execPath, [MAIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   const logs: string[] = [];
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   let partial = "";
@@ -82,28 +73,48 @@ export async function startProc(
     });
   };
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  const line = await Promise.race([
-    waitLog(/"msg":"listening"/),
-    exited.then(() => {
-      throw new Error(`server exited: ${logs.join("\n")}`);
+  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(signal);
+      await exited;
+    }
+  };
+  return { proc, logs, exited, waitLog, stop };
+}
+
+/** Waits for the log line matching `re`, failing early if the program exits first. */
+export function waitStarted(p: Logged, re: RegExp): Promise<string> {
+  return Promise.race([
+    p.waitLog(re),
+    p.exited.then(() => {
+      throw new Error(`program exited: ${p.logs.join("\n")}`);
     }),
   ]);
-  const port = Number(/"port":(\d+)/.exec(line)![1]);
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    dataDir,
-    adminKey,
-    proc,
-    logs,
-    waitLog,
-    stop: async (signal = "SIGTERM") => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill(signal);
-        await exited;
-      }
-    },
+}
+
+export async function startProc(
+  opts: {
+    env?: Record<string, string>;
+    dataDir?: string;
+    engine?: boolean;
+    adminKey?: string;
+    /** More `serve` arguments, e.g. `--hostd <url>`. */
+    args?: string[];
+  } = {},
+): Promise<ServerProc> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "csb-test-"));
+  const adminKey =
+    opts.adminKey ?? `skp_test${Math.random().toString(36).slice(2)}${"x".repeat(20)}`.slice(0, 36);
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
+    CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+    ...opts.env,
   };
+  const p = spawnLogged(["serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], env);
+  const line = await waitStarted(p, /"msg":"listening"/);
+  const port = Number(/"port":(\d+)/.exec(line)![1]);
+  return { url: `http://127.0.0.1:${port}`, port, dataDir, adminKey, ...p };
 }
 
 export function cleanup(dir: string): void {
