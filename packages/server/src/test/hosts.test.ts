@@ -2,7 +2,7 @@
  * The control plane over several host daemons, driven through the real wire: two scripted daemons behind
  * `createHostdServer` on loopback, reached by `RemoteHostDaemon`. Placement, per-host routing, a host
  * going down (503 + Retry-After at once, never a hang or a 500) and coming back. The same paths on real
- * VMs are multihost.test.ts.
+ * VMs are multihost.vm.test.ts.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
