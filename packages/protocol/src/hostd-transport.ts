@@ -110,14 +110,18 @@ export class Transport {
     return new Promise((resolve, reject) => {
       req.once("error", (e) => reject(this.asHostd(e)));
       req.once("response", (res) => {
-        if (res.statusCode === 401) {
-          res.resume();
-          reject(new HostdError("unauthorized", `host daemon ${this.url} refused the token (401)`));
-          return;
-        }
-        resolve(res);
+        const refused = this.refused(res);
+        if (refused) reject(refused);
+        else resolve(res);
       });
     });
+  }
+
+  /** A 401 answer as the error it stands for (its body is drained); undefined for any other status. */
+  private refused(res: IncomingMessage): HostdError | undefined {
+    if (res.statusCode !== 401) return undefined;
+    res.resume();
+    return new HostdError("unauthorized", `host daemon ${this.url} refused the token (401)`);
   }
 
   asHostd(e: unknown): HostdError {
@@ -152,11 +156,11 @@ export class Transport {
     const req = this.start("GET", path, { connection: "Upgrade", upgrade: HOSTD_UPGRADE }, false);
     return new Promise((resolve, reject) => {
       req.once("error", (e) => reject(this.asHostd(e)));
+      // A plain answer instead of the switch is a refusal (401, or an error before the stream opened).
       req.once("response", (res) => {
-        if (res.statusCode === 401) {
-          res.resume();
-          reject(new HostdError("unauthorized", `host daemon ${this.url} refused the token (401)`));
-        } else void this.failure(res).then(reject);
+        const refused = this.refused(res);
+        if (refused) reject(refused);
+        else void this.failure(res).then(reject);
       });
       req.once("upgrade", (_res, socket: Socket, head: Buffer) => {
         // A shell may be quiet for hours: liveness of an open stream is TCP keepalive's, not an idle timer.

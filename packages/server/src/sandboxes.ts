@@ -12,8 +12,9 @@ import { mapHostdError } from "./hosterr.js";
 import type { HostRef, Hosts } from "./hosts.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import { reconcileHost } from "./reconcile.js";
 import { LIVE, type Plan, plan } from "./state.js";
-import type { SandboxPatch, SandboxRow, SandboxStatus, Store } from "./store/types.js";
+import type { SandboxRow, Store } from "./store/types.js";
 import { newSandboxId } from "./ulid.js";
 
 export type { HostRef } from "./hosts.js";
@@ -221,7 +222,7 @@ export class Sandboxes {
     return { code: 202, row: await this.mustGet(row.id) };
   }
 
-  private async completePause(daemon: HostDaemon, id: string): Promise<void> {
+  async completePause(daemon: HostDaemon, id: string): Promise<void> {
     let snap: SnapshotRef;
     try {
       snap = await this.vm("pause", () => daemon.pause(id));
@@ -416,7 +417,7 @@ export class Sandboxes {
   }
 
   /** A sandbox that ended (destroyed, failed) leaves its networks, so they can be deleted. */
-  private async dropMemberships(id: string): Promise<void> {
+  async dropMemberships(id: string): Promise<void> {
     for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
   }
 
@@ -481,102 +482,8 @@ export class Sandboxes {
     }
   }
 
-  /**
-   * After a restart: every row in a transitional state is completed or rolled back from what the host
-   * reports, running rows without a VM become `paused` (snapshot) or `error`, and VMs no live row owns are
-   * destroyed.
-   */
-  async reconcile(host: HostRef): Promise<void> {
-    const daemon = host.daemon;
-    if (!daemon) return;
-    const vms = new Map((await daemon.list()).map((v) => [v.sandbox_id, v]));
-    const all = await this.store.sandboxesInStatus([
-      "creating",
-      "running",
-      "pausing",
-      "resuming",
-      "forking",
-      "destroying",
-      "error",
-    ]);
-    // Each host answers for its own rows; rows of a host that is down wait for its recovery.
-    const rows = all.filter((r) => r.host_id === host.id);
-    const at = iso();
-    for (const row of rows) {
-      const vm = vms.get(row.id);
-      vms.delete(row.id);
-      const set = async (status: SandboxStatus, why: string, extra: SandboxPatch = {}) => {
-        const ok = await this.store.transition(row.id, [row.status], { status, ...extra });
-        this.log.now("reconciled", { sandbox_id: row.id, from: row.status, to: status, why, applied: ok });
-        if (ok && status === "failed") await this.dropMemberships(row.id);
-      };
-      const running = { ip: vm?.ip, running_at: row.running_at ?? at, last_activity_at: Date.now() };
-      switch (row.status) {
-        case "creating":
-          if (vm) await set("running", "VM present", running);
-          else
-            await set("failed", "no VM after restart", {
-              status_reason: "interrupted by a control-plane restart",
-            });
-          break;
-        case "forking":
-          if (vm) await set("running", "VM present", running);
-          else if (row.snapshot) await set("paused", "snapshot recorded", { paused_at: at });
-          else
-            await set("failed", "no VM after restart", {
-              status_reason: "interrupted by a control-plane restart",
-            });
-          break;
-        case "pausing":
-          if (row.snapshot) {
-            if (vm) await daemon.destroy(row.id).catch(() => undefined);
-            await set("paused", "snapshot recorded", { paused_at: at });
-          } else if (vm) {
-            // The pause was asked for and the VM is still there (maybe stopped mid-snapshot): finish it.
-            this.log.now("reconciling: completing interrupted pause", { sandbox_id: row.id });
-            await this.withLock(row.id, () => this.completePause(daemon, row.id));
-          } else
-            await set("error", "neither VM nor snapshot", {
-              status_reason: "pause interrupted by a restart",
-            });
-          break;
-        case "resuming":
-          if (vm)
-            await set("running", "VM present", { ...running, last_resumed_at: at, clear: ["snapshot"] });
-          else if (row.snapshot) await set("paused", "resume rolled back", {});
-          else
-            await set("error", "neither VM nor snapshot", {
-              status_reason: "resume interrupted by a restart",
-            });
-          break;
-        case "running":
-          if (vm) {
-            if (vm.ip !== row.ip) await this.store.updateSandbox(row.id, { ip: vm.ip });
-          } else if (row.snapshot) await set("paused", "no VM but a snapshot", { paused_at: at });
-          else
-            await set("error", "no VM after restart", {
-              status_reason: "VM lost while the control plane was down",
-            });
-          break;
-        case "error":
-          if (vm) await set("running", "VM present", running);
-          break;
-        case "destroying":
-          await this.withLock(row.id, () => this.completeDestroy(daemon, row.id)).catch((e) =>
-            this.log.error("destroy on reconcile failed", { sandbox_id: row.id, err: e }),
-          );
-          break;
-        default:
-          break;
-      }
-    }
-    // VMs no row above claimed (no row, or paused/failed/destroyed): leftovers of interrupted work.
-    for (const id of vms.keys()) {
-      const row = await this.store.getSandbox(id);
-      this.log.now("destroying orphan VM", { sandbox_id: id, row_status: row?.status ?? "none" });
-      await daemon
-        .destroy(id)
-        .catch((e) => this.log.error("orphan destroy failed", { sandbox_id: id, err: e }));
-    }
+  /** After a restart, or when a host answers again: see reconcile.ts. */
+  reconcile(host: HostRef): Promise<void> {
+    return reconcileHost(this, this.store, this.log, host);
   }
 }
