@@ -137,6 +137,18 @@ export class Hosts {
     }
   }
 
+  /** A fresh reading of every host for a listing, waiting at most `ms` (a slow host keeps its last one). */
+  async refresh(ms = 1000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.refs.map((h) => this.checkOne(h))),
+      new Promise((r) => {
+        timer = setTimeout(r, ms);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   private async checkOne(h: HostRef): Promise<void> {
     const d = h.daemon;
     if (!d) return;

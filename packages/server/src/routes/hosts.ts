@@ -9,7 +9,9 @@ export function hostRoutes(app: App): Route[] {
   return [
     route("GET /v1/hosts", { auth: "user", body: "none" }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
-      // Answered from the health check's last reading: a listing never waits on a slow host.
+      // A fresh reading where the host answers within a second, the health check's last one otherwise: a
+      // listing never waits long on a slow host.
+      await app.hosts.refresh(1000);
       const hosts: api.HostPublic[] = app.hosts.all().map((ref) => {
         const info = ref.info;
         const h: api.HostPublic = {

@@ -6,21 +6,45 @@
  * leaves no QEMU behind; and a host daemon refuses every request without its token.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { CreateosSandboxClient as OurClient } from "@createos-sandbox/sdk";
 import { CreateosSandboxClient } from "@nodeops-createos/sandbox";
 import { type HostdProc, destroyAll, qemuPids, startEngineServer, startHostd } from "./engine-helpers.js";
 import { type ServerProc, call, cleanup } from "./helpers.js";
 
 const SHAPE = "s-1vcpu-256mb";
+const CLI = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "cli", "bin", "createos.js");
 const TOKEN = `mh-${randomBytes(16).toString("hex")}`;
 const IDS = ["mh-host-a", "mh-host-b"];
 /** The host the test kills -9 and restarts. */
 const VICTIM = 1;
+
+/** Our `createos` CLI (packages/cli/bin), run to completion. */
+function createos(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        if (err && typeof err.code !== "number") reject(err);
+        else resolve({ code, stdout, stderr });
+      },
+    );
+    // `sandbox exec` forwards a piped stdin to the command: give it an empty one.
+    child.stdin?.end();
+  });
+}
 
 /** Rejects when `p` takes longer than `ms`: a hang is a failure, not a stuck test. */
 async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
@@ -200,6 +224,24 @@ describe("two host daemons behind one control plane", { timeout: 20 * 60_000 }, 
         assert.equal(await viaTunnel(mine, "/marker"), `marker of ${host}`);
       }),
     );
+  });
+
+  it("our CLI lists the sandboxes of both hosts and runs commands on each", async () => {
+    const env = {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: cpDir,
+      CREATEOS_SANDBOX_API_KEY: s!.adminKey,
+      CREATEOS_SANDBOX_URL: s!.url,
+    };
+    const listed = await createos(["sandbox", "list", "--output", "json"], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    const ids = (JSON.parse(listed.stdout) as { id: string }[]).map((x) => x.id);
+    for (const id of first.values()) assert.ok(ids.includes(id), `${id} in ${ids}`);
+    for (const [host, id] of first) {
+      const r = await createos(["sandbox", "exec", id, "--", "cat", "/root/marker"], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `marker of ${host}`);
+    }
   });
 
   it("pause, fork and resume run on the host holding the snapshot", async () => {
