@@ -45,11 +45,18 @@ export function conformance(label: string, open: () => Promise<Opened>): void {
     const kids = [1, 2].map((i) => spec({ hostname: `conf-kid${i}-${tag}` }));
     let rtA: VmRuntime;
     let snap: SnapshotRef | undefined;
-    /** Every sandbox id the suite asked for (invalid ones too: a wrong success must not leak a VM). */
+    /** Every sandbox id the suite started a VM for. */
     const ids = new Set<string>([A.sandbox_id, ...kids.map((k) => k.sandbox_id)]);
     /** QEMU pid of each of our VMs, as `list()` reported it. */
     const pids = new Map<string, number[]>();
 
+    /** An operation that must fail: should it succeed, its VM is still destroyed in `after`. */
+    function leakGuard<T>(id: string, p: Promise<T>): Promise<T> {
+      return p.then((v) => {
+        ids.add(id);
+        return v;
+      });
+    }
     async function listed(id: string) {
       return (await d.list()).find((v) => v.sandbox_id === id);
     }
@@ -123,17 +130,18 @@ export function conformance(label: string, open: () => Promise<Opened>): void {
         ["disk_mib 0", { disk_mib: 0 }],
         ["a hostname with spaces", { hostname: "not a hostname" }],
         ["a sandbox id with a path", { sandbox_id: "../conf-escape" }],
-        ["an empty sandbox id", { sandbox_id: "" }],
+        ["an empty sandbox id", { sandbox_id: "", hostname: "conf-empty-id" }],
         ["an unknown image", { image: "conf-no-such-image:0" }],
       ];
       for (const [what, over] of bad) {
         const s = spec(over);
-        ids.add(s.sandbox_id);
-        await rejectsWith(d.create(s), "bad_request", `create with ${what}`);
+        await rejectsWith(leakGuard(s.sandbox_id, d.create(s)), "bad_request", `create with ${what}`);
       }
       await rejectsWith(d.create({ ...A, hostname: "other" }), "conflict", "create with a running id");
       const running = (await d.list()).map((v) => v.sandbox_id);
-      for (const id of ids) if (id !== A.sandbox_id) assert.ok(!running.includes(id), `${id} is running`);
+      for (const [, over] of bad)
+        if (over.sandbox_id !== undefined)
+          assert.ok(!running.includes(over.sandbox_id), `${over.sandbox_id} is running`);
       assert.equal((await sh(d, A.sandbox_id, "hostname")).trim(), A.hostname, "the conflict touched A");
     });
 
@@ -160,13 +168,9 @@ export function conformance(label: string, open: () => Promise<Opened>): void {
         pause_ms: 1,
       };
       const s = spec();
-      ids.add(s.sandbox_id).add(ghost);
-      await rejectsWith(
-        d.resume(ref, { ...s, sandbox_id: ghost }),
-        "not_found",
-        "resume of an unknown snapshot",
-      );
-      await rejectsWith(d.fork(ref, s), "not_found", "fork of an unknown snapshot");
+      const resumed = d.resume(ref, { ...s, sandbox_id: ghost });
+      await rejectsWith(leakGuard(ghost, resumed), "not_found", "resume of an unknown snapshot");
+      await rejectsWith(leakGuard(s.sandbox_id, d.fork(ref, s)), "not_found", "fork of an unknown snapshot");
     });
 
     test("exec: exit codes, stdout and stderr apart, env, cwd", T, () => io.checkExec(d, A.sandbox_id));
@@ -291,8 +295,11 @@ export function conformance(label: string, open: () => Promise<Opened>): void {
         "a child's write reached the parent",
       );
       const late = spec();
-      ids.add(late.sandbox_id);
-      await rejectsWith(d.fork(snap, late), "not_found", "fork of a consumed snapshot");
+      await rejectsWith(
+        leakGuard(late.sandbox_id, d.fork(snap, late)),
+        "not_found",
+        "fork of a consumed snapshot",
+      );
     });
 
     test("events: a VM whose QEMU dies unasked → vm_exited; it is no longer listed", T, async () => {
