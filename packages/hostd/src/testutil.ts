@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import type { ExecRequest, VmSpec } from "@createos-sandbox/protocol";
+import type { ExecRequest, HostDaemon, VmSpec } from "@createos-sandbox/protocol";
 import type { ImagesApi, LocalHostDaemon, OpenOptions } from "./daemon.js";
 import { catalog } from "./images/index.js";
 
@@ -67,7 +67,7 @@ export function spec(over: Partial<VmSpec> = {}): VmSpec {
 }
 
 export async function run(
-  d: LocalHostDaemon,
+  d: Pick<HostDaemon, "exec">,
   id: string,
   argv: string[],
   extra: Omit<ExecRequest, "argv"> = {},
@@ -83,7 +83,7 @@ export async function run(
   return { code: r.exit_code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
 }
 
-export async function sh(d: LocalHostDaemon, id: string, script: string): Promise<string> {
+export async function sh(d: Pick<HostDaemon, "exec">, id: string, script: string): Promise<string> {
   const r = await run(d, id, ["sh", "-c", script]);
   if (r.code !== 0) throw new Error(`sh -c ${script} exited ${r.code}: ${r.stderr}`);
   return r.stdout;

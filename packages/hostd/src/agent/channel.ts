@@ -44,6 +44,8 @@ export class Channel {
   private received = 0;
   private granted = 0;
   closed = false;
+  /** The agent sent EXIT: it forgot the channel, so nothing more is sent on it. */
+  private exited = false;
   closeError: Error | undefined;
   onCtrl: (m: Json) => void = () => {};
   onData: (kind: number, data: Buffer) => void = () => {};
@@ -75,6 +77,7 @@ export class Channel {
         this.wake();
         break;
       case FrameKind.EXIT:
+        this.exited = true;
         this.mux.channels.delete(this.id);
         this.onExit(parseJson(f.payload));
         this.close();
@@ -120,11 +123,11 @@ export class Channel {
   }
 
   sendEof(): void {
-    if (!this.closed) this.mux.write(encodeFrame(FrameKind.EOF, this.id));
+    if (!this.closed && !this.exited) this.mux.write(encodeFrame(FrameKind.EOF, this.id));
   }
 
   sendCtrl(m: HostCtrl): void {
-    if (!this.closed) this.mux.write(encodeJson(FrameKind.CTRL, this.id, m));
+    if (!this.closed && !this.exited) this.mux.write(encodeJson(FrameKind.CTRL, this.id, m));
   }
 
   close(err?: Error): void {

@@ -49,6 +49,11 @@ export function agentError(msg: { error?: unknown; code?: unknown }): AgentError
   return new AgentError(String(msg.error ?? "agent error"), code, hostd ?? "internal");
 }
 
+/** The HostdError of an EXIT that reports one, for a stream that was already handed out. */
+export function exitHostdError(m: { error?: unknown; code?: unknown }): HostdError | undefined {
+  return typeof m.error === "string" ? toHostdError(agentError(m)) : undefined;
+}
+
 /** The error of a failed RPC: the agent's code is kept, the host code is always "internal". */
 export function rpcError(err: Partial<RpcError>): AgentError {
   return new AgentError(err.message ?? "rpc failed", err.code ?? "EIO", "internal");

@@ -6,7 +6,7 @@ import { createReadStream, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { test } from "node:test";
-import { INITIAL_WINDOW } from "@createos-sandbox/protocol";
+import { HostdError, INITIAL_WINDOW } from "@createos-sandbox/protocol";
 import { AgentError, toHostdError } from "./client.js";
 import { assertIdle, useAgent } from "./testagent.js";
 
@@ -115,6 +115,16 @@ test("files: ENOENT, EISDIR, relative paths, empty files", async () => {
       .filter((n) => n.includes(".createos-")),
     [],
   );
+});
+
+test("files: a read failing after the stat fails the body, not a shorter file", async () => {
+  // The agent's own memory at offset 0 is unmapped: open and stat succeed, the first read is EIO.
+  const { body } = await client.readFile("/proc/self/mem");
+  await assert.rejects(body.toArray(), (e: unknown) => {
+    assert.ok(e instanceof HostdError, String(e));
+    assert.match(e.message, /input\/output error/);
+    return true;
+  });
 });
 
 test("the agent is still healthy and idle", () => assertIdle(ta));

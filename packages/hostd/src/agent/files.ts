@@ -9,7 +9,7 @@ import type {
 } from "@createos-sandbox/protocol";
 import type { Untrusted } from "./channel.js";
 import type { OpenChannel } from "./conn.js";
-import { agentError } from "./errors.js";
+import { agentError, exitHostdError } from "./errors.js";
 import { channelReadable, channelWritable } from "./streams.js";
 
 export interface AgentFileRead {
@@ -24,17 +24,14 @@ export async function readFile(openChannel: OpenChannel, path: string): Promise<
   return new Promise((resolve, reject) => {
     ch.onCtrl = (m: Untrusted<FileReadStat>) => {
       if (typeof m.size !== "number") return;
-      body = channelReadable(ch);
+      body = channelReadable(ch, exitHostdError);
       resolve({ stat: { size: m.size, mode: Number(m.mode ?? 0) }, body });
     };
+    // Once the body exists, an error EXIT fails the body (exitHostdError), never a short, clean end.
     const exitHook = ch.onExit;
     ch.onExit = (m: Untrusted<ErrorExit>) => {
       exitHook(m);
-      if (typeof m.error === "string") {
-        const err = agentError(m);
-        if (body) body.destroy(err);
-        else reject(err);
-      }
+      if (!body && typeof m.error === "string") reject(agentError(m));
     };
     const closeHook = ch.onClose;
     ch.onClose = (err) => {

@@ -3,7 +3,7 @@ import type { Duplex } from "node:stream";
 import type { ErrorExit, TcpConnected } from "@createos-sandbox/protocol";
 import type { Untrusted } from "./channel.js";
 import type { OpenChannel } from "./conn.js";
-import { agentError } from "./errors.js";
+import { agentError, exitHostdError } from "./errors.js";
 import { channelDuplex } from "./streams.js";
 
 /** A byte stream to host:port inside the guest; end() half-closes, EOF from the guest ends reads. */
@@ -13,14 +13,13 @@ export async function connectTcp(openChannel: OpenChannel, port: number, host: s
     let stream: Duplex | undefined;
     ch.onCtrl = (m: Untrusted<TcpConnected>) => {
       if (m.connected !== true) return;
-      stream = channelDuplex(ch);
+      stream = channelDuplex(ch, exitHostdError);
       resolve(stream);
     };
     const exitHook = ch.onExit;
     ch.onExit = (m: Untrusted<ErrorExit>) => {
       exitHook(m);
       if (!stream) reject(agentError(typeof m.error === "string" ? m : { error: "tcp failed" }));
-      else if (typeof m.error === "string") stream.destroy(agentError(m));
     };
     const closeHook = ch.onClose;
     ch.onClose = (err) => {
