@@ -1,7 +1,7 @@
 /**
  * The HostDaemon conformance suite against the in-process LocalHostDaemon.
  *
- *   node --test packages/hostd/dist/conformance/local.test.js
+ *   node --test packages/hostd/dist/conformance/local.vm.test.js
  */
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
