@@ -31,7 +31,7 @@ import {
 } from "./lib.js";
 
 /** Forks serve-daemon.js and connects to its two daemons. */
-async function startRemote(image) {
+export async function startRemote(image) {
   const token = randomBytes(24).toString("hex");
   const child = forkProcess(new URL("./serve-daemon.js", import.meta.url), [], {
     env: { ...process.env, BENCH_IMAGE: image, BENCH_TOKEN: token },
@@ -67,7 +67,7 @@ async function startRemote(image) {
   };
 }
 
-async function startLocal(image) {
+export async function startLocal(image) {
   const dirs = [mkdtempSync(join(tmpdir(), "csb-bench-")), mkdtempSync(join(tmpdir(), "csb-bench0-"))];
   const d = await LocalHostDaemon.open(openOpts(image, dirs[0]));
   const d0 = await LocalHostDaemon.open(openOpts(image, dirs[1], { warmPool: 0 }));
@@ -129,9 +129,10 @@ export async function runPaired({ reps, image, shapes, fileMib, json }) {
       );
       results[`${what} ${shape}`] = { unit, ratio, pairedRatio: p50(perRep), inprocess: a, remote: b, note };
     };
-    // The wire's share: the caller's time minus the daemon's own report of the same call.
-    const wireNote = (key, what) =>
-      `caller's time − daemon's \`${what}\`, p50: in-process ${f1(p50(local.s[key]))} ms, remote ${f1(p50(remote.s[key]))} ms`;
+    // Notes give parts of a row, p50 in-process / remote: the daemon's own report of the call (`own`), the
+    // caller's time minus that (`wire`: the HTTP exchange, ~0 in-process), the first exec on its own.
+    const parts = (...keys) =>
+      `p50 in-process / remote: ${keys.map(([k, label]) => `${label} ${fm(p50(local.s[k] ?? []))} / ${fm(p50(remote.s[k] ?? []))}`).join("; ")} ms`;
 
     await local.d.ensureImage(image, (p) => log("image:", p.phase, p.message ?? ""));
     for (const mem of shapes) {
@@ -169,20 +170,40 @@ export async function runPaired({ reps, image, shapes, fileMib, json }) {
           const t2 = now();
           await t[x].destroy(s.sandbox_id);
           add(t, `create-${pool}`, t1 - t0);
+          add(t, `own-${pool}`, rt.spawn_ms);
           add(t, `wire-${pool}`, t1 - t0 - rt.spawn_ms);
+          add(t, `exec1-${pool}`, t2 - t1);
           add(t, `create-exec-${pool}`, t2 - t0);
           add(t, `destroy-${pool}`, now() - t2);
         });
-      row("create (warm, pooled restore)", shape, "create-pooled", "ms", wireNote("wire-pooled", "spawn_ms"));
-      row("create (pooled) → first exec", shape, "create-exec-pooled");
+      row(
+        "create (warm, pooled restore)",
+        shape,
+        "create-pooled",
+        "ms",
+        parts(["own-pooled", "own `spawn_ms`"], ["wire-pooled", "wire"]),
+      );
+      row(
+        "create (pooled) → first exec",
+        shape,
+        "create-exec-pooled",
+        "ms",
+        parts(["exec1-pooled", "first exec"]),
+      );
       row(
         "create (warm snapshot restored on demand)",
         shape,
         "create-restore",
         "ms",
-        wireNote("wire-restore", "spawn_ms"),
+        parts(["own-restore", "own `spawn_ms`"], ["wire-restore", "wire"]),
       );
-      row("create (on demand) → first exec", shape, "create-exec-restore");
+      row(
+        "create (on demand) → first exec",
+        shape,
+        "create-exec-restore",
+        "ms",
+        parts(["exec1-restore", "first exec"]),
+      );
       row("destroy", shape, "destroy-pooled", "ms", "after the pooled creates");
 
       log(`${shape}: pause / resume`);
@@ -197,13 +218,31 @@ export async function runPaired({ reps, image, shapes, fileMib, json }) {
         const t0 = now();
         const snap = await t.d.pause(s.sandbox_id);
         const t1 = now();
-        await t.d.resume(snap, s);
+        const rt = await t.d.resume(snap, s);
+        const t2 = now();
         await firstExec(t.d, s.sandbox_id);
         add(t, "pause", t1 - t0);
+        add(t, "pause-own", snap.pause_ms);
+        add(t, "pause-wire", t1 - t0 - snap.pause_ms);
         add(t, "resume", now() - t1);
+        add(t, "resume-own", rt.spawn_ms);
+        add(t, "resume-wire", t2 - t1 - rt.spawn_ms);
+        add(t, "resume-exec1", now() - t2);
       });
-      row("pause (128 MiB dirty)", shape, "pause");
-      row("resume → first exec", shape, "resume");
+      row(
+        "pause (128 MiB dirty)",
+        shape,
+        "pause",
+        "ms",
+        parts(["pause-own", "own `pause_ms`"], ["pause-wire", "rest"]),
+      );
+      row(
+        "resume → first exec",
+        shape,
+        "resume",
+        "ms",
+        parts(["resume-own", "own `spawn_ms`"], ["resume-wire", "wire"], ["resume-exec1", "first exec"]),
+      );
 
       log(`${shape}: fork`);
       const parents = new Map();
@@ -225,9 +264,16 @@ export async function runPaired({ reps, image, shapes, fileMib, json }) {
         const r = await t.d.exec(vm.get(t).sandbox_id, { argv: ["true"] });
         const t1 = now();
         add(t, "exec", t1 - t0);
+        add(t, "exec-own", r.exec_ms);
         add(t, "exec-wire", t1 - t0 - r.exec_ms);
       });
-      row("exec `true` round trip", shape, "exec", "ms", wireNote("exec-wire", "exec_ms"));
+      row(
+        "exec `true` round trip",
+        shape,
+        "exec",
+        "ms",
+        parts(["exec-own", "own `exec_ms`"], ["exec-wire", "wire"]),
+      );
 
       log(`${shape}: files`);
       const body = fileBody(fileMib);
