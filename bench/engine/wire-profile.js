@@ -6,11 +6,12 @@
 //   upgraded  — upgrade request → 101 answer
 //   open      — request frame sent → OPEN frame back (the daemon starts the command after sending OPEN)
 //   result    — OPEN → RESULT frame (the daemon's exec, its `exec_ms`, is inside this phase)
-// plus `list()` (one pooled keep-alive JSON call) as the fixed cost of an exchange.
+// plus `list()` (one pooled keep-alive JSON call) as the fixed cost of an exchange, right after the exec
+// and after 30 ms of idling.
 //
 //   node bench/engine/wire-profile.js [--reps 100] [--image debian:12]
 import { parseArgs } from "node:util";
-import { f1, firstExec, log, p50, p95, spec } from "./lib.js";
+import { f1, firstExec, log, p50, p95, sleep, spec } from "./lib.js";
 import { startLocal, startRemote } from "./paired.js";
 
 const { values: args } = parseArgs({
@@ -61,6 +62,7 @@ const s = {
   open: [],
   result: [],
   list: [],
+  listIdle: [],
 };
 try {
   const vms = [spec(args.image, 256), spec(args.image, 256)];
@@ -90,6 +92,12 @@ try {
     t0 = now();
     await remote.d.list();
     s.list.push(now() - t0);
+    // The same call after both processes sat idle as long as an exec takes: is the cost the exchange, or
+    // waking two idle processes on a busy machine?
+    await sleep(30);
+    t0 = now();
+    await remote.d.list();
+    s.listIdle.push(now() - t0);
   }
   const line = (name, xs) => console.log(`| ${name} | ${f1(p50(xs))} | ${f1(p95(xs))} |`);
   console.log("\n| exec `true` (ms) | p50 | p95 |\n|---|---|---|");
@@ -101,7 +109,8 @@ try {
   line("remote phase: upgrade request → 101", s.upgraded);
   line("remote phase: request frame → OPEN", s.open);
   line("remote phase: OPEN → RESULT", s.result);
-  line("remote: `list()` call", s.list);
+  line("remote: `list()` call, right after the exec", s.list);
+  line("remote: `list()` call, after 30 ms idle", s.listIdle);
 } finally {
   await remote.close();
   await local.close();
