@@ -9,8 +9,10 @@ import { type RemoteOptions, Transport } from "./hostd-transport.js";
 import {
   F,
   type FrameConn,
+  HOSTD_REQUEST_HEADER,
   HOSTD_ROUTES,
   type HostdCall,
+  MAX_REQUEST_HEADER,
   type WireFrame,
   framedDuplex,
   fromWireError,
@@ -140,13 +142,22 @@ export class RemoteHostDaemon implements HostDaemon {
     throw this.t.unreachable("ensureImage: stream ended without an answer");
   }
 
-  /** Opens an upgraded stream and sends its request frame; resolves at OPEN, rejects at ERROR or close. */
+  /**
+   * Opens an upgraded stream. A request that fits a header goes with the upgrade and the 101 means the
+   * stream is open (one round trip); a larger one is the first frame, answered by OPEN or ERROR. `onOpen`
+   * runs synchronously at opening, before any frame behind it is dispatched.
+   */
   private async open(route: string, request: unknown, onOpen: (conn: FrameConn) => void): Promise<FrameConn> {
+    const encoded = Buffer.from(JSON.stringify(request)).toString("base64url");
+    if (encoded.length <= MAX_REQUEST_HEADER) {
+      const conn = await this.t.upgrade(route, { [HOSTD_REQUEST_HEADER]: encoded });
+      onOpen(conn);
+      return conn;
+    }
     const conn = await this.t.upgrade(route);
     return new Promise((resolve, reject) => {
       conn.onFrame((f) => {
         if (f.type === F.OPEN) {
-          // Synchronously: frames already read behind OPEN must reach the stream's own handler.
           onOpen(conn);
           resolve(conn);
         } else if (f.type === F.ERROR) {

@@ -151,9 +151,12 @@ export class Transport {
     return fromWireError(parsed, `host daemon ${this.url} answered ${res.statusCode}: ${text.slice(0, 200)}`);
   }
 
-  /** An upgraded connection carrying frames; the request frame is sent by the caller. */
-  upgrade(path: string): Promise<FrameConn> {
-    const req = this.start("GET", path, { connection: "Upgrade", upgrade: HOSTD_UPGRADE }, false);
+  /**
+   * An upgraded connection carrying frames. Taken from the keep-alive pool when a connection is idle there
+   * (the health check keeps one warm), which saves the TCP (and TLS) handshake; the upgrade detaches it.
+   */
+  upgrade(path: string, headers: Record<string, string> = {}): Promise<FrameConn> {
+    const req = this.start("GET", path, { connection: "Upgrade", upgrade: HOSTD_UPGRADE, ...headers });
     return new Promise((resolve, reject) => {
       req.once("error", (e) => reject(this.asHostd(e)));
       // A plain answer instead of the switch is a refusal (401, or an error before the stream opened).

@@ -17,6 +17,14 @@ import { HostdError, type HostdErrorCode } from "./hostd.js";
 
 export const HOSTD_UPGRADE = "createos-hostd-stream/1";
 
+/**
+ * The request of an upgraded stream, base64url JSON, when it fits: the daemon then opens the stream before
+ * it answers 101 (a refusal is a plain HTTP error), saving the round trip of a REQUEST frame and OPEN.
+ */
+export const HOSTD_REQUEST_HEADER = "x-hostd-request";
+/** Larger requests (long argv, big env) go as the REQUEST frame instead. */
+export const MAX_REQUEST_HEADER = 8 * 1024;
+
 export const HOSTD_ROUTES = {
   call: "/v1/call/",
   ensureImage: "/v1/ensure-image",
@@ -155,7 +163,9 @@ export class WireFrameDecoder {
  */
 export class FrameConn {
   private readonly decoder = new WireFrameDecoder();
-  private handler: (f: WireFrame) => void = () => undefined;
+  /** Frames that arrived before anyone asked for them (bytes behind the 101 answer, say): kept, in order. */
+  private early: WireFrame[] = [];
+  private handler: (f: WireFrame) => void = (f) => this.early.push(f);
   private closedP: Promise<void>;
   closed = false;
 
@@ -185,6 +195,9 @@ export class FrameConn {
 
   onFrame(h: (f: WireFrame) => void): void {
     this.handler = h;
+    const early = this.early;
+    this.early = [];
+    for (const f of early) this.handler(f);
   }
 
   /**

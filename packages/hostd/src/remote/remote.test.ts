@@ -131,6 +131,19 @@ describe("host daemon over HTTP", () => {
     await assert.rejects(remote.exec("zz", { argv: ["x"] }), (e) => code(e) === "not_found");
   });
 
+  test("requests too large for the upgrade header go as the first frame, for exec and PTY alike", async () => {
+    const env = { BIG: "x".repeat(20_000) };
+    const r = await remote.exec("a", { argv: ["fail"], env });
+    assert.equal(r.exit_code, 3);
+    assert.equal((daemon.calls.at(-1)?.args[0] as { env: { BIG: string } }).env.BIG.length, 20_000);
+    await assert.rejects(remote.exec("zz", { argv: ["x"], env }), (e) => code(e) === "not_found");
+    const pty = await remote.openPty("a", { rows: 5, cols: 7, env });
+    pty.stream.end();
+    assert.deepEqual(await pty.exited, { exit_code: 7 });
+    assert.deepEqual(daemon.resizes.at(-1), [5, 7]);
+    await assert.rejects(remote.openPty("zz", { rows: 1, cols: 1, env }), (e) => code(e) === "not_found");
+  });
+
   test("aborting an exec kills it and still answers its result", async () => {
     const ac = new AbortController();
     const p = remote.exec("a", { argv: ["sleep"] }, {}, ac.signal);

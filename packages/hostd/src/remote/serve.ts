@@ -12,6 +12,7 @@ import { PassThrough } from "node:stream";
 import {
   HOSTD_CALLS,
   HOSTD_ERROR_STATUS,
+  HOSTD_REQUEST_HEADER,
   HOSTD_ROUTES,
   HOSTD_UPGRADE,
   type HostDaemon,
@@ -191,12 +192,31 @@ export function createHostdServer(daemon: HostDaemon, opts: ServeOptions): Serve
             ? "tcp"
             : undefined;
     if (!kind) return refuse("404 Not Found");
-    socket.write(
-      `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: ${HOSTD_UPGRADE}\r\n\r\n`,
-    );
+    let headerReq: Record<string, unknown> | undefined;
+    const raw = req.headers[HOSTD_REQUEST_HEADER];
+    if (typeof raw === "string") {
+      try {
+        headerReq = JSON.parse(Buffer.from(raw, "base64url").toString("utf8"));
+      } catch {
+        return refuse("400 Bad Request");
+      }
+    }
     socket.setKeepAlive(true, 10_000);
     if (head.length) socket.unshift(head);
-    void serveStream(daemon, kind, socket);
+    const accept = () =>
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: ${HOSTD_UPGRADE}\r\n\r\n`,
+      );
+    // Refused before the switch: an ordinary error answer, its body the wire error.
+    const refuseWith = (e: unknown) => {
+      const w = toWireError(e);
+      const body = JSON.stringify(w);
+      const status = HOSTD_ERROR_STATUS[w.error.code] ?? 500;
+      socket.end(
+        `HTTP/1.1 ${status} Refused\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    };
+    void serveStream(daemon, kind, socket, headerReq, accept, refuseWith);
   };
 
   const server = opts.tls ? createTlsServer({ cert: opts.tls.cert, key: opts.tls.key }) : createServer();
