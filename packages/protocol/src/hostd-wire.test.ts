@@ -55,3 +55,23 @@ test("errors keep their code across the wire; unknown codes degrade to internal"
   assert.equal(toWireError(new Error("plain")).error.code, "internal");
   for (const status of Object.values(HOSTD_ERROR_STATUS)) assert.ok(status >= 400 && status < 600);
 });
+
+test("rechunk re-cuts any split of a stream into whole chunks, the remainder last", async () => {
+  const { Readable } = await import("node:stream");
+  const { rechunk } = await import("./hostd-wire.js");
+  const data = Buffer.from(Array.from({ length: 1000 }, (_, i) => i & 255));
+  for (const piece of [1, 7, 64, 300, 1000]) {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < data.length; i += piece) parts.push(data.subarray(i, i + piece));
+    // Collected as 'data' events, as a pipe() sees them (an async iterator would merge buffered chunks).
+    const out: Buffer[] = [];
+    const r = Readable.from(parts).pipe(rechunk(128));
+    r.on("data", (c: Buffer) => out.push(c));
+    await new Promise((res) => r.once("end", res));
+    assert.deepEqual(Buffer.concat(out), data);
+    assert.deepEqual(
+      out.map((c) => c.length),
+      [...Array(7).fill(128), 104],
+    );
+  }
+});

@@ -12,7 +12,7 @@
  *   both ways. The first frame is the request; closing the connection cancels (an exec is killed, a
  *   PTY or tunnel closed). Backpressure is TCP's: a side that stops reading stops the other's writes.
  */
-import { Duplex } from "node:stream";
+import { Duplex, Transform } from "node:stream";
 import { HostdError, type HostdErrorCode } from "./hostd.js";
 
 export const HOSTD_UPGRADE = "createos-hostd-stream/1";
@@ -325,5 +325,34 @@ export function splice(a: Duplex, b: Duplex): Promise<void> {
         if (!(s.readableEnded && s.writableFinished)) stop();
       });
     }
+  });
+}
+
+/**
+ * Re-cuts a byte stream into chunks of `size` (the last may be shorter). Bytes from a socket arrive in
+ * reads of ~64 KiB; the guest agent moves files in frames of up to DATA_CHUNK, and under emulation every
+ * frame costs the guest a wake-up and a write, so uploads that crossed a network are re-cut before they
+ * reach the agent (measured: 26 → 35 MB/s for 64 MiB under TCG).
+ */
+export function rechunk(size: number): Transform {
+  let parts: Buffer[] = [];
+  let n = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      parts.push(chunk);
+      n += chunk.length;
+      if (n >= size) {
+        const all = Buffer.concat(parts, n);
+        let off = 0;
+        for (; all.length - off >= size; off += size) this.push(all.subarray(off, off + size));
+        parts = off < all.length ? [all.subarray(off)] : [];
+        n = all.length - off;
+      }
+      cb();
+    },
+    flush(cb) {
+      if (n) this.push(Buffer.concat(parts, n));
+      cb();
+    },
   });
 }

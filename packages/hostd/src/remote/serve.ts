@@ -8,8 +8,8 @@ import { chmod, rm } from "node:fs/promises";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import type { Socket } from "node:net";
-import { PassThrough } from "node:stream";
 import {
+  DATA_CHUNK,
   HOSTD_CALLS,
   HOSTD_ERROR_STATUS,
   HOSTD_REQUEST_HEADER,
@@ -18,6 +18,7 @@ import {
   type HostDaemon,
   type HostdCall,
   HostdError,
+  rechunk,
   toWireError,
 } from "@createos-sandbox/protocol";
 import { serveStream } from "./streams.js";
@@ -105,7 +106,7 @@ export function createHostdServer(daemon: HostDaemon, opts: ServeOptions): Serve
         throw new HostdError("bad_request", `mode must be 0-07777, got ${q.get("mode")}`);
       // The daemon gets its own stream: one that stops reading early (too large) may destroy it, which
       // must not destroy the connection before our answer is written.
-      const body = new PassThrough();
+      const body = rechunk(DATA_CHUNK);
       req.pipe(body);
       const r = await daemon.writeFile(id, path, body, mode).finally(() => req.unpipe(body));
       json(res, 200, { result: r });
