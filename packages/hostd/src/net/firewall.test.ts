@@ -14,7 +14,7 @@ import { GATEWAY_IP, GUEST_IP, GUEST_MAC } from "./plan.js";
 import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
 
 test("CIDRs are parsed and normalised; anything else is refused with the variable's name", () => {
-  assert.equal(parseCidr("10.77.0.2/30"), "10.77.0.0/30");
+  assert.equal(parseCidr("10.76.0.2/30"), "10.76.0.0/30");
   assert.equal(parseCidr(" 203.0.113.80 "), "203.0.113.80/32");
   assert.equal(parseCidr("0.0.0.0/0"), "0.0.0.0/0");
   assert.equal(parseCidr("255.255.255.255/1"), "128.0.0.0/1");
@@ -34,9 +34,13 @@ test("CIDRs are parsed and normalised; anything else is refused with the variabl
 });
 
 test("the script lists the operator's CIDRs and an empty set without elements", () => {
-  assert.match(slotFirewallScript({ privateEgress: ["10.77.0.0/30"] }), /elements = \{ 10\.77\.0\.0\/30 \}/);
+  assert.match(
+    slotFirewallScript({ privateEgress: ["10.76.0.0/30"] }, []),
+    /elements = \{ 10\.76\.0\.0\/30 \}/,
+  );
+  assert.match(slotFirewallScript({ privateEgress: [] }, ["192.0.2.2"]), /set host \{\n[^}]*192\.0\.2\.2 \}/);
   assert.doesNotMatch(
-    slotFirewallScript({ privateEgress: [] }),
+    slotFirewallScript({ privateEgress: [] }, []),
     /set private_egress \{\n[^}]*elements/,
     "an empty set is declared without elements",
   );
@@ -46,7 +50,7 @@ const tag = `csbt-fw${process.pid}`;
 const G = `${tag}-g`; // the guest
 const N = `${tag}-n`; // its sandbox namespace
 const O = `${tag}-o`; // a private host beyond it
-const PRIVATE_HOST = "10.77.0.2";
+const PRIVATE_HOST = "10.76.0.2";
 /** Stands for another sandbox's address (outside every slot's range, so no real sandbox has it). */
 const OTHER_SANDBOX = "10.201.255.254";
 const SPOOF = "169.254.0.25";
@@ -81,7 +85,7 @@ before(async () => {
   batch(N, [
     `addr add ${GATEWAY_IP}/30 dev tap0`,
     "link set tap0 up",
-    "addr add 10.77.0.1/30 dev v0",
+    "addr add 10.76.0.1/30 dev v0",
     "link set v0 up",
     `route add ${OTHER_SANDBOX}/32 via ${PRIVATE_HOST}`,
   ]);
@@ -90,7 +94,7 @@ before(async () => {
     `addr add ${PRIVATE_HOST}/30 dev pv`,
     `addr add ${OTHER_SANDBOX}/32 dev pv`,
     "link set pv up",
-    "route add 169.254.0.0/16 via 10.77.0.1",
+    "route add 169.254.0.0/16 via 10.76.0.1",
   ]);
   sh(N, "sysctl", "-qw", "net.ipv4.ip_forward=1");
   echo = spawn("ip", ["netns", "exec", O, "python3", "-c", echoServerPy(7)], { stdio: "ignore" });
@@ -123,7 +127,7 @@ test("by default: private addresses, other sandboxes and the gateway's other por
 
 test("listed CIDRs become reachable, other sandboxes never; rules are replaced in place", async () => {
   sh(G, "ip", "addr", "add", `${SPOOF}/32`, "dev", "eth0");
-  await applySlotFirewall(N, firewallConfig(["10.77.0.0/30", "10.201.0.0/16"]));
+  await applySlotFirewall(N, firewallConfig(["10.76.0.0/30", "10.201.0.0/16"]));
   assert.deepEqual(notOpen(probe(...privateTargets)), []);
   assert.deepEqual(notRefused(probe(...otherSandbox)), []);
   // A spoofed source is refused even where the destination is allowed.
@@ -135,7 +139,7 @@ test("listed CIDRs become reachable, other sandboxes never; rules are replaced i
 });
 
 test("a forged MAC is dropped on tap0", async () => {
-  await applySlotFirewall(N, firewallConfig(["10.77.0.0/30"]));
+  await applySlotFirewall(N, firewallConfig(["10.76.0.0/30"]));
   assert.deepEqual(notOpen(probe(`tcp:${PRIVATE_HOST}:7`)), []);
   sh(G, "ip", "link", "set", "eth0", "address", "02:fc:00:00:00:02");
   assert.deepEqual(

@@ -33,6 +33,7 @@
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
+ *       daddr in @host: the host's addresses when the rules were set → refuse (always; see the root table)
  *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS)
  *       daddr in @denied (see DENIED below)                      → refuse
  *       anything else                                            accept (the outside world)
@@ -42,7 +43,10 @@
  *     input:   iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
  *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
  *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with
- *              a 10.201 source, the namespaces' own comes from 10.200)
+ *              a 10.201 source, the namespaces' own comes from 10.200). @host above refuses the same in
+ *              the namespace, because the kernel rate-limits the ICMP errors of one namespace to one peer
+ *              (6, then 1 a second) and the root's limit is the host's to set; this table is the backstop
+ *              for addresses the host gained later.
  *     forward: iifname "csbv*" oifname "csbv*", saddr 10.201.0.0/16, not established → refuse
  *              (sandbox to sandbox, also for namespaces set up before these rules existed)
  *
@@ -50,6 +54,7 @@
  * waiting for a timeout; the namespace's `net.ipv4.icmp_ratelimit` is 0 so that every refusal is answered. The self-signal API (127.0.0.1:1029) is inside the guest and needs no rule.
  */
 import { isIPv4 } from "node:net";
+import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
 import { nft, sysctl } from "../sys/index.js";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, HOST_VETH_PREFIX, SANDBOX_NET, TAP, VETH_NET } from "./plan.js";
@@ -128,7 +133,7 @@ function replaceTable(family: string, name: string, body: string): string {
 }
 
 /** The nft script of a sandbox namespace's two tables (see the block comment). */
-export function slotFirewallScript(fw: FirewallConfig): string {
+export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]): string {
   const antispoof = `  chain ${TAP} {
     type filter hook ingress device "${TAP}" priority -500; policy drop;
     ether saddr != ${GUEST_MAC} drop
@@ -141,6 +146,7 @@ export function slotFirewallScript(fw: FirewallConfig): string {
   }`;
   const filter = [
     v4set("never", NEVER),
+    v4set("host", host),
     v4set("private_egress", fw.privateEgress),
     v4set("denied", DENIED),
     `  chain input {
@@ -162,6 +168,7 @@ export function slotFirewallScript(fw: FirewallConfig): string {
     ct state established,related accept
     meta nfproto != ipv4 goto refuse
     ip daddr @never goto refuse
+    ip daddr @host goto refuse
     ip daddr @private_egress accept
     ip daddr @denied goto refuse
   }`,
@@ -190,13 +197,22 @@ ${REFUSE}`,
   );
 }
 
+/** The root namespace's IPv4 addresses now, but for the veths (all of 10.200.0.0/16 is refused anyway). */
+export function hostAddresses(): string[] {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? [])
+      if (a.family === "IPv4" && !a.address.startsWith("10.200.")) out.add(a.address);
+  return [...out].sort();
+}
+
 /** Installs (or replaces, atomically) the firewall of a sandbox namespace; tap0 must exist. */
 export async function applySlotFirewall(netns: string, fw: FirewallConfig): Promise<void> {
   // The kernel sends at most one ICMP error per second to a peer after a burst of 6, and a refusal that is
   // not answered is a client timeout: in the namespace the only peer is the guest, whose own packets the
   // errors answer (the namespace-wide cap, icmp_msgs_per_sec, still bounds them).
   await sysctl("net.ipv4.icmp_ratelimit", "0", netns);
-  await nft(slotFirewallScript(fw), netns);
+  await nft(slotFirewallScript(fw, hostAddresses()), netns);
 }
 
 /** Installs (or replaces, atomically) the root namespace's part. */
