@@ -33,7 +33,7 @@
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
- *       daddr in @host: the host's addresses when the rules were set → refuse (always; see the root table)
+ *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
  *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS)
  *       daddr in @denied (see DENIED below)                      → refuse
  *       anything else                                            accept (the outside world)
@@ -51,7 +51,8 @@
  *              (sandbox to sandbox, also for namespaces set up before these rules existed)
  *
  * Refusals answer at once (reset / ICMP unreachable), so a client fails in milliseconds instead of
- * waiting for a timeout; the namespace's `net.ipv4.icmp_ratelimit` is 0 so that every refusal is answered. The self-signal API (127.0.0.1:1029) is inside the guest and needs no rule.
+ * waiting for a timeout; the namespace's `net.ipv4.icmp_ratelimit` is 0 so that every refusal is
+ * answered. The self-signal API (127.0.0.1:1029) is inside the guest and needs no rule.
  */
 import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
