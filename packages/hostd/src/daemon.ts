@@ -84,6 +84,12 @@ export interface OpenOptions {
    * restarts, unique among the hosts of one control plane. Default "local", the embedded daemon's.
    */
   hostId?: string;
+  /**
+   * CIDRs in private or reserved ranges that guests may reach anyway (a LAN S3 server, the proxy the
+   * package registries sit behind); default `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated), else
+   * none. Other sandboxes and the host's own addresses stay unreachable whatever is listed.
+   */
+  privateEgress?: string[];
 }
 
 export class LocalHostDaemon implements HostDaemon {

@@ -16,7 +16,15 @@ import {
 } from "@createos-sandbox/protocol";
 import { TIMEOUTS } from "./bringup.js";
 import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
-import { GUEST_MAC, NetPool, type SlotAddrs, SlotAllocator, TAP, teardownSlot } from "./net/index.js";
+import {
+  GUEST_MAC,
+  NetPool,
+  type SlotAddrs,
+  SlotAllocator,
+  TAP,
+  firewallConfig,
+  teardownSlot,
+} from "./net/index.js";
 import { type Layout, type VmRecord, readJson } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
@@ -73,8 +81,12 @@ export class Host {
   ) {
     this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
     this.events.setMaxListeners(0);
-    this.netPool = new NetPool(this.slots, opts.netPool ?? 2, layout.netpool, (e) =>
-      this.log.warn("network pool", { error: String(e) }),
+    this.netPool = new NetPool(
+      this.slots,
+      opts.netPool ?? 2,
+      layout.netpool,
+      (e) => this.log.warn("network pool", { error: String(e) }),
+      firewallConfig(opts.privateEgress),
     );
     this.warmPool = new WarmPool(this);
   }

@@ -248,8 +248,10 @@ async function keys(p: Parsed): Promise<number> {
 async function doctorCmd(): Promise<number> {
   const { doctor } = await loadDoctor();
   const checks = await doctor();
-  // KVM has a TCG fallback and images build on first use: those are reported, not required.
-  const required = (c: (typeof checks)[number]) => !(c.check === "kvm" || c.check.startsWith("image "));
+  // KVM has a TCG fallback, images build on first use and guests without the host's package sources still
+  // run: those are reported, not required.
+  const optional = new Set(["kvm", "guest egress"]);
+  const required = (c: (typeof checks)[number]) => !(optional.has(c.check) || c.check.startsWith("image "));
   const w = Math.max(5, ...checks.map((c) => c.check.length));
   process.stdout.write(`${"CHECK".padEnd(w)}  OK    DETAIL\n`);
   for (const c of checks) {

@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
+import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -34,6 +35,7 @@ export {
   netnsName,
   slotAddrs,
 } from "./plan.js";
+export { type FirewallConfig, firewallConfig } from "./firewall.js";
 
 /** Namespaces named csb-N present on the host (including ones a crashed daemon left). */
 export function existingSlots(): Set<number> {
@@ -98,6 +100,9 @@ export function ensureRootNet(): Promise<void> {
 }
 `);
     }
+    // The guard of the host's own addresses (net/firewall.ts): replaced on every start, so a new
+    // daemon's rules win over an older one's.
+    await applyRootFirewall();
   })().catch((e) => {
     rootReady = undefined;
     throw e;
@@ -117,7 +122,7 @@ export class SlotBusyError extends HostdError {
  * when the name exists, so two daemons on one host never share a slot (and leftovers are never touched).
  * Cleans up after itself on failure.
  */
-export async function setupSlot(slot: number): Promise<SlotAddrs> {
+export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREWALL): Promise<SlotAddrs> {
   const a = slotAddrs(slot);
   await ensureRootNet();
   try {
@@ -156,6 +161,8 @@ export async function setupSlot(slot: number): Promise<SlotAddrs> {
 `,
       a.netns,
     );
+    // What the guest may send (net/firewall.ts); in place before any VM uses the namespace.
+    await applySlotFirewall(a.netns, fw);
     return a;
   } catch (e) {
     await teardownSlot(slot).catch(() => undefined);
@@ -209,10 +216,17 @@ export class NetPool {
     private readonly target: number,
     private readonly stateFile: string,
     private readonly onError: (e: unknown) => void = () => {},
+    private readonly fw: FirewallConfig = DEFAULT_FIREWALL,
   ) {}
 
-  /** Removes namespaces an earlier daemon had pooled (they carry no VM). */
+  /**
+   * Removes namespaces an earlier daemon had pooled (they carry no VM), and gives the namespaces of the
+   * VMs this daemon re-adopted its own firewall settings.
+   */
   async init(isClaimed: (slot: number) => boolean): Promise<void> {
+    await ensureRootNet().catch(this.onError);
+    for (const s of existingSlots())
+      if (isClaimed(s)) await applySlotFirewall(netnsName(s), this.fw).catch(this.onError);
     await reclaimDeadPools().catch(this.onError);
     let slots: number[] = [];
     try {
@@ -245,7 +259,7 @@ export class NetPool {
     for (let attempt = 0; ; attempt++) {
       const s = this.alloc.allocate();
       try {
-        return await setupSlot(s);
+        return await setupSlot(s, this.fw);
       } catch (e) {
         this.alloc.release(s);
         if (!(e instanceof SlotBusyError) || attempt >= 20) throw e;

@@ -14,7 +14,8 @@
  *                                       the guest's traffic to it; the root namespace routes each
  *                                       10.201.<slot>/32 via the slot's veth
  *
- * Outbound traffic from 10.201.0.0/16 is masqueraded by the root namespace. The two octets after 10.200
+ * Outbound traffic from 10.201.0.0/16 is masqueraded by the root namespace. What a guest may send (only
+ * from its own MAC and address, only to the outside world) is the firewall's, net/firewall.ts. The two octets after 10.200
  * and 10.201 are the slot (or 4·slot+n) written big-endian, so 16383 slots fill 10.200.0.0/16 exactly.
  */
 import { HostdError } from "@createos-sandbox/protocol";
@@ -32,6 +33,8 @@ export const TAP = "tap0";
 export const NS_VETH = "v0";
 /** Sandbox addresses, one per slot: what the root namespace masquerades. */
 export const SANDBOX_NET = "10.201.0.0/16";
+/** Both ends of every slot's veth pair. */
+export const VETH_NET = "10.200.0.0/16";
 export const MAX_SLOT = 16383;
 
 const NETNS_PREFIX = "csb-";

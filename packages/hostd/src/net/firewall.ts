@@ -1,0 +1,222 @@
+/**
+ * The guest firewall: what a sandbox may send, enforced on the host (never in the guest, which runs
+ * untrusted code as root). It relies on the address plan of net/plan.ts:
+ *
+ *   guest eth0 169.254.0.21, MAC 02:fc:00:00:00:01 ── tap0 169.254.0.22 ─┐ netns csb-<slot>
+ *                                                       v0 10.200.<4·slot+2> ─┐ SNAT → 10.201.<slot>
+ *   root ns:                                       csbv<slot> 10.200.<4·slot+1> ─┘ masquerade → world
+ *
+ * Everything a guest sends enters the host through its tap0, inside its own namespace, so the rules live
+ * there and apply to nothing else: the host's own traffic, and the namespace's own (the DNS resolver's
+ * upstream queries, net/dns.ts), never cross tap0 and are not filtered. A namespace outlives the daemon,
+ * so its rules do too; a daemon that re-adopts a VM replaces them atomically with its current settings.
+ *
+ * In each sandbox namespace (one `nft -f` batch: both tables replaced at once, no gap):
+ *
+ *   table netdev createos_antispoof, chain tap0 (ingress hook of tap0, before anything else; policy drop)
+ *     ether saddr != 02:fc:00:00:00:01                           drop     (a forged MAC)
+ *     arp, sender MAC 02:fc:00:00:00:01 and sender IP 169.254.0.21 accept
+ *     ip saddr 169.254.0.21                                      accept
+ *     ip (any other source), tcp                                 reject with tcp reset
+ *     ip (any other source)                                      reject with icmp admin-prohibited
+ *     ip6                                                        reject (tcp reset / icmpv6 admin-prohibited):
+ *                                                                guests get no IPv6 at all
+ *     anything else (VLAN tags, other ethertypes)                drop (policy)
+ *
+ *   table inet createos_fw
+ *     chain input (to the namespace itself, from tap0):
+ *       ct state established,related accept
+ *       ct status dnat accept                                    (our own redirects, e.g. DNS to the resolver)
+ *       169.254.0.22 udp/tcp port 53 accept                     (the resolver, net/dns.ts)
+ *       anything else                                            → refuse
+ *     chain forward (through the namespace, from tap0):
+ *       ct state established,related accept                     (replies on connections made to the guest)
+ *       not IPv4                                                 → refuse
+ *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
+ *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
+ *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS)
+ *       daddr in @denied (see DENIED below)                      → refuse
+ *       anything else                                            accept (the outside world)
+ *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
+ *
+ * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start):
+ *     input:   iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
+ *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
+ *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with
+ *              a 10.201 source, the namespaces' own comes from 10.200). @host above refuses the same in
+ *              the namespace, because the kernel rate-limits the ICMP errors of one namespace to one peer
+ *              (6, then 1 a second) and the root's limit is the host's to set; this table is the backstop
+ *              for addresses the host gained later.
+ *     forward: iifname "csbv*" oifname "csbv*", saddr 10.201.0.0/16, not established → refuse
+ *              (sandbox to sandbox, also for namespaces set up before these rules existed)
+ *
+ * Refusals answer at once (reset / ICMP unreachable), so a client fails in milliseconds instead of
+ * waiting for a timeout; the namespace's `net.ipv4.icmp_ratelimit` is 0 so that every refusal is
+ * answered. The self-signal API (127.0.0.1:1029) is inside the guest and needs no rule.
+ */
+import { isIPv4 } from "node:net";
+import { networkInterfaces } from "node:os";
+import { HostdError } from "@createos-sandbox/protocol";
+import { nft, sysctl } from "../sys/index.js";
+import { GATEWAY_IP, GUEST_IP, GUEST_MAC, HOST_VETH_PREFIX, SANDBOX_NET, TAP, VETH_NET } from "./plan.js";
+
+export const PRIVATE_EGRESS_ENV = "CREATEOS_SANDBOX_PRIVATE_EGRESS";
+
+/**
+ * Destinations no guest reaches unless the operator lists them: IANA's special-purpose ranges that are not
+ * globally routable (RFC 6890 and successors) plus multicast: this network, RFC 1918, CGNAT, loopback,
+ * link-local (cloud metadata at 169.254.169.254), IETF protocol assignments, the documentation nets, the
+ * 6to4 relay anycast, benchmarking, multicast, reserved and limited broadcast.
+ */
+export const DENIED = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.0.0.0/24",
+  "192.0.2.0/24",
+  "192.88.99.0/24",
+  "192.168.0.0/16",
+  "198.18.0.0/15",
+  "198.51.100.0/24",
+  "203.0.113.0/24",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
+
+/** Never reachable from a guest, whatever the operator lists: the veths and every sandbox's address. */
+export const NEVER = [VETH_NET, SANDBOX_NET];
+
+export interface FirewallConfig {
+  /** CIDRs inside {@link DENIED} that guests may reach anyway (normalised `a.b.c.d/n`). */
+  privateEgress: string[];
+}
+
+export const DEFAULT_FIREWALL: FirewallConfig = { privateEgress: [] };
+
+/** `a.b.c.d` or `a.b.c.d/n` → the network in `a.b.c.d/n` form (host bits cleared, as nft wants it). */
+export function parseCidr(s: string): string {
+  const m = /^([0-9.]+)(?:\/(\d{1,2}))?$/.exec(s.trim());
+  const bits = m?.[2] === undefined ? 32 : Number(m[2]);
+  if (!m?.[1] || !isIPv4(m[1]) || bits > 32)
+    throw new HostdError("bad_request", `${PRIVATE_EGRESS_ENV}: "${s}" is not an IPv4 address or CIDR`);
+  const n = m[1].split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+  const size = 2 ** (32 - bits);
+  const net = Math.floor(n / size) * size;
+  const ip = [24, 16, 8, 0].map((sh) => Math.floor(net / 2 ** sh) % 256).join(".");
+  return `${ip}/${bits}`;
+}
+
+/** The firewall settings: `privateEgress` when given, else `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated). */
+export function firewallConfig(
+  privateEgress?: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): FirewallConfig {
+  const list = privateEgress ?? (env[PRIVATE_EGRESS_ENV] ?? "").split(",");
+  return { privateEgress: list.filter((s) => s.trim() !== "").map(parseCidr) };
+}
+
+function v4set(name: string, elements: readonly string[]): string {
+  const el = elements.length > 0 ? `\n    elements = { ${elements.join(", ")} }` : "";
+  return `  set ${name} {\n    type ipv4_addr; flags interval; auto-merge;${el}\n  }`;
+}
+
+const REFUSE = `  chain refuse {
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type admin-prohibited
+  }`;
+
+/** Replaces `family name` atomically: declaring it first makes the delete succeed when it is absent. */
+function replaceTable(family: string, name: string, body: string): string {
+  return `table ${family} ${name}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}\n}\n`;
+}
+
+/** The nft script of a sandbox namespace's two tables (see the block comment). */
+export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]): string {
+  const antispoof = `  chain ${TAP} {
+    type filter hook ingress device "${TAP}" priority -500; policy drop;
+    ether saddr != ${GUEST_MAC} drop
+    ether type arp arp saddr ether ${GUEST_MAC} arp saddr ip ${GUEST_IP} accept
+    ether type ip ip saddr ${GUEST_IP} accept
+    ether type ip meta l4proto tcp reject with tcp reset
+    ether type ip reject with icmp type admin-prohibited
+    ether type ip6 meta l4proto tcp reject with tcp reset
+    ether type ip6 reject with icmpv6 type admin-prohibited
+  }`;
+  const filter = [
+    v4set("never", NEVER),
+    v4set("host", host),
+    v4set("private_egress", fw.privateEgress),
+    v4set("denied", DENIED),
+    `  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "${TAP}" jump from_guest_to_gateway
+  }
+  chain from_guest_to_gateway {
+    ct state established,related accept
+    ct status dnat accept
+    ip daddr ${GATEWAY_IP} udp dport 53 accept
+    ip daddr ${GATEWAY_IP} tcp dport 53 accept
+    goto refuse
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "${TAP}" jump from_guest
+  }
+  chain from_guest {
+    ct state established,related accept
+    meta nfproto != ipv4 goto refuse
+    ip daddr @never goto refuse
+    ip daddr @host goto refuse
+    ip daddr @private_egress accept
+    ip daddr @denied goto refuse
+  }`,
+    REFUSE,
+  ].join("\n");
+  return (
+    replaceTable("netdev", "createos_antispoof", antispoof) + replaceTable("inet", "createos_fw", filter)
+  );
+}
+
+/** The root namespace's table (see the block comment): the host's own addresses, sandbox to sandbox. */
+export function rootFirewallScript(): string {
+  const fromGuest = `iifname "${HOST_VETH_PREFIX}*" ip saddr ${SANDBOX_NET} ct state != { established, related }`;
+  return replaceTable(
+    "inet",
+    "createos_fw",
+    `  chain input {
+    type filter hook input priority filter; policy accept;
+    ${fromGuest} goto refuse
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ${fromGuest} oifname "${HOST_VETH_PREFIX}*" goto refuse
+  }
+${REFUSE}`,
+  );
+}
+
+/** The root namespace's IPv4 addresses now, but for the veths (all of 10.200.0.0/16 is refused anyway). */
+export function hostAddresses(): string[] {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? [])
+      if (a.family === "IPv4" && !a.address.startsWith("10.200.")) out.add(a.address);
+  return [...out].sort();
+}
+
+/** Installs (or replaces, atomically) the firewall of a sandbox namespace; tap0 must exist. */
+export async function applySlotFirewall(netns: string, fw: FirewallConfig): Promise<void> {
+  // The kernel sends at most one ICMP error per second to a peer after a burst of 6, and a refusal that is
+  // not answered is a client timeout: in the namespace the only peer is the guest, whose own packets the
+  // errors answer (the namespace-wide cap, icmp_msgs_per_sec, still bounds them).
+  await sysctl("net.ipv4.icmp_ratelimit", "0", netns);
+  await nft(slotFirewallScript(fw, hostAddresses()), netns);
+}
+
+/** Installs (or replaces, atomically) the root namespace's part. */
+export async function applyRootFirewall(): Promise<void> {
+  await nft(rootFirewallScript());
+}
