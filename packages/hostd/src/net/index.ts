@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
+import { nonResolverPids, startResolver, stopResolver } from "./dns.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -156,6 +157,7 @@ export async function setupSlot(slot: number): Promise<SlotAddrs> {
 `,
       a.netns,
     );
+    await startResolver(a);
     return a;
   } catch (e) {
     await teardownSlot(slot).catch(() => undefined);
@@ -169,6 +171,7 @@ export async function teardownSlot(slot: number): Promise<void> {
   await ip("route", "del", `${a.sandboxIp}/32`).catch(() => undefined);
   // Deleting one end of a veth deletes both; deleting the namespace deletes tap0, v0 and its nft table.
   await ip("link", "del", a.hostVeth).catch(() => undefined);
+  await stopResolver(slot);
   if (existsSync(`/run/netns/${a.netns}`)) await ip("netns", "del", a.netns);
 }
 
@@ -187,8 +190,9 @@ async function reclaimDeadPools(): Promise<void> {
     const pid = Number(m[2]);
     // A killed daemon can linger as a zombie for a moment: that counts as dead.
     if (!procGone(pid)) continue;
-    const pids = await run("ip", ["netns", "pids", netnsName(slot)]).catch(() => ({ stdout: "x" }));
-    if (pids.stdout.trim() !== "") continue;
+    // its own resolver aside, a pooled namespace runs nothing
+    const pids = await nonResolverPids(slot).catch(() => [0]);
+    if (pids.length > 0) continue;
     await teardownSlot(slot);
   }
 }
