@@ -123,6 +123,15 @@ test("npm install of a small package", async () => {
   assert.match(out, /^true$/m, out);
 });
 
+test("a restarted host daemon keeps the resolver (the namespace outlives the daemon)", async () => {
+  const pid = resolverPid(netns);
+  assert.ok(pid, "the sandbox's namespace runs a resolver");
+  await d.close();
+  d = await LocalHostDaemon.open(openOpts(dataDir));
+  assert.equal(resolverPid(netns), pid);
+  assert.match(await sh(d, id, "getent hosts registry.npmjs.org"), /registry\.npmjs\.org/);
+});
+
 test("destroy stops the sandbox's resolver", async () => {
   const pid = resolverPid(netns);
   assert.ok(pid, "the sandbox's namespace runs a resolver");
