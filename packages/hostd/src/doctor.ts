@@ -6,6 +6,7 @@ import { constants, existsSync, readFileSync } from "node:fs";
 import { access, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { builtImage, cacheDir, catalog } from "./images/index.js";
+import { guestNetChecks } from "./net/dnscheck.js";
 import { egressChecks } from "./net/egresscheck.js";
 import { runRaw, which } from "./sys/index.js";
 
@@ -134,6 +135,7 @@ export async function doctor(): Promise<DoctorCheck[]> {
   checks.push(await kvmCheck());
   checks.push(...(await netCheck()));
   checks.push(...(await egressChecks()));
+  checks.push(...(await guestNetChecks()));
   checks.push(await toolVersion("go", "go", ["version"], "golang-go"));
   checks.push(await toolVersion("mmdebstrap", "mmdebstrap", ["--version"], "mmdebstrap"));
   checks.push(await toolVersion("mkfs.ext4", "mkfs.ext4", ["-V"], "e2fsprogs"));

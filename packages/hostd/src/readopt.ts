@@ -8,6 +8,7 @@ import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { TIMEOUTS } from "./bringup.js";
 import { type Host, pidOf } from "./host.js";
+import { startResolver } from "./net/dns.js";
 import { slotAddrs, teardownSlot } from "./net/index.js";
 import { POOL_PREFIX, TRASH_PREFIX, type VmRecord, readVmRecord } from "./records.js";
 import type { Machine } from "./vmm/driver.js";
@@ -68,6 +69,10 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
     machine = undefined;
   }
   if (machine && agent) {
+    // Its resolver outlived the old daemon with the namespace; a namespace made before resolvers existed gets one.
+    await startResolver(addrs).catch((e) =>
+      host.log.warn("no DNS resolver for a re-adopted VM", { sandbox_id: rec.sandbox_id, error: String(e) }),
+    );
     host.register({ rec, dir, machine, agent, addrs });
     host.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });
     return;

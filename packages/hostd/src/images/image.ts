@@ -10,6 +10,7 @@ import { agentHash, ensureAgent } from "./agent.js";
 import { type Recipe, findRecipe, loadRecipes } from "./catalog.js";
 import { ensureKernel, kernelHash, kernelPath } from "./kernel.js";
 import { ensureExt4, ensureTarball, ext4Path } from "./rootfs.js";
+import { type HostTrust, hostTrust } from "./trust.js";
 import { sha256 } from "./util.js";
 
 export interface ImagePaths {
@@ -46,9 +47,9 @@ function recipeOrThrow(name: string): Recipe {
   return r;
 }
 
-/** Kernel + rootfs recipe + agent: what a warm snapshot of the image depends on. */
-function imageHash(kHash: string, r: Recipe, aHash: string): string {
-  return sha256(kHash, r.hash, aHash);
+/** Kernel + rootfs recipe + agent (+ the host's extra CAs): what a warm snapshot of the image depends on. */
+function imageHash(kHash: string, r: Recipe, aHash: string, trust: HostTrust): string {
+  return trust.hash ? sha256(kHash, r.hash, aHash, trust.hash) : sha256(kHash, r.hash, aHash);
 }
 
 /** Synchronous check: is `name` built with the current kernel, recipe and agent sources? */
@@ -57,16 +58,18 @@ export function builtImage(name: string): ImagePaths | undefined {
   if (!r) return undefined;
   let aHash: string;
   let kHash: string;
+  let trust: HostTrust;
   try {
     aHash = agentHash();
     kHash = kernelHash();
+    trust = hostTrust();
   } catch {
-    return undefined; // agent sources or kernel fragment missing
+    return undefined; // agent sources or kernel fragment missing, or an unreadable CA file
   }
   const kernel = kernelPath(kHash);
-  const rootfs = ext4Path(r, aHash);
+  const rootfs = ext4Path(r, aHash, trust);
   if (!existsSync(kernel) || !existsSync(rootfs)) return undefined;
-  return { name: r.name, kernel, rootfs, hash: imageHash(kHash, r, aHash) };
+  return { name: r.name, kernel, rootfs, hash: imageHash(kHash, r, aHash, trust) };
 }
 
 const flight = new SingleFlight<ImagePaths>();
@@ -81,6 +84,8 @@ export async function ensureImage(name: string, onProgress?: (p: Progress) => vo
   if (done) return done;
   const progress = onProgress ?? (() => {});
   return flight.do(name, async () => {
+    // read first: a CA file named but unreadable fails the build before anything slow starts
+    const trust = hostTrust();
     const [kernel, tarball, agent] = await Promise.all([
       ensureKernel(progress),
       ensureTarball(r, progress),
@@ -88,8 +93,8 @@ export async function ensureImage(name: string, onProgress?: (p: Progress) => vo
     ]);
     // the hash the binary was built from, even if the sources changed meanwhile
     const aHash = basename(dirname(agent));
-    const rootfs = await ensureExt4(r, tarball, agent, aHash, progress);
+    const rootfs = await ensureExt4(r, tarball, agent, aHash, trust, progress);
     progress({ phase: "image:done", fraction: 1, message: `${name}: ${rootfs}` });
-    return { name: r.name, kernel, rootfs, hash: imageHash(kernelHash(), r, aHash) };
+    return { name: r.name, kernel, rootfs, hash: imageHash(kernelHash(), r, aHash, trust) };
   });
 }

@@ -18,6 +18,7 @@ import { GATEWAY_IP } from "../net/plan.js";
 import { SingleFlight } from "../sys/fs.js";
 import { NO_TIMEOUT, run, which } from "../sys/index.js";
 import { DPKG_EXCLUDES, type Recipe, sanitiseName } from "./catalog.js";
+import { type HostTrust, installTrust } from "./trust.js";
 import { cacheDir, fmtMiB, rmrf, tempDirIn, withFileLock } from "./util.js";
 
 export const AGENT_GUEST_PATH = "/usr/local/sbin/createos-agent";
@@ -30,8 +31,10 @@ export function tarballPath(r: Recipe): string {
   return join(imageDir(r.name), `${r.hash}.tar`);
 }
 
-export function ext4Path(r: Recipe, agentHash: string): string {
-  return join(imageDir(r.name), `${r.hash}-${agentHash}.ext4`);
+/** Named by what went in: the recipe, the agent and (when the host has extra CAs) those CAs. */
+export function ext4Path(r: Recipe, agentHash: string, trust: HostTrust): string {
+  const ca = trust.hash ? `-ca${trust.hash}` : "";
+  return join(imageDir(r.name), `${r.hash}-${agentHash}${ca}.ext4`);
 }
 
 /**
@@ -197,7 +200,7 @@ async function writeText(path: string, text: string, mode = 0o644): Promise<void
 }
 
 /** Files every sandbox image carries, written into the unpacked tree. */
-async function customise(root: string, r: Recipe, agentBinary: string): Promise<void> {
+async function customise(root: string, r: Recipe, agentBinary: string, trust: HostTrust): Promise<void> {
   await mkdir(join(root, "usr/local/sbin"), { recursive: true });
   await copyFile(agentBinary, join(root, AGENT_GUEST_PATH));
   await chmod(join(root, AGENT_GUEST_PATH), 0o755);
@@ -213,6 +216,7 @@ async function customise(root: string, r: Recipe, agentBinary: string): Promise<
   await writeText(join(root, "etc/machine-id"), "", 0o444);
   await rm(join(root, "var/lib/dbus/machine-id"), { force: true });
   await writeText(join(root, "etc/fstab"), "");
+  await installTrust(root, trust);
   await mkdir(join(root, "root"), { recursive: true, mode: 0o700 });
   await chmod(join(root, "root"), 0o700);
 
@@ -244,13 +248,14 @@ export function ensureExt4(
   tarball: string,
   agentBinary: string,
   agentHash: string,
+  trust: HostTrust,
   onProgress: (p: Progress) => void,
 ): Promise<string> {
-  const out = ext4Path(r, agentHash);
+  const out = ext4Path(r, agentHash, trust);
   if (existsSync(out)) return Promise.resolve(out);
   return imgFlight.do(out, () =>
     withFileLock(`${out}.lock`, async () =>
-      existsSync(out) ? out : buildExt4(r, tarball, agentBinary, out, onProgress),
+      existsSync(out) ? out : buildExt4(r, tarball, agentBinary, trust, out, onProgress),
     ),
   );
 }
@@ -259,6 +264,7 @@ async function buildExt4(
   r: Recipe,
   tarball: string,
   agentBinary: string,
+  trust: HostTrust,
   out: string,
   progress: (p: Progress) => void,
 ): Promise<string> {
@@ -284,7 +290,7 @@ async function buildExt4(
       ],
       { timeoutMs: NO_TIMEOUT },
     );
-    await customise(root, r, agentBinary);
+    await customise(root, r, agentBinary, trust);
 
     const usage = await treeUsage(root);
     // ext4 metadata (inode tables, journal, bitmaps) needs ~10% on top of the data; then the headroom

@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
+import { nonResolverPids, startResolver, stopResolver } from "./dns.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
 import {
   GATEWAY_IP,
@@ -163,6 +164,7 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
     );
     // What the guest may send (net/firewall.ts); in place before any VM uses the namespace.
     await applySlotFirewall(a.netns, fw);
+    await startResolver(a);
     return a;
   } catch (e) {
     await teardownSlot(slot).catch(() => undefined);
@@ -176,6 +178,7 @@ export async function teardownSlot(slot: number): Promise<void> {
   await ip("route", "del", `${a.sandboxIp}/32`).catch(() => undefined);
   // Deleting one end of a veth deletes both; deleting the namespace deletes tap0, v0 and its nft table.
   await ip("link", "del", a.hostVeth).catch(() => undefined);
+  await stopResolver(slot);
   if (existsSync(`/run/netns/${a.netns}`)) await ip("netns", "del", a.netns);
 }
 
@@ -194,8 +197,9 @@ async function reclaimDeadPools(): Promise<void> {
     const pid = Number(m[2]);
     // A killed daemon can linger as a zombie for a moment: that counts as dead.
     if (!procGone(pid)) continue;
-    const pids = await run("ip", ["netns", "pids", netnsName(slot)]).catch(() => ({ stdout: "x" }));
-    if (pids.stdout.trim() !== "") continue;
+    // its own resolver aside, a pooled namespace runs nothing
+    const pids = await nonResolverPids(slot).catch(() => [0]);
+    if (pids.length > 0) continue;
     await teardownSlot(slot);
   }
 }
