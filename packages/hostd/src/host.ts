@@ -81,6 +81,8 @@ export class Host {
     );
     this.warmPool = new WarmPool(this);
     this.cgroups = Cgroups.detect(CGROUP_ROOT, Cgroups.parentFor(layout.root));
+    if (!this.cgroups.available)
+      log.warn("no usable cgroups: VMs run without CPU, memory and pids limits (doctor says why)");
   }
 
   // ---------------------------------------------------------------- events
