@@ -46,7 +46,7 @@ export async function readopt(host: Host): Promise<void> {
     await readoptVm(host, name, dir, rec);
   }
   const live = new Set([...host.vms.values()].map((v) => cgroupName(v.rec, v.dir)));
-  for (const cg of await host.cgroups.names()) if (!live.has(cg)) await host.cgroups.remove(cg);
+  for (const cg of await host.cgroups.names()) if (!live.has(cg)) await host.removeCgroup(cg);
 }
 
 async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): Promise<void> {
