@@ -11,6 +11,7 @@ import type { SnapshotRef } from "@createos-sandbox/protocol";
 import { Undo } from "./bringup.js";
 import { LocalHostDaemon } from "./daemon.js";
 import type { SnapMeta } from "./records.js";
+import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { qemuImg } from "./sys/index.js";
 import { spec, tempDataDir } from "./testutil.js";
 import type { Machine, MachineConfig, MachineState, VmmDriver } from "./vmm/driver.js";
@@ -19,6 +20,8 @@ import type { Machine, MachineConfig, MachineState, VmmDriver } from "./vmm/driv
 class FailingDriver implements VmmDriver {
   readonly name = "failing";
   readonly configured: MachineConfig[] = [];
+  /** Whether the VM's cgroup existed when its machine was configured (the pipeline makes it first). */
+  readonly cgroupAtConfigure: boolean[] = [];
   stopped = 0;
 
   async probeAccel(): Promise<"tcg"> {
@@ -27,6 +30,12 @@ class FailingDriver implements VmmDriver {
 
   configure(config: MachineConfig): Machine {
     this.configured.push(config);
+    const base = cgroups.dirs("")[0];
+    this.cgroupAtConfigure.push(
+      base !== undefined &&
+        existsSync(base) &&
+        readdirSync(base, { withFileTypes: true }).some((e) => e.isDirectory()),
+    );
     let state: MachineState = "configured";
     const no = async () => {
       throw new Error("fake machine: not supported");
@@ -61,6 +70,7 @@ class FailingDriver implements VmmDriver {
 }
 
 const dataDir = tempDataDir("bringup");
+const cgroups = Cgroups.detect(CGROUP_ROOT, Cgroups.parentFor(join(dataDir, "hostd")));
 const driver = new FailingDriver();
 let d: LocalHostDaemon;
 const snapsDir = join(dataDir, "hostd", "snapshots");
@@ -143,6 +153,8 @@ test("a resume whose restore fails gives the snapshot its files back and frees t
   assert.equal(driver.stopped, stops + 1, "the configured machine was stopped");
   assert.ok(!existsSync(`/run/netns/${cfg.netns}`), `namespace ${cfg.netns} removed`);
   assert.deepEqual(readdirSync(vmsDir), []);
+  assert.equal(driver.cgroupAtConfigure.at(-1), cgroups.available, "the VM's cgroup was made before QEMU");
+  assert.deepEqual(await cgroups.names(), [], "and removed by the undo");
   assert.deepEqual(readdirSync(join(snapsDir, ref.snapshot_id)).sort(), [
     "disk.qcow2",
     "meta.json",

@@ -2,8 +2,9 @@
  * The one bring-up pipeline every VM start goes through (warm create, cold create, pooled adopt, resume,
  * fork):
  *
- *   place (slot, dir, vm.json) → files (ram, disk) → configure → start | restore+resume → agent up
- *     → [after-agent hook] → identity (configure | sync) → grow disk → register
+ *   place (slot, dir, vm.json) → files (ram, disk) → cgroup → configure → start | restore → QEMU into
+ *     its cgroup → resume → agent up → [after-agent hook] → identity (configure | sync) → grow disk
+ *     → register
  *
  * Each step that leaves something behind pushes its undo on a stack; when a later step fails the stack
  * runs in reverse, so a failed start undoes exactly what it did (and the guest console's tail, the only
@@ -12,10 +13,11 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { VmSpec } from "@createos-sandbox/protocol";
-import type { Host, VmParts } from "./host.js";
+import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
+import { type Host, type VmParts, cgroupName } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
+import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
 import { type AgentLike, connectAgent } from "./vmm/guest.js";
 
@@ -127,7 +129,10 @@ export async function bringUp(
     } else p = await place(host, plan.spec, start.base, undo);
     await plan.files(p, undo);
     sw.lap("copy");
-    const machine = "running" in start ? start.running.machine : await boot(host, p, start.boot, undo);
+    const machine =
+      "running" in start
+        ? await recgroup(host, p, plan.spec, start.running.machine)
+        : await boot(host, p, plan.spec, start.boot, undo);
     sw.lap("restore");
     const agent = await connectAgent(join(p.dir, "agent.sock"), plan.agentMs);
     undo.push(async () => agent.close());
@@ -162,6 +167,7 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
     ip: addrs.sandboxIp,
     disk_mib: spec.disk_mib,
     created_at: new Date().toISOString(),
+    cgroup: `${spec.sandbox_id}.${randomBytes(4).toString("hex")}`,
   };
   undo.push(() => host.cleanupVmFiles(rec, dir));
   await mkdir(dir, { recursive: true });
@@ -169,15 +175,43 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
   return { rec, dir, addrs };
 }
 
-async function boot(host: Host, p: Placed, how: Boot, undo: Undo): Promise<Machine> {
+/**
+ * The VM's cgroup is made (with its limits) before QEMU starts, and QEMU joins it as soon as its pid
+ * exists: before the restored guest runs a single instruction (a cold boot's first moments run outside).
+ * The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
+ */
+async function boot(host: Host, p: Placed, spec: VmSpec, how: Boot, undo: Undo): Promise<Machine> {
+  const cg = cgroupName(p.rec, p.dir);
+  await host.cgroups.create(cg, limitsOf(p.rec, spec));
+  undo.push(() => host.cgroups.remove(cg));
   const m = host.driver.configure(host.machineConfig(p.rec, p.dir, p.addrs));
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
-  if (how === "cold") await m.start();
-  else {
+  if (how === "cold") {
+    await m.start();
+    await host.cgroups.enter(cg, pidAfterStart(m));
+  } else {
     await m.restore(how.restore);
+    await host.cgroups.enter(cg, pidAfterStart(m));
     await m.resume();
   }
   return m;
+}
+
+/** A pooled VM becoming a sandbox keeps its cgroup, now with the sandbox's limits (its CPU quota). */
+async function recgroup(host: Host, p: Placed, spec: VmSpec, m: Machine): Promise<Machine> {
+  const cg = cgroupName(p.rec, p.dir);
+  await host.cgroups.create(cg, limitsOf(p.rec, spec));
+  await host.cgroups.enter(cg, pidAfterStart(m));
+  return m;
+}
+
+function limitsOf(rec: VmRecord, spec: VmSpec) {
+  return vmLimits({ ...rec, cpu_quota_pct: spec.cpu_quota_pct });
+}
+
+function pidAfterStart(m: Machine): number {
+  if (m.pid === undefined) throw new HostdError("internal", "the VMM started but reported no pid");
+  return m.pid;
 }
 
 function identity(agent: AgentLike, spec: VmSpec, kind: "configure" | "sync"): Promise<unknown> {

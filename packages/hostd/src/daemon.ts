@@ -246,5 +246,7 @@ export class LocalHostDaemon implements HostDaemon {
     // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
     for (const vm of host.vms.values()) vm.machine.detach();
     host.vms.clear();
+    // Gone once no VM of ours is left running (kept, with theirs inside, for the next daemon otherwise).
+    await host.cgroups.removeParent();
   }
 }

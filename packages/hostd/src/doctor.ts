@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import { builtImage, cacheDir, catalog } from "./images/index.js";
 import { guestNetChecks } from "./net/dnscheck.js";
 import { egressChecks } from "./net/egresscheck.js";
+import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { runRaw, which } from "./sys/index.js";
 
 export interface DoctorCheck {
@@ -116,6 +117,30 @@ async function diskCheck(): Promise<DoctorCheck> {
     : { check: "disk", ok: true, detail: `${gib} GiB free for ${cacheDir()}` };
 }
 
+/** The mode the engine will use, its controllers, and a real create/limit/remove of a probe cgroup. */
+export async function cgroupCheck(root = CGROUP_ROOT): Promise<DoctorCheck> {
+  const check = "cgroups";
+  const cg = Cgroups.detect(root, "createos-sandbox/doctor");
+  if (!cg.available)
+    return {
+      check,
+      ok: false,
+      detail: `no usable cgroups under ${root} (neither v2 with cpu, memory and pids nor those v1 controllers): VMs would run without CPU, memory and pids limits`,
+    };
+  const where = cg.mode === "v1" ? `${root}/<controller>` : root;
+  const what = `${cg.mode} (${cg.controllers.join(", ")} under ${where})`;
+  const err = await cg.probe();
+  if (err) return { check, ok: false, detail: `${what}, but a VM cgroup cannot be set up: ${err}` };
+  const io = cg.controllers.includes(cg.mode === "v1" ? "blkio" : "io")
+    ? ""
+    : "; no I/O controller: no I/O weight";
+  return {
+    check,
+    ok: true,
+    detail: `${what}: each VM gets its own cgroup with CPU, memory and pids limits${io}`,
+  };
+}
+
 function imageChecks(): DoctorCheck[] {
   return catalog().map((c) => {
     const b = builtImage(c.name);
@@ -164,6 +189,7 @@ export async function doctor(): Promise<DoctorCheck[]> {
           detail: "not running as root: rootfs builds, TAP devices and namespaces need it",
         },
   );
+  checks.push(await cgroupCheck());
   checks.push(await diskCheck());
   checks.push(...imageChecks());
   return checks;

@@ -6,7 +6,7 @@
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import {
   type Accel,
   type HostEvent,
@@ -27,6 +27,7 @@ import {
 } from "./net/index.js";
 import { type Layout, type VmRecord, readJson } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
+import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
@@ -65,6 +66,8 @@ export class Host {
   readonly warmFlight = new SingleFlight<string>();
   /** Layers being frozen: not in any meta.json yet, so layer gc must spare them. */
   readonly freezing = new Set<string>();
+  /** Each VM's own cgroup (sys/cgroup.ts), under a parent of this daemon instance's. */
+  readonly cgroups: Cgroups;
   private readonly events = new EventEmitter();
   private readonly pendingEvents: HostEvent[] = [];
   private readonly snapLocks = new Map<string, Promise<unknown>>();
@@ -89,6 +92,9 @@ export class Host {
       firewallConfig(opts.privateEgress),
     );
     this.warmPool = new WarmPool(this);
+    this.cgroups = Cgroups.detect(CGROUP_ROOT, Cgroups.parentFor(layout.root));
+    if (!this.cgroups.available)
+      log.warn("no usable cgroups: VMs run without CPU, memory and pids limits (doctor says why)");
   }
 
   // ---------------------------------------------------------------- events
@@ -257,12 +263,23 @@ export class Host {
     });
   }
 
-  /** Frees a VM's slot (namespace) and deletes its files, then the layers nothing backs onto any more. */
+  /**
+   * Frees a VM's cgroup and slot (namespace) and deletes its files, then the layers nothing backs onto any
+   * more.
+   */
   async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
+    await this.removeCgroup(cgroupName(rec, dir));
     await this.releaseSlot(rec.slot);
     await rm(dir, { recursive: true, force: true });
     if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
+  }
+
+  /** Removes a VM's cgroup once its QEMU is gone; a failure is only logged (the next start's sweep retries). */
+  async removeCgroup(name: string): Promise<void> {
+    await this.cgroups
+      .remove(name)
+      .catch((e) => this.log.warn("cgroup removal failed", { error: String(e) }));
   }
 
   async releaseSlot(slot: number): Promise<void> {
@@ -279,6 +296,11 @@ export class Host {
         await new Promise((r) => setTimeout(r, TIMEOUTS.staleKillPollMs));
     }
   }
+}
+
+/** A VM's cgroup, as its record names it (a pooled VM keeps it as it becomes a sandbox). */
+export function cgroupName(rec: VmRecord, dir: string): string {
+  return rec.cgroup ?? basename(rec.launch_dir ?? dir);
 }
 
 /** The pid in a VM dir's qemu.pid (0 when there is none). */

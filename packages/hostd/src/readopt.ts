@@ -1,16 +1,17 @@
 /**
  * Re-adoption on start: every vms/<id>/vm.json whose pidfile names a QEMU of ours is reconnected (QMP and
  * agent); dead ones are cleaned and reported as `vm_exited`. Leftovers of a crash (half-written
- * snapshots, trash dirs, pooled VMs, dangling launch-path symlinks) are removed.
+ * snapshots, trash dirs, pooled VMs, dangling launch-path symlinks, cgroups of VMs gone) are removed.
  */
 import { existsSync } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { TIMEOUTS } from "./bringup.js";
-import { type Host, pidOf } from "./host.js";
+import { type Host, cgroupName, pidOf } from "./host.js";
 import { startResolver } from "./net/dns.js";
 import { slotAddrs, teardownSlot } from "./net/index.js";
 import { POOL_PREFIX, TRASH_PREFIX, type VmRecord, readVmRecord } from "./records.js";
+import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
 import { type AgentLike, connectAgent } from "./vmm/guest.js";
 
@@ -45,6 +46,8 @@ export async function readopt(host: Host): Promise<void> {
     }
     await readoptVm(host, name, dir, rec);
   }
+  const live = new Set([...host.vms.values()].map((v) => cgroupName(v.rec, v.dir)));
+  for (const cg of await host.cgroups.names()) if (!live.has(cg)) await host.removeCgroup(cg);
 }
 
 async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): Promise<void> {
@@ -58,6 +61,7 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
     if (pid > 0 && !name.startsWith(POOL_PREFIX))
       machine = await host.driver.adopt(host.machineConfig(rec, dir, addrs), pid, rec.launch_dir);
     if (machine) {
+      await host.cgroups.adopt(cgroupName(rec, dir), pid, vmLimits(rec));
       // A daemon died mid-pause: the guest is intact, let it run again.
       if (machine.state === "paused") await machine.resume();
       agent = await connectAgent(join(dir, "agent.sock"), TIMEOUTS.reconnectAgentMs);

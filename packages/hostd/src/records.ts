@@ -41,6 +41,11 @@ export interface VmRecord extends BaseRecord {
   created_at: string;
   /** Where QEMU was started, when that differs from the VM dir (a pooled VM renamed into place). */
   launch_dir?: string;
+  /**
+   * The name of this QEMU's cgroup (sys/cgroup.ts): one per launch, so a resume of the same sandbox never
+   * shares a cgroup with the paused QEMU still exiting. Absent in records from before cgroups.
+   */
+  cgroup?: string;
 }
 
 /** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */

@@ -57,6 +57,8 @@ export interface VmSpec {
   vcpu: number;
   mem_mib: number;
   disk_mib: number;
+  /** CPU time the VM may use, percent of one core (the shape's; default `vcpu` × 100). */
+  cpu_quota_pct?: number;
   /** Sandbox-wide env given to every exec; values are secrets — never logged. */
   envs: Record<string, string>;
 }

@@ -6,7 +6,7 @@
  */
 import type { HostDaemon, HostEvent, SnapshotRef, VmSpec } from "@createos-sandbox/protocol";
 import { type ApiError, apiError, validationError } from "@createos-sandbox/protocol";
-import { DEFAULT_BANDWIDTH_QUOTA, randomName } from "./catalog.js";
+import { DEFAULT_BANDWIDTH_QUOTA, randomName, shapeById } from "./catalog.js";
 import type { ServerConfig } from "./config.js";
 import { mapHostdError } from "./hosterr.js";
 import type { HostRef, Hosts } from "./hosts.js";
@@ -101,7 +101,7 @@ export class Sandboxes {
   }
 
   spec(row: SandboxRow): VmSpec {
-    return {
+    const spec: VmSpec = {
       sandbox_id: row.id,
       hostname: row.name,
       image: row.rootfs,
@@ -110,6 +110,10 @@ export class Sandboxes {
       disk_mib: row.disk_mib,
       envs: row.envs,
     };
+    // The host daemon caps the VM's CPU at this (its cgroup); without it, at one core per vCPU.
+    const quota = shapeById(row.shape)?.cpu_quota_pct;
+    if (quota !== undefined) spec.cpu_quota_pct = quota;
+    return spec;
   }
 
   private async mustGet(id: string): Promise<SandboxRow> {

@@ -1,14 +1,14 @@
 /**
  * Pause: agent quiesce → vCPUs stopped → device state saved (RAM fsync meanwhile) → QEMU quits → the RAM
- * file and top disk layer are renamed into the snapshot dir. What is left (QEMU's exit, the namespace, the
- * old VM dir) finishes in the background once the snapshot is durable.
+ * file and top disk layer are renamed into the snapshot dir. What is left (QEMU's exit, its cgroup, the
+ * namespace, the old VM dir) finishes in the background once the snapshot is durable.
  */
 import { randomUUID } from "node:crypto";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
 import { TIMEOUTS, now, stopwatch } from "../bringup.js";
-import type { Host, Vm } from "../host.js";
+import { type Host, type Vm, cgroupName } from "../host.js";
 import { type SnapMeta, TRASH_PREFIX, baseOf, fsyncFile, snapRef, writeSnapMeta } from "../records.js";
 
 export async function pause(host: Host, sandboxId: string): Promise<SnapshotRef> {
@@ -47,8 +47,10 @@ export async function pause(host: Host, sandboxId: string): Promise<SnapshotRef>
     await rename(vm.dir, trash);
     if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
     sw.lap("move");
+    const cgroup = cgroupName(vm.rec, vm.dir);
     host.background(async () => {
       await exited;
+      await host.removeCgroup(cgroup);
       await host.releaseSlot(vm.rec.slot);
       await rm(trash, { recursive: true, force: true });
     });
