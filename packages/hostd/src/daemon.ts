@@ -29,6 +29,8 @@ import { deleteSnapshot, destroy, resizeDisk } from "./destroy.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
+import { hostPrivateEgress } from "./net/egresscheck.js";
+import { firewallConfig } from "./net/index.js";
 import { readopt } from "./readopt.js";
 import { Layout } from "./records.js";
 import { fork } from "./snapshot/fork.js";
@@ -87,9 +89,28 @@ export interface OpenOptions {
   /**
    * CIDRs in private or reserved ranges that guests may reach anyway (a LAN S3 server, the proxy the
    * package registries sit behind); default `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated), else
-   * none. Other sandboxes and the host's own addresses stay unreachable whatever is listed.
+   * none. Either way the addresses of the host's own package sources that lie in those ranges are added
+   * unless `$CREATEOS_SANDBOX_PRIVATE_EGRESS_AUTO` is `0`. Other sandboxes and the host's own addresses stay
+   * unreachable whatever is listed.
    */
   privateEgress?: string[];
+}
+
+/**
+ * The private-egress list of this daemon's sandboxes: the explicit one (`opts.privateEgress`, else
+ * `$CREATEOS_SANDBOX_PRIVATE_EGRESS`) plus the addresses the host's own package sources resolve to when the
+ * firewall would refuse them (net/egresscheck.ts), so that guests reach what the host reaches.
+ */
+async function guestPrivateEgress(opts: OpenOptions, log: Logger): Promise<string[]> {
+  const explicit = firewallConfig(opts.privateEgress).privateEgress;
+  try {
+    const { privateEgress, added } = await hostPrivateEgress(explicit);
+    if (added.length > 0) log.info("guest egress: allowing the host's package sources", { addresses: added });
+    return privateEgress;
+  } catch (e) {
+    log.warn("guest egress: the host's package sources were not resolved", { error: String(e) });
+    return explicit;
+  }
 }
 
 export class LocalHostDaemon implements HostDaemon {
@@ -112,7 +133,9 @@ export class LocalHostDaemon implements HostDaemon {
       hostKhz: () => images.hostKhz(),
       ...opts.images,
     };
-    const host = new Host(opts, layout, opts.log ?? nullLog, img, opts.driver ?? new QemuDriver());
+    const log = opts.log ?? nullLog;
+    const privateEgress = await guestPrivateEgress(opts, log);
+    const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
     await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));

@@ -7,7 +7,6 @@ import { access, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { builtImage, cacheDir, catalog } from "./images/index.js";
 import { guestNetChecks } from "./net/dnscheck.js";
-import { egressChecks } from "./net/egresscheck.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { runRaw, which } from "./sys/index.js";
 
@@ -159,7 +158,6 @@ export async function doctor(): Promise<DoctorCheck[]> {
   checks.push(await toolVersion("qemu", "qemu-system-x86_64", ["--version"], "qemu-system-x86"));
   checks.push(await kvmCheck());
   checks.push(...(await netCheck()));
-  checks.push(...(await egressChecks()));
   checks.push(...(await guestNetChecks()));
   checks.push(await toolVersion("go", "go", ["version"], "golang-go"));
   checks.push(await toolVersion("mmdebstrap", "mmdebstrap", ["--version"], "mmdebstrap"));

@@ -8,7 +8,6 @@ import {
   resolvConfServers,
   rootRules,
 } from "./dns.js";
-import { privateEgress, unreachableForGuests } from "./dnscheck.js";
 
 const noFiles = () => "";
 
@@ -86,15 +85,4 @@ test("the redirect catches port 53 to any address but ours, the masquerade only 
     root,
     /ip saddr 10\.200\.0\.0\/16 ip daddr 10\.0\.0\.2 meta l4proto \{ udp, tcp \} th dport 5353 masquerade/,
   );
-});
-
-test("doctor: which resolved addresses guests may not reach, CREATEOS_SANDBOX_PRIVATE_EGRESS considered", () => {
-  const ips = ["203.0.113.80", "151.101.2.132", "10.1.2.3", "192.168.1.1"];
-  assert.deepEqual(unreachableForGuests(ips, {}), ["203.0.113.80", "10.1.2.3", "192.168.1.1"]);
-  const env = { CREATEOS_SANDBOX_PRIVATE_EGRESS: "203.0.113.80, 10.0.0.0/8,junk" };
-  assert.deepEqual(privateEgress(env), [
-    ["203.0.113.80", 32],
-    ["10.0.0.0", 8],
-  ]);
-  assert.deepEqual(unreachableForGuests(ips, env), ["192.168.1.1"]);
 });

@@ -34,7 +34,8 @@
  *       not IPv4                                                 → refuse
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
  *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
- *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS)
+ *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS, plus
+ *                                                                the host's package sources: net/egresscheck.ts)
  *       daddr in @denied (see DENIED below)                      → refuse
  *       anything else                                            accept (the outside world)
  *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
@@ -102,11 +103,27 @@ export function parseCidr(s: string): string {
   const bits = m?.[2] === undefined ? 32 : Number(m[2]);
   if (!m?.[1] || !isIPv4(m[1]) || bits > 32)
     throw new HostdError("bad_request", `${PRIVATE_EGRESS_ENV}: "${s}" is not an IPv4 address or CIDR`);
-  const n = m[1].split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+  const n = toInt(m[1]);
   const size = 2 ** (32 - bits);
   const net = Math.floor(n / size) * size;
   const ip = [24, 16, 8, 0].map((sh) => Math.floor(net / 2 ** sh) % 256).join(".");
   return `${ip}/${bits}`;
+}
+
+function toInt(ip: string): number {
+  return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** Whether IPv4 `ip` lies in `cidr` (`a.b.c.d/n`): the one matcher for the lists above. */
+export function inCidr(ip: string, cidr: string): boolean {
+  const [net = "", bits = "32"] = cidr.split("/");
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(toInt(ip) / size) === Math.floor(toInt(net) / size);
+}
+
+/** The range of {@link DENIED} that `ip` lies in, if any (whether or not it is listed as private egress). */
+export function deniedRange(ip: string): string | undefined {
+  return isIPv4(ip) ? DENIED.find((c) => inCidr(ip, c)) : undefined;
 }
 
 /** The firewall settings: `privateEgress` when given, else `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated). */
