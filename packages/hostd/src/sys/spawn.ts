@@ -1,43 +1,39 @@
 /**
- * Programs that outlive the host daemon (QEMU with `-daemonize`). Not `run` (run.ts): the launcher's exit is
- * what counts, while the daemon it leaves behind may hold the inherited pipes open indefinitely.
+ * Programs that outlive the host daemon (QEMU). Not `run` (run.ts): a VMM runs for as long as its VM does.
+ * QEMU no longer `-daemonize`s itself: its seccomp filter (`-sandbox …,spawn=deny`) forbids the fork that
+ * would take, so it is started here in a session of its own, detached, with its output going to a log file
+ * rather than to pipes the daemon would have to keep reading (the next daemon re-adopts it by pid).
  */
 import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
 import { SysError, inNetns } from "./run.js";
 
-/**
- * Starts a program that must outlive this process (QEMU with `-daemonize`): waits for the launcher to
- * exit (QEMU's parent exits once the VM is set up, or with an error on stderr).
- */
-export function spawnDaemon(
+export interface Detached {
+  /** The program's pid: every launcher in front of it (`ip netns exec`, `setpriv`) execs, never forks. */
+  pid: number;
+  /** Settles when the program exits while this daemon still runs (the launcher's failure, or the VM's end). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `cmd` detached (own session, stdin /dev/null, stdout and stderr appended to `logPath`). */
+export function spawnDetached(
   cmd: string,
   args: string[],
-  opts: { netns?: string; timeoutMs?: number } = {},
-): Promise<void> {
+  opts: { netns?: string; logPath: string },
+): Promise<Detached> {
   const [file, argv] = inNetns(cmd, args, opts.netns);
+  const log = openSync(opts.logPath, "a", 0o600);
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"], detached: true });
-    let stderr = "";
-    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
-      if (stderr.length < 16_384) stderr += d;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(
-        new SysError([file, ...argv], stderr, null, `did not start within ${opts.timeoutMs ?? 30_000} ms`),
-      );
-    }, opts.timeoutMs ?? 30_000);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(new SysError([file, ...argv], stderr, null, `${file}: ${err.message}`));
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve();
-      else
-        reject(
-          new SysError([file, ...argv], stderr, code, signal ? `killed by ${signal} ${stderr}` : undefined),
-        );
+    const child = spawn(file, argv, { stdio: ["ignore", log, log], detached: true });
+    closeSync(log);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+      child.once("exit", (code, signal) => r({ code, signal })),
+    );
+    child.once("error", (err) => reject(new SysError([file, ...argv], "", null, `${file}: ${err.message}`)));
+    child.once("spawn", () => {
+      // The daemon may exit while the VM runs on; it must not wait for it.
+      child.unref();
+      resolve({ pid: child.pid as number, exited });
     });
   });
 }

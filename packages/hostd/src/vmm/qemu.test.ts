@@ -61,8 +61,9 @@ const DEVICES = [
   "unix:/d/qmp.sock,server=on,wait=off",
   "-pidfile",
   "/d/qemu.pid",
-  "-daemonize",
   "-no-reboot",
+  "-sandbox",
+  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 ];
 
 const EXPECTED_BOOT = [
