@@ -7,6 +7,7 @@ import { access, statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { builtImage, cacheDir, catalog } from "./images/index.js";
 import { runRaw, which } from "./sys/index.js";
+import { jailChecks } from "./vmm/jailcheck.js";
 
 export interface DoctorCheck {
   check: string;
@@ -161,6 +162,7 @@ export async function doctor(): Promise<DoctorCheck[]> {
         },
   );
   checks.push(await diskCheck());
+  checks.push(...(await jailChecks(cacheDir())));
   checks.push(...imageChecks());
   return checks;
 }

@@ -34,6 +34,7 @@ export {
   netnsName,
   slotAddrs,
 } from "./plan.js";
+import { jailIds } from "../vmm/jail.js";
 
 /** Namespaces named csb-N present on the host (including ones a crashed daemon left). */
 export function existingSlots(): Set<number> {
@@ -129,7 +130,8 @@ export async function setupSlot(slot: number): Promise<SlotAddrs> {
   try {
     const script = [
       "link set lo up",
-      `tuntap add dev ${TAP} mode tap`,
+      // owned by the VM's uid: its jailed QEMU opens it without any capability (vmm/jail.ts)
+      `tuntap add dev ${TAP} mode tap user ${jailIds(slot).uid} group ${jailIds(slot).gid}`,
       `addr add ${GATEWAY_IP}/30 dev ${TAP}`,
       `link set ${TAP} up`,
     ].join("\n");

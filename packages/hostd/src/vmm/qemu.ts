@@ -23,6 +23,7 @@ import { rngArgs } from "./devices/rng.js";
 import { sandboxArgs } from "./devices/sandbox.js";
 import { agentChannelArgs } from "./devices/serial.js";
 import type { Machine, MachineConfig, MachinePaths, MachineState, VmmDriver } from "./driver.js";
+import { backingChain, clearPidfile, ensureJailer, jailArgv, ownVmFiles } from "./jail.js";
 import { receiveState, sendState } from "./migration.js";
 import { probeAccel } from "./probe.js";
 import { QmpClient } from "./qmp.js";
@@ -100,27 +101,52 @@ class QemuMachine implements Machine {
     await mkdir(c.dir, { recursive: true });
     await rm(this.paths.qmp, { force: true });
     await rm(this.paths.agent, { force: true });
-    await rm(this.paths.pidfile, { force: true });
+    await clearPidfile(this.paths.pidfile);
+    const jailer = await ensureJailer(c.jail.cacheDir);
+    await ownVmFiles(c.dir, { ram: c.ramPath, others: [c.diskPath, this.paths.console] }, c.jail);
+    const mounts = {
+      ro: [c.kernel, ...(await backingChain(c.diskPath))],
+      rw: [c.dir],
+      dev: [
+        "/dev/null",
+        "/dev/urandom",
+        ...(c.tap ? ["/dev/net/tun"] : []),
+        ...(c.accel === "kvm" ? ["/dev/kvm"] : []),
+      ],
+    };
+    const argv = jailArgv(
+      jailer,
+      { ...c.jail, pidfile: this.paths.pidfile },
+      mounts,
+      QEMU_BIN,
+      qemuArgs(c, this.paths, { incoming }),
+    );
     const logPath = join(c.dir, "qemu.log");
-    const vmm = await spawnDetached(QEMU_BIN, qemuArgs(c, this.paths, { incoming }), {
-      netns: c.netns,
-      logPath,
-    });
-    this.pid = vmm.pid;
-    // QEMU is up once its QMP socket answers; if it exits first, its stderr (in the log) says why.
-    const failed = vmm.exited.then(({ code, signal: sig }) => {
-      const why = readFileSync(logPath, "utf8").slice(-2000).trim();
-      throw new HostdError(
-        "internal",
-        `QEMU exited at start (${sig ?? `exit ${code}`}): ${why || "no output"}`,
-      );
-    });
-    failed.catch(() => undefined);
-    const qmp = await Promise.race([QmpClient.connect(this.paths.qmp, 30_000), failed]);
+    const launcher = await spawnDetached(jailer, argv, { netns: c.netns, logPath });
+    // The jailer exits once the jailed QEMU is forked off (pid 1 of its own pid namespace); the pid the
+    // host sees is in the pidfile it wrote.
+    const { code, signal: sig } = await launcher.exited;
+    const why = () => readFileSync(logPath, "utf8").slice(-2000).trim() || "no output";
+    if (code !== 0)
+      throw new HostdError("internal", `QEMU's jail failed (${sig ?? `exit ${code}`}): ${why()}`);
     const pid = Number(readFileSync(this.paths.pidfile, "utf8").trim());
-    if (pid !== vmm.pid)
-      throw new HostdError("internal", `QEMU pidfile ${this.paths.pidfile} names ${pid}, not ${vmm.pid}`);
-    await this.attach(qmp);
+    if (!Number.isInteger(pid) || pid <= 0)
+      throw new HostdError("internal", `bad QEMU pidfile ${this.paths.pidfile}`);
+    this.pid = pid;
+    // QEMU is up once its QMP socket answers; if it exits first, its stderr (in the log) says why.
+    let up = false;
+    const gone = (async () => {
+      while (!up && !procGone(pid)) await new Promise((r) => setTimeout(r, 20));
+      if (!up) throw new HostdError("internal", `QEMU exited at start: ${why()}`);
+    })();
+    gone.catch(() => undefined);
+    try {
+      const qmp = await Promise.race([QmpClient.connect(this.paths.qmp, 30_000), gone]);
+      if (!qmp) throw new HostdError("internal", "QEMU's QMP socket did not answer");
+      await this.attach(qmp);
+    } finally {
+      up = true;
+    }
   }
 
   async attach(qmp: QmpClient): Promise<void> {
@@ -243,7 +269,7 @@ class QemuMachine implements Machine {
   async snapshot(statePath: string): Promise<void> {
     this.need("paused");
     const q = this.q;
-    const rx = await receiveState(migrationSocket(this.config.dir), statePath);
+    const rx = await receiveState(migrationSocket(this.config.dir), statePath, this.config.jail);
     try {
       const done = this.migrationDone(q, 60_000);
       await q.execute("migrate", { uri: `unix:${migrationSocket(this.config.dir)}` });
