@@ -9,6 +9,7 @@ import { builtImage, cacheDir, catalog } from "./images/index.js";
 import { guestNetChecks } from "./net/dnscheck.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { runRaw, which } from "./sys/index.js";
+import { jailChecks } from "./vmm/jailcheck.js";
 
 export interface DoctorCheck {
   check: string;
@@ -189,6 +190,7 @@ export async function doctor(): Promise<DoctorCheck[]> {
   );
   checks.push(await cgroupCheck());
   checks.push(await diskCheck());
+  checks.push(...(await jailChecks(cacheDir())));
   checks.push(...imageChecks());
   return checks;
 }

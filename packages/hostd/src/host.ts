@@ -32,6 +32,7 @@ import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import type { AgentLike } from "./vmm/guest.js";
+import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
 import { WarmPool } from "./warm/pool.js";
 
@@ -201,6 +202,7 @@ export class Host {
       mac: GUEST_MAC,
       accel: rec.accel,
       tbSizeMib: rec.tb_size_mib,
+      jail: { ...jailIds(rec.slot), cacheDir: this.layout.cache },
     };
   }
 

@@ -37,6 +37,7 @@ export {
   slotAddrs,
 } from "./plan.js";
 export { type FirewallConfig, firewallConfig } from "./firewall.js";
+import { jailIds } from "../vmm/jail.js";
 
 /** Namespaces named csb-N present on the host (including ones a crashed daemon left). */
 export function existingSlots(): Set<number> {
@@ -135,7 +136,8 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
   try {
     const script = [
       "link set lo up",
-      `tuntap add dev ${TAP} mode tap`,
+      // owned by the VM's uid: its jailed QEMU opens it without any capability (vmm/jail.ts)
+      `tuntap add dev ${TAP} mode tap user ${jailIds(slot).uid} group ${jailIds(slot).gid}`,
       `addr add ${GATEWAY_IP}/30 dev ${TAP}`,
       `link set ${TAP} up`,
     ].join("\n");

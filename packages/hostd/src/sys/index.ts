@@ -1,6 +1,6 @@
 /**
  * The one privileged module: every program the host daemon runs goes through {@link run} (sys/run.ts) or
- * {@link spawnDaemon} (sys/spawn.ts), always with an argument array, never through a shell. This file
+ * {@link spawnDetached} (sys/spawn.ts), always with an argument array, never through a shell. This file
  * holds the thin wrappers for the host tools the engine uses and re-exports the rest of sys/.
  */
 import { type RunResult, run } from "./run.js";
@@ -16,7 +16,7 @@ export {
   runSync,
   which,
 } from "./run.js";
-export { spawnDaemon } from "./spawn.js";
+export { type Detached, spawnDaemon, spawnDetached } from "./spawn.js";
 export { hostTscKhz, memAvailableMib, pidAlive, procCmdline, procGone, pssBytes, signal } from "./proc.js";
 
 /** `ip …` in the root namespace. */

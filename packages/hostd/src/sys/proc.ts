@@ -22,7 +22,7 @@ export function procCmdline(pid: number): string[] | undefined {
   }
 }
 
-/** True while `pid` is a zombie or gone (a daemonized QEMU is reparented, so a zombie is brief). */
+/** True while `pid` is a zombie or gone (a detached QEMU is reaped by this daemon or, after it, by init). */
 export function procGone(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

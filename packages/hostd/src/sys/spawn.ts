@@ -1,13 +1,43 @@
 /**
- * Programs that outlive the host daemon (QEMU with `-daemonize`). Not `run` (run.ts): the launcher's exit is
- * what counts, while the daemon it leaves behind may hold the inherited pipes open indefinitely.
+ * Programs that outlive the host daemon (QEMU). Not `run` (run.ts): a VMM runs for as long as its VM does.
+ * QEMU no longer `-daemonize`s itself: its seccomp filter (`-sandbox …,spawn=deny`) forbids the fork that
+ * would take, so its jailer is started here in a session of its own, detached, with its output going to a
+ * log file rather than to pipes the daemon would have to keep reading (the next daemon re-adopts it by pid).
  */
 import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
 import { SysError, inNetns } from "./run.js";
 
+export interface Detached {
+  /** The program's pid (`ip netns exec` execs it, never forks). */
+  pid: number;
+  /** Settles when the program exits (the jailer: once the VMM is forked off, or when setting it up failed). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `cmd` detached (own session, stdin /dev/null, stdout and stderr appended to `logPath`). */
+export function spawnDetached(
+  cmd: string,
+  args: string[],
+  opts: { netns?: string; logPath: string },
+): Promise<Detached> {
+  const [file, argv] = inNetns(cmd, args, opts.netns);
+  const log = openSync(opts.logPath, "a", 0o600);
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, argv, { stdio: ["ignore", log, log], detached: true });
+    closeSync(log);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+      child.once("exit", (code, signal) => r({ code, signal })),
+    );
+    child.once("error", (err) => reject(new SysError([file, ...argv], "", null, `${file}: ${err.message}`)));
+    // Not unref'd: the launcher (the jailer) exits as soon as the VM is set up, and its exit is awaited.
+    child.once("spawn", () => resolve({ pid: child.pid as number, exited }));
+  });
+}
+
 /**
- * Starts a program that must outlive this process (QEMU with `-daemonize`): waits for the launcher to
- * exit (QEMU's parent exits once the VM is set up, or with an error on stderr).
+ * Starts a program that daemonizes itself and must outlive this process (dnsmasq): waits for the
+ * launcher to exit (the parent exits once the daemon is set up, or with an error on stderr).
  */
 export function spawnDaemon(
   cmd: string,

@@ -10,6 +10,7 @@
  * Each action rejects with `conflict` outside the states listed on it.
  */
 import type { Accel } from "@createos-sandbox/protocol";
+import type { JailConfig } from "./jail.js";
 
 export interface MachineConfig {
   /** Directory holding the VM's sockets, pidfile and console log. */
@@ -31,6 +32,8 @@ export interface MachineConfig {
   machine?: string;
   /** Translation-block cache size, MiB (TCG only). */
   tbSizeMib?: number;
+  /** The VMM's own uid/gid and where its jailer is built (vmm/jail.ts). */
+  jail: JailConfig;
 }
 
 export type MachineState = "configured" | "running" | "paused" | "stopped";

@@ -13,6 +13,7 @@ const config: MachineConfig = {
   diskPath: "/d/disk.qcow2",
   mac: "02:fc:00:00:00:01",
   accel: "tcg",
+  jail: { uid: 200_001, gid: 200_001, cacheDir: "/c" },
 };
 
 // The exact argv, order included: microvm assigns virtio-mmio slots in command-line order, so a change
@@ -59,10 +60,9 @@ const DEVICES = [
   "chardev:con",
   "-qmp",
   "unix:/d/qmp.sock,server=on,wait=off",
-  "-pidfile",
-  "/d/qemu.pid",
-  "-daemonize",
   "-no-reboot",
+  "-sandbox",
+  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 ];
 
 const EXPECTED_BOOT = [

@@ -3,14 +3,15 @@
  * RAM through the migration stream: with the `x-ignore-shared` capability the stream carries only device
  * and vCPU state (~50 KB), and the RAM file itself is the memory image.
  *
- * QEMU runs with `-daemonize` (inside the sandbox's network namespace when given), so it is not our
- * child: VMs outlive the host daemon and the next one re-adopts them through the pidfile and QMP socket.
+ * QEMU runs detached in a session of its own (inside the sandbox's network namespace when given), under
+ * its seccomp filter: VMs outlive the host daemon and the next one re-adopts them through the pidfile and
+ * QMP socket. The snapshot's device state travels over a Unix socket (migration.ts), never through a shell.
  */
 import { readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Accel, HostdError } from "@createos-sandbox/protocol";
-import { pidAlive, procCmdline, procGone, signal, spawnDaemon } from "../sys/index.js";
+import { pidAlive, procCmdline, procGone, signal, spawnDetached } from "../sys/index.js";
 import { ROOT_DRIVE, blockArgs } from "./devices/block.js";
 import { consoleArgs } from "./devices/console.js";
 import { controlArgs } from "./devices/control.js";
@@ -19,8 +20,11 @@ import { bootArgs, machineArgs } from "./devices/machine.js";
 import { memoryArgs } from "./devices/memory.js";
 import { netArgs } from "./devices/net.js";
 import { rngArgs } from "./devices/rng.js";
+import { sandboxArgs } from "./devices/sandbox.js";
 import { agentChannelArgs } from "./devices/serial.js";
 import type { Machine, MachineConfig, MachinePaths, MachineState, VmmDriver } from "./driver.js";
+import { backingChain, clearPidfile, ensureJailer, jailArgv, ownVmFiles } from "./jail.js";
+import { receiveState, sendState } from "./migration.js";
 import { probeAccel } from "./probe.js";
 import { QmpClient } from "./qmp.js";
 
@@ -37,9 +41,9 @@ export function machinePaths(dir: string): MachinePaths {
   };
 }
 
-/** Single-quote for the `/bin/sh -c` that QEMU's `exec:` migration transport runs. */
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
+/** The socket a snapshot's device state crosses (migration.ts). */
+function migrationSocket(dir: string): string {
+  return join(dir, "mig.sock");
 }
 
 /**
@@ -58,6 +62,7 @@ export function qemuArgs(c: MachineConfig, p: MachinePaths, opts: { incoming: bo
     ...rngArgs(),
     ...consoleArgs(p),
     ...controlArgs(p),
+    ...sandboxArgs(),
     ...netArgs(c),
     // paused, waiting for `migrate-incoming` with the snapshot's device state
     ...(opts.incoming ? ["-S", "-incoming", "defer"] : []),
@@ -96,13 +101,52 @@ class QemuMachine implements Machine {
     await mkdir(c.dir, { recursive: true });
     await rm(this.paths.qmp, { force: true });
     await rm(this.paths.agent, { force: true });
-    await rm(this.paths.pidfile, { force: true });
-    await spawnDaemon(QEMU_BIN, qemuArgs(c, this.paths, { incoming }), { netns: c.netns, timeoutMs: 30_000 });
+    await clearPidfile(this.paths.pidfile);
+    const jailer = await ensureJailer(c.jail.cacheDir);
+    await ownVmFiles(c.dir, { ram: c.ramPath, others: [c.diskPath, this.paths.console] }, c.jail);
+    const mounts = {
+      ro: [c.kernel, ...(await backingChain(c.diskPath))],
+      rw: [c.dir],
+      dev: [
+        "/dev/null",
+        "/dev/urandom",
+        ...(c.tap ? ["/dev/net/tun"] : []),
+        ...(c.accel === "kvm" ? ["/dev/kvm"] : []),
+      ],
+    };
+    const argv = jailArgv(
+      jailer,
+      { ...c.jail, pidfile: this.paths.pidfile },
+      mounts,
+      QEMU_BIN,
+      qemuArgs(c, this.paths, { incoming }),
+    );
+    const logPath = join(c.dir, "qemu.log");
+    const launcher = await spawnDetached(jailer, argv, { netns: c.netns, logPath });
+    // The jailer exits once the jailed QEMU is forked off (pid 1 of its own pid namespace); the pid the
+    // host sees is in the pidfile it wrote.
+    const { code, signal: sig } = await launcher.exited;
+    const why = () => readFileSync(logPath, "utf8").slice(-2000).trim() || "no output";
+    if (code !== 0)
+      throw new HostdError("internal", `QEMU's jail failed (${sig ?? `exit ${code}`}): ${why()}`);
     const pid = Number(readFileSync(this.paths.pidfile, "utf8").trim());
     if (!Number.isInteger(pid) || pid <= 0)
       throw new HostdError("internal", `bad QEMU pidfile ${this.paths.pidfile}`);
     this.pid = pid;
-    await this.attach(await QmpClient.connect(this.paths.qmp));
+    // QEMU is up once its QMP socket answers; if it exits first, its stderr (in the log) says why.
+    let up = false;
+    const gone = (async () => {
+      while (!up && !procGone(pid)) await new Promise((r) => setTimeout(r, 20));
+      if (!up) throw new HostdError("internal", `QEMU exited at start: ${why()}`);
+    })();
+    gone.catch(() => undefined);
+    try {
+      const qmp = await Promise.race([QmpClient.connect(this.paths.qmp, 30_000), gone]);
+      if (!qmp) throw new HostdError("internal", "QEMU's QMP socket did not answer");
+      await this.attach(qmp);
+    } finally {
+      up = true;
+    }
   }
 
   async attach(qmp: QmpClient): Promise<void> {
@@ -163,8 +207,11 @@ class QemuMachine implements Machine {
       await this.launch(true);
       const q = this.q;
       const done = this.migrationDone(q, 60_000);
-      await q.execute("migrate-incoming", { uri: `exec:cat ${shq(statePath)}` });
+      const sock = migrationSocket(this.config.dir);
+      await q.execute("migrate-incoming", { uri: `unix:${sock}` });
+      await sendState(sock, statePath, 10_000);
       await done;
+      await rm(sock, { force: true });
     } catch (e) {
       await this.stop(0);
       throw e;
@@ -222,9 +269,15 @@ class QemuMachine implements Machine {
   async snapshot(statePath: string): Promise<void> {
     this.need("paused");
     const q = this.q;
-    const done = this.migrationDone(q, 60_000);
-    await q.execute("migrate", { uri: `exec:cat > ${shq(statePath)}` });
-    await done;
+    const rx = await receiveState(migrationSocket(this.config.dir), statePath, this.config.jail);
+    try {
+      const done = this.migrationDone(q, 60_000);
+      await q.execute("migrate", { uri: `unix:${migrationSocket(this.config.dir)}` });
+      await done;
+      await rx.written;
+    } finally {
+      await rx.close();
+    }
   }
 
   async resizeDisk(bytes: number): Promise<void> {

@@ -1,0 +1,71 @@
+/**
+ * The device-state stream of a snapshot, carried over a Unix socket in the VM dir instead of QEMU's
+ * `exec:cat …` transport: that one runs `/bin/sh` inside QEMU, which its seccomp filter (`spawn=deny`)
+ * and its jail (no shell, no write access to the snapshot dir) rule out. The host daemon holds the state
+ * file; QEMU only ever sees the socket. The stream is small (device and vCPU state, ~50 KB, since RAM
+ * stays in the shared RAM file), so the copy through this process costs nothing measurable.
+ */
+import { createReadStream, createWriteStream } from "node:fs";
+import { chown, rm } from "node:fs/promises";
+import { type Server, connect, createServer } from "node:net";
+import { pipeline } from "node:stream/promises";
+import { HostdError } from "@createos-sandbox/protocol";
+
+/**
+ * Listens on `sock` for QEMU's `migrate unix:…` and writes what it sends to `statePath`. `listening`
+ * resolves once QEMU may connect; `written` once the whole stream is in the file (QEMU closed its end).
+ */
+export async function receiveState(
+  sock: string,
+  statePath: string,
+  owner?: { uid: number; gid: number },
+): Promise<{ written: Promise<void>; close: () => Promise<void> }> {
+  await rm(sock, { force: true });
+  let server: Server | undefined;
+  const written = new Promise<void>((resolve, reject) => {
+    server = createServer({ allowHalfOpen: false }, (conn) => {
+      server?.close();
+      pipeline(conn, createWriteStream(statePath, { mode: 0o600 })).then(resolve, reject);
+    });
+    server.once("error", reject);
+  });
+  written.catch(() => undefined);
+  const srv = server as unknown as Server;
+  await new Promise<void>((resolve, reject) => {
+    srv.once("error", reject);
+    srv.listen(sock, () => resolve());
+  });
+  // A jailed QEMU connects as its own uid: the socket must be its to connect to.
+  if (owner) await chown(sock, owner.uid, owner.gid);
+  return {
+    written,
+    close: async () => {
+      srv.close();
+      await rm(sock, { force: true });
+    },
+  };
+}
+
+/** Connects to the socket QEMU listens on after `migrate-incoming unix:…` and sends it `statePath`. */
+export async function sendState(sock: string, statePath: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const conn = await new Promise<ReturnType<typeof connect>>((resolve, reject) => {
+        const s = connect(sock);
+        s.once("connect", () => {
+          s.removeAllListeners("error");
+          resolve(s);
+        });
+        s.once("error", reject);
+      });
+      await pipeline(createReadStream(statePath), conn);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code !== "ENOENT" && code !== "ECONNREFUSED") || Date.now() > deadline)
+        throw new HostdError("internal", `cannot send the VM state to ${sock}: ${String(e)}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+}
