@@ -32,7 +32,20 @@ async function toolVersion(check: string, cmd: string, args: string[], pkg: stri
   return { check, ok: true, detail: firstLine(r.stdout || r.stderr) };
 }
 
+/**
+ * Said wherever VMs would run under TCG: the jail and the cgroup hold a QEMU that goes wrong, but under
+ * emulation every guest instruction runs through QEMU's translator on the host, so a QEMU bug a guest can
+ * reach is closer to the host than a hardware-virtualised guest ever is.
+ */
+const TCG_WARNING =
+  "under TCG a QEMU bug that a guest can trigger is a bug on the host: run hosts shared by several tenants with KVM";
+
 async function kvmCheck(): Promise<DoctorCheck> {
+  const c = await kvmCheckBare();
+  return c.ok ? c : { ...c, detail: `${c.detail}. ${TCG_WARNING}` };
+}
+
+async function kvmCheckBare(): Promise<DoctorCheck> {
   const check = "kvm";
   const flags = /^flags\s*:(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1]?.split(/\s+/) ?? [];
   const hw = flags.includes("vmx") ? "vmx" : flags.includes("svm") ? "svm" : undefined;

@@ -4,7 +4,7 @@
  * onto it.
  */
 import { randomUUID } from "node:crypto";
-import { readdir, rename, rm } from "node:fs/promises";
+import { chmod, chown, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Host } from "../host.js";
 import { type SnapMeta, readSnapMeta, readVmRecord, writeSnapMeta } from "../records.js";
@@ -30,6 +30,10 @@ async function freezeInto(
   const top = join(sdir, "disk.qcow2");
   await rename(top, layer);
   try {
+    // A frozen layer is shared by every fork and never written again: no VM's uid may own it (it was the
+    // parent's writable top, owned by the parent's jail uid), and every jail reads it.
+    await chown(layer, 0, 0);
+    await chmod(layer, 0o444);
     await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, top]);
   } catch (e) {
     await rename(layer, top);
