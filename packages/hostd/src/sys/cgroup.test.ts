@@ -159,6 +159,10 @@ test("names are checked, and each daemon instance gets its own parent", async ()
   const cg = Cgroups.detect(fakeRoot("names", { v1: ["cpu", "memory", "pids"] }), PARENT);
   await assert.rejects(cg.create("../escape", LIMITS), /bad cgroup name/);
   await assert.rejects(cg.remove(""), /bad cgroup name/);
+  await assert.rejects(cg.create(".", LIMITS), /bad cgroup name/);
+  // Warm-pool VMs live in `_pool-…` dirs, and their cgroups are named after them.
+  await cg.create("_pool-06650ce5-15a.55afea5a", LIMITS);
+  for (const d of cg.dirs("_pool-06650ce5-15a.55afea5a")) assert.equal(existsSync(d), true);
   const a = Cgroups.parentFor("/var/lib/createos-sandbox/hostd");
   assert.equal(a, Cgroups.parentFor("/var/lib/createos-sandbox/hostd/"));
   assert.notEqual(a, Cgroups.parentFor("/srv/other/hostd"));

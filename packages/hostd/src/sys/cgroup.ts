@@ -263,7 +263,8 @@ export class Cgroups {
 }
 
 function checkName(name: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name))
+  // A leading "_" is the warm pool's (`_pool-…`); "." and ".." can never match.
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name))
     throw new HostdError("internal", `bad cgroup name ${JSON.stringify(name)}`);
 }
 
