@@ -244,24 +244,44 @@ describe("two host daemons behind one control plane", { timeout: 20 * 60_000 }, 
     }
   });
 
+  /** Runs `fn`; a failure carries the warnings the host daemons and the control plane logged meanwhile. */
+  const explained = async (fn: () => Promise<void>) => {
+    const from = [s!, ...hostds].map((p) => p.logs.length);
+    try {
+      await fn();
+    } catch (e) {
+      const said = [s!, ...hostds]
+        .flatMap((p, i) => p.logs.slice(from[i]))
+        .filter((l) => /"level":"(warn|error)"/.test(l))
+        .slice(-12);
+      if (e instanceof Error) e.message += `\nlogged meanwhile:\n${said.join("\n")}`;
+      throw e;
+    }
+  };
+
   it("pause, fork and resume run on the host holding the snapshot", async () => {
-    await Promise.all(
-      IDS.map(async (host) => {
-        const sb = await client.getSandbox(first.get(host)!);
-        await sb.pause();
-        await sb.waitUntilPaused({ timeoutMs: 120_000 });
-        const child = await sb.fork();
-        assert.equal((await view(child.id)).host_id, host, "the fork runs where the snapshot is");
-        made.push({ id: child.id, host });
-        if (child.status !== "running") await child.waitUntilRunning({ timeoutMs: 120_000 });
-        assert.equal(Buffer.from(await child.files.download("/root/marker")).toString(), `marker of ${host}`);
-        await sb.resume();
-        await sb.waitUntilRunning({ timeoutMs: 120_000 });
-        assert.equal((await view(sb.id)).host_id, host, "resume stays on the sandbox's host");
-        const r = await sb.runCommand("cat", ["/root/marker"]);
-        assert.equal(r.result.stdout, `marker of ${host}`);
-      }),
-    );
+    await explained(async () => {
+      await Promise.all(
+        IDS.map(async (host) => {
+          const sb = await client.getSandbox(first.get(host)!);
+          await sb.pause();
+          await sb.waitUntilPaused({ timeoutMs: 120_000 });
+          const child = await sb.fork();
+          assert.equal((await view(child.id)).host_id, host, "the fork runs where the snapshot is");
+          made.push({ id: child.id, host });
+          if (child.status !== "running") await child.waitUntilRunning({ timeoutMs: 120_000 });
+          assert.equal(
+            Buffer.from(await child.files.download("/root/marker")).toString(),
+            `marker of ${host}`,
+          );
+          await sb.resume();
+          await sb.waitUntilRunning({ timeoutMs: 120_000 });
+          assert.equal((await view(sb.id)).host_id, host, "resume stays on the sandbox's host");
+          const r = await sb.runCommand("cat", ["/root/marker"]);
+          assert.equal(r.result.stdout, `marker of ${host}`);
+        }),
+      );
+    });
     await countsSettle();
   });
 
