@@ -71,7 +71,7 @@ function assertJailed(id: string): void {
   );
 }
 
-test("the QEMU of a created, a resumed and a forked VM is jailed", async () => {
+test("the QEMU of a cold-booted, a created, a resumed and a forked VM is jailed", async () => {
   const d = await LocalHostDaemon.open(openOpts(dataDir));
   try {
     await d.ensureImage(TEST_IMAGE);
@@ -84,6 +84,13 @@ test("the QEMU of a created, a resumed and a forked VM is jailed", async () => {
 });
 
 async function createForkResume(d: LocalHostDaemon): Promise<void> {
+  // A cold boot (the first VM of a shape, the one a warm snapshot is taken of) has no RAM file yet.
+  const cold = spec();
+  await d.create(cold, { cold: true });
+  assertJailed(cold.sandbox_id);
+  assert.equal((await sh(d, cold.sandbox_id, "echo cold")).trim(), "cold");
+  await d.destroy(cold.sandbox_id);
+
   const s = spec();
   await d.create(s);
   assertJailed(s.sandbox_id);
