@@ -13,6 +13,7 @@ import type {
   SandboxRow,
   SandboxStatus,
   Store,
+  TenantUsage,
   UserRow,
 } from "./types.js";
 
@@ -315,6 +316,15 @@ export class SqliteStore implements Store {
         `SELECT COUNT(*) AS n FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
       ).get(userId, ...statuses) as { n: number }
     ).n;
+  }
+
+  async tenantUsage(userId: string, statuses: readonly SandboxStatus[]): Promise<TenantUsage> {
+    const r = this.q(
+      `SELECT COUNT(*) AS n, COALESCE(SUM(disk_mib), 0) AS disk,
+         COALESCE(SUM(json_extract(snapshot, '$.size_bytes')), 0) AS snap
+       FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
+    ).get(userId, ...statuses) as { n: number; disk: number; snap: number };
+    return { sandboxes: r.n, disk_mib: r.disk, snapshot_bytes: r.snap };
   }
 
   async statusCounts(userId?: string): Promise<Record<string, number>> {
