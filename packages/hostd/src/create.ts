@@ -18,6 +18,7 @@ import { restoreWarm } from "./warm/restore.js";
 export async function create(host: Host, spec: VmSpec, opts: { cold?: boolean }): Promise<VmRuntime> {
   validateSpec(spec);
   host.checkCapacity(spec.mem_mib);
+  await host.checkDiskReserve("create a sandbox");
   return host.withReservedId(spec.sandbox_id, async () => {
     const t0 = now();
     const img = await host.resolveImage(spec.image);

@@ -94,6 +94,11 @@ export interface OpenOptions {
    * unreachable whatever is listed.
    */
   privateEgress?: string[];
+  /**
+   * MiB of free disk (data dir and image cache) below which create, pause and fork are refused as
+   * `capacity`; default `$CREATEOS_SANDBOX_MIN_FREE_DISK_MIB`, else 2048.
+   */
+  minFreeDiskMib?: number;
 }
 
 /**

@@ -16,6 +16,7 @@ import {
 } from "@createos-sandbox/protocol";
 import { TIMEOUTS } from "./bringup.js";
 import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
+import { checkDiskReserve, minFreeDiskMib } from "./diskreserve.js";
 import {
   GUEST_MAC,
   NetPool,
@@ -175,6 +176,12 @@ export class Host {
     let promised = this.warmPool.promisedMib();
     for (const v of this.vms.values()) promised += v.rec.mem_mib;
     return promised;
+  }
+
+  /** The free-space reserve (diskreserve.ts), checked before create, pause and fork. */
+  checkDiskReserve(action: string): Promise<void> {
+    const reserve = minFreeDiskMib(this.opts.minFreeDiskMib);
+    return checkDiskReserve([this.layout.root, this.layout.cache], reserve, action);
   }
 
   checkCapacity(memMib: number): void {

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ScriptedDaemon } from "@createos-sandbox/hostd/remote/scripted";
+import { HostdError } from "@createos-sandbox/protocol";
 import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
 import { createLogger } from "../log.js";
@@ -36,7 +37,7 @@ describe("per-tenant limits", () => {
       },
     );
     const store = SqliteStore.open(join(dataDir, "db.sqlite"));
-    for (const name of ["alice", "bob", "carol"]) {
+    for (const name of ["alice", "bob", "carol", "dave"]) {
       const user = await store.createUser(name);
       keys[name] = `skp_${name[0]!.repeat(32)}`;
       await store.addApiKey(user.id, keys[name]!);
@@ -137,5 +138,26 @@ describe("per-tenant limits", () => {
     const f = await post("carol", `/v1/sandboxes/${x}/fork`, { start_paused: false });
     assert.equal(f.status, 200, f.text);
     assert.equal(f.json.data.status, "running");
+  });
+
+  test("a host below its free-disk reserve: 503 with Retry-After and the host's words, nothing kept", async () => {
+    const create0 = daemon.create.bind(daemon);
+    daemon.create = async () => {
+      throw new HostdError("capacity", "not enough free disk on this host to create a sandbox: 1 MiB free");
+    };
+    try {
+      const r = await create("dave", 1024);
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.headers.get("retry-after"), "5");
+      assert.match(r.json.message, /no host capacity: not enough free disk on this host to create a sandbox/);
+    } finally {
+      daemon.create = create0;
+    }
+    const list = await call(srv.url, "GET", "/v1/sandboxes", { key: keys.dave! });
+    // The refused create is recorded `failed`, which holds nothing and counts against no limit.
+    assert.deepEqual(
+      list.json.data.data.map((x: { status: string }) => x.status),
+      ["failed"],
+    );
   });
 });
