@@ -8,6 +8,7 @@ import type { VmRuntime, VmSpec } from "@createos-sandbox/protocol";
 import { now } from "./bringup.js";
 import { type Host, runtimeOf } from "./host.js";
 import { validateSpec } from "./records.js";
+import { touchWarm } from "./warm/cap.js";
 import { coldCreate, warmKey } from "./warm/capture.js";
 import { restoreWarm } from "./warm/restore.js";
 
@@ -37,6 +38,8 @@ export async function create(host: Host, spec: VmSpec, opts: { cold?: boolean })
       if (booted) return booted;
     }
     host.warmPool.note(key, warm, spec);
+    // The cache cap's LRU clock; a failure to touch it must not fail the create.
+    await touchWarm(warm).catch((e) => host.log.warn("warm cache marker", { error: String(e) }));
     const pooled = host.warmPool.take(key);
     if (pooled) {
       try {

@@ -99,6 +99,11 @@ export interface OpenOptions {
    * `capacity`; default `$CREATEOS_SANDBOX_MIN_FREE_DISK_MIB`, else 2048.
    */
   minFreeDiskMib?: number;
+  /**
+   * Size cap of the warm-snapshot cache, MiB: least recently used entries no VM or snapshot backs onto
+   * are evicted past it; default `$CREATEOS_SANDBOX_WARM_CACHE_MIB`, else 8192.
+   */
+  warmCacheMib?: number;
 }
 
 /**
@@ -143,6 +148,7 @@ export class LocalHostDaemon implements HostDaemon {
     const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
+    host.capWarmCache();
     await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));
     return new LocalHostDaemon(host);
   }

@@ -9,15 +9,24 @@ import { HostdError } from "@createos-sandbox/protocol";
 
 export const DEFAULT_MIN_FREE_DISK_MIB = 2048;
 
+/** A host daemon setting: the open option, else the environment variable `name`, else `fallback`. */
+export function numSetting(
+  opt: number | undefined,
+  name: string,
+  fallback: number,
+  env: NodeJS.ProcessEnv = process.env,
+): number {
+  if (opt !== undefined) return opt;
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${raw}`);
+  return n;
+}
+
 /** The reserve: the open option, else `$CREATEOS_SANDBOX_MIN_FREE_DISK_MIB`, else the default. */
 export function minFreeDiskMib(opt: number | undefined, env: NodeJS.ProcessEnv = process.env): number {
-  if (opt !== undefined) return opt;
-  const raw = env.CREATEOS_SANDBOX_MIN_FREE_DISK_MIB;
-  if (raw === undefined || raw === "") return DEFAULT_MIN_FREE_DISK_MIB;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < 0)
-    throw new Error(`CREATEOS_SANDBOX_MIN_FREE_DISK_MIB must be a non-negative number, got ${raw}`);
-  return n;
+  return numSetting(opt, "CREATEOS_SANDBOX_MIN_FREE_DISK_MIB", DEFAULT_MIN_FREE_DISK_MIB, env);
 }
 
 /** MiB an unprivileged writer may still use on the filesystem of `dir`; undefined when it does not exist. */

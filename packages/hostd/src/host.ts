@@ -16,7 +16,7 @@ import {
 } from "@createos-sandbox/protocol";
 import { TIMEOUTS } from "./bringup.js";
 import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
-import { checkDiskReserve, minFreeDiskMib } from "./diskreserve.js";
+import { checkDiskReserve, minFreeDiskMib, numSetting } from "./diskreserve.js";
 import {
   GUEST_MAC,
   NetPool,
@@ -27,7 +27,7 @@ import {
   teardownSlot,
 } from "./net/index.js";
 import { type Layout, type VmRecord, readJson } from "./records.js";
-import { gcLayers } from "./snapshot/layers.js";
+import { gcLayers, usedLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
@@ -35,6 +35,7 @@ import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import type { AgentLike } from "./vmm/guest.js";
 import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
+import { DEFAULT_WARM_CACHE_MIB, evictWarm } from "./warm/cap.js";
 import { WarmPool } from "./warm/pool.js";
 
 /** A VM's parts once it runs: what a bring-up produces and what registration keeps. */
@@ -120,6 +121,23 @@ export class Host {
       .catch((e) => this.log.warn("background cleanup failed", { error: String(e) }))
       .finally(() => this.pending.delete(p));
     this.pending.add(p);
+  }
+
+  /** Keeps the warm-snapshot cache within its cap (warm/cap.ts), in the background; failures are logged. */
+  capWarmCache(): void {
+    this.background(async () => {
+      const env = "CREATEOS_SANDBOX_WARM_CACHE_MIB";
+      const cap = numSetting(this.opts.warmCacheMib, env, DEFAULT_WARM_CACHE_MIB);
+      const used = await usedLayers(this);
+      const pooled = this.warmPool.warmDirs();
+      const keep = (d: string) => used.has(join(d, "disk.qcow2")) || pooled.has(d);
+      const evicted = await evictWarm(this.layout.warm, cap, keep);
+      if (evicted.length > 0)
+        this.log.info("warm cache over its cap: evicted", {
+          evicted: evicted.map((d) => basename(d)),
+          cap_mib: cap,
+        });
+    });
   }
 
   async drain(): Promise<void> {
