@@ -149,6 +149,7 @@ export class LocalHostDaemon implements HostDaemon {
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
     host.capWarmCache();
+    host.capConsoles(true);
     await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));
     return new LocalHostDaemon(host);
   }
@@ -273,6 +274,7 @@ export class LocalHostDaemon implements HostDaemon {
   async close(): Promise<void> {
     const { host } = this;
     host.closed = true;
+    host.capConsoles(false);
     await host.drain();
     await host.warmPool.close();
     await host.netPool.close();

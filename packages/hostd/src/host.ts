@@ -31,12 +31,16 @@ import { gcLayers, usedLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
+import { capConsoleLog } from "./vmm/devices/console.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import type { AgentLike } from "./vmm/guest.js";
 import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
 import { DEFAULT_WARM_CACHE_MIB, evictWarm } from "./warm/cap.js";
 import { WarmPool } from "./warm/pool.js";
+
+/** How often console logs are checked against their cap: a guest writes at most a few MiB/s to ttyS0. */
+const CONSOLE_CAP_EVERY_MS = 2000;
 
 /** A VM's parts once it runs: what a bring-up produces and what registration keeps. */
 export interface VmParts {
@@ -77,6 +81,7 @@ export class Host {
   private readonly pending = new Set<Promise<void>>();
   private accelP: Promise<Accel> | undefined;
   closed = false;
+  private consoleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly opts: OpenOptions,
@@ -98,6 +103,19 @@ export class Host {
     this.cgroups = Cgroups.detect(CGROUP_ROOT, Cgroups.parentFor(layout.root));
     if (!this.cgroups.available)
       log.warn("no usable cgroups: VMs run without CPU, memory and pids limits (doctor says why)");
+  }
+
+  /** Every few seconds until close, rotates running VMs' console logs past their cap (devices/console.ts). */
+  capConsoles(on: boolean): void {
+    clearInterval(this.consoleTimer);
+    if (!on) return;
+    this.consoleTimer = setInterval(() => {
+      for (const vm of this.vms.values()) {
+        capConsoleLog(vm.machine.paths.console).catch((e) =>
+          this.log.warn("console log cap failed", { sandbox_id: vm.rec.sandbox_id, error: String(e) }),
+        );
+      }
+    }, CONSOLE_CAP_EVERY_MS).unref();
   }
 
   // ---------------------------------------------------------------- events
