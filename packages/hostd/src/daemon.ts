@@ -36,6 +36,7 @@ import { Layout } from "./records.js";
 import { fork } from "./snapshot/fork.js";
 import { pause } from "./snapshot/pause.js";
 import { resume } from "./snapshot/resume.js";
+import { ensurePrivateDir } from "./sys/fs.js";
 import type { VmmDriver } from "./vmm/driver.js";
 import { QemuDriver } from "./vmm/qemu.js";
 
@@ -146,6 +147,8 @@ export class LocalHostDaemon implements HostDaemon {
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
     const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
+    await ensurePrivateDir(opts.dataDir);
+    await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
     host.capWarmCache();
