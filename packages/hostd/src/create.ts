@@ -8,6 +8,7 @@ import type { VmRuntime, VmSpec } from "@createos-sandbox/protocol";
 import { now } from "./bringup.js";
 import { type Host, runtimeOf } from "./host.js";
 import { validateSpec } from "./records.js";
+import { touchWarm } from "./warm/cap.js";
 import { coldCreate, warmKey } from "./warm/capture.js";
 import { restoreWarm } from "./warm/restore.js";
 
@@ -18,6 +19,7 @@ import { restoreWarm } from "./warm/restore.js";
 export async function create(host: Host, spec: VmSpec, opts: { cold?: boolean }): Promise<VmRuntime> {
   validateSpec(spec);
   host.checkCapacity(spec.mem_mib);
+  await host.checkDiskReserve("create a sandbox");
   return host.withReservedId(spec.sandbox_id, async () => {
     const t0 = now();
     const img = await host.resolveImage(spec.image);
@@ -36,6 +38,8 @@ export async function create(host: Host, spec: VmSpec, opts: { cold?: boolean })
       if (booted) return booted;
     }
     host.warmPool.note(key, warm, spec);
+    // The cache cap's LRU clock; a failure to touch it must not fail the create.
+    await touchWarm(warm).catch((e) => host.log.warn("warm cache marker", { error: String(e) }));
     const pooled = host.warmPool.take(key);
     if (pooled) {
       try {

@@ -36,6 +36,7 @@ import { Layout } from "./records.js";
 import { fork } from "./snapshot/fork.js";
 import { pause } from "./snapshot/pause.js";
 import { resume } from "./snapshot/resume.js";
+import { ensurePrivateDir } from "./sys/fs.js";
 import type { VmmDriver } from "./vmm/driver.js";
 import { QemuDriver } from "./vmm/qemu.js";
 
@@ -94,6 +95,16 @@ export interface OpenOptions {
    * unreachable whatever is listed.
    */
   privateEgress?: string[];
+  /**
+   * MiB of free disk (data dir and image cache) below which create, pause and fork are refused as
+   * `capacity`; default `$CREATEOS_SANDBOX_MIN_FREE_DISK_MIB`, else 2048.
+   */
+  minFreeDiskMib?: number;
+  /**
+   * Size cap of the warm-snapshot cache, MiB: least recently used entries no VM or snapshot backs onto
+   * are evicted past it; default `$CREATEOS_SANDBOX_WARM_CACHE_MIB`, else 8192.
+   */
+  warmCacheMib?: number;
 }
 
 /**
@@ -136,8 +147,12 @@ export class LocalHostDaemon implements HostDaemon {
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
     const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
+    await ensurePrivateDir(opts.dataDir);
+    await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
+    host.capWarmCache();
+    host.capConsoles(true);
     await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));
     return new LocalHostDaemon(host);
   }
@@ -262,6 +277,7 @@ export class LocalHostDaemon implements HostDaemon {
   async close(): Promise<void> {
     const { host } = this;
     host.closed = true;
+    host.capConsoles(false);
     await host.drain();
     await host.warmPool.close();
     await host.netPool.close();

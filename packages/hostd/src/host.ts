@@ -16,6 +16,7 @@ import {
 } from "@createos-sandbox/protocol";
 import { TIMEOUTS } from "./bringup.js";
 import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
+import { checkDiskReserve, minFreeDiskMib, numSetting } from "./diskreserve.js";
 import {
   GUEST_MAC,
   NetPool,
@@ -26,15 +27,20 @@ import {
   teardownSlot,
 } from "./net/index.js";
 import { type Layout, type VmRecord, readJson } from "./records.js";
-import { gcLayers } from "./snapshot/layers.js";
+import { gcLayers, usedLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
+import { capConsoleLog } from "./vmm/devices/console.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import type { AgentLike } from "./vmm/guest.js";
 import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
+import { DEFAULT_WARM_CACHE_MIB, evictWarm } from "./warm/cap.js";
 import { WarmPool } from "./warm/pool.js";
+
+/** How often console logs are checked against their cap: a guest writes at most a few MiB/s to ttyS0. */
+const CONSOLE_CAP_EVERY_MS = 2000;
 
 /** A VM's parts once it runs: what a bring-up produces and what registration keeps. */
 export interface VmParts {
@@ -75,6 +81,7 @@ export class Host {
   private readonly pending = new Set<Promise<void>>();
   private accelP: Promise<Accel> | undefined;
   closed = false;
+  private consoleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly opts: OpenOptions,
@@ -98,6 +105,19 @@ export class Host {
       log.warn("no usable cgroups: VMs run without CPU, memory and pids limits (doctor says why)");
   }
 
+  /** Every few seconds until close, rotates running VMs' console logs past their cap (devices/console.ts). */
+  capConsoles(on: boolean): void {
+    clearInterval(this.consoleTimer);
+    if (!on) return;
+    this.consoleTimer = setInterval(() => {
+      for (const vm of this.vms.values()) {
+        capConsoleLog(vm.machine.paths.console).catch((e) =>
+          this.log.warn("console log cap failed", { sandbox_id: vm.rec.sandbox_id, error: String(e) }),
+        );
+      }
+    }, CONSOLE_CAP_EVERY_MS).unref();
+  }
+
   // ---------------------------------------------------------------- events
 
   onEvent(listener: (e: HostEvent) => void): () => void {
@@ -119,6 +139,23 @@ export class Host {
       .catch((e) => this.log.warn("background cleanup failed", { error: String(e) }))
       .finally(() => this.pending.delete(p));
     this.pending.add(p);
+  }
+
+  /** Keeps the warm-snapshot cache within its cap (warm/cap.ts), in the background; failures are logged. */
+  capWarmCache(): void {
+    this.background(async () => {
+      const env = "CREATEOS_SANDBOX_WARM_CACHE_MIB";
+      const cap = numSetting(this.opts.warmCacheMib, env, DEFAULT_WARM_CACHE_MIB);
+      const used = await usedLayers(this);
+      const pooled = this.warmPool.warmDirs();
+      const keep = (d: string) => used.has(join(d, "disk.qcow2")) || pooled.has(d);
+      const evicted = await evictWarm(this.layout.warm, cap, keep);
+      if (evicted.length > 0)
+        this.log.info("warm cache over its cap: evicted", {
+          evicted: evicted.map((d) => basename(d)),
+          cap_mib: cap,
+        });
+    });
   }
 
   async drain(): Promise<void> {
@@ -175,6 +212,12 @@ export class Host {
     let promised = this.warmPool.promisedMib();
     for (const v of this.vms.values()) promised += v.rec.mem_mib;
     return promised;
+  }
+
+  /** The free-space reserve (diskreserve.ts), checked before create, pause and fork. */
+  checkDiskReserve(action: string): Promise<void> {
+    const reserve = minFreeDiskMib(this.opts.minFreeDiskMib);
+    return checkDiskReserve([this.layout.root, this.layout.cache], reserve, action);
   }
 
   checkCapacity(memMib: number): void {

@@ -7,7 +7,8 @@
  *   <dataDir>/hostd/snapshots/<snap>/     meta.json, ram, state, disk.qcow2
  *   <dataDir>/hostd/layers/<id>.qcow2     frozen disk layers shared by forks (never written again)
  *   <dataDir>/hostd/netpool.json          network namespaces set up ahead of need
- *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB
+ *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB (size cap:
+ *                                          warm/cap.ts; its `used` marker is the LRU clock)
  */
 import { open, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";

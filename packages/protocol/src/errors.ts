@@ -45,6 +45,22 @@ export const ERROR_CATALOG = {
     field: "limit",
     message: "running sandbox limit reached ({limit}); pause or destroy one first",
   },
+  limit_sandboxes: {
+    status: 403,
+    field: "limit",
+    message: "sandbox limit reached (limit_sandboxes = {limit}, paused ones included); destroy one first",
+  },
+  limit_disk: {
+    status: 403,
+    field: "limit",
+    message: "disk limit reached (limit_disk = {limit} MiB per tenant, {used} MiB in use, {asked} MiB asked)",
+  },
+  limit_snapshot_bytes: {
+    status: 403,
+    field: "limit",
+    message:
+      "snapshot limit reached (limit_snapshot_bytes = {limit} bytes per tenant, {used} in use); destroy a paused sandbox first",
+  },
   limit_networks: {
     status: 403,
     field: "limit",

@@ -14,6 +14,14 @@ export interface ServerConfig {
   authCacheMs: number;
   maxRunningPerTenant: number;
   maxNetworksPerTenant: number;
+  /** Sandboxes in any status but destroyed/failed (paused ones hold disk and a snapshot). */
+  maxSandboxesPerTenant: number;
+  /** Sum of `disk_mib` of those sandboxes. */
+  maxDiskMibPerTenant: number;
+  /** Sum of the recorded snapshot sizes of those sandboxes. */
+  maxSnapshotBytesPerTenant: number;
+  /** Largest `disk_mib` one sandbox may ask for (create, resize). */
+  maxDiskMib: number;
   schedulerIntervalMs: number;
   /** Lower bound of `auto_pause_after_seconds`; 60 by protocol, lowered only by tests. */
   autoPauseMinSeconds: number;
@@ -57,6 +65,10 @@ export function loadConfig(
     authCacheMs: num(env, "CREATEOS_SANDBOX_AUTH_CACHE_MS", 1000),
     maxRunningPerTenant: num(env, "CREATEOS_SANDBOX_MAX_RUNNING_PER_TENANT", 20),
     maxNetworksPerTenant: num(env, "CREATEOS_SANDBOX_MAX_NETWORKS_PER_TENANT", 10),
+    maxSandboxesPerTenant: num(env, "CREATEOS_SANDBOX_MAX_SANDBOXES_PER_TENANT", 100),
+    maxDiskMibPerTenant: num(env, "CREATEOS_SANDBOX_MAX_DISK_MIB_PER_TENANT", 1024 * 1024),
+    maxSnapshotBytesPerTenant: num(env, "CREATEOS_SANDBOX_MAX_SNAPSHOT_BYTES_PER_TENANT", 256 * 1024 ** 3),
+    maxDiskMib: num(env, "CREATEOS_SANDBOX_MAX_DISK_MIB", 65536),
     schedulerIntervalMs: num(env, "CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS", 5000),
     autoPauseMinSeconds: num(env, "CREATEOS_SANDBOX_AUTO_PAUSE_MIN_SECONDS", 60),
     maxFileBytes: num(env, "CREATEOS_SANDBOX_MAX_FILE_BYTES", 500 * 1024 * 1024),

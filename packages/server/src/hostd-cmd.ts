@@ -33,7 +33,7 @@ async function persistedHostId(dataDir: string): Promise<string> {
   const id = `${hostname()
     .toLowerCase()
     .replace(/[^a-z0-9-]/g, "-")}-${randomBytes(3).toString("hex")}`;
-  mkdirSync(join(dataDir, "hostd"), { recursive: true });
+  mkdirSync(join(dataDir, "hostd"), { recursive: true, mode: 0o700 });
   const { writeFileAtomic } = await import("@createos-sandbox/hostd/sys/fs");
   await writeFileAtomic(file, `${id}\n`);
   return id;

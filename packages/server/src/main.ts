@@ -2,7 +2,7 @@
  * `createos-sandbox`: serve, users, keys, images, doctor. Every subcommand answers `--help`.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { constants, closeSync, existsSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { startServer } from "./app.js";
 import { defaultDataDir, loadConfig } from "./config.js";
@@ -107,6 +107,26 @@ function openStore(p: Parsed): Store {
   return SqliteStore.open(join(dir, "db.sqlite"));
 }
 
+/**
+ * Creates `file` 0600 with `data`, never through a link: a stale file (from an earlier database) is
+ * unlinked first (unlink removes a link itself, not its target), then O_EXCL|O_NOFOLLOW refuses any
+ * file or link that appeared meanwhile.
+ */
+function writeSecretFile(file: string, data: string): void {
+  rmSync(file, { force: true });
+  const fd = openSync(
+    file,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function ensureAdmin(store: Store, dataDir: string, out: (s: string) => void): Promise<void> {
   const boot = process.env.CREATEOS_SANDBOX_BOOTSTRAP_API_KEY;
   if (boot) {
@@ -122,7 +142,7 @@ async function ensureAdmin(store: Store, dataDir: string, out: (s: string) => vo
     const admin = await store.createUser("admin");
     const key = newApiKey();
     await store.addApiKey(admin.id, key);
-    writeFileSync(file, `${key}\n`, { mode: 0o600 });
+    writeSecretFile(file, `${key}\n`);
     out(`created user admin; its API key is in ${file}`);
   } else if (existsSync(file)) {
     out(`admin API key file: ${file}`);

@@ -10,10 +10,11 @@ import { DEFAULT_BANDWIDTH_QUOTA, randomName, shapeById } from "./catalog.js";
 import type { ServerConfig } from "./config.js";
 import { mapHostdError } from "./hosterr.js";
 import type { HostRef, Hosts } from "./hosts.js";
+import { type Claim, checkTenantLimits } from "./limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { reconcileHost } from "./reconcile.js";
-import { LIVE, type Plan, plan } from "./state.js";
+import { type Plan, plan } from "./state.js";
 import type { SandboxRow, Store } from "./store/types.js";
 import { newSandboxId } from "./ulid.js";
 
@@ -126,11 +127,7 @@ export class Sandboxes {
     return apiError("state_conflict", { action, status });
   }
 
-  private async checkRunningLimit(userId: string): Promise<void> {
-    const live = await this.store.countSandboxes(userId, [...LIVE]);
-    if (live >= this.cfg.maxRunningPerTenant)
-      throw apiError("limit_running", { limit: this.cfg.maxRunningPerTenant });
-  }
+  private limits = (userId: string, claim: Claim) => checkTenantLimits(this.store, this.cfg, userId, claim);
 
   private async pickName(userId: string, wanted: string | undefined): Promise<string> {
     if (wanted) {
@@ -156,7 +153,7 @@ export class Sandboxes {
   }
 
   async create(userId: string, createdBy: string, input: CreateInput): Promise<SandboxRow> {
-    await this.checkRunningLimit(userId);
+    await this.limits(userId, { running: true, sandboxes: 1, disk_mib: input.disk_mib });
     const host = this.hosts.place(input.mem_mib, input.rootfs, input.host_id);
     const daemon = host.daemon!;
     const name = await this.pickName(userId, input.name);
@@ -215,6 +212,8 @@ export class Sandboxes {
     const p = plan("pause", row.status);
     if (p.kind === "noop") return { code: 200, row };
     if (p.kind !== "go") throw this.conflict("pause", row.status);
+    // Only API pauses are refused: refusing the scheduler or a self-pause would keep the VM running.
+    if (!reason) await this.limits(row.user_id, { snapshot: true });
     const ok = await this.store.transition(row.id, p.from, {
       status: p.to,
       ...(reason ? { status_reason: reason } : { clear: ["status_reason"] }),
@@ -259,7 +258,7 @@ export class Sandboxes {
     if (p.kind === "noop") return { code: 200, row };
     if (p.kind !== "go") throw this.conflict("resume", row.status);
     if (!row.snapshot) throw this.conflict("resume", `${row.status} without a snapshot`);
-    await this.checkRunningLimit(row.user_id);
+    await this.limits(row.user_id, { running: true });
     const ok = await this.store.transition(row.id, p.from, { status: p.to, clear: ["status_reason"] });
     if (!ok) return this.resume(await this.mustGet(row.id));
     void this.withLock(row.id, () => this.completeResume(daemon, row.id)).catch((e) =>
@@ -305,7 +304,14 @@ export class Sandboxes {
       p = plan("fork", parent.status);
     }
     if (p.kind !== "go" || !parent.snapshot) throw this.conflict("fork", parent.status);
-    if (!input.start_paused) await this.checkRunningLimit(parent.user_id);
+    // A paused child holds no VM but a disk and a snapshot: it counts against every other limit.
+    const sp = input.start_paused;
+    await this.limits(parent.user_id, {
+      running: !sp,
+      sandboxes: 1,
+      disk_mib: parent.disk_mib,
+      snapshot: sp,
+    });
     const child: SandboxRow = {
       ...parent,
       id: newSandboxId(),
@@ -433,6 +439,7 @@ export class Sandboxes {
         disk_mib: `disk_mib must be larger than the current ${row.disk_mib} (disks only grow)`,
       });
     }
+    await this.limits(row.user_id, { disk_mib: diskMib - row.disk_mib });
     return this.withLock(row.id, async () => {
       try {
         await this.vm("resize", () => daemon.resizeDisk(row.id, diskMib));

@@ -33,6 +33,11 @@ export const TRANSITIONAL: readonly SandboxStatus[] = [
 /** States that hold (or are about to hold) a VM; counted against the running limit. */
 export const LIVE: readonly SandboxStatus[] = ["creating", "running", "resuming", "forking", "pausing"];
 
+/** States that hold host resources (a VM, a disk, a snapshot); counted against the per-tenant limits. */
+export const HELD: readonly SandboxStatus[] = (Object.keys(NEXT) as SandboxStatus[]).filter(
+  (s) => !TERMINAL.includes(s),
+);
+
 export type Action = "pause" | "resume" | "fork" | "destroy" | "runtime";
 
 export type Plan =

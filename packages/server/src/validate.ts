@@ -13,7 +13,6 @@ export const ENV_MAX_VALUE_BYTES = 4096;
 export const ENV_MAX_TOTAL_BYTES = 65536;
 export const MAX_EGRESS_RULES = 256;
 export const MAX_SSH_KEYS = 64;
-export const MAX_DISK_MIB = 1024 * 1024;
 
 export interface StrOpts {
   required?: boolean;

@@ -28,6 +28,7 @@ export async function fork(
   opts: { start_paused?: boolean },
 ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
   validateSpec(child);
+  await host.checkDiskReserve("fork a sandbox");
   const t0 = now();
   const meta0 = await snapMeta(host.layout, parent);
   if (child.disk_mib < meta0.disk_mib)

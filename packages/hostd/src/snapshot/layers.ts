@@ -46,8 +46,8 @@ async function freezeInto(
   return { base: layer, chain };
 }
 
-/** Deletes frozen layers no VM or snapshot backs onto any more. */
-export async function gcLayers(host: Host): Promise<void> {
+/** Every backing file a VM (running, pooled or on record) or a snapshot backs onto. */
+export async function usedLayers(host: Host): Promise<Set<string>> {
   const { layout } = host;
   const used = new Set<string>();
   for (const v of host.vms.values()) for (const l of v.rec.chain) used.add(l);
@@ -60,6 +60,13 @@ export async function gcLayers(host: Host): Promise<void> {
     if (!m && !name.endsWith(".tmp")) continue;
     for (const l of m?.chain ?? []) used.add(l);
   }
+  return used;
+}
+
+/** Deletes frozen layers no VM or snapshot backs onto any more. */
+export async function gcLayers(host: Host): Promise<void> {
+  const { layout } = host;
+  const used = await usedLayers(host);
   for (const name of await readdir(layout.layers).catch(() => [] as string[])) {
     const p = join(layout.layers, name);
     // A layer being frozen is not in any meta.json yet.

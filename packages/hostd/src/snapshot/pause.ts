@@ -15,6 +15,7 @@ export async function pause(host: Host, sandboxId: string): Promise<SnapshotRef>
   const vm = host.getVm(sandboxId);
   return host.withVmLock(vm, async () => {
     if (vm.gone) throw new HostdError("not_found", `sandbox ${sandboxId} is not running on this host`);
+    await host.checkDiskReserve("pause a sandbox");
     const t0 = now();
     const snapId = `snap-${randomUUID()}`;
     const sdir = host.layout.snapDir(snapId);

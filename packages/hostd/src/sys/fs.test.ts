@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { SingleFlight, writeFileAtomic, writeJsonAtomic } from "./fs.js";
+import { SingleFlight, ensurePrivateDir, writeFileAtomic, writeJsonAtomic } from "./fs.js";
 
 test("writeFileAtomic replaces the file and leaves no temp file behind", async () => {
   const dir = await mkdtemp(join(tmpdir(), "csb-fs-"));
@@ -29,4 +29,18 @@ test("SingleFlight shares one run per key and does not cache failures", async ()
   assert.equal(b, 1);
   await assert.rejects(f.do("k", () => Promise.reject(new Error("boom"))));
   assert.equal(await f.do("k", slow), 2);
+});
+
+test("ensurePrivateDir makes missing dirs 0700 and tightens an existing one of ours", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "csb-fs-"));
+  try {
+    const nested = join(dir, "a", "b");
+    await ensurePrivateDir(nested);
+    assert.equal((await stat(nested)).mode & 0o777, 0o700);
+    await chmod(nested, 0o755);
+    await ensurePrivateDir(nested);
+    assert.equal((await stat(nested)).mode & 0o777, 0o700);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

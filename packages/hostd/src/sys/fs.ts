@@ -5,7 +5,7 @@
  * across a power cut: temp file, fsync it, rename over, fsync the directory (the rename itself is only
  * durable once the directory entry is).
  */
-import { open, rename, rm } from "node:fs/promises";
+import { chmod, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 
 let seq = 0;
@@ -45,6 +45,17 @@ export async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Makes `dir` (and missing parents) and keeps it 0700 when it is ours: what lies below (RAM files,
+ * snapshots, records, the database with the sandboxes' secrets) is nobody else's to list or read. Jailed
+ * VMMs are unaffected: their files are bind-mounted into their jails by root, not reached through it.
+ */
+export async function ensurePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const s = await stat(dir);
+  if (s.uid === process.getuid?.() && (s.mode & 0o077) !== 0) await chmod(dir, 0o700);
 }
 
 /** Concurrent callers asking for the same key share one in-flight promise; failures are not cached. */

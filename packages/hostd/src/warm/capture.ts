@@ -116,6 +116,7 @@ async function captureWarm(
       if (!existsSync(join(warm, "meta.json"))) throw e;
       await rm(tmp, { recursive: true, force: true });
     });
+    host.capWarmCache();
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

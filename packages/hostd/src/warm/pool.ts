@@ -48,6 +48,11 @@ export class WarmPool {
     this.scheduleFill();
   }
 
+  /** The warm snapshots the pool restores from: the cache cap keeps them. */
+  warmDirs(): Set<string> {
+    return new Set([...this.specs.values()].map((s) => s.warm));
+  }
+
   take(key: string): VmParts | undefined {
     const list = this.ready.get(key);
     while (list && list.length > 0) {

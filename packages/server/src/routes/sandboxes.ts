@@ -10,7 +10,6 @@ import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch, SandboxStatus } from "../store/types.js";
 import {
   Fields,
-  MAX_DISK_MIB,
   MAX_EGRESS_RULES,
   MAX_SSH_KEYS,
   NAME_RE,
@@ -49,7 +48,7 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
     re: NAME_RE,
     reMsg: "name must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit",
   });
-  const disk = f.int("disk_mib", { min: 0, max: MAX_DISK_MIB });
+  const disk = f.int("disk_mib", { min: 0, max: app.cfg.maxDiskMib });
   if (disk !== undefined && disk !== 0 && disk < 1024)
     f.fail("disk_mib", "disk_mib must be 0 (shape default) or at least 1024");
   const envs = f.envs("envs") ?? {};
@@ -267,7 +266,7 @@ export function sandboxRoutes(app: App): Route[] {
     }),
     route("POST /v1/sandboxes/:id/resize", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);
-      const mib = f.int("disk_mib", { required: true, min: 1, max: MAX_DISK_MIB });
+      const mib = f.int("disk_mib", { required: true, min: 1, max: app.cfg.maxDiskMib });
       f.done();
       const row = await app.sandboxes.resize(await loadSandbox(app, ctx), mib!);
       return { data: { id: row.id, disk_mib: row.disk_mib } };

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { newKeyId, newUserId } from "../ulid.js";
@@ -13,8 +13,16 @@ import type {
   SandboxRow,
   SandboxStatus,
   Store,
+  TenantUsage,
   UserRow,
 } from "./types.js";
+
+/** The data dir: made 0700, and kept so when it is ours (hostd's sys/fs.ts `ensurePrivateDir`, in sync). */
+export function privateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const s = statSync(dir);
+  if (s.uid === process.getuid?.() && (s.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+}
 
 /** Numbered migrations; applied in order inside one transaction each, recorded in `schema_migrations`. */
 const MIGRATIONS: string[] = [
@@ -198,8 +206,10 @@ export class SqliteStore implements Store {
   }
 
   static open(path: string): SqliteStore {
-    mkdirSync(dirname(path), { recursive: true });
+    privateDir(dirname(path));
     const db = new Database(path);
+    // The database holds the sandboxes' envs (secrets): 0600, and SQLite gives its -wal/-shm the same mode.
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     db.pragma("journal_mode = WAL");
     // Several processes (serve, `users create`) share the file: wait for the writer instead of failing.
     db.pragma("busy_timeout = 5000");
@@ -315,6 +325,15 @@ export class SqliteStore implements Store {
         `SELECT COUNT(*) AS n FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
       ).get(userId, ...statuses) as { n: number }
     ).n;
+  }
+
+  async tenantUsage(userId: string, statuses: readonly SandboxStatus[]): Promise<TenantUsage> {
+    const r = this.q(
+      `SELECT COUNT(*) AS n, COALESCE(SUM(disk_mib), 0) AS disk,
+         COALESCE(SUM(json_extract(snapshot, '$.size_bytes')), 0) AS snap
+       FROM sandboxes WHERE user_id = ? AND status IN (${statuses.map(() => "?").join(",")})`,
+    ).get(userId, ...statuses) as { n: number; disk: number; snap: number };
+    return { sandboxes: r.n, disk_mib: r.disk, snapshot_bytes: r.snap };
   }
 
   async statusCounts(userId?: string): Promise<Record<string, number>> {

@@ -60,6 +60,12 @@ export interface SandboxRow {
   access_token_rotated_at?: string;
 }
 
+export interface TenantUsage {
+  sandboxes: number;
+  disk_mib: number;
+  snapshot_bytes: number;
+}
+
 export type SandboxPatch = Partial<Omit<SandboxRow, "id" | "user_id" | "created_at">> & {
   /** Columns to clear (stored as NULL). */
   clear?: (keyof SandboxRow)[];
@@ -116,6 +122,8 @@ export interface Store {
   sandboxesInStatus(statuses: SandboxStatus[]): Promise<SandboxRow[]>;
   countSandboxes(userId: string, statuses: SandboxStatus[]): Promise<number>;
   statusCounts(userId?: string): Promise<Record<string, number>>;
+  /** What a tenant's sandboxes in these statuses hold: their count, `disk_mib` and snapshot bytes. */
+  tenantUsage(userId: string, statuses: readonly SandboxStatus[]): Promise<TenantUsage>;
   nameInUse(userId: string, name: string): Promise<boolean>;
   updateSandbox(id: string, patch: SandboxPatch): Promise<void>;
   /**
