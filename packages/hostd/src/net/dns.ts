@@ -201,8 +201,9 @@ export async function stopResolver(slot: number): Promise<void> {
   const pids = new Set<number>();
   const fromFile = resolverPid(netns);
   if (fromFile !== undefined) pids.add(fromFile);
-  // a resolver whose pid file was lost (a wiped /run) is found among the namespace's processes
-  if (existsSync(`/run/netns/${netns}`)) {
+  // A resolver whose pid file was lost (a wiped /run) is found among the namespace's processes; with the
+  // pid file that scan (an `ip` run, tens of ms under load) is skipped: destroy waits on it.
+  if (fromFile === undefined && existsSync(`/run/netns/${netns}`)) {
     const { stdout } = await run("ip", ["netns", "pids", netns]).catch(() => ({ stdout: "" }));
     for (const p of stdout.split("\n").map(Number)) if (p > 0 && isResolverOf(p, netns)) pids.add(p);
   }

@@ -177,10 +177,16 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
 /** Removes everything `setupSlot` made. Idempotent: missing pieces are not errors. */
 export async function teardownSlot(slot: number): Promise<void> {
   const a = slotAddrs(slot);
+  // The resolver is signalled first and awaited last: its exit overlaps the route and link removal.
+  const resolverGone = stopResolver(slot).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   await ip("route", "del", `${a.sandboxIp}/32`).catch(() => undefined);
   // Deleting one end of a veth deletes both; deleting the namespace deletes tap0, v0 and its nft table.
   await ip("link", "del", a.hostVeth).catch(() => undefined);
-  await stopResolver(slot);
+  const stopFailed = await resolverGone;
+  if (stopFailed) throw stopFailed;
   if (existsSync(`/run/netns/${a.netns}`)) await ip("netns", "del", a.netns);
 }
 
