@@ -115,7 +115,6 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   const attachHost = async (daemon: HostDaemon, url?: string, refIn?: HostRef) => {
     const ref =
       refIn ?? hosts.add({ id: url ?? "local", daemon: undefined, notReady: "connecting", healthy: false });
-    if (url) ref.url = url;
     // A host daemon that is not up yet is waited for, not given up on: hosts may start in any order.
     let info: Awaited<ReturnType<HostDaemon["info"]>> | undefined;
     for (let attempt = 0; !closed; attempt++) {

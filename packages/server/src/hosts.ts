@@ -15,8 +15,6 @@ import type { Logger } from "./log.js";
 export interface HostRef {
   /** Known once the daemon answered `info()`; before that, its URL or "local". */
   id: string;
-  /** `http(s)://…` or `unix:…` for a remote daemon; absent for the embedded one. */
-  url?: string;
   daemon: HostDaemon | undefined;
   /** Set while the host cannot take new work (engine missing, default image building …). */
   notReady: string | undefined;
@@ -32,6 +30,11 @@ export const HEALTH_INTERVAL_MS = 2_000;
 export const HEALTH_TIMEOUT_MS = 3_000;
 
 const text = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** The host's sandboxes can be operated on now. */
+export const isUp = (h: HostRef): h is HostRef & { daemon: HostDaemon } => !!h.daemon && h.healthy;
+/** The host can also take new sandboxes. */
+export const isReady = (h: HostRef): boolean => isUp(h) && !h.notReady;
 
 export class Hosts {
   private readonly refs: HostRef[] = [];
@@ -62,12 +65,12 @@ export class Hosts {
   /** True when the host's sandboxes can be operated on now (the scheduler skips the others). */
   reachable(hostId: string | undefined): boolean {
     const h = this.find(hostId);
-    return !!h?.daemon && h.healthy;
+    return !!h && isUp(h);
   }
 
   /** True when some host can take new sandboxes. */
   anyReady(): boolean {
-    return this.refs.some((h) => h.daemon && h.healthy && !h.notReady);
+    return this.refs.some(isReady);
   }
 
   /** Why no host can take new sandboxes (for readyz and 503s). */
@@ -99,16 +102,13 @@ export class Hosts {
       throw apiError("host_unavailable", { reason });
     }
     const why = this.whyNot(h);
-    if (!h.daemon || !h.healthy || (opts.ready && why))
-      throw apiError("host_unavailable", { reason: `${h.id}: ${why}` });
+    if (!isUp(h) || (opts.ready && why)) throw apiError("host_unavailable", { reason: `${h.id}: ${why}` });
     return h.daemon;
   }
 
   /** Chooses the host for a new VM of `memMib` running `image` (`wanted`: the caller's `host_id`). */
   place(memMib: number, image: string, wanted?: string): HostRef {
-    const usable = this.refs.filter(
-      (h) => h.daemon && h.healthy && !h.notReady && (!wanted || h.id === wanted),
-    );
+    const usable = this.refs.filter((h) => isReady(h) && (!wanted || h.id === wanted));
     if (!usable.length) throw apiError("host_unavailable", { reason: this.notReadyReason() });
     const free = (h: HostRef) => h.info?.free_mib ?? 0;
     const withRoom = usable.filter((h) => free(h) >= memMib);

@@ -1,4 +1,3 @@
-import type { HostDaemon } from "@createos-sandbox/protocol";
 import { apiError } from "@createos-sandbox/protocol";
 import type { RootfsInfo } from "../catalog.js";
 import type { ServerConfig } from "../config.js";
@@ -71,11 +70,6 @@ export function requireRunning(row: SandboxRow, action: string): void {
 /** The user the request acts for (routes with `auth: "user"` or `"runtime"` always have a principal). */
 export function userOf(ctx: Pick<Ctx, "principal">): string {
   return ctx.principal!.user_id;
-}
-
-/** The daemon of the host the sandbox lives on, or a 503 when that host is down. */
-export function daemonOf(app: App, row: SandboxRow): HostDaemon {
-  return app.sandboxes.daemonFor(row);
 }
 
 /** A network of this user by id (`net-`/`net_`) or name. */

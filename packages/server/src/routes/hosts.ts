@@ -1,5 +1,6 @@
 /** The host daemons behind this control plane (protocol.md §2.1). */
 import type { api } from "@createos-sandbox/protocol";
+import { isUp } from "../hosts.js";
 import type { Route } from "../http/core.js";
 import { pageParams } from "../validate.js";
 import { page } from "../views.js";
@@ -16,10 +17,10 @@ export function hostRoutes(app: App): Route[] {
         const info = ref.info;
         const h: api.HostPublic = {
           id: ref.id,
-          status: !ref.daemon || !ref.healthy ? "dead" : (info?.status ?? "active"),
+          status: isUp(ref) ? (info?.status ?? "active") : "dead",
           free_mib: info?.free_mib ?? 0,
           vm_count: info?.vm_count ?? 0,
-          healthy: !!ref.daemon && ref.healthy,
+          healthy: isUp(ref),
         };
         if (info?.rootfses.length) h.rootfses = info.rootfses;
         if (info?.accel) h.accel = info.accel;

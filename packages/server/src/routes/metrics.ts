@@ -1,3 +1,4 @@
+import { isUp } from "../hosts.js";
 /** Prometheus text exposition: request metrics plus sandbox counts by status, open streams, host readiness. */
 import type { Route } from "../http/core.js";
 import { type App, route } from "./common.js";
@@ -9,7 +10,7 @@ export function metricsRoutes(app: App): Route[] {
       const text = app.metrics.render(byState, {
         createos_open_streams: [...app.sandboxes.openStreams.values()].reduce((a, b) => a + b, 0),
         createos_host_ready: app.hosts.anyReady() ? 1 : 0,
-        createos_hosts_healthy: app.hosts.all().filter((h) => h.daemon && h.healthy).length,
+        createos_hosts_healthy: app.hosts.all().filter(isUp).length,
       });
       ctx.res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "x-request-id": ctx.reqId });
       ctx.res.end(text);
