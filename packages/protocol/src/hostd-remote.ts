@@ -73,10 +73,7 @@ export class RemoteHostDaemon implements HostDaemon {
       "content-type": "application/json",
       "content-length": String(Buffer.byteLength(body)),
     });
-    const resP = this.t.response(req);
-    req.end(body);
-    const res = await resP;
-    if (res.statusCode !== 200) throw await this.t.failure(res);
+    const res = await this.t.exchange(req, body);
     const text = (await this.t.body(res)).toString("utf8").trim();
     let parsed: { result?: T; error?: unknown };
     try {
@@ -126,10 +123,7 @@ export class RemoteHostDaemon implements HostDaemon {
   async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {
     const body = JSON.stringify({ name });
     const req = this.t.start("POST", HOSTD_ROUTES.ensureImage, { "content-type": "application/json" }, false);
-    const resP = this.t.response(req);
-    req.end(body);
-    const res = await resP;
-    if (res.statusCode !== 200) throw await this.t.failure(res);
+    const res = await this.t.exchange(req, body);
     try {
       for await (const line of ndjson(res)) {
         if (line.progress) onProgress?.(line.progress as Progress);
@@ -264,10 +258,7 @@ export class RemoteHostDaemon implements HostDaemon {
 
   async readFile(sandboxId: string, path: string): Promise<{ stat: FileStat; body: Readable }> {
     const req = this.t.start("GET", this.filePath(sandboxId, path), {}, false);
-    const resP = this.t.response(req);
-    req.end();
-    const res = await resP;
-    if (res.statusCode !== 200) throw await this.t.failure(res);
+    const res = await this.t.exchange(req);
     // The reader sets the pace from here on: a paused download is not a dead host.
     req.setTimeout(0);
     const stat = { size: Number(res.headers["x-file-size"]), mode: Number(res.headers["x-file-mode"]) };
@@ -323,10 +314,7 @@ export class RemoteHostDaemon implements HostDaemon {
         try {
           const req = this.t.start("GET", HOSTD_ROUTES.events, {}, false);
           current = req;
-          const resP = this.t.response(req);
-          req.end();
-          const res = await resP;
-          if (res.statusCode !== 200) throw await this.t.failure(res);
+          const res = await this.t.exchange(req);
           for await (const line of ndjson(res)) {
             if (line.event) for (const l of this.listeners) l(line.event as HostEvent);
           }

@@ -105,6 +105,15 @@ export class Transport {
     return req;
   }
 
+  /** Ends `req` with `body` (a whole, small one, or none) and waits for a 200; any other answer is thrown. */
+  async exchange(req: ClientRequest, body?: string): Promise<IncomingMessage> {
+    const resP = this.response(req);
+    req.end(body);
+    const res = await resP;
+    if (res.statusCode !== 200) throw await this.failure(res);
+    return res;
+  }
+
   /** Waits for the response head; transport errors and 401 become HostdErrors. */
   response(req: ClientRequest): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
