@@ -1,10 +1,16 @@
 /*
  * createos-jailer: puts one VMM process in its jail, then execs it (model: Firecracker's jailer).
  *
- *   createos-jailer ROOT PIDFILE UID GID [ro PATH | rw PATH | dev PATH]... -- PROGRAM ARG...
+ *   createos-jailer ROOT PIDFILE UID GID [cg DIR | netns PATH | ro PATH | rw PATH | dev PATH]...
+ *                   -- PROGRAM ARG...
  *
  * PROGRAM is looked up on PATH inside the jail (only /usr is there).
  *
+ * 0. join each `cg` cgroup directory (write 0 to its cgroup.procs), so the VMM is born inside its limits:
+ *    it never runs a moment outside them, and moving one thread now is cheaper than moving all of
+ *    QEMU's later; then enter the `netns` network namespace (a /run/netns file). Both by the host's
+ *    paths, which is why the jailer does them rather than `ip netns exec` (whose remounted /sys hides
+ *    the cgroup hierarchies);
  * 1. new mount and pid namespaces; every mount made private, so nothing below leaks to the host;
  * 2. a small tmpfs at ROOT holding only the listed paths, each bind-mounted at its own absolute path
  *    (so the VMM's command line and the qcow2 backing chains need no rewriting): `ro` read-only, `rw`
@@ -89,7 +95,7 @@ static void device(const char *root, const char *src, uid_t uid, gid_t gid) {
 
 int main(int argc, char **argv) {
   if (argc < 7) {
-    fprintf(stderr, "usage: %s ROOT PIDFILE UID GID [ro|rw|dev PATH]... -- PROGRAM ARG...\n", argv[0]);
+    fprintf(stderr, "usage: %s ROOT PIDFILE UID GID [cg|netns|ro|rw|dev PATH]... -- PROGRAM ARG...\n", argv[0]);
     return 2;
   }
   const char *root = argv[1], *pidfile = argv[2];
@@ -100,6 +106,19 @@ int main(int argc, char **argv) {
     return 2;
   }
   int i = 5;
+
+  for (int k = i; k + 1 < argc && strcmp(argv[k], "--") != 0; k += 2) {
+    if (strcmp(argv[k], "cg") != 0) continue;
+    char procs[4096];
+    if (snprintf(procs, sizeof procs, "%s/cgroup.procs", argv[k + 1]) >= (int)sizeof procs) die("path too long", argv[k + 1]);
+    int fd = open(procs, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0\n", 2) != 2 || close(fd) != 0) die("join cgroup", procs);
+  }
+  for (int k = i; k + 1 < argc && strcmp(argv[k], "--") != 0; k += 2) {
+    if (strcmp(argv[k], "netns") != 0) continue;
+    int fd = open(argv[k + 1], O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0 || close(fd) != 0) die("enter netns", argv[k + 1]);
+  }
 
   if (unshare(CLONE_NEWNS | CLONE_NEWPID) != 0) die("unshare", NULL);
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make-private", "/");
@@ -115,6 +134,7 @@ int main(int argc, char **argv) {
       errno = EINVAL;
       die("not an absolute path", path);
     }
+    if (strcmp(kind, "cg") == 0 || strcmp(kind, "netns") == 0) continue; /* done above */
     if (strcmp(kind, "ro") == 0) bind(root, path, 1);
     else if (strcmp(kind, "rw") == 0) bind(root, path, 0);
     else if (strcmp(kind, "dev") == 0) device(root, path, uid, gid);

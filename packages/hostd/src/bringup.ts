@@ -176,9 +176,9 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
 }
 
 /**
- * The VM's cgroup is made (with its limits) before QEMU starts, and QEMU joins it as soon as its pid
- * exists: before the restored guest runs a single instruction (a cold boot's first moments run outside).
- * The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
+ * The VM's cgroup is made (with its limits) before QEMU starts, and the jailer joins it before it execs
+ * QEMU, so the VMM never runs outside it; `inCgroup` checks that (and moves it, should the jailer not
+ * have). The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
  */
 async function boot(host: Host, p: Placed, spec: VmSpec, how: Boot, undo: Undo): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
@@ -188,20 +188,27 @@ async function boot(host: Host, p: Placed, spec: VmSpec, how: Boot, undo: Undo):
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
   if (how === "cold") {
     await m.start();
-    await host.cgroups.enter(cg, pidAfterStart(m));
+    await inCgroup(host, cg, m);
   } else {
     await m.restore(how.restore);
-    await host.cgroups.enter(cg, pidAfterStart(m));
+    await inCgroup(host, cg, m);
     await m.resume();
   }
   return m;
 }
 
-/** A pooled VM becoming a sandbox keeps its cgroup, now with the sandbox's limits (its CPU quota). */
+async function inCgroup(host: Host, cg: string, m: Machine): Promise<void> {
+  if (!(await host.cgroups.contains(cg, pidAfterStart(m)))) await host.cgroups.enter(cg, pidAfterStart(m));
+}
+
+/**
+ * A pooled VM becoming a sandbox keeps its cgroup, now with the sandbox's limits (its CPU quota). QEMU
+ * is already in it (its threads were born there), so it is moved only if something took it out.
+ */
 async function recgroup(host: Host, p: Placed, spec: VmSpec, m: Machine): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
   await host.cgroups.create(cg, limitsOf(p.rec, spec));
-  await host.cgroups.enter(cg, pidAfterStart(m));
+  await inCgroup(host, cg, m);
   return m;
 }
 

@@ -245,7 +245,11 @@ export class Host {
       mac: GUEST_MAC,
       accel: rec.accel,
       tbSizeMib: rec.tb_size_mib,
-      jail: { ...jailIds(rec.slot), cacheDir: this.layout.cache },
+      jail: {
+        ...jailIds(rec.slot),
+        cacheDir: this.layout.cache,
+        cgroups: this.cgroups.available ? this.cgroups.dirs(cgroupName(rec, dir)) : undefined,
+      },
     };
   }
 

@@ -1,8 +1,9 @@
 /**
  * The jail every QEMU runs in (model: Firecracker's jailer). The host daemon is root; QEMU never is:
  *
- *   ip netns exec csb-<slot>            the sandbox's network namespace (net/index.ts)
- *     createos-jailer …                 jailer/jailer.c, compiled once per source version into the cache:
+ *   createos-jailer …                   jailer/jailer.c, compiled once per source version into the cache:
+ *     joins the VM's cgroup             before anything else (sys/cgroup.ts), so QEMU is born in it
+ *     enters /run/netns/csb-<slot>      the sandbox's network namespace (net/index.ts)
  *       new mount + pid namespaces      QEMU is pid 1 of its own pid namespace; the host sees its real pid
  *       pivot_root into a 1 MiB tmpfs   holding only /usr (read-only: QEMU's binary, libraries, firmware),
  *                                       the kernel and every disk layer below the VM's own (read-only),
@@ -45,6 +46,8 @@ export interface JailConfig {
   gid: number;
   /** Image cache: the compiled jailer lives in `<cache>/jailer/<hash>/`. */
   cacheDir: string;
+  /** The VM's cgroup directories (one per hierarchy), joined by the jailer before QEMU exists. */
+  cgroups?: string[];
 }
 
 /** `packages/hostd/jailer/jailer.c`: the same relative path from `src/vmm/` and `dist/vmm/`. */
@@ -103,14 +106,17 @@ export async function backingChain(image: string): Promise<string[]> {
   throw new HostdError("internal", `disk ${image}: backing chain deeper than 64`);
 }
 
-/** What the VMM may open, besides /usr: read-only files, its writable dir, device nodes. */
+/** What the VMM may open, besides /usr: read-only files, its writable dir, device nodes; where it runs. */
 export interface JailMounts {
+  cg?: string[];
+  /** The network namespace (a /run/netns path) the VMM runs in. */
+  netns?: string;
   ro: string[];
   rw: string[];
   dev: string[];
 }
 
-/** The launch argv: `createos-jailer ROOT PIDFILE UID GID ro … rw … dev … -- qemu-system-… args`. */
+/** The launch argv: `createos-jailer ROOT PIDFILE UID GID cg … netns … ro … rw … dev … -- qemu args`. */
 export function jailArgv(
   jailer: string,
   j: { uid: number; gid: number; pidfile: string },
@@ -119,6 +125,8 @@ export function jailArgv(
   args: string[],
 ): string[] {
   const mounts = [
+    ...(m.cg ?? []).flatMap((p) => ["cg", p]),
+    ...(m.netns ? ["netns", m.netns] : []),
     ...m.ro.flatMap((p) => ["ro", p]),
     ...m.rw.flatMap((p) => ["rw", p]),
     ...m.dev.flatMap((p) => ["dev", p]),
