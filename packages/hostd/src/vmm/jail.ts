@@ -1,7 +1,7 @@
 /**
  * The jail every QEMU runs in (model: Firecracker's jailer). The host daemon is root; QEMU never is:
  *
- *   createos-jailer …                   jailer/jailer.c, compiled once per source version into the cache:
+ *   createos-jailer …                   jailer/ (Go), built once per source version into the cache:
  *     joins the VM's cgroup             before anything else (sys/cgroup.ts), so QEMU is born in it
  *     enters /run/netns/csb-<slot>      the sandbox's network namespace (net/index.ts)
  *       new mount + pid namespaces      QEMU is pid 1 of its own pid namespace; the host sees its real pid
@@ -21,14 +21,14 @@
  * uid just before launch. The host daemon still reaches everything (it is root), and everything in the
  * VM dir is deleted with it.
  */
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { chmod, chown, mkdir, open, rename, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, open, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HostdError } from "@createos-sandbox/protocol";
+import { goBuild } from "../images/agent.js";
+import { hashTree } from "../images/util.js";
 import { SingleFlight } from "../sys/fs.js";
-import { run } from "../sys/index.js";
 
 export const DEFAULT_UID_BASE = 200_000;
 
@@ -50,25 +50,25 @@ export interface JailConfig {
   cgroups?: string[];
 }
 
-/** `packages/hostd/jailer/jailer.c`: the same relative path from `src/vmm/` and `dist/vmm/`. */
-export function jailerSource(): string {
-  return fileURLToPath(new URL("../../jailer/jailer.c", import.meta.url));
+/** `packages/hostd/jailer/` (a Go module): the same relative path from `src/vmm/` and `dist/vmm/`. */
+export function jailerSourceDir(): string {
+  return fileURLToPath(new URL("../../jailer/", import.meta.url));
 }
 
 const builds = new SingleFlight<string>();
 
-/** The jailer binary for this source version, compiled on first use (`cc`, ~1 s), shared by data dirs. */
+/**
+ * The jailer binary for this source version, built on first use (`go build`, static, standard library
+ * only — like the guest agent), shared by data dirs.
+ */
 export function ensureJailer(cacheDir: string): Promise<string> {
-  const src = jailerSource();
-  const hash = createHash("sha256").update(readFileSync(src)).digest("hex").slice(0, 16);
-  const dir = join(cacheDir, "jailer", hash);
+  const src = jailerSourceDir();
+  const dir = join(cacheDir, "jailer", hashTree(src).slice(0, 16));
   const bin = join(dir, "createos-jailer");
   if (existsSync(bin)) return Promise.resolve(bin);
   return builds.do(bin, async () => {
     await mkdir(join(dir, "root"), { recursive: true, mode: 0o755 });
-    const tmp = `${bin}.${process.pid}.tmp`;
-    await run("cc", ["-O2", "-Wall", "-o", tmp, src], { timeoutMs: 120_000 });
-    await rename(tmp, bin);
+    await goBuild(src, ".", bin);
     return bin;
   });
 }
