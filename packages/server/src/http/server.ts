@@ -129,11 +129,14 @@ export async function createHttp(d: HttpDeps): Promise<Http> {
     },
     genReqId,
     requestIdHeader: false,
-    disableRequestLogging: true,
     forceCloseConnections: true,
     return503OnClosing: false,
-    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 4096 },
-    querystringParser: firstValues,
+    routerOptions: {
+      ignoreTrailingSlash: true,
+      ignoreDuplicateSlashes: true,
+      maxParamLength: 4096,
+      querystringParser: firstValues,
+    },
     frameworkErrors: (err, req, reply) => sendError(req, reply, err),
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
       if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
