@@ -19,22 +19,10 @@ export interface Logger {
 }
 
 /** Values under credential-like keys never reach the log (top-level keys, as the fields are flat). */
-const SECRET_KEYS = [
-  "x-api-key",
-  "x-access-token",
-  "x-auth-token",
-  "authorization",
-  "cookie",
-  "api_key",
-  "key",
-  "token",
-  "secret",
-  "secret_key",
-  "access_key",
-  "envs",
-  "env",
-  "credentials",
-];
+const SECRET_KEYS = (
+  "x-api-key x-access-token x-auth-token authorization cookie api_key key token secret secret_key access_key " +
+  "envs env credentials"
+).split(" ");
 const REDACT_PATHS = [...SECRET_KEYS, ...SECRET_KEYS.map((k) => k.toUpperCase())].map(
   (k) => `[${JSON.stringify(k)}]`,
 );
@@ -64,20 +52,15 @@ export function createLogger(write?: (s: string) => void): Logger {
   };
   const line = (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) =>
     p[level]({ msg, ...fields });
+  const synced = (level: "info" | "warn" | "error") => (m: string, f?: Record<string, unknown>) => {
+    line(level, m, f);
+    flush();
+  };
   return {
     info: (m, f) => line("info", m, f),
-    warn: (m, f) => {
-      line("warn", m, f);
-      flush();
-    },
-    error: (m, f) => {
-      line("error", m, f);
-      flush();
-    },
-    now: (m, f) => {
-      line("info", m, f);
-      flush();
-    },
+    warn: synced("warn"),
+    error: synced("error"),
+    now: synced("info"),
     flush,
   };
 }

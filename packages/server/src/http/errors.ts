@@ -1,4 +1,5 @@
 /** Every error a client sees, as a JSend envelope: our catalog errors, Fastify's own, schema failures. */
+import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import { ApiError, apiError } from "@createos-sandbox/protocol";
 import { schemaErrors } from "../validate.js";
@@ -41,24 +42,11 @@ export function renderError(err: unknown): JSendOut {
   return { status: e.status, body, headers, internal: !known };
 }
 
-const REASONS: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  409: "Conflict",
-  429: "Too Many Requests",
-  500: "Internal Server Error",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-};
-
 /** A complete HTTP/1.1 response written straight onto a socket (upgrade refusals, parser errors). */
 export function rawResponse(socket: Duplex, out: JSendOut, reqId: string): void {
   if (socket.destroyed || !socket.writable) return;
   const head = [
-    `HTTP/1.1 ${out.status} ${REASONS[out.status] ?? "Error"}`,
+    `HTTP/1.1 ${out.status} ${STATUS_CODES[out.status] ?? "Error"}`,
     "content-type: application/json; charset=utf-8",
     `content-length: ${Buffer.byteLength(out.body)}`,
     `x-request-id: ${reqId}`,

@@ -66,8 +66,8 @@ export interface Route {
   auth: AuthMode;
   body: "json" | "raw" | "none";
   schema?: FastifySchema;
-  handler: Handler;
-  /** Set on the routes that answer `Upgrade: tcp-tunnel`; the plain handler then refuses non-upgrades. */
+  handler?: Handler;
+  /** Set on the routes that answer `Upgrade: tcp-tunnel`; a request that is not one is refused. */
   upgrade?: (u: UpgradeCtx) => Promise<void>;
 }
 
@@ -104,7 +104,7 @@ function firstValues(qs: string): Query {
   return out;
 }
 
-export interface HttpDeps {
+interface HttpDeps {
   cfg: ServerConfig;
   store: Store;
   log: Logger;
@@ -112,13 +112,9 @@ export interface HttpDeps {
   routes: Route[];
 }
 
-export interface Http {
-  fastify: FastifyInstance;
-  server: Server;
-  admission: Admission;
-}
-
-export async function createHttp(d: HttpDeps): Promise<Http> {
+export async function createHttp(
+  d: HttpDeps,
+): Promise<{ fastify: FastifyInstance; server: Server; admission: Admission }> {
   const admission = new Admission(d.cfg, d.store);
   let server!: Server;
   const app = Fastify({
@@ -234,7 +230,7 @@ function register(app: FastifyInstance, r: Route): void {
         await r.upgrade({ ...ctx, ...up, principal: req.principal!, accept: () => accept(reply, up.socket) });
         return reply;
       }
-      const out = await r.handler(ctx);
+      const out = await r.handler!(ctx);
       if (out === undefined) return reply;
       if (out.status) reply.code(out.status);
       if (out.headers) reply.headers(out.headers);

@@ -33,10 +33,10 @@ type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 export function route(
   spec: `${Method} /${string}`,
   opts: Pick<Route, "auth" | "body" | "schema" | "upgrade">,
-  handler: Handler,
+  handler?: Handler,
 ): Route {
   const at = spec.indexOf(" ");
-  return { method: spec.slice(0, at), pattern: spec.slice(at + 1), ...opts, handler };
+  return { method: spec.slice(0, at), pattern: spec.slice(at + 1), ...opts, ...(handler ? { handler } : {}) };
 }
 
 /** The query schema of list routes. */

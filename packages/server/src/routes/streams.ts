@@ -23,11 +23,6 @@ function filePath(query: Query): string {
   return path!;
 }
 
-/** Shell and tunnel answer only upgrades (the HTTP layer refuses a plain POST with `upgrade_required`). */
-const upgradeOnly = async (): Promise<never> => {
-  throw apiError("upgrade_required");
-};
-
 export function streamRoutes(app: App): Route[] {
   return [
     route("POST /v1/sandboxes/:id/exec", { auth: "runtime", body: "json" }, async (ctx) => {
@@ -159,16 +154,8 @@ export function streamRoutes(app: App): Route[] {
       }
       return undefined;
     }),
-    route(
-      "POST /v1/sandboxes/:id/shell",
-      { auth: "runtime", body: "none", upgrade: shell(app) },
-      upgradeOnly,
-    ),
-    route(
-      "POST /v1/sandboxes/:id/tunnel/:port",
-      { auth: "runtime", body: "none", upgrade: tunnel(app) },
-      upgradeOnly,
-    ),
+    route("POST /v1/sandboxes/:id/shell", { auth: "runtime", body: "none", upgrade: shell(app) }),
+    route("POST /v1/sandboxes/:id/tunnel/:port", { auth: "runtime", body: "none", upgrade: tunnel(app) }),
   ];
 }
 
