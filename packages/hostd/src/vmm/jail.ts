@@ -1,10 +1,11 @@
 /**
  * The jail every QEMU runs in (model: Firecracker's jailer). The host daemon is root; QEMU never is:
  *
- *   createos-jailer …                   jailer/ (Go), built once per source version into the cache:
- *     joins the VM's cgroup             before anything else (sys/cgroup.ts), so QEMU is born in it
- *     enters /run/netns/csb-<slot>      the sandbox's network namespace (net/index.ts)
- *       new mount + pid namespaces      QEMU is pid 1 of its own pid namespace; the host sees its real pid
+ *   createos-jailer …                   jailer/ (Go), built once per source version into the cache
+ *     launcher (host namespaces)        joins the VM's cgroup (sys/cgroup.ts), so QEMU is born in it; enters
+ *                                       /run/netns/csb-<slot> (net/index.ts); re-executes itself into
+ *                                       new mount + pid namespaces; writes the jail's host pid, exits
+ *     jail (pid 1 of its pid ns)        QEMU keeps that pid: the host sees its real one in qemu.pid
  *       pivot_root into a 1 MiB tmpfs   holding only /usr (read-only: QEMU's binary, libraries, firmware),
  *                                       the kernel and every disk layer below the VM's own (read-only),
  *                                       the VM dir (RAM file, top disk layer, sockets, console), and the
