@@ -96,8 +96,11 @@ export type Boot = "cold" | { restore: string };
 
 export interface Plan {
   spec: VmSpec;
-  /** A new slot, VM dir and record on this base, booted so; or a VM already placed and running (pooled). */
-  start: { base: BaseRecord; boot: Boot } | { running: Placed & { machine: Machine } };
+  /**
+   * A new slot, VM dir and record on this base, booted so; or a VM already placed and running (pooled),
+   * whose agent connection is kept when it has one (it survives the dir's rename).
+   */
+  start: { base: BaseRecord; boot: Boot } | { running: Placed & { machine: Machine; agent?: AgentLike } };
   /** Puts the VM's ram and disk.qcow2 in its dir, pushing the undo of what it did. */
   files(p: Placed, undo: Undo): Promise<void>;
   agentMs: number;
@@ -134,7 +137,8 @@ export async function bringUp(
         ? await recgroup(host, p, plan.spec, start.running.machine)
         : await boot(host, p, plan.spec, start.boot, undo);
     sw.lap("restore");
-    const agent = await connectAgent(join(p.dir, "agent.sock"), plan.agentMs);
+    const kept = "running" in start ? start.running.agent : undefined;
+    const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
     undo.push(async () => agent.close());
     sw.lap("agent");
     const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
