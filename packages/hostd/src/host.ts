@@ -307,9 +307,12 @@ export class Host {
    * more.
    */
   async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
-    await this.removeCgroup(cgroupName(rec, dir));
-    await this.releaseSlot(rec.slot);
-    await rm(dir, { recursive: true, force: true });
+    // Independent of each other once QEMU is gone: done at once.
+    await Promise.all([
+      this.removeCgroup(cgroupName(rec, dir)),
+      this.releaseSlot(rec.slot),
+      rm(dir, { recursive: true, force: true }),
+    ]);
     if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
   }
