@@ -176,21 +176,41 @@ export class RemoteHostDaemon implements HostDaemon {
     const done = new Promise<ExecResult>((resolve, reject) => {
       settle = { resolve, reject };
     });
+    let live: FrameConn | undefined;
+    let waiting = 0;
+    /**
+     * A callback's promise: the socket is not read until it settles (ExecEvents), so TCP slows the host.
+     * After an abort nobody wants the output: reading goes on, to reach the RESULT.
+     */
+    const hold = (r: unknown) => {
+      if (signal?.aborted || !r || typeof (r as PromiseLike<unknown>).then !== "function") return;
+      if (waiting++ === 0) live?.pause();
+      const release = () => {
+        if (--waiting === 0 && !signal?.aborted) live?.resume();
+      };
+      (r as PromiseLike<unknown>).then(release, release);
+    };
     const onFrame = (f: WireFrame) => {
-      if (f.type === F.OUT) events?.onStdout?.(f.payload);
-      else if (f.type === F.ERR) events?.onStderr?.(f.payload);
+      if (f.type === F.OUT) hold(events?.onStdout?.(f.payload));
+      else if (f.type === F.ERR) hold(events?.onStderr?.(f.payload));
       else if (f.type === F.RESULT) settle.resolve(parseJson<ExecResult>(f.payload));
       else if (f.type === F.ERROR) settle.reject(fromWireError(parseJson(f.payload), "exec failed"));
     };
     const conn = await this.open(
       HOSTD_ROUTES.exec,
       { sandbox_id: sandboxId, ...rest, stdin: stdin !== undefined },
-      (c) => c.onFrame(onFrame),
+      (c) => {
+        live = c;
+        c.onFrame(onFrame);
+      },
     );
     void conn
       .whenClosed()
       .then(() => settle.reject(this.t.unreachable("exec stream closed before its result")));
-    const onAbort = () => void conn.send(F.CANCEL);
+    const onAbort = () => {
+      conn.resume();
+      void conn.send(F.CANCEL);
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     if (stdin !== undefined) void this.pump(conn, stdin);
     try {

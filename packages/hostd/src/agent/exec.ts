@@ -1,6 +1,13 @@
 /** `exec` without a PTY: argv in, stdout/stderr out through callbacks, the exit status at the end. */
 import { type Readable, pipeline } from "node:stream";
-import { type ExecExit, type ExecOpen, type ExecStarted, FrameKind } from "@createos-sandbox/protocol";
+import {
+  type ExecEvents,
+  type ExecExit,
+  type ExecOpen,
+  type ExecStarted,
+  FrameKind,
+  HostdError,
+} from "@createos-sandbox/protocol";
 import type { Channel, Untrusted } from "./channel.js";
 import type { OpenChannel } from "./conn.js";
 import { channelWritable } from "./streams.js";
@@ -11,12 +18,12 @@ export interface AgentExecRequest {
   cwd?: string;
   /** Whole stdin, or a stream of it. Absent: /dev/null. */
   stdin?: Buffer | Readable;
+  /** A buffered exec: see ExecRequest.bufferBytes (@createos-sandbox/protocol). */
+  bufferBytes?: number;
 }
 
-export interface AgentExecEvents {
-  onStdout?(chunk: Buffer): void;
-  onStderr?(chunk: Buffer): void;
-}
+/** See ExecEvents: a callback's promise holds back the guest's credit for its chunk until it settles. */
+export type AgentExecEvents = ExecEvents;
 
 export interface AgentExecResult extends ExecExit {
   /** Agent-measured fork+exec time, µs. */
@@ -26,17 +33,47 @@ export interface AgentExecResult extends ExecExit {
 }
 
 /**
+ * Buffered exec output one VM's callers hold at once (ExecRequest.bufferBytes): bytes are taken as they
+ * are delivered and given back when their exec ends.
+ */
+export class OutputBudget {
+  used = 0;
+  constructor(readonly cap: number) {}
+
+  take(n: number): boolean {
+    if (this.used + n > this.cap) return false;
+    this.used += n;
+    return true;
+  }
+
+  release(n: number): void {
+    this.used -= n;
+  }
+}
+
+const busy = (cap: number) =>
+  new HostdError("busy", `buffered exec output on this sandbox is at its cap of ${cap} bytes`);
+
+const isThenable = (v: unknown): v is PromiseLike<unknown> =>
+  v !== null && typeof v === "object" && typeof (v as PromiseLike<unknown>).then === "function";
+
+/**
  * Runs argv and resolves at exit (after all output was delivered). Aborting `signal` kills the
- * process group; the promise then resolves with the agent's result (signal "SIGKILL").
+ * process group; the promise then resolves with the agent's result (signal "SIGKILL"). The guest gets
+ * credit for output once the callbacks took it (a returned promise settled); a buffered exec
+ * (`bufferBytes`) holds its share of `budget` until it ends.
  */
 export async function exec(
   openChannel: OpenChannel,
   req: AgentExecRequest,
   events: AgentExecEvents = {},
   signal?: AbortSignal,
+  budget?: OutputBudget,
 ): Promise<AgentExecResult> {
   const t0 = performance.now();
   signal?.throwIfAborted();
+  const buffered = req.bufferBytes !== undefined && budget !== undefined;
+  if (buffered && budget.used >= budget.cap) throw busy(budget.cap);
   const open: ExecOpen = { op: "exec", argv: req.argv, stdin: req.stdin !== undefined };
   if (req.env) open.env = req.env;
   if (req.cwd) open.cwd = req.cwd;
@@ -44,27 +81,62 @@ export async function exec(
   return new Promise<AgentExecResult>((resolve, reject) => {
     let spawnUs: number | undefined;
     let callbackError: unknown;
+    let started = false;
+    /** Bytes handed to callbacks whose promise has not settled: no credit for them yet. */
+    let pending = 0;
+    /** Bytes of this (buffered) exec delivered, and what of the budget it holds. */
+    let kept = 0;
+    let held = 0;
+    const stop = (e: unknown) => {
+      callbackError ??= e;
+      ch.sendCtrl({ cancel: true });
+    };
     const onAbort = () => ch.sendCtrl({ cancel: true });
     signal?.addEventListener("abort", onAbort, { once: true });
-    const done = () => signal?.removeEventListener("abort", onAbort);
+    const done = () => {
+      signal?.removeEventListener("abort", onAbort);
+      budget?.release(held);
+      held = 0;
+    };
     ch.onCtrl = (m: Untrusted<ExecStarted>) => {
-      if (m.started !== true) return;
+      if (m.started !== true || started) return;
+      started = true;
       if (typeof m.spawn_us === "number") spawnUs = m.spawn_us;
       if (req.stdin !== undefined) pipeIn(ch, req.stdin);
     };
-    ch.onData = (kind, data) => {
-      try {
-        if (callbackError === undefined) {
-          if (kind === FrameKind.STDOUT) events.onStdout?.(data);
-          else events.onStderr?.(data);
-        }
-      } catch (e) {
-        // The caller cannot take the output: stop the command and report its error.
-        callbackError = e;
-        ch.sendCtrl({ cancel: true });
-      } finally {
-        ch.consumed(0);
+    /** Whether this chunk is delivered: a buffered exec stops at bufferBytes and within the budget. */
+    const admit = (n: number): boolean => {
+      if (!buffered || callbackError !== undefined) return callbackError === undefined;
+      if (kept + n > req.bufferBytes!) return false;
+      if (!budget.take(n)) {
+        stop(busy(budget.cap));
+        return false;
       }
+      kept += n;
+      held += n;
+      return true;
+    };
+    ch.onData = (kind, data) => {
+      if (admit(data.length)) {
+        try {
+          const r = kind === FrameKind.STDOUT ? events.onStdout?.(data) : events.onStderr?.(data);
+          if (isThenable(r)) {
+            pending += data.length;
+            const taken = () => {
+              pending -= data.length;
+              ch.consumed(pending);
+            };
+            r.then(taken, (e: unknown) => {
+              stop(e);
+              taken();
+            });
+          }
+        } catch (e) {
+          // The caller cannot take the output: stop the command and report its error.
+          stop(e);
+        }
+      }
+      ch.consumed(pending);
     };
     ch.onExit = (m: Untrusted<ExecExit>) => {
       done();

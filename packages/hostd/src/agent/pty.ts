@@ -47,7 +47,7 @@ export async function openPty(openChannel: OpenChannel, req: AgentPtyRequest): P
   return new Promise<AgentPty>((resolve, reject) => {
     let started = false;
     ch.onCtrl = (m: Untrusted<ExecStarted>) => {
-      if (m.started !== true) return;
+      if (m.started !== true || started) return;
       started = true;
       resolve({
         stream,
