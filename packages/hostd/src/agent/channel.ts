@@ -50,7 +50,7 @@ export class Channel {
   private creditWaiters: (() => void)[] = [];
   private received = 0;
   private granted = 0;
-  /** Until the agent's first answer (CTRL or EXIT) to OPEN: fails the channel when it never comes. */
+  /** Until the agent answers OPEN (the operation's own CTRL, or EXIT): fails the channel when it never does. */
   private replyTimer: NodeJS.Timeout | undefined;
   closed = false;
   /** The agent sent EXIT: it forgot the channel, so nothing more is sent on it. */
@@ -77,7 +77,8 @@ export class Channel {
     this.replyTimer.unref?.();
   }
 
-  private replied(): void {
+  /** The operation got its answer to OPEN (started, ready, connected, a size). */
+  answered(): void {
     clearTimeout(this.replyTimer);
     this.replyTimer = undefined;
   }
@@ -85,7 +86,6 @@ export class Channel {
   handle(f: Frame): void {
     switch (f.kind) {
       case FrameKind.CTRL:
-        this.replied();
         this.onCtrl(parseJson(f.payload));
         break;
       case FrameKind.STDOUT:
@@ -105,7 +105,7 @@ export class Channel {
         this.wake();
         break;
       case FrameKind.EXIT:
-        this.replied();
+        this.answered();
         this.exited = true;
         this.mux.channels.delete(this.id);
         this.onExit(parseJson(f.payload));
@@ -163,7 +163,7 @@ export class Channel {
     if (this.closed) return;
     this.closed = true;
     this.closeError = err;
-    this.replied();
+    this.answered();
     this.mux.channels.delete(this.id);
     this.wake();
     this.onClose(err);

@@ -101,6 +101,7 @@ export async function exec(
     ch.onCtrl = (m: Untrusted<ExecStarted>) => {
       if (m.started !== true || started) return;
       started = true;
+      ch.answered();
       if (typeof m.spawn_us === "number") spawnUs = m.spawn_us;
       if (req.stdin !== undefined) pipeIn(ch, req.stdin);
     };

@@ -30,6 +30,7 @@ export async function readFile(openChannel: OpenChannel, path: string): Promise<
         ch.close(unreachable(`the guest agent reported an impossible file size: ${String(m.size)}`));
         return;
       }
+      ch.answered();
       body = channelReadable(ch, exitHostdError);
       resolve({ stat: { size: m.size as number, mode: Number(m.mode ?? 0) }, body });
     };
@@ -37,7 +38,9 @@ export async function readFile(openChannel: OpenChannel, path: string): Promise<
     const exitHook = ch.onExit;
     ch.onExit = (m: Untrusted<ErrorExit>) => {
       exitHook(m);
-      if (!body && typeof m.error === "string") reject(agentError(m));
+      // An EXIT before the size is an error even without one: no file was read.
+      if (!body)
+        reject(agentError(typeof m.error === "string" ? m : { error: "file_read ended before it began" }));
     };
     const closeHook = ch.onClose;
     ch.onClose = (err) => {
@@ -68,6 +71,7 @@ export async function writeFile(
     ch.onCtrl = (m: Untrusted<FileWriteReady>) => {
       if (m.ready !== true || ready) return;
       ready = true;
+      ch.answered();
       pipeline(body, channelWritable(ch), (err) => {
         if (err && !ch.closed) {
           ch.sendCtrl({ cancel: true });

@@ -13,6 +13,7 @@ export async function connectTcp(openChannel: OpenChannel, port: number, host: s
     let stream: Duplex | undefined;
     ch.onCtrl = (m: Untrusted<TcpConnected>) => {
       if (m.connected !== true || stream) return;
+      ch.answered();
       stream = channelDuplex(ch, exitHostdError);
       resolve(stream);
     };
