@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
+import { ExecOutput } from "./exec-output.js";
 import { type RemoteOptions, Transport } from "./hostd-transport.js";
 import {
   F,
@@ -177,24 +178,25 @@ export class RemoteHostDaemon implements HostDaemon {
       settle = { resolve, reject };
     });
     let live: FrameConn | undefined;
-    let waiting = 0;
-    /**
-     * A callback's promise: the socket is not read until it settles (ExecEvents), so TCP slows the host.
-     * After an abort nobody wants the output: reading goes on, to reach the RESULT.
-     */
-    const hold = (r: unknown) => {
-      if (signal?.aborted || !r || typeof (r as PromiseLike<unknown>).then !== "function") return;
-      if (waiting++ === 0) live?.pause();
-      const release = () => {
-        if (--waiting === 0 && !signal?.aborted) live?.resume();
-      };
-      (r as PromiseLike<unknown>).then(release, release);
-    };
+    let result = false;
+    // The socket is not read while a callback holds a chunk (ExecEvents), so TCP slows the host daemon;
+    // the result is settled after the output before it was taken.
+    const output = new ExecOutput(
+      events ?? {},
+      (held) => (held > 0 ? live?.pause() : live?.resume()),
+      (e) => {
+        settle.reject(e);
+        live?.destroy();
+      },
+    );
     const onFrame = (f: WireFrame) => {
-      if (f.type === F.OUT) hold(events?.onStdout?.(f.payload));
-      else if (f.type === F.ERR) hold(events?.onStderr?.(f.payload));
-      else if (f.type === F.RESULT) settle.resolve(parseJson<ExecResult>(f.payload));
-      else if (f.type === F.ERROR) settle.reject(fromWireError(parseJson(f.payload), "exec failed"));
+      if (f.type === F.OUT || f.type === F.ERR) {
+        if (!signal?.aborted) output.push(f.type === F.ERR, f.payload);
+      } else if (f.type === F.RESULT) {
+        const r = parseJson<ExecResult>(f.payload);
+        result = true;
+        void output.idle().then(() => settle.resolve(r));
+      } else if (f.type === F.ERROR) settle.reject(fromWireError(parseJson(f.payload), "exec failed"));
     };
     const conn = await this.open(
       HOSTD_ROUTES.exec,
@@ -206,8 +208,10 @@ export class RemoteHostDaemon implements HostDaemon {
     );
     void conn
       .whenClosed()
-      .then(() => settle.reject(this.t.unreachable("exec stream closed before its result")));
+      .then(() => result || settle.reject(this.t.unreachable("exec stream closed before its result")));
+    // After an abort nobody wants the output: reading goes on, to reach the RESULT.
     const onAbort = () => {
+      output.clear();
       conn.resume();
       void conn.send(F.CANCEL);
     };

@@ -102,8 +102,10 @@ export interface ExecRequest {
 
 /**
  * Output as it arrives. A callback that returns a promise has not taken the chunk yet: the guest gets no
- * credit for it until the promise settles, so a slow consumer slows the command instead of filling memory
- * (e.g. `res.write(s) || once(res, "drain")`). Any other return value means the chunk was taken.
+ * credit for it, and no further chunk is delivered, until the promise settles (ExecOutput), so a slow
+ * consumer slows the command instead of filling memory (e.g. `res.write(s) || once(res, "drain")`). Any
+ * other return value means the chunk was taken. A rejected promise cancels the exec with that error; the
+ * result comes after every chunk before it was taken (or once the exec is aborted).
  */
 export interface ExecEvents {
   onStdout?(chunk: Buffer): unknown;

@@ -4,6 +4,7 @@ import {
   type ExecEvents,
   type ExecExit,
   type ExecOpen,
+  ExecOutput,
   type ExecStarted,
   FrameKind,
   HostdError,
@@ -54,9 +55,6 @@ export class OutputBudget {
 const busy = (cap: number) =>
   new HostdError("busy", `buffered exec output on this sandbox is at its cap of ${cap} bytes`);
 
-const isThenable = (v: unknown): v is PromiseLike<unknown> =>
-  v !== null && typeof v === "object" && typeof (v as PromiseLike<unknown>).then === "function";
-
 /**
  * Runs argv and resolves at exit (after all output was delivered). Aborting `signal` kills the
  * process group; the promise then resolves with the agent's result (signal "SIGKILL"). The guest gets
@@ -82,21 +80,25 @@ export async function exec(
     let spawnUs: number | undefined;
     let callbackError: unknown;
     let started = false;
-    /** Bytes handed to callbacks whose promise has not settled: no credit for them yet. */
-    let pending = 0;
     /** Bytes of this (buffered) exec delivered, and what of the budget it holds. */
     let kept = 0;
-    let held = 0;
+    let budgetHeld = 0;
     const stop = (e: unknown) => {
       callbackError ??= e;
       ch.sendCtrl({ cancel: true });
+      output.clear();
     };
-    const onAbort = () => ch.sendCtrl({ cancel: true });
+    /** Output not taken yet: no credit for it until the callback took it. */
+    const output = new ExecOutput(events, (held) => ch.consumed(held), stop);
+    const onAbort = () => {
+      ch.sendCtrl({ cancel: true });
+      output.clear();
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     const done = () => {
       signal?.removeEventListener("abort", onAbort);
-      budget?.release(held);
-      held = 0;
+      budget?.release(budgetHeld);
+      budgetHeld = 0;
     };
     ch.onCtrl = (m: Untrusted<ExecStarted>) => {
       if (m.started !== true || started) return;
@@ -114,50 +116,38 @@ export async function exec(
         return false;
       }
       kept += n;
-      held += n;
+      budgetHeld += n;
       return true;
     };
     ch.onData = (kind, data) => {
-      if (admit(data.length)) {
-        try {
-          const r = kind === FrameKind.STDOUT ? events.onStdout?.(data) : events.onStderr?.(data);
-          if (isThenable(r)) {
-            pending += data.length;
-            const taken = () => {
-              pending -= data.length;
-              ch.consumed(pending);
-            };
-            r.then(taken, (e: unknown) => {
-              stop(e);
-              taken();
-            });
-          }
-        } catch (e) {
-          // The caller cannot take the output: stop the command and report its error.
-          stop(e);
-        }
-      }
-      ch.consumed(pending);
+      if (!signal?.aborted && admit(data.length)) output.push(kind === FrameKind.STDERR, data);
+      else ch.consumed(output.held);
     };
     ch.onExit = (m: Untrusted<ExecExit>) => {
-      done();
-      if (callbackError !== undefined) {
-        reject(callbackError);
-        return;
-      }
-      const r: AgentExecResult = {
-        exit_code: typeof m.exit_code === "number" ? m.exit_code : -1,
-        exec_ms: performance.now() - t0,
+      const finish = () => {
+        done();
+        if (callbackError !== undefined) {
+          reject(callbackError);
+          return;
+        }
+        const r: AgentExecResult = {
+          exit_code: typeof m.exit_code === "number" ? m.exit_code : -1,
+          exec_ms: performance.now() - t0,
+        };
+        if (typeof m.signal === "string") r.signal = m.signal;
+        if (typeof m.error === "string") r.error = m.error;
+        if (spawnUs !== undefined) r.spawn_us = spawnUs;
+        if (typeof m.wall_us === "number") r.wall_us = m.wall_us;
+        resolve(r);
       };
-      if (typeof m.signal === "string") r.signal = m.signal;
-      if (typeof m.error === "string") r.error = m.error;
-      if (spawnUs !== undefined) r.spawn_us = spawnUs;
-      if (typeof m.wall_us === "number") r.wall_us = m.wall_us;
-      resolve(r);
+      // The result comes after the output: what the agent sent before EXIT is taken first.
+      void output.idle().then(finish);
     };
     ch.onClose = (err) => {
+      if (!err) return;
+      output.clear();
       done();
-      if (err) reject(err);
+      reject(err);
     };
   });
 }
