@@ -286,6 +286,7 @@ export class Host {
       if (reason) e.reason = reason;
       this.emit(e);
     });
+    vm.agent.onWarning((msg, fields) => this.log.warn(msg, { sandbox_id: vm.rec.sandbox_id, ...fields }));
     this.watchExit(vm);
     return vm;
   }

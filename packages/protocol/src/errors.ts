@@ -98,6 +98,12 @@ export const ERROR_CATALOG = {
     message: "rate limit exceeded: {rate} requests/s per key (burst {burst})",
     retryAfter: 1,
   },
+  sandbox_busy: {
+    status: 429,
+    field: "sandbox",
+    message: "the sandbox is busy: {reason}; retry later",
+    retryAfter: 1,
+  },
   internal: { status: 500, field: "", message: "internal error" },
   not_implemented: {
     status: 501,

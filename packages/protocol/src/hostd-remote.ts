@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Readable } from "node:stream";
+import { ExecOutput } from "./exec-output.js";
 import { type RemoteOptions, Transport } from "./hostd-transport.js";
 import {
   F,
@@ -176,21 +177,44 @@ export class RemoteHostDaemon implements HostDaemon {
     const done = new Promise<ExecResult>((resolve, reject) => {
       settle = { resolve, reject };
     });
+    let live: FrameConn | undefined;
+    let result = false;
+    // The socket is not read while a callback holds a chunk (ExecEvents), so TCP slows the host daemon;
+    // the result is settled after the output before it was taken.
+    const output = new ExecOutput(
+      events ?? {},
+      (held) => (held > 0 ? live?.pause() : live?.resume()),
+      (e) => {
+        settle.reject(e);
+        live?.destroy();
+      },
+    );
     const onFrame = (f: WireFrame) => {
-      if (f.type === F.OUT) events?.onStdout?.(f.payload);
-      else if (f.type === F.ERR) events?.onStderr?.(f.payload);
-      else if (f.type === F.RESULT) settle.resolve(parseJson<ExecResult>(f.payload));
-      else if (f.type === F.ERROR) settle.reject(fromWireError(parseJson(f.payload), "exec failed"));
+      if (f.type === F.OUT || f.type === F.ERR) {
+        if (!signal?.aborted) output.push(f.type === F.ERR, f.payload);
+      } else if (f.type === F.RESULT) {
+        const r = parseJson<ExecResult>(f.payload);
+        result = true;
+        void output.idle().then(() => settle.resolve(r));
+      } else if (f.type === F.ERROR) settle.reject(fromWireError(parseJson(f.payload), "exec failed"));
     };
     const conn = await this.open(
       HOSTD_ROUTES.exec,
       { sandbox_id: sandboxId, ...rest, stdin: stdin !== undefined },
-      (c) => c.onFrame(onFrame),
+      (c) => {
+        live = c;
+        c.onFrame(onFrame);
+      },
     );
     void conn
       .whenClosed()
-      .then(() => settle.reject(this.t.unreachable("exec stream closed before its result")));
-    const onAbort = () => void conn.send(F.CANCEL);
+      .then(() => result || settle.reject(this.t.unreachable("exec stream closed before its result")));
+    // After an abort nobody wants the output: reading goes on, to reach the RESULT.
+    const onAbort = () => {
+      output.clear();
+      conn.resume();
+      void conn.send(F.CANCEL);
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     if (stdin !== undefined) void this.pump(conn, stdin);
     try {

@@ -62,6 +62,7 @@ export const HOSTD_ERROR_STATUS: Record<HostdErrorCode, number> = {
   agent_unreachable: 504,
   unreachable: 502,
   unauthorized: 401,
+  busy: 429,
   internal: 500,
 };
 

@@ -92,11 +92,24 @@ export interface ExecRequest {
   cwd?: string;
   /** Whole stdin, or a stream of it. Absent: /dev/null. */
   stdin?: Buffer | Readable;
+  /**
+   * A buffered exec: the caller keeps this exec's output in memory, up to this many bytes (output past
+   * them is not delivered; the command runs on). What it holds counts against the VM's budget for
+   * buffered output: over it the exec is refused, or cancelled, with HostdError("busy").
+   */
+  bufferBytes?: number;
 }
 
+/**
+ * Output as it arrives. A callback that returns a promise has not taken the chunk yet: the guest gets no
+ * credit for it, and no further chunk is delivered, until the promise settles (ExecOutput), so a slow
+ * consumer slows the command instead of filling memory (e.g. `res.write(s) || once(res, "drain")`). Any
+ * other return value means the chunk was taken. A rejected promise cancels the exec with that error; the
+ * result comes after every chunk before it was taken (or once the exec is aborted).
+ */
 export interface ExecEvents {
-  onStdout?(chunk: Buffer): void;
-  onStderr?(chunk: Buffer): void;
+  onStdout?(chunk: Buffer): unknown;
+  onStderr?(chunk: Buffer): unknown;
 }
 
 export interface ExecResult {
@@ -150,6 +163,7 @@ export type HostdErrorCode =
   | "agent_unreachable" // the guest agent did not answer in time
   | "unreachable" // a remote host daemon did not answer (refused, reset, timed out)
   | "unauthorized" // a remote host daemon refused our token
+  | "busy" // the VM's cap on open streams or buffered exec output is reached: retry later
   | "internal";
 
 export class HostdError extends Error {

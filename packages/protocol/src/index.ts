@@ -1,4 +1,5 @@
 export * from "./hostd.js";
+export { ExecOutput } from "./exec-output.js";
 export * as api from "./api.js";
 export * from "./errors.js";
 export * from "./agentwire.js";

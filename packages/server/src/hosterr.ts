@@ -38,6 +38,8 @@ export function mapHostdError(
       return apiError("host_unavailable", { reason: msg });
     case "agent_unreachable":
       return apiError("agent_unreachable", { reason: msg });
+    case "busy":
+      return apiError("sandbox_busy", { reason: msg });
     default:
       return err;
   }

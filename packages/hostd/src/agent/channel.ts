@@ -11,6 +11,7 @@ import {
   FrameKind,
   GRANT_BATCH,
   type HostCtrl,
+  HostdError,
   INITIAL_WINDOW,
   type OpenRequest,
   type RpcError,
@@ -37,12 +38,20 @@ export function parseJson(b: Buffer): Json {
   }
 }
 
-/** One open channel: credit accounting both ways plus hooks the operation fills in. */
+/** Window overruns one connection may commit before it is dropped: a guest that does it again is broken. */
+export const MAX_OVERRUNS = 3;
+
+/**
+ * One open channel: credit accounting both ways plus hooks the operation fills in. The receive window is
+ * enforced: data beyond the credit granted loses the guest the channel (Mux.overrun).
+ */
 export class Channel {
   private sendCredit = INITIAL_WINDOW;
   private creditWaiters: (() => void)[] = [];
   private received = 0;
   private granted = 0;
+  /** Until the agent answers OPEN (the operation's own CTRL, or EXIT): fails the channel when it never does. */
+  private replyTimer: NodeJS.Timeout | undefined;
   closed = false;
   /** The agent sent EXIT: it forgot the channel, so nothing more is sent on it. */
   private exited = false;
@@ -59,6 +68,21 @@ export class Channel {
     readonly id: number,
   ) {}
 
+  /** Fails the channel unless the agent answers its OPEN within `ms`. */
+  awaitReply(ms: number, what: string): void {
+    this.replyTimer = setTimeout(() => {
+      this.sendCtrl({ cancel: true });
+      this.close(unreachable(`agent did not answer ${what} within ${ms} ms`));
+    }, ms);
+    this.replyTimer.unref?.();
+  }
+
+  /** The operation got its answer to OPEN (started, ready, connected, a size). */
+  answered(): void {
+    clearTimeout(this.replyTimer);
+    this.replyTimer = undefined;
+  }
+
   handle(f: Frame): void {
     switch (f.kind) {
       case FrameKind.CTRL:
@@ -66,6 +90,10 @@ export class Channel {
         break;
       case FrameKind.STDOUT:
       case FrameKind.STDERR:
+        if (this.received + f.payload.length - this.granted > INITIAL_WINDOW) {
+          this.mux.overrun(this);
+          break;
+        }
         this.received += f.payload.length;
         this.onData(f.kind, f.payload);
         break;
@@ -77,6 +105,7 @@ export class Channel {
         this.wake();
         break;
       case FrameKind.EXIT:
+        this.answered();
         this.exited = true;
         this.mux.channels.delete(this.id);
         this.onExit(parseJson(f.payload));
@@ -134,6 +163,7 @@ export class Channel {
     if (this.closed) return;
     this.closed = true;
     this.closeError = err;
+    this.answered();
     this.mux.channels.delete(this.id);
     this.wake();
     this.onClose(err);
@@ -146,10 +176,15 @@ interface PendingRpc {
   timer: NodeJS.Timeout;
 }
 
-/** What the owner of a Mux hears: agent events, and the socket's end. */
+/** What the owner of a Mux hears (agent events, warnings, the socket's end) and the limits it sets. */
 export interface MuxOwner {
   event(m: Json & { event: string }): void;
+  warn(msg: string, fields: Record<string, unknown>): void;
   lost(mux: Mux): void;
+  /** Open channels at most (the guest's processes, files and tunnels of one VM). */
+  readonly maxChannels: number;
+  /** How long the agent may take to answer an OPEN (started, ready, connected, a file's size), ms. */
+  readonly openTimeoutMs: number;
 }
 
 /** One socket connection; dies whole (channels and RPCs fail) when the socket closes. */
@@ -159,6 +194,7 @@ export class Mux {
   private readonly pending = new Map<number, PendingRpc>();
   private drainWaiters: (() => void)[] = [];
   private nextChannel = 1;
+  private overruns = 0;
   ready = false;
   closed = false;
 
@@ -236,13 +272,37 @@ export class Mux {
 
   open(req: OpenRequest): Channel {
     if (this.closed) throw unreachable("agent connection closed");
+    if (this.channels.size >= this.owner.maxChannels)
+      throw new HostdError(
+        "busy",
+        `${this.channels.size} streams are open on this sandbox, the most it may have`,
+      );
     let id = this.nextChannel;
     while (this.channels.has(id) || id === 0) id = (id + 1) >>> 0;
     this.nextChannel = (id + 1) >>> 0;
     const ch = new Channel(this, id);
     this.channels.set(id, ch);
     this.write(encodeJson(FrameKind.OPEN, id, req));
+    ch.awaitReply(this.owner.openTimeoutMs, req.op);
     return ch;
+  }
+
+  /**
+   * The agent sent data beyond the credit of `ch`: the channel is cancelled and failed (its data dropped,
+   * never buffered), and after MAX_OVERRUNS of them the whole connection goes, as a broken one would.
+   */
+  overrun(ch: Channel): void {
+    this.overruns++;
+    this.owner.warn("guest agent overran a channel's receive window: channel closed", {
+      channel: ch.id,
+      overruns: this.overruns,
+    });
+    ch.sendCtrl({ cancel: true });
+    ch.close(unreachable("the guest agent sent more than its window allowed: stream closed"));
+    if (this.overruns >= MAX_OVERRUNS)
+      this.shutdown(
+        unreachable(`the guest agent overran its receive window ${this.overruns} times: connection dropped`),
+      );
   }
 
   shutdown(err: Error): void {

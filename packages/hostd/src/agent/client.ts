@@ -83,7 +83,7 @@ export class AgentClient extends AgentConnection {
    * process group; the promise then resolves with the agent's result (signal "SIGKILL").
    */
   exec(req: AgentExecRequest, events?: AgentExecEvents, signal?: AbortSignal): Promise<AgentExecResult> {
-    return exec(this.openChannel, req, events, signal);
+    return exec(this.openChannel, req, events, signal, this.budget);
   }
 
   /** Opens a shell (or argv) on a new PTY; output arrives on `stream`, input is written to it. */

@@ -14,6 +14,7 @@ import {
 } from "@createos-sandbox/protocol";
 import { type Channel, type Json, Mux } from "./channel.js";
 import { unreachable } from "./errors.js";
+import { OutputBudget } from "./exec.js";
 
 export interface AgentClientOptions {
   /** Default timeout of one RPC, ms. */
@@ -22,6 +23,27 @@ export interface AgentClientOptions {
   helloAttemptMs?: number;
   /** How long an operation waits for the agent when no connection is up, ms. */
   readyTimeoutMs?: number;
+  /** How long the agent may take to answer an OPEN (exec started, file ready …), ms. */
+  openTimeoutMs?: number;
+  /** Open channels (exec, shell, file, tunnel) at most; more → HostdError("busy"). */
+  maxChannels?: number;
+  /** Bytes of buffered exec output held at once (ExecRequest.bufferBytes); more → HostdError("busy"). */
+  maxBufferedBytes?: number;
+}
+
+/** The defaults of one VM's caps, from the environment (docs/server.md). */
+export function envLimits(env: NodeJS.ProcessEnv = process.env): {
+  maxChannels: number;
+  maxBufferedBytes: number;
+} {
+  const num = (v: string | undefined, dflt: number) => {
+    const n = Number(v);
+    return v !== undefined && v !== "" && Number.isFinite(n) && n > 0 ? n : dflt;
+  };
+  return {
+    maxChannels: num(env.CREATEOS_SANDBOX_MAX_STREAMS_PER_SANDBOX, 256),
+    maxBufferedBytes: num(env.CREATEOS_SANDBOX_MAX_EXEC_BUFFER_MIB_PER_SANDBOX, 64) * 1024 * 1024,
+  };
 }
 
 /** Opens a channel on the live connection (connecting first when there is none). */
@@ -32,7 +54,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /**
  * Operations connect (and say hello) on demand; a lost connection fails what was in flight with
  * HostdError("agent_unreachable") and the next operation reconnects. Emits "event" (every
- * AgentEvent), the event by its name ("self", "ready") and "disconnect".
+ * AgentEvent), the event by its name ("self", "ready"), "disconnect", and "warning" (msg, fields) when
+ * the agent broke the protocol (it overran a window).
  */
 export class AgentConnection extends EventEmitter {
   private conn: Mux | undefined;
@@ -42,7 +65,14 @@ export class AgentConnection extends EventEmitter {
   private readonly rpcTimeoutMs: number;
   private readonly helloAttemptMs: number;
   private readonly readyTimeoutMs: number;
+  /** Buffered exec output of this VM held at once; survives reconnects (the callers still hold it). */
+  protected readonly budget: OutputBudget;
   private readonly owner = {
+    maxChannels: 0,
+    openTimeoutMs: 0,
+    warn: (msg: string, fields: Record<string, unknown>) => {
+      this.emit("warning", msg, fields);
+    },
     event: (m: Json & { event: string }) => {
       this.emit("event", m as unknown as AgentEvent);
       // Also by name ("self", "ready") for listeners that want one kind.
@@ -64,6 +94,10 @@ export class AgentConnection extends EventEmitter {
     this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 30_000;
     this.helloAttemptMs = opts.helloAttemptMs ?? 1_000;
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    const limits = envLimits();
+    this.owner.maxChannels = opts.maxChannels ?? limits.maxChannels;
+    this.owner.openTimeoutMs = opts.openTimeoutMs ?? this.rpcTimeoutMs;
+    this.budget = new OutputBudget(opts.maxBufferedBytes ?? limits.maxBufferedBytes);
   }
 
   get connected(): boolean {

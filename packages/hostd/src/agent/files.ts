@@ -9,7 +9,7 @@ import type {
 } from "@createos-sandbox/protocol";
 import type { Untrusted } from "./channel.js";
 import type { OpenChannel } from "./conn.js";
-import { agentError, exitHostdError } from "./errors.js";
+import { agentError, exitHostdError, unreachable } from "./errors.js";
 import { channelReadable, channelWritable } from "./streams.js";
 
 export interface AgentFileRead {
@@ -23,15 +23,24 @@ export async function readFile(openChannel: OpenChannel, path: string): Promise<
   let body: Readable | undefined;
   return new Promise((resolve, reject) => {
     ch.onCtrl = (m: Untrusted<FileReadStat>) => {
-      if (typeof m.size !== "number") return;
+      if (body || m.size === undefined) return;
+      if (!Number.isSafeInteger(m.size) || (m.size as number) < 0) {
+        // A size no file has: the agent is broken or lying, and the control plane would send it as a length.
+        ch.sendCtrl({ cancel: true });
+        ch.close(unreachable(`the guest agent reported an impossible file size: ${String(m.size)}`));
+        return;
+      }
+      ch.answered();
       body = channelReadable(ch, exitHostdError);
-      resolve({ stat: { size: m.size, mode: Number(m.mode ?? 0) }, body });
+      resolve({ stat: { size: m.size as number, mode: Number(m.mode ?? 0) }, body });
     };
     // Once the body exists, an error EXIT fails the body (exitHostdError), never a short, clean end.
     const exitHook = ch.onExit;
     ch.onExit = (m: Untrusted<ErrorExit>) => {
       exitHook(m);
-      if (!body && typeof m.error === "string") reject(agentError(m));
+      // An EXIT before the size is an error even without one: no file was read.
+      if (!body)
+        reject(agentError(typeof m.error === "string" ? m : { error: "file_read ended before it began" }));
     };
     const closeHook = ch.onClose;
     ch.onClose = (err) => {
@@ -58,8 +67,11 @@ export async function writeFile(
       settled = true;
       reject(e);
     };
+    let ready = false;
     ch.onCtrl = (m: Untrusted<FileWriteReady>) => {
-      if (m.ready !== true) return;
+      if (m.ready !== true || ready) return;
+      ready = true;
+      ch.answered();
       pipeline(body, channelWritable(ch), (err) => {
         if (err && !ch.closed) {
           ch.sendCtrl({ cancel: true });

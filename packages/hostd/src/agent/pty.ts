@@ -44,11 +44,17 @@ export async function openPty(openChannel: OpenChannel, req: AgentPtyRequest): P
   });
   exited.catch(() => {});
   const stream = channelDuplex(ch);
+  // Nobody holds the stream until it started: a failure before that (a timeout, a lost connection) is
+  // the promise's to report, not an 'error' without a listener (which would take the process down).
+  const unclaimed = () => {};
+  stream.on("error", unclaimed);
   return new Promise<AgentPty>((resolve, reject) => {
     let started = false;
     ch.onCtrl = (m: Untrusted<ExecStarted>) => {
-      if (m.started !== true) return;
+      if (m.started !== true || started) return;
       started = true;
+      ch.answered();
+      stream.off("error", unclaimed);
       resolve({
         stream,
         pid: Number(m.pid),

@@ -15,6 +15,7 @@ import {
   windowValue,
 } from "@createos-sandbox/protocol";
 import { Channel, type Mux, parseJson } from "./channel.js";
+import { exec } from "./exec.js";
 import { readFile } from "./files.js";
 import { channelDuplex, channelReadable } from "./streams.js";
 import { connectTcp } from "./tcp.js";
@@ -175,4 +176,48 @@ test("connectTcp: an error EXIT after the tunnel opened fails the stream with a 
   const s = await conn;
   ch.handle(json(FrameKind.EXIT, { error: "connection reset", code: "ECONNRESET" }));
   await assert.rejects(s.toArray(), (e: unknown) => e instanceof HostdError);
+});
+
+test("exec: credit for a chunk waits for its callback's promise; a repeated 'started' pipes stdin once", async () => {
+  const { ch, sent } = fakeChannel();
+  const releases: (() => void)[] = [];
+  const run = exec(
+    async () => ch,
+    { argv: ["x"], stdin: Buffer.from("in") },
+    {
+      onStdout: () => new Promise<void>((r) => releases.push(r)),
+    },
+  );
+  await tick();
+  ch.handle(json(FrameKind.CTRL, { started: true, pid: 1 }));
+  ch.handle(json(FrameKind.CTRL, { started: true, pid: 1 }));
+  flood(ch, INITIAL_WINDOW);
+  await tick();
+  assert.equal(granted(sent()), 0, "nothing is granted while the consumer holds its chunk");
+  assert.equal(releases.length, 1, "one chunk at a time: the rest waits until the consumer took it");
+  for (let i = 0; i < 4; i++) {
+    releases.shift()!();
+    await tick();
+  }
+  assert.equal(granted(sent()), 4 * (64 << 10), "what the consumer took is granted back");
+  while (releases.length > 0) {
+    releases.shift()!();
+    await tick();
+  }
+  assert.equal(granted(sent()), INITIAL_WINDOW);
+  assert.equal(sent().filter((f) => f.kind === FrameKind.STDIN).length, 1, "stdin is sent once");
+  ch.handle(json(FrameKind.EXIT, { exit_code: 0 }));
+  assert.equal((await run).exit_code, 0);
+});
+
+test("a data frame past the granted window is an overrun (hostile.test.ts: what the Mux does then)", () => {
+  const { ch } = fakeChannel();
+  const overruns: Channel[] = [];
+  (ch.mux as unknown as { overrun: (c: Channel) => void }).overrun = (c) => overruns.push(c);
+  const r = channelReadable(ch);
+  flood(ch, INITIAL_WINDOW);
+  assert.deepEqual(overruns, []);
+  ch.handle(frame(FrameKind.STDOUT, Buffer.alloc(1)));
+  assert.deepEqual(overruns, [ch]);
+  assert.equal(r.readableLength, INITIAL_WINDOW, "the overrunning bytes are not kept");
 });

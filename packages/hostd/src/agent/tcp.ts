@@ -12,7 +12,8 @@ export async function connectTcp(openChannel: OpenChannel, port: number, host: s
   return new Promise((resolve, reject) => {
     let stream: Duplex | undefined;
     ch.onCtrl = (m: Untrusted<TcpConnected>) => {
-      if (m.connected !== true) return;
+      if (m.connected !== true || stream) return;
+      ch.answered();
       stream = channelDuplex(ch, exitHostdError);
       resolve(stream);
     };

@@ -182,6 +182,42 @@ describe("host daemon over HTTP", () => {
     assert.equal(n, 64 << 20);
   });
 
+  test("an exec whose consumer holds its output stops being produced (backpressure), and abort ends it", async () => {
+    daemon.produced = 0;
+    const ac = new AbortController();
+    let got = 0;
+    const p = remote.exec(
+      "a",
+      { argv: ["zeros"] },
+      {
+        onStdout: (c) => {
+          got += c.length;
+          return new Promise(() => {});
+        },
+      },
+      ac.signal,
+    );
+    await sleep(500);
+    const stalled = daemon.produced;
+    assert.ok(stalled < 24 << 20, `produced ${stalled >> 20} MiB of 64 while the consumer held it`);
+    assert.ok(got > 0 && got <= stalled);
+    ac.abort();
+    assert.equal((await p).signal, "SIGKILL");
+    // A consumer that takes each chunk at once gets all of it.
+    let all = 0;
+    const ok = await remote.exec(
+      "a",
+      { argv: ["zeros"] },
+      {
+        onStdout: (c) => {
+          all += c.length;
+        },
+      },
+    );
+    assert.equal(ok.exit_code, 0);
+    assert.equal(all, 64 << 20);
+  });
+
   test("pty: output, resize, input end, exit status", async () => {
     const pty = await remote.openPty("a", { rows: 24, cols: 80 });
     pty.resize(40, 120);

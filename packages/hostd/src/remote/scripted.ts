@@ -104,7 +104,11 @@ export class ScriptedDaemon implements HostDaemon {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
   }
 
-  /** argv[0] "echo-stdin": stdin to stdout; "sleep": waits for abort; "fail": stderr + exit 3. */
+  /**
+   * argv[0] "echo-stdin": stdin to stdout; "sleep": waits for abort; "zeros": 64 MiB of output at the
+   * consumer's pace (each callback's promise awaited, as the agent waits for credit; `produced` counts it);
+   * "fail": stderr + exit 3.
+   */
   async exec(id: string, req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult> {
     this.vm(id);
     this.log("exec", { ...req, stdin: req.stdin === undefined ? undefined : "given" });
@@ -112,6 +116,15 @@ export class ScriptedDaemon implements HostDaemon {
       const src = Buffer.isBuffer(req.stdin) ? Readable.from([req.stdin]) : req.stdin;
       for await (const c of src ?? []) events?.onStdout?.(c as Buffer);
       return { exit_code: 0, exec_ms: 1 };
+    }
+    if (req.argv[0] === "zeros") {
+      for (let n = 0; n < 64 << 20 && !signal?.aborted; n += 64 << 10) {
+        this.produced += 64 << 10;
+        await events?.onStdout?.(Buffer.alloc(64 << 10));
+      }
+      return signal?.aborted
+        ? { exit_code: -1, signal: "SIGKILL", exec_ms: 1 }
+        : { exit_code: 0, exec_ms: 1 };
     }
     if (req.argv[0] === "sleep") {
       await new Promise((r) => signal?.addEventListener("abort", r, { once: true }));

@@ -114,12 +114,14 @@ async function runExec(daemon: HostDaemon, conn: FrameConn, id: string, raw: Req
   const req: ExecRequest = { argv: raw.argv as string[] };
   if (raw.env) req.env = raw.env as Record<string, string>;
   if (typeof raw.cwd === "string") req.cwd = raw.cwd;
+  if (typeof raw.bufferBytes === "number") req.bufferBytes = raw.bufferBytes;
   if (stdin) req.stdin = stdin;
-  // Output callbacks cannot wait (the interface is push), so frames queue in the socket in order.
+  // Each callback's promise resolves once the socket took the frame: a client that stops reading
+  // withholds the guest's credit (ExecEvents), so output waits in the guest, not here.
   const result = await daemon.exec(
     id,
     req,
-    { onStdout: (c) => void conn.send(F.OUT, c), onStderr: (c) => void conn.send(F.ERR, c) },
+    { onStdout: (c) => conn.send(F.OUT, c), onStderr: (c) => conn.send(F.ERR, c) },
     ac.signal,
   );
   await conn.sendJson(F.RESULT, result);

@@ -32,6 +32,8 @@ export interface AgentLike {
   writeFile(path: string, body: Readable, mode?: number): Promise<{ bytes: number }>;
   connectTcp(port: number): Promise<Duplex>;
   onSelf(fn: (action: "pause" | "delete", reason?: string) => void): void;
+  /** The agent broke the protocol (it overran a window): for the log. */
+  onWarning(fn: (msg: string, fields: Record<string, unknown>) => void): void;
   close(): void;
 }
 
@@ -76,7 +78,14 @@ export async function connectAgent(socketPath: string, timeoutMs: number): Promi
     writeFile: (path, body, mode) => w(c.writeFile(path, body, mode)),
     connectTcp: (port) => w(c.connectTcp(port)),
     onSelf: (fn) => {
-      c.on("self", (ev: { action: "pause" | "delete"; reason?: string }) => fn(ev.action, ev.reason));
+      c.on("self", (ev: { action?: unknown; reason?: unknown }) => {
+        // The guest is not trusted: only the two actions, and a reason only when it is a string.
+        if (ev.action !== "pause" && ev.action !== "delete") return;
+        fn(ev.action, typeof ev.reason === "string" ? ev.reason : undefined);
+      });
+    },
+    onWarning: (fn) => {
+      c.on("warning", fn);
     },
     close: () => c.close(),
   };
