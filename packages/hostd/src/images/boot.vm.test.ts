@@ -208,6 +208,8 @@ test("the image's own init (the agent) starts as PID 1", { timeout: 120_000 }, a
 const PROMISES: Record<string, { cmd: string; expect: RegExp }[]> = {
   "devbox:1": [
     { cmd: "node -e 'console.log(\"NODE-\" + 6*7)'", expect: /NODE-42/ },
+    { cmd: "node --version | sed 's/^/NODEV-/'", expect: /NODEV-v24\./ },
+    { cmd: "bun --version | sed 's/^/BUN-/'", expect: /BUN-1\.\d+/ },
     { cmd: "npm --version | sed 's/^/NPM-/'", expect: /NPM-\d+\.\d+/ },
     { cmd: "python3 -c 'print(\"PY-%d\" % (6*7))'", expect: /PY-42/ },
     { cmd: "pip3 --version | sed 's/^/PIP-/'", expect: /PIP-pip \d+/ },

@@ -45,6 +45,21 @@ test("listImages: rootfs files and trees are entries, a tree as recent as its ne
   assert.equal(again.get(tar)?.usedAt, again.get(newest)?.usedAt);
 });
 
+test("listImages: an npm layer is as recent as the newest rootfs built from it, no other", async () => {
+  const img = join(root, "layer", "devbox_1");
+  const tree = file(img, "aa11.tar", 1, 900);
+  const layer = file(img, "cc33.tar", 1, 900);
+  const other = file(img, "dd44.tar", 1, 950);
+  const built = file(img, "aa11-cc33-bb22-caee55.ext4", 1, 100);
+  const byPath = new Map((await listImages(join(root, "layer"))).map((e) => [e.path, e]));
+  assert.equal(byPath.get(tree)?.usedAt, byPath.get(built)?.usedAt);
+  assert.equal(byPath.get(layer)?.usedAt, byPath.get(built)?.usedAt);
+  assert.ok(
+    (byPath.get(other)?.usedAt ?? 0) < (byPath.get(built)?.usedAt ?? 0),
+    "an unrelated layer keeps its age",
+  );
+});
+
 test("evicts least recently used unreferenced entries until within the cap", async () => {
   const cache = join(root, "lru");
   const a = join(cache, "a");

@@ -1,8 +1,8 @@
 /**
- * The image-layer cache's size cap (<cache>/rootfs/<image>/): each built rootfs (`<recipe>-<agent>[-ca…].ext4`)
- * and each debootstrapped tree (`<recipe>.tar`, what a rootfs is rebuilt from when the agent or the host's
- * CAs change) is an entry. While the total is over the cap, the least recently used entries that no disk
- * backs onto are deleted. The LRU clock is the mtime of `<entry>.used`, touched whenever a VM is started
+ * The image-layer cache's size cap (<cache>/rootfs/<image>/): each built rootfs
+ * (`<tree>[-<layer>]-<agent>[-ca…].ext4`), each debootstrapped tree (`<tree>.tar`, what a rootfs is rebuilt
+ * from when the agent or the host's CAs change) and each npm layer (`<layer>.tar`) is an entry. While the
+ * total is over the cap, the least recently used entries that no disk backs onto are deleted. The LRU clock is the mtime of `<entry>.used`, touched whenever a VM is started
  * from the image (the file's own mtime until then); a tree counts as used when any rootfs built from it
  * was. An evicted entry is rebuilt by the next create of its image, so eviction costs time, never data.
  * References are this daemon's (its VMs, snapshots, warm entries and frozen layers): daemons sharing one
@@ -41,11 +41,15 @@ export async function listImages(root: string): Promise<CacheEntry[]> {
       if (!st?.isFile()) continue;
       entries.push({ path, bytes: st.blocks * 512, usedAt: await mtimeOr(`${path}${USED}`, st.mtimeMs) });
     }
-    // A tree is as recently used as the newest rootfs built from it (same recipe hash prefix).
+    // A tree (or a layer) is as recently used as the newest rootfs built from it: the rootfs name's
+    // leading segments are the ids of the tarballs it was unpacked from (`<tree>[-<layer>]-<agent>…`).
     for (const t of entries.filter((e) => e.path.endsWith(".tar"))) {
-      const recipe = basename(t.path, ".tar");
-      for (const e of entries)
-        if (basename(e.path).startsWith(`${recipe}-`)) t.usedAt = Math.max(t.usedAt, e.usedAt);
+      const id = basename(t.path, ".tar");
+      for (const e of entries) {
+        if (!e.path.endsWith(".ext4")) continue;
+        const segments = basename(e.path, ".ext4").split("-");
+        if (segments.slice(0, -1).includes(id)) t.usedAt = Math.max(t.usedAt, e.usedAt);
+      }
     }
     out.push(...entries);
   }

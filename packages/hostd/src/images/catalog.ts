@@ -15,6 +15,29 @@ export interface RecipeFile {
   hostname?: string;
   /** Free space in the image on top of the tree, MiB. */
   headroom_mib?: number;
+  /** Tools from the npm registry, unpacked over the Debian tree (a separately cached layer). */
+  npm?: NpmLayer;
+  /** Files written into the layer (path relative to `/` → content). */
+  files?: Record<string, string>;
+}
+
+/**
+ * What the host's npm installs globally under `/usr/local` of the image, and how the result is arranged.
+ * Install scripts never run on the host: what the packages' postinstall would do is spelled out here.
+ */
+export interface NpmLayer {
+  /** `npm install --before`: transitive dependencies resolve as the registry stood then. */
+  before: string;
+  /** Package name → exact version; `label` → what the catalog's description calls it. */
+  packages: { name: string; version: string; label?: string }[];
+  /** [from, to] renames, paths relative to `/` (a platform binary out of its npm package). */
+  move?: [string, string][];
+  /** [existing, new] hard links (what a postinstall's linkSync would have done). */
+  link?: [string, string][];
+  /** [target, path] symbolic links. */
+  symlink?: [string, string][];
+  /** Paths removed last (packages whose contents were moved out). */
+  remove?: string[];
 }
 
 /** A recipe with its base folded in: everything the build needs, nothing else. */
@@ -27,8 +50,14 @@ export interface Recipe {
   packages: string[];
   hostname: string;
   headroomMib: number;
+  npm?: NpmLayer;
+  files?: Record<string, string>;
   /** Stable id of the recipe: changes whenever the built image would. */
   hash: string;
+  /** Id of the mmdebstrap tree alone (what the Debian packages decide); `hash` when there is no layer. */
+  treeHash: string;
+  /** Id of the npm + files layer, when the recipe has one. */
+  layerHash?: string;
 }
 
 /**
@@ -36,6 +65,8 @@ export interface Recipe {
  * changes, so cached images built the old way are not reused.
  */
 export const ROOTFS_PROCEDURE = "mmdebstrap+customize+mkfs.ext4 v1";
+/** Bump when the layer procedure (npm options, how moves/links/files are applied) changes. */
+export const LAYER_PROCEDURE = "npm-install-g+arrange+files v1";
 
 /** Files and directories dpkg never unpacks into our images: docs, manuals, translations. */
 export const DPKG_EXCLUDES = [
@@ -63,7 +94,9 @@ function loadRecipeFiles(): RecipeFile[] {
   });
 }
 
-function resolve(files: Map<string, RecipeFile>, name: string, seen: string[] = []): Omit<Recipe, "hash"> {
+type Resolved = Omit<Recipe, "hash" | "treeHash" | "layerHash">;
+
+function resolve(files: Map<string, RecipeFile>, name: string, seen: string[] = []): Resolved {
   const f = files.get(name);
   if (!f) throw new Error(`rootfs recipe ${seen.at(-1) ?? name} has unknown base ${name}`);
   if (seen.includes(name))
@@ -79,10 +112,20 @@ function resolve(files: Map<string, RecipeFile>, name: string, seen: string[] = 
     packages,
     hostname: f.hostname ?? base?.hostname ?? "sandbox",
     headroomMib: f.headroom_mib ?? base?.headroomMib ?? 512,
+    // a layer is the image's own: bases lend their Debian packages only
+    ...(f.npm ? { npm: f.npm } : {}),
+    ...(f.files ? { files: f.files } : {}),
   };
 }
 
-export function recipeHash(r: Omit<Recipe, "hash">): string {
+/** The catalog's description: the recipe's, then the version of every labelled npm tool. */
+function describe(r: Resolved): string {
+  const tools = (r.npm?.packages ?? []).filter((p) => p.label).map((p) => `${p.label} ${p.version}`);
+  return tools.length ? `${r.description}. Versions: ${tools.join(", ")}` : r.description;
+}
+
+/** Id of the mmdebstrap tree: the Debian side of the recipe only. */
+export function recipeHash(r: Resolved): string {
   // description and default flag do not change the bytes of the image
   const { name, suite, variant, packages, hostname, headroomMib } = r;
   return sha256(
@@ -91,14 +134,25 @@ export function recipeHash(r: Omit<Recipe, "hash">): string {
   );
 }
 
+/** Id of the npm + files layer, or undefined when the recipe adds nothing on top of Debian. */
+export function layerHash(r: Resolved): string | undefined {
+  if (!r.npm && !r.files) return undefined;
+  return sha256(JSON.stringify({ npm: r.npm ?? null, files: r.files ?? null }), LAYER_PROCEDURE);
+}
+
+/** Tree and layer ids, and the id of the two together (what warm snapshots and the ext4 name follow). */
+export function withHashes(r: Resolved): Recipe {
+  const treeHash = recipeHash(r);
+  const layer = layerHash(r);
+  const out = { ...r, description: describe(r), treeHash, hash: layer ? sha256(treeHash, layer) : treeHash };
+  return layer ? { ...out, layerHash: layer } : out;
+}
+
 /** All recipes, bases resolved, in catalog order (file name order). */
 export function loadRecipes(): Recipe[] {
   const files = loadRecipeFiles();
   const byName = new Map(files.map((f) => [f.name, f]));
-  return files.map((f) => {
-    const r = resolve(byName, f.name);
-    return { ...r, hash: recipeHash(r) };
-  });
+  return files.map((f) => withHashes(resolve(byName, f.name)));
 }
 
 export function findRecipe(name: string): Recipe | undefined {

@@ -9,6 +9,7 @@ import { SingleFlight } from "../sys/fs.js";
 import { agentHash, ensureAgent } from "./agent.js";
 import { type Recipe, findRecipe, loadRecipes } from "./catalog.js";
 import { ensureKernel, kernelHash, kernelPath } from "./kernel.js";
+import { ensureLayer } from "./layer.js";
 import { ensureExt4, ensureTarball, ext4Path } from "./rootfs.js";
 import { type HostTrust, hostTrust } from "./trust.js";
 import { sha256 } from "./util.js";
@@ -86,14 +87,16 @@ export async function ensureImage(name: string, onProgress?: (p: Progress) => vo
   return flight.do(name, async () => {
     // read first: a CA file named but unreadable fails the build before anything slow starts
     const trust = hostTrust();
-    const [kernel, tarball, agent] = await Promise.all([
+    const [kernel, tarball, layer, agent] = await Promise.all([
       ensureKernel(progress),
       ensureTarball(r, progress),
+      ensureLayer(r, progress),
       ensureAgent(progress),
     ]);
     // the hash the binary was built from, even if the sources changed meanwhile
     const aHash = basename(dirname(agent));
-    const rootfs = await ensureExt4(r, tarball, agent, aHash, trust, progress);
+    const tarballs = layer ? [tarball, layer] : [tarball];
+    const rootfs = await ensureExt4(r, tarballs, agent, aHash, trust, progress);
     progress({ phase: "image:done", fraction: 1, message: `${name}: ${rootfs}` });
     return { name: r.name, kernel, rootfs, hash: imageHash(kernelHash(), r, aHash, trust) };
   });

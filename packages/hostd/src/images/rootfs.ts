@@ -28,13 +28,18 @@ export function imageDir(name: string): string {
 }
 
 export function tarballPath(r: Recipe): string {
-  return join(imageDir(r.name), `${r.hash}.tar`);
+  return join(imageDir(r.name), `${r.treeHash}.tar`);
 }
 
-/** Named by what went in: the recipe, the agent and (when the host has extra CAs) those CAs. */
+/**
+ * Named by what went in: the Debian tree, the layer (when the recipe has one), the agent and (when the host
+ * has extra CAs) those CAs. The tree's and the layer's ids lead their segments, which is how the cache cap
+ * ties each tarball to the rootfs files built from it.
+ */
 export function ext4Path(r: Recipe, agentHash: string, trust: HostTrust): string {
+  const layer = r.layerHash ? `-${r.layerHash}` : "";
   const ca = trust.hash ? `-ca${trust.hash}` : "";
-  return join(imageDir(r.name), `${r.hash}-${agentHash}${ca}.ext4`);
+  return join(imageDir(r.name), `${r.treeHash}${layer}-${agentHash}${ca}.ext4`);
 }
 
 /**
@@ -124,7 +129,7 @@ async function buildTarball(r: Recipe, out: string, progress: (p: Progress) => v
     throw new HostdError("not_ready", "mmdebstrap is not installed (Debian package mmdebstrap)");
   if (process.getuid?.() !== 0)
     throw new HostdError("not_ready", "building root images needs root (mmdebstrap root mode)");
-  const tmp = await tempDirIn(imageDir(r.name), r.hash);
+  const tmp = await tempDirIn(imageDir(r.name), r.treeHash);
   try {
     const target = join(tmp, "tree.tar");
     const args = [
@@ -242,10 +247,10 @@ async function customise(root: string, r: Recipe, agentBinary: string, trust: Ho
 
 const imgFlight = new SingleFlight<string>();
 
-/** The ext4 image of `r` with `agentBinary` installed, built from the cached tarball when missing. */
+/** The ext4 image of `r` with `agentBinary` installed, built from the cached tarballs when missing. */
 export function ensureExt4(
   r: Recipe,
-  tarball: string,
+  tarballs: string[],
   agentBinary: string,
   agentHash: string,
   trust: HostTrust,
@@ -255,14 +260,14 @@ export function ensureExt4(
   if (existsSync(out)) return Promise.resolve(out);
   return imgFlight.do(out, () =>
     withFileLock(`${out}.lock`, async () =>
-      existsSync(out) ? out : buildExt4(r, tarball, agentBinary, trust, out, onProgress),
+      existsSync(out) ? out : buildExt4(r, tarballs, agentBinary, trust, out, onProgress),
     ),
   );
 }
 
 async function buildExt4(
   r: Recipe,
-  tarball: string,
+  tarballs: string[],
   agentBinary: string,
   trust: HostTrust,
   out: string,
@@ -275,21 +280,26 @@ async function buildExt4(
     const root = join(tmp, "root");
     await mkdir(root);
     progress({ phase: "rootfs:unpack", message: `${r.name}: unpacking the cached tree` });
-    await run(
-      "tar",
-      [
-        "-xf",
-        tarball,
-        "-C",
-        root,
-        "--numeric-owner",
-        "--same-owner",
-        "--same-permissions",
-        "--xattrs",
-        "--xattrs-include=*",
-      ],
-      { timeoutMs: NO_TIMEOUT },
-    );
+    // the Debian tree first, then the layer over it
+    for (const tarball of tarballs) {
+      await run(
+        "tar",
+        [
+          "-xf",
+          tarball,
+          "-C",
+          root,
+          "--numeric-owner",
+          "--same-owner",
+          "--same-permissions",
+          "--xattrs",
+          "--xattrs-include=*",
+          // a layer's `./` entry must not reset the tree root's mode or times
+          "--no-overwrite-dir",
+        ],
+        { timeoutMs: NO_TIMEOUT },
+      );
+    }
     await customise(root, r, agentBinary, trust);
 
     const usage = await treeUsage(root);
