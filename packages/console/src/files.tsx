@@ -3,7 +3,7 @@ import type { Sandbox } from "@createos-sandbox/sdk/browser";
 import { useState } from "preact/hooks";
 import { errorText, uploadFile } from "./api";
 import type { Session } from "./app";
-import { ErrorLine, bytes, usePoll } from "./util";
+import { ErrorLine, Table, bytes, usePoll } from "./util";
 
 interface Entry {
   kind: string;
@@ -113,42 +113,29 @@ export function Files(props: { session: Session; sb: Sandbox }) {
       )}
       <ErrorLine error={error || listing.error} />
       {listing.value && (
-        <div class="scroll">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Size</th>
-                <th scope="col">
-                  <span class="visually-hidden">Action</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {listing.value.map((f) => (
-                <tr key={f.name} data-name={f.name}>
-                  <td>
-                    {f.kind === "d" ? (
-                      <button type="button" class="link" onClick={() => open(join(dir, f.name))}>
-                        {f.name}/
-                      </button>
-                    ) : (
-                      f.name
-                    )}
-                  </td>
-                  <td>{f.kind === "d" ? "—" : bytes(f.size)}</td>
-                  <td>
-                    {f.kind === "f" && (
-                      <button type="button" class="link" onClick={() => download(f.name)}>
-                        Download
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table head={["Name", "Size", ""]}>
+          {listing.value.map((f) => (
+            <tr key={f.name} data-name={f.name}>
+              <td>
+                {f.kind === "d" ? (
+                  <button type="button" class="link" onClick={() => open(join(dir, f.name))}>
+                    {f.name}/
+                  </button>
+                ) : (
+                  f.name
+                )}
+              </td>
+              <td>{f.kind === "d" ? "—" : bytes(f.size)}</td>
+              <td>
+                {f.kind === "f" && (
+                  <button type="button" class="link" onClick={() => download(f.name)}>
+                    Download
+                  </button>
+                )}
+              </td>
+            </tr>
+          ))}
+        </Table>
       )}
     </div>
   );

@@ -2,7 +2,7 @@
 import { SANDBOX_STATUSES, type SandboxStatus } from "@createos-sandbox/protocol/api";
 import { useState } from "preact/hooks";
 import type { Session } from "./app";
-import { ErrorLine, Status, age, autoPause, usePoll } from "./util";
+import { ErrorLine, Status, Table, age, autoPause, usePoll } from "./util";
 
 export function SandboxList(props: { session: Session }) {
   const [status, setStatus] = useState<SandboxStatus | "">("");
@@ -39,39 +39,24 @@ export function SandboxList(props: { session: Session }) {
       ) : value.length === 0 ? (
         <p>No sandboxes{status ? ` with status ${status}` : ""}.</p>
       ) : (
-        <div class="scroll">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Status</th>
-                <th scope="col">Shape</th>
-                <th scope="col">Rootfs</th>
-                <th scope="col">IP</th>
-                <th scope="col">Age</th>
-                <th scope="col">Auto-pause</th>
-              </tr>
-            </thead>
-            <tbody>
-              {value.map((s) => (
-                <tr key={s.id} data-id={s.id}>
-                  <td>
-                    <a href={`#/sb/${encodeURIComponent(s.id)}`}>{s.name ?? s.id}</a>
-                    <div class="sub">{s.id}</div>
-                  </td>
-                  <td>
-                    <Status status={s.status} />
-                  </td>
-                  <td>{s.shape ?? `${s.vcpu} vCPU / ${s.mem_mib} MiB`}</td>
-                  <td>{s.rootfs ?? "—"}</td>
-                  <td>{s.ip ?? "—"}</td>
-                  <td>{age(s.created_at)}</td>
-                  <td>{autoPause(s.auto_pause_after_seconds)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table head={["Name", "Status", "Shape", "Rootfs", "IP", "Age", "Auto-pause"]}>
+          {value.map((s) => (
+            <tr key={s.id} data-id={s.id}>
+              <td>
+                <a href={`#/sb/${encodeURIComponent(s.id)}`}>{s.name ?? s.id}</a>
+                <div class="sub">{s.id}</div>
+              </td>
+              <td>
+                <Status status={s.status} />
+              </td>
+              <td>{s.shape ?? `${s.vcpu} vCPU / ${s.mem_mib} MiB`}</td>
+              <td>{s.rootfs ?? "—"}</td>
+              <td>{s.ip ?? "—"}</td>
+              <td>{age(s.created_at)}</td>
+              <td>{autoPause(s.auto_pause_after_seconds)}</td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   );

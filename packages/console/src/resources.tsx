@@ -2,7 +2,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { errorText } from "./api";
 import type { Session } from "./app";
-import { ErrorLine, Status, age, usePoll } from "./util";
+import { ErrorLine, Status, Table, age, usePoll } from "./util";
 
 type Kind = "networks" | "disks" | "templates";
 type Cell = string | number | preact.JSX.Element;
@@ -82,29 +82,16 @@ export function Resources(props: { session: Session; kind: Kind }) {
       ) : value.rows.length === 0 ? (
         <p>No {props.kind} yet.</p>
       ) : (
-        <div class="scroll">
-          <table>
-            <thead>
-              <tr>
-                {value.head.map((h) => (
-                  <th key={h} scope="col">
-                    {h}
-                  </th>
-                ))}
-              </tr>
-            </thead>
-            <tbody>
-              {value.rows.map(([id, cells]) => (
-                <tr key={id}>
-                  {cells.map((c, i) => (
-                    // biome-ignore lint/suspicious/noArrayIndexKey: columns are fixed per kind
-                    <td key={i}>{c}</td>
-                  ))}
-                </tr>
+        <Table head={value.head}>
+          {value.rows.map(([id, cells]) => (
+            <tr key={id}>
+              {cells.map((c, i) => (
+                // biome-ignore lint/suspicious/noArrayIndexKey: columns are fixed per kind
+                <td key={i}>{c}</td>
               ))}
-            </tbody>
-          </table>
-        </div>
+            </tr>
+          ))}
+        </Table>
       )}
       {props.kind === "templates" && logOf && <TemplateLog session={props.session} id={logOf} />}
     </section>

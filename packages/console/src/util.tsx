@@ -1,4 +1,5 @@
 /** Small shared pieces: polling, ages, sizes, status badges, error lines. */
+import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { errorText } from "./api";
 
@@ -66,4 +67,24 @@ export function ErrorLine(props: { error: string }) {
       {props.error}
     </p>
   ) : null;
+}
+
+/** A table that scrolls sideways on narrow screens; an empty heading is an unlabelled action column. */
+export function Table(props: { head: string[]; children: ComponentChildren }) {
+  return (
+    <div class="scroll">
+      <table>
+        <thead>
+          <tr>
+            {props.head.map((h) => (
+              <th key={h} scope="col">
+                {h || <span class="visually-hidden">Action</span>}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
+  );
 }
