@@ -141,6 +141,10 @@ describe("the console in Chromium", () => {
     await page.locator("h1", { hasText: "console-e2e" }).waitFor({ timeout: T });
     await page.locator(".bar .status", { hasText: "running" }).waitFor({ timeout: T });
     await page.screenshot({ path: join(SHOTS, "detail.png") });
+    const id = decodeURIComponent(/#\/sb\/([^/]+)/.exec(page.url())![1]!);
+    const made = await call(s.url, "GET", `/v1/sandboxes/${id}`, { key: s.adminKey });
+    assert.equal(made.json.data.status, "running");
+    assert.deepEqual(made.json.data.envs, ["GREETING"]);
 
     await page.getByRole("link", { name: "terminal" }).click();
     await page.getByTestId("term-state").filter({ hasText: "connected" }).waitFor({ timeout: 30_000 });
@@ -188,13 +192,10 @@ describe("the console in Chromium", () => {
     await page.getByRole("button", { name: "Destroy…" }).click();
     await page.getByRole("button", { name: "Yes, destroy" }).click();
     await page.locator("h1", { hasText: "Sandboxes" }).waitFor();
-    const left = await call(s.url, "GET", "/v1/sandboxes", { key: s.adminKey });
-    const mine = (left.json.data.items ?? left.json.data) as { name?: string; status: string }[];
+    const gone = await call(s.url, "GET", `/v1/sandboxes/${id}`, { key: s.adminKey });
     assert.ok(
-      mine
-        .filter((x) => x.name === "console-e2e")
-        .every((x) => x.status === "destroyed" || x.status === "destroying"),
-      JSON.stringify(mine),
+      gone.status === 404 || ["destroying", "destroyed"].includes(gone.json.data.status),
+      `after destroy: ${gone.text}`,
     );
     assert.deepEqual(problems, []);
     await page.close();
