@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the system needs from Debian's archive and the npm registry, then builds the TypeScript.
+# Installs what the system needs from Debian's archive and the npm registry, then builds the TypeScript
+# and the web console. Chromium is for the console's browser tests (playwright-core drives /usr/bin/chromium;
+# no test tool downloads a browser).
 # Idempotent and quiet when everything is already there. Images (kernel, rootfs) are built later,
 # on first need, by the host daemon (`createos-sandbox images build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEB_PKGS=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 flex bison libelf-dev bc dwarves
-  golang-go fuse3 dnsmasq-base nftables iproute2 libssl-dev cpio xz-utils tmux jq openssh-client gcc libc6-dev)
+  golang-go fuse3 dnsmasq-base nftables iproute2 libssl-dev cpio xz-utils tmux jq openssh-client gcc libc6-dev
+  chromium)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,3 +28,5 @@ if [ "${1:-}" = "--clean" ]; then
   rm -rf packages/*/dist packages/*/tsconfig.tsbuildinfo
 fi
 npx tsc -b packages/protocol packages/sdk packages/hostd packages/server packages/cli >&2
+# The web console (/console): Vite bundles it into packages/console/dist, which the server serves.
+npm run --silent build -w packages/console >&2

@@ -33,8 +33,19 @@ export const ERROR_CATALOG = {
     field: "upgrade",
     message: "this endpoint needs `Connection: Upgrade` and `Upgrade: tcp-tunnel` over HTTP/1.1",
   },
+  websocket_required: {
+    status: 400,
+    field: "upgrade",
+    message:
+      "this endpoint needs a WebSocket handshake (`Upgrade: websocket`, `Sec-WebSocket-Version: 13`) over HTTP/1.1",
+  },
   auth_missing: { status: 401, field: "auth", message: "missing api key" },
   auth_invalid: { status: 401, field: "auth", message: "invalid api key" },
+  origin_not_allowed: {
+    status: 403,
+    field: "origin",
+    message: "origin {origin} may not open a terminal here; use the console at this server's own address",
+  },
   access_token_scope: {
     status: 403,
     field: "auth",
@@ -65,6 +76,11 @@ export const ERROR_CATALOG = {
     status: 403,
     field: "limit",
     message: "network limit reached ({limit}); delete one first",
+  },
+  console_not_built: {
+    status: 404,
+    field: "console",
+    message: "the web console is not built: run `npm run build -w packages/console`",
   },
   route_not_found: { status: 404, field: "route", message: "no route for {method} {path}" },
   sandbox_not_found: { status: 404, field: "sandbox", message: "sandbox {id} not found" },

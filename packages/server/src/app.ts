@@ -14,6 +14,7 @@ import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { catalogRoutes } from "./routes/catalog.js";
 import type { App } from "./routes/common.js";
+import { consoleRoutes } from "./routes/console.js";
 import { diskRoutes } from "./routes/disks.js";
 import { healthRoutes } from "./routes/health.js";
 import { hostRoutes } from "./routes/hosts.js";
@@ -22,6 +23,7 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { networkRoutes } from "./routes/networks.js";
 import { processRoutes } from "./routes/processes.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
+import { shellWsRoutes } from "./routes/shell-ws.js";
 import { streamRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
 import { Sandboxes } from "./sandboxes.js";
@@ -80,7 +82,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...templateRoutes(),
     ...sandboxRoutes(app),
     ...streamRoutes(app),
+    ...shellWsRoutes(app),
     ...metricsRoutes(app),
+    ...consoleRoutes(),
   ];
   const http = await createHttp({ cfg, store, log, metrics, routes });
   await http.fastify.listen({ port: cfg.port, host: cfg.host });

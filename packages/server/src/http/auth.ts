@@ -32,6 +32,22 @@ export class RateLimiter {
   }
 }
 
+/** The subprotocol a browser names to carry its key (Kubernetes' pattern; browsers cannot set headers). */
+export const BEARER_SUBPROTOCOL = "base64url.bearer.authorization.k8s.io.";
+
+/** The key in a `Sec-WebSocket-Protocol` list: base64url, no padding, after BEARER_SUBPROTOCOL. */
+export function subprotocolBearer(header: string | string[] | undefined): string | undefined {
+  if (typeof header !== "string") return undefined;
+  for (const p of header.split(",")) {
+    const t = p.trim();
+    if (t.startsWith(BEARER_SUBPROTOCOL)) {
+      const enc = t.slice(BEARER_SUBPROTOCOL.length);
+      return /^[A-Za-z0-9_-]+$/.test(enc) ? Buffer.from(enc, "base64url").toString("utf8") : t;
+    }
+  }
+  return undefined;
+}
+
 export class Admission {
   private readonly limiter: RateLimiter;
   /**
@@ -47,9 +63,16 @@ export class Admission {
     this.limiter = new RateLimiter(cfg.rateLimitPerSecond, cfg.rateLimitBurst);
   }
 
-  /** Resolves the credential; X-Auth-Token and X-Access-Token are consulted before X-Api-Key (protocol.md §1.2). */
+  /**
+   * Resolves the credential; X-Auth-Token and X-Access-Token are consulted before X-Api-Key (protocol.md
+   * §1.2), and a WebSocket's bearer subprotocol last.
+   */
   async authenticate(h: IncomingHttpHeaders): Promise<Principal> {
     const secret = (h["x-auth-token"] ?? h["x-access-token"] ?? h["x-api-key"]) as string | undefined;
+    return this.lookup(secret ?? subprotocolBearer(h["sec-websocket-protocol"]));
+  }
+
+  private async lookup(secret: string | undefined): Promise<Principal> {
     if (secret === undefined || secret === "") throw apiError("auth_missing");
     if (secret.length > 512) throw apiError("auth_invalid");
     const now = performance.now();

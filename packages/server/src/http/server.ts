@@ -2,8 +2,9 @@
  * The HTTP layer on Fastify: routes declared as tables (`route()` in routes/common.ts), admission (auth +
  * rate limit) as an onRequest hook, JSON bodies read by one content-type parser, schema validation by Ajv,
  * one error handler rendering every failure as JSend, request logs and metrics on each response's close.
- * `Upgrade: tcp-tunnel` requests to the shell and tunnel routes go through the same router, hooks and
- * error handler (a ServerResponse bound to the upgraded socket) until the handler accepts them.
+ * Upgrade requests (`Upgrade: tcp-tunnel` to the shell and tunnel routes, `Upgrade: websocket` to shell-ws) go
+ * through the same router, hooks and error handler (a ServerResponse bound to the upgraded socket) until the
+ * handler accepts them.
  */
 import { type IncomingMessage, type Server, ServerResponse, createServer } from "node:http";
 import type { Duplex } from "node:stream";
@@ -56,7 +57,10 @@ export interface UpgradeCtx extends Ctx {
   socket: Duplex;
   head: Buffer;
   principal: Principal;
-  /** Takes the socket over from HTTP: writes the 101 and logs the request. */
+  /**
+   * Takes the socket over from HTTP and logs the request; writes the `tcp-tunnel` 101 (a WebSocket
+   * route's library writes its own handshake).
+   */
   accept(): Duplex;
 }
 
@@ -67,8 +71,10 @@ export interface Route {
   body: "json" | "raw" | "none";
   schema?: FastifySchema;
   handler?: Handler;
-  /** Set on the routes that answer `Upgrade: tcp-tunnel`; a request that is not one is refused. */
+  /** Set on the routes that answer an upgrade; a request that is not one is refused. */
   upgrade?: (u: UpgradeCtx) => Promise<void>;
+  /** The `Upgrade:` token such a route takes (default `tcp-tunnel`). */
+  upgradeProto?: "tcp-tunnel" | "websocket";
 }
 
 declare module "fastify" {
@@ -95,7 +101,7 @@ const genReqId = (req: IncomingMessage): string => {
 const UPGRADE = Symbol("upgrade");
 type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer } };
 /** The only paths that take upgrades; any other upgrade request is refused before routing. */
-const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|tunnel\/[^/]+)\/*(\?|$)/;
+const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|shell-ws|tunnel\/[^/]+)\/*(\?|$)/;
 
 /** `?a=1&a=2&b` → `{a: "1", b: ""}`: the first value wins, as URLSearchParams.get reads it. */
 function firstValues(qs: string): Query {
@@ -225,9 +231,16 @@ function register(app: FastifyInstance, r: Route): void {
       };
       const up = (req.raw as UpgradeReq)[UPGRADE];
       if (r.upgrade) {
-        if (!up || String(req.headers.upgrade ?? "").toLowerCase() !== "tcp-tunnel")
-          throw apiError("upgrade_required");
-        await r.upgrade({ ...ctx, ...up, principal: req.principal!, accept: () => accept(reply, up.socket) });
+        const proto = r.upgradeProto ?? "tcp-tunnel";
+        if (!up || String(req.headers.upgrade ?? "").toLowerCase() !== proto)
+          throw apiError(proto === "websocket" ? "websocket_required" : "upgrade_required");
+        const own101 = proto === "tcp-tunnel";
+        await r.upgrade({
+          ...ctx,
+          ...up,
+          principal: req.principal!,
+          accept: () => accept(reply, up.socket, own101),
+        });
         return reply;
       }
       const out = await r.handler!(ctx);
@@ -239,12 +252,13 @@ function register(app: FastifyInstance, r: Route): void {
   });
 }
 
-function accept(reply: FastifyReply, socket: Duplex): Duplex {
+function accept(reply: FastifyReply, socket: Duplex, write101: boolean): Duplex {
   reply.hijack();
   reply.raw.statusCode = 101;
-  socket.write(
-    `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${reply.request.id}\r\n\r\n`,
-  );
+  if (write101)
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${reply.request.id}\r\n\r\n`,
+    );
   (reply.raw as ServerResponse & { [DONE]?: () => void })[DONE]?.();
   return socket;
 }

@@ -32,7 +32,7 @@ type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
  */
 export function route(
   spec: `${Method} /${string}`,
-  opts: Pick<Route, "auth" | "body" | "schema" | "upgrade">,
+  opts: Pick<Route, "auth" | "body" | "schema" | "upgrade" | "upgradeProto">,
   handler?: Handler,
 ): Route {
   const at = spec.indexOf(" ");

@@ -1,6 +1,6 @@
 /**
- * Managed processes and the WebSocket shell (protocol.md §2.4, §3.5): no engine support yet, so each
- * route checks the sandbox (404 stays 404) and then answers `not_implemented`.
+ * Managed processes (protocol.md §2.4): no engine support yet, so each route checks the sandbox (404 stays
+ * 404) and then answers `not_implemented`.
  */
 import { apiError } from "@createos-sandbox/protocol";
 import type { Route } from "../http/server.js";
@@ -17,7 +17,6 @@ const SUFFIXES = [
   ["POST", "/processes/:pid/resize"],
   ["POST", "/processes/:pid/signal"],
   ["GET", "/processes/:pid/wait"],
-  ["GET", "/shell-ws"],
 ] as const;
 
 export function processRoutes(app: App): Route[] {
@@ -27,13 +26,7 @@ export function processRoutes(app: App): Route[] {
       { auth: "runtime", body: method === "POST" ? "json" : "none" },
       async (ctx) => {
         await loadSandbox(app, ctx);
-        throw apiError("not_implemented", {
-          feature:
-            suffix === "/shell-ws"
-              ? "the WebSocket shell (use POST /shell with Upgrade: tcp-tunnel)"
-              : "managed processes",
-          issue: suffix === "/shell-ws" ? "browser terminal" : "managed processes",
-        });
+        throw apiError("not_implemented", { feature: "managed processes", issue: "managed processes" });
       },
     ),
   );

@@ -12,6 +12,7 @@ import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
 import { Fields, absolutePathError } from "../validate.js";
 import { type App, loadSandbox, requireRunning, route } from "./common.js";
+import { linkShell, openRuntime, openShell, typeInto } from "./pty.js";
 
 const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
 
@@ -228,53 +229,34 @@ async function streamExec(
   }
 }
 
-async function open(app: App, u: UpgradeCtx, action: string) {
-  const row = await loadSandbox(app, u);
-  requireRunning(row, action);
-  return { row, daemon: app.sandboxes.daemonFor(row) };
-}
-
 function shell(app: App) {
   return async (u: UpgradeCtx): Promise<void> => {
-    const { row, daemon } = await open(app, u, "open a shell in");
-    // The PTY opens before the 101 so a failure is still an HTTP error; the first frame resizes it.
-    const pty = await daemon.openPty(row.id, { rows: 24, cols: 80 }).catch((e) => {
-      throw mapHostdError(e, { action: "open a shell in" });
-    });
+    const { row, pty } = await openShell(app, u);
     const sock = u.accept();
-    app.sandboxes.streamOpened(row.id);
-    let closed = false;
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      app.sandboxes.streamClosed(row.id);
-      pty.stream.destroy();
-      sock.end();
-    };
+    const close = linkShell(app, row, pty, () => sock.end(), 0);
     pty.stream.on("data", (d: Buffer) => {
       if (!sock.write(d)) {
         pty.stream.pause();
         sock.once("drain", () => pty.stream.resume());
       }
     });
-    pty.stream.on("end", close);
-    pty.stream.on("error", close);
-    void pty.exited.then(close, close);
     let buf: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
       while (buf.length >= 5) {
         const type = buf[0]!;
         const len = buf.readUInt32BE(1);
-        if (len > 1024 * 1024) return close();
+        if (len > 1024 * 1024) return close(false);
         if (buf.length < 5 + len) break;
         const payload = buf.subarray(5, 5 + len);
         buf = buf.subarray(5 + len);
         if (type === 0x00) {
-          if (!pty.stream.write(payload)) {
-            sock.pause();
-            pty.stream.once("drain", () => sock.resume());
-          }
+          typeInto(
+            pty,
+            payload,
+            () => sock.pause(),
+            () => sock.resume(),
+          );
         } else if (type === 0x01 && payload.length >= 4) {
           const rows = payload.readUInt16BE(0);
           const cols = payload.readUInt16BE(2);
@@ -285,9 +267,7 @@ function shell(app: App) {
     };
     if (u.head.length) onData(u.head);
     sock.on("data", onData);
-    sock.on("end", close);
-    sock.on("close", close);
-    sock.on("error", close);
+    for (const ev of ["end", "close", "error"]) sock.on(ev, () => close(false));
   };
 }
 
@@ -296,7 +276,7 @@ function tunnel(app: App) {
     const portStr = u.params.port ?? "";
     const port = /^\d{1,5}$/.test(portStr) ? Number(portStr) : 0;
     if (port < 1 || port > 65535) throw validationError({ port: "port must be an integer in 1-65535" });
-    const { row, daemon } = await open(app, u, "open a tunnel into");
+    const { row, daemon } = await openRuntime(app, u, "open a tunnel into");
     const conn = await daemon.connectTcp(row.id, port).catch((e) => {
       const mapped = mapHostdError(e, { action: "open a tunnel into" });
       throw mapped === e ? apiError("upstream_connect_failed", { port }) : mapped;
