@@ -70,8 +70,10 @@ export function streamRoutes(app: App): Route[] {
             out.n += c.length;
             arr.push(c);
           };
+          // The host daemon counts what a buffered exec holds against the sandbox's budget (429 past it).
+          const buffered = { ...req, bufferBytes: EXEC_BUFFER_CAP };
           const r = await daemon
-            .exec(row.id, req, { onStdout: keep(out.stdout), onStderr: keep(out.stderr) }, ac.signal)
+            .exec(row.id, buffered, { onStdout: keep(out.stdout), onStderr: keep(out.stderr) }, ac.signal)
             .catch((e) => {
               throw mapHostdError(e, { action: "exec in" });
             });
@@ -182,8 +184,22 @@ async function streamExec(
       });
     }
     lastWrite = Date.now();
-    if (!res.destroyed) res.write(`${JSON.stringify(obj)}\n`);
+    return res.destroyed || res.write(`${JSON.stringify(obj)}\n`);
   };
+  // A full socket buffer: the chunk is not taken until the client reads (the guest gets no credit
+  // meanwhile, so the command slows instead of filling memory). A closed client aborts the exec.
+  const taken = (ok: boolean): Promise<void> | undefined =>
+    ok
+      ? undefined
+      : new Promise((resolve) => {
+          const done = () => {
+            res.off("drain", done);
+            res.off("close", done);
+            resolve();
+          };
+          res.on("drain", done);
+          res.on("close", done);
+        });
   const hbMs = app.cfg.execHeartbeatMs;
   const hb = setInterval(
     () => {
@@ -200,11 +216,11 @@ async function streamExec(
       {
         onStdout: (c) => {
           const s = outDec.write(c);
-          if (s) frame({ stdout: s });
+          return s ? taken(frame({ stdout: s })) : undefined;
         },
         onStderr: (c) => {
           const s = errDec.write(c);
-          if (s) frame({ stderr: s });
+          return s ? taken(frame({ stderr: s })) : undefined;
         },
       },
       ac.signal,
