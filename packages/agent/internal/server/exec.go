@@ -40,6 +40,16 @@ const drainGrace = 250 * time.Millisecond
 
 const basePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// The system CA bundle (with the build host's extra CAs, e.g. a TLS-intercepting proxy's). Node.js and
+// Bun installed from npm trust only their own built-in list unless told of it, and a plain exec reads
+// no /etc/profile.d, so every exec is told when the image has the bundle.
+const caBundle = "/etc/ssl/certs/ca-certificates.crt"
+
+var haveCABundle = func() bool {
+	_, err := os.Stat(caBundle)
+	return err == nil
+}
+
 func (ss *session) open(id uint32, payload []byte) {
 	var req openReq
 	if err := json.Unmarshal(payload, &req); err != nil {
@@ -74,6 +84,9 @@ func (s *Server) buildEnv(extra map[string]string, pty bool) []string {
 	}
 	if pty {
 		m["TERM"] = "xterm-256color"
+	}
+	if haveCABundle() {
+		m["NODE_EXTRA_CA_CERTS"] = caBundle
 	}
 	s.envMu.RLock()
 	for k, v := range s.envs {

@@ -301,3 +301,26 @@ func min(a, b int) int {
 	}
 	return b
 }
+
+func TestExecEnvNamesTheCABundleWhenPresent(t *testing.T) {
+	s := &Server{envs: map[string]string{}}
+	orig := haveCABundle
+	defer func() { haveCABundle = orig }()
+	for _, have := range []bool{true, false} {
+		haveCABundle = func() bool { return have }
+		got := envGet(s.buildEnv(nil, false), "NODE_EXTRA_CA_CERTS")
+		want := ""
+		if have {
+			want = caBundle
+		}
+		if got != want {
+			t.Errorf("bundle present=%v: NODE_EXTRA_CA_CERTS=%q, want %q", have, got, want)
+		}
+	}
+	// A sandbox's own envs still win.
+	haveCABundle = func() bool { return true }
+	s.envs["NODE_EXTRA_CA_CERTS"] = "/mine.pem"
+	if got := envGet(s.buildEnv(nil, false), "NODE_EXTRA_CA_CERTS"); got != "/mine.pem" {
+		t.Errorf("sandbox env overridden: %q", got)
+	}
+}

@@ -134,6 +134,14 @@ test("npm install of a small registry package (guest DNS, egress through the hos
     'cd "$(mktemp -d)" && npm install --no-audit --no-fund --loglevel=error is-number 2>&1 && node -e \'console.log(require("is-number")(5))\'',
   );
   assert.match(out, /^true$/m, out);
+  // A plain exec (no login shell, no /etc/profile.d) of Node's own HTTPS client trusts the system bundle
+  // too: the agent names it in every exec's environment.
+  const fetched = await run(d, id, [
+    "node",
+    "-e",
+    'fetch("https://registry.npmjs.org/is-number").then((r) => { console.log(r.status); process.exit(r.ok ? 0 : 1); })',
+  ]);
+  assert.equal(fetched.code, 0, fetched.stdout + fetched.stderr);
   // corepack fetches pnpm from the registry itself (Node's fetch: the CA comes from /etc/profile.d). The
   // version it pins, not "latest": resolving latest checks registry signatures this host's mirror omits.
   const pnpm = await run(d, id, [
