@@ -1,10 +1,18 @@
 /** Destroy a VM (live, or left behind by a crash), delete a snapshot, grow a disk. All idempotent or checked. */
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
 import { TIMEOUTS, growDisk } from "./bringup.js";
 import type { Host } from "./host.js";
-import { SANDBOX_ID_RE, SNAPSHOT_ID_RE, readVmRecord, writeVmRecord } from "./records.js";
+import {
+  SANDBOX_ID_RE,
+  SNAPSHOT_ID_RE,
+  readSnapMeta,
+  readVmRecord,
+  snapRef,
+  snapState,
+  writeVmRecord,
+} from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 
 export async function destroy(host: Host, sandboxId: string): Promise<void> {
@@ -35,6 +43,16 @@ export async function deleteSnapshot(host: Host, snapshot: SnapshotRef): Promise
     await rm(host.layout.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
   });
   await gcLayers(host);
+}
+
+/** Every complete snapshot on this host (what re-adoption kept or finished, and what pauses made since). */
+export async function listSnapshots(host: Host): Promise<SnapshotRef[]> {
+  const refs: SnapshotRef[] = [];
+  for (const name of await readdir(host.layout.snaps).catch(() => [] as string[])) {
+    const m = await readSnapMeta(host.layout.snapDir(name));
+    if (m && m.snapshot_id === name && snapState(m) === "complete") refs.push(await snapRef(host.layout, m));
+  }
+  return refs;
 }
 
 export async function resizeDisk(host: Host, sandboxId: string, diskMib: number): Promise<void> {

@@ -11,7 +11,7 @@ import { mapHostdError } from "../hosterr.js";
 import type { Route, UpgradeCtx, UpgradeRoute } from "../http/core.js";
 import type { SandboxRow } from "../store/types.js";
 import { Fields, absolutePathError } from "../validate.js";
-import { type App, loadSandbox, requireRunning, route } from "./common.js";
+import { type App, loadSandbox, route } from "./common.js";
 
 const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
 
@@ -55,7 +55,7 @@ export function streamRoutes(app: App): Route[] {
           });
         }
       }
-      requireRunning(row, "exec in");
+      await app.sandboxes.awaitRunning(row, "exec in");
       const daemon = app.sandboxes.daemonFor(row);
       const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
       const req = {
@@ -104,7 +104,7 @@ export function streamRoutes(app: App): Route[] {
       const declared = ctx.req.headers["content-length"];
       if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
       const row = await loadSandbox(app, ctx);
-      requireRunning(row, "write files to");
+      await app.sandboxes.awaitRunning(row, "write files to");
       const daemon = app.sandboxes.daemonFor(row);
       let seen = 0;
       let over = false;
@@ -136,7 +136,7 @@ export function streamRoutes(app: App): Route[] {
     route("GET /v1/sandboxes/:id/files", { auth: "runtime", body: "none" }, async (ctx) => {
       const path = filePath(ctx.query);
       const row = await loadSandbox(app, ctx);
-      requireRunning(row, "read files from");
+      await app.sandboxes.awaitRunning(row, "read files from");
       const daemon = app.sandboxes.daemonFor(row);
       const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
         throw mapHostdError(e, { action: "read files from", path });
@@ -237,7 +237,7 @@ async function streamExec(
 export function upgradeRoutes(app: App): UpgradeRoute[] {
   const open = async (u: UpgradeCtx, action: string) => {
     const row = await loadSandbox(app, { params: u.params, principal: u.principal, logFields: {} });
-    requireRunning(row, action);
+    await app.sandboxes.awaitRunning(row, action);
     return { row, daemon: app.sandboxes.daemonFor(row) };
   };
   return [
