@@ -84,16 +84,19 @@ async function recoverOne(host: Host, name: string, sdir: string): Promise<void>
     else await quarantine(layout, sdir, "no meta.json naming this snapshot", host.log);
     return;
   }
+  if (snapState(meta) === "complete") {
+    await finishFreeze(sdir, meta);
+    return checkFiles(host, sdir, meta);
+  }
   const vmDir = layout.vmDir(meta.sandbox_id);
   const rec = await readVmRecord(vmDir);
   const pid = rec ? await host.pidOfStale(vmDir, rec.launch_dir) : 0;
   const seen = rec ? { state: rec.state, from_snapshot: rec.from_snapshot, qemu_alive: pid > 0 } : undefined;
   const action = snapRecovery(snapState(meta), meta.snapshot_id, seen);
-  if (action !== "keep") host.log.warn("recovering an interrupted snapshot", { ...ids(meta), action });
+  host.log.warn("recovering an interrupted snapshot", { ...ids(meta), action });
   switch (action) {
     case "keep":
-      await finishFreeze(sdir, meta);
-      return checkFiles(host, sdir, meta);
+      return;
     case "discard":
       await rm(sdir, { recursive: true, force: true });
       await fsyncDir(layout.snaps);
