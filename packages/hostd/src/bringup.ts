@@ -184,6 +184,7 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
   undo.push(() => host.cleanupVmFiles(rec, dir));
   await mkdir(dir, { recursive: true });
   await writeVmRecord(dir, rec);
+  await host.netPool.letGo(addrs.slot);
   return { rec, dir, addrs };
 }
 

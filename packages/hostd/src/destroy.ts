@@ -9,6 +9,7 @@ import {
   SNAPSHOT_ID_RE,
   readSnapMeta,
   readVmRecord,
+  removeDir,
   snapRef,
   snapState,
   writeVmRecord,
@@ -39,9 +40,7 @@ export async function destroy(host: Host, sandboxId: string): Promise<void> {
 
 export async function deleteSnapshot(host: Host, snapshot: SnapshotRef): Promise<void> {
   if (!SNAPSHOT_ID_RE.test(snapshot.snapshot_id)) return;
-  await host.withSnapLock(snapshot.snapshot_id, async () => {
-    await rm(host.layout.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
-  });
+  await host.withSnapLock(snapshot.snapshot_id, () => removeDir(host.layout.snapDir(snapshot.snapshot_id)));
   await gcLayers(host);
 }
 

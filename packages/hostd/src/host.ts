@@ -26,7 +26,7 @@ import {
   firewallConfig,
   teardownSlot,
 } from "./net/index.js";
-import { type Layout, type VmRecord, readJson } from "./records.js";
+import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers, usedLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
@@ -320,7 +320,7 @@ export class Host {
   async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
     await this.removeCgroup(cgroupName(rec, dir));
     await this.releaseSlot(rec.slot);
-    await rm(dir, { recursive: true, force: true });
+    await removeDir(dir);
     if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
   }
@@ -334,6 +334,7 @@ export class Host {
 
   async releaseSlot(slot: number): Promise<void> {
     await teardownSlot(slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
+    await this.netPool.letGo(slot).catch(() => undefined);
     this.slots.release(slot);
   }
 

@@ -13,7 +13,15 @@ import { TIMEOUTS } from "./bringup.js";
 import { type Host, cgroupName, pidOf } from "./host.js";
 import { startResolver } from "./net/dns.js";
 import { slotAddrs, teardownSlot } from "./net/index.js";
-import { POOL_PREFIX, TRASH_PREFIX, type VmRecord, quarantine, readVmRecord } from "./records.js";
+import {
+  GONE_PREFIX,
+  POOL_PREFIX,
+  TRASH_PREFIX,
+  type VmRecord,
+  holdsNothing,
+  quarantine,
+  readVmRecord,
+} from "./records.js";
 import { recoverSnapshots } from "./snapshot/recover.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
@@ -24,6 +32,10 @@ export async function readopt(host: Host): Promise<void> {
   await recoverSnapshots(host);
   for (const name of await readdir(layout.vms)) {
     const dir = join(layout.vms, name);
+    if (name.startsWith(GONE_PREFIX)) {
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
     if (name.startsWith(TRASH_PREFIX)) {
       const rec = await readVmRecord(dir);
       if (rec) {
@@ -43,7 +55,7 @@ export async function readopt(host: Host): Promise<void> {
     if (!rec) {
       await host.killStale(dir);
       // mkdir comes before vm.json: an empty dir is a start that got no further.
-      if ((await readdir(dir).catch(() => ["?"])).length === 0) await rm(dir, { recursive: true });
+      if (await holdsNothing(dir)) await rm(dir, { recursive: true });
       else await quarantine(layout, dir, "VM dir without vm.json", host.log);
       continue;
     }

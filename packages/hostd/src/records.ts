@@ -10,7 +10,7 @@
  *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB (size cap:
  *                                          warm/cap.ts; its `used` marker is the LRU clock)
  */
-import { mkdir, open, readFile, rename, stat } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { type Accel, HostdError, type SnapshotRef, type VmSpec } from "@createos-sandbox/protocol";
 import { fsyncDir, writeJsonAtomic } from "./sys/fs.js";
@@ -111,6 +111,33 @@ export interface WarmMeta {
 export const POOL_PREFIX = "_pool-";
 /** VM dirs being deleted in the background (after a pause). */
 export const TRASH_PREFIX = "_trash-";
+/**
+ * VM and snapshot dirs whose deletion began (renamed first, so a crash mid-delete never leaves a half-
+ * deleted dir under its own name); re-adoption finishes the delete.
+ */
+export const GONE_PREFIX = "_gone-";
+
+/** Deletes a dir crash-safely: renamed aside (durably), then removed. */
+export async function removeDir(path: string): Promise<void> {
+  const aside = join(dirname(path), `${GONE_PREFIX}${basename(path)}-${Date.now().toString(36)}`);
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  await fsyncDir(dirname(path));
+  await rm(aside, { recursive: true, force: true });
+}
+
+/** Temp files of writeFileAtomic (sys/fs.ts) a crash left: never the only copy of anything. */
+export const isTempFile = (name: string) => /\.tmp-\d+-\d+$/.test(name);
+
+/** Whether a dir holds nothing but temp files (a start or pause that got no further than its mkdir). */
+export async function holdsNothing(dir: string): Promise<boolean> {
+  const names = await readdir(dir).catch(() => ["?"]);
+  return names.every(isTempFile);
+}
 
 /** Sandbox ids name directories: no separators, no leading dot or underscore (those are ours). */
 export const SANDBOX_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;

@@ -105,7 +105,11 @@ test("recoverSnapshots finishes, discards, gives back and quarantines by marker"
     await snapDir(layout, meta("s-torn", "sb-f", "complete"), ["ram", "state"]);
     await mkdir(layout.snapDir("s-nometa"));
     await writeFile(join(layout.snapDir("s-nometa"), "ram"), "x");
+    // A pause that crashed between its mkdir and its first meta.json (only a temp file), and a delete
+    // that crashed after renaming the dir aside.
     await mkdir(layout.snapDir("s-empty"));
+    await writeFile(join(layout.snapDir("s-empty"), "meta.json.tmp-12-3"), "{");
+    await snapDir(layout, meta("_gone-s-old-x1", "sb-g", "complete"), ["ram"]);
 
     await recoverSnapshots(fakeHost(layout, cleaned, warnings));
 

@@ -9,9 +9,11 @@ import { join } from "node:path";
 import type { Host } from "../host.js";
 import { slotAddrs } from "../net/index.js";
 import {
+  GONE_PREFIX,
   type SnapMeta,
   type SnapState,
   type VmRecord,
+  holdsNothing,
   quarantine,
   readSnapMeta,
   readVmRecord,
@@ -77,10 +79,11 @@ export async function recoverSnapshots(host: Host): Promise<void> {
 
 async function recoverOne(host: Host, name: string, sdir: string): Promise<void> {
   const { layout } = host;
+  if (name.startsWith(GONE_PREFIX)) return rm(sdir, { recursive: true, force: true });
   const meta = await readSnapMeta(sdir);
   if (!meta || meta.snapshot_id !== name) {
     // mkdir came first: an empty dir is a pause or fork that wrote nothing yet.
-    if ((await readdir(sdir).catch(() => ["?"])).length === 0) await rm(sdir, { recursive: true });
+    if (await holdsNothing(sdir)) await rm(sdir, { recursive: true });
     else await quarantine(layout, sdir, "no meta.json naming this snapshot", host.log);
     return;
   }

@@ -158,8 +158,8 @@ test(
         const status = st.get(id);
         if (status === "running") fire(post(id, "pause"));
         else if (status === "paused" && live.length < MAX_SANDBOXES && Math.random() < 0.3)
-          ops.push(post(id, "fork", { start_paused: Math.random() < 0.5 }));
-        else if (status === "paused") ops.push(post(id, "resume"));
+          fire(post(id, "fork", { start_paused: Math.random() < 0.5 }));
+        else if (status === "paused") fire(post(id, "resume"));
       }
       const delay = 50 + Math.floor(Math.random() * 550);
       await sleep(delay);
