@@ -9,8 +9,9 @@ echo "test: lint" >&2
 npx biome check . >&2
 mapfile -t unit < <(find packages/*/dist -name '*.test.js' ! -name '*.vm.test.js' | sort)
 mapfile -t vm < <(find packages/*/dist -name '*.vm.test.js' | sort)
-echo "test: Go agent unit tests" >&2
+echo "test: Go unit tests (guest agent, VMM jailer)" >&2
 (cd packages/agent && go test ./...) >&2
+(cd packages/hostd/jailer && go vet ./... && go test ./...) >&2
 echo "test: ${#unit[@]} unit test files" >&2
 node --test --test-concurrency=1 "${unit[@]}"
 echo "test: ${#vm[@]} VM test files" >&2

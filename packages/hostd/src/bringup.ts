@@ -96,8 +96,11 @@ export type Boot = "cold" | { restore: string };
 
 export interface Plan {
   spec: VmSpec;
-  /** A new slot, VM dir and record on this base, booted so; or a VM already placed and running (pooled). */
-  start: { base: BaseRecord; boot: Boot } | { running: Placed & { machine: Machine } };
+  /**
+   * A new slot, VM dir and record on this base, booted so; or a VM already placed and running (pooled),
+   * whose agent connection is kept when it has one (it survives the dir's rename).
+   */
+  start: { base: BaseRecord; boot: Boot } | { running: Placed & { machine: Machine; agent?: AgentLike } };
   /** Puts the VM's ram and disk.qcow2 in its dir, pushing the undo of what it did. */
   files(p: Placed, undo: Undo): Promise<void>;
   agentMs: number;
@@ -140,7 +143,8 @@ export async function bringUp(
         ? await recgroup(host, p, plan.spec, start.running.machine)
         : await boot(host, p, plan, start.boot, undo);
     sw.lap("restore");
-    const agent = await connectAgent(join(p.dir, "agent.sock"), plan.agentMs);
+    const kept = "running" in start ? start.running.agent : undefined;
+    const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
     undo.push(async () => agent.close());
     sw.lap("agent");
     const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
@@ -189,9 +193,9 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
 }
 
 /**
- * The VM's cgroup is made (with its limits) before QEMU starts, and QEMU joins it as soon as its pid
- * exists: before the restored guest runs a single instruction (a cold boot's first moments run outside).
- * The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
+ * The VM's cgroup is made (with its limits) before QEMU starts, and the jailer joins it before it execs
+ * QEMU, so the VMM never runs outside it; `inCgroup` checks that (and moves it, should the jailer not
+ * have). The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
  */
 async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
@@ -201,10 +205,10 @@ async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): P
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
   if (how === "cold") {
     await m.start();
-    await host.cgroups.enter(cg, pidAfterStart(m));
+    await inCgroup(host, cg, m);
   } else {
     await m.restore(how.restore);
-    await host.cgroups.enter(cg, pidAfterStart(m));
+    await inCgroup(host, cg, m);
     const runs = plan.guestRuns;
     if (runs) {
       await runs.mark();
@@ -215,11 +219,18 @@ async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): P
   return m;
 }
 
-/** A pooled VM becoming a sandbox keeps its cgroup, now with the sandbox's limits (its CPU quota). */
+async function inCgroup(host: Host, cg: string, m: Machine): Promise<void> {
+  if (!(await host.cgroups.contains(cg, pidAfterStart(m)))) await host.cgroups.enter(cg, pidAfterStart(m));
+}
+
+/**
+ * A pooled VM becoming a sandbox keeps its cgroup, now with the sandbox's limits (its CPU quota). QEMU
+ * is already in it (its threads were born there), so it is moved only if something took it out.
+ */
 async function recgroup(host: Host, p: Placed, spec: VmSpec, m: Machine): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
   await host.cgroups.create(cg, limitsOf(p.rec, spec));
-  await host.cgroups.enter(cg, pidAfterStart(m));
+  await inCgroup(host, cg, m);
   return m;
 }
 

@@ -24,6 +24,7 @@ import type {
   VmRuntime,
   VmSpec,
 } from "@createos-sandbox/protocol";
+import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
 import { GuestIo } from "./guestio.js";
@@ -105,6 +106,11 @@ export interface OpenOptions {
    * are evicted past it; default `$CREATEOS_SANDBOX_WARM_CACHE_MIB`, else 8192.
    */
   warmCacheMib?: number;
+  /**
+   * Size cap of the image-layer cache (`<cache>/rootfs`), MiB: least recently used rootfs files and
+   * trees no disk backs onto are evicted past it; default `$CREATEOS_SANDBOX_IMAGE_CACHE_MIB`, else 16384.
+   */
+  imageCacheMib?: number;
 }
 
 /**
@@ -151,7 +157,7 @@ export class LocalHostDaemon implements HostDaemon {
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await readopt(host);
-    host.capWarmCache();
+    capCaches(host);
     host.capConsoles(true);
     await host.netPool.init((slot) => [...host.vms.values()].some((v) => v.rec.slot === slot));
     return new LocalHostDaemon(host);
@@ -195,7 +201,9 @@ export class LocalHostDaemon implements HostDaemon {
   }
 
   async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {
+    const built = this.host.img.builtImage(name) !== undefined;
     await this.host.img.ensureImage(name, onProgress);
+    if (!built) capCaches(this.host);
   }
 
   onEvent(listener: (e: HostEvent) => void): () => void {

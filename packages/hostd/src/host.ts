@@ -15,8 +15,10 @@ import {
   type VmSpec,
 } from "@createos-sandbox/protocol";
 import { TIMEOUTS } from "./bringup.js";
+import { capCaches } from "./cachecap.js";
 import type { ImagesApi, Logger, OpenOptions } from "./daemon.js";
 import { checkDiskReserve, minFreeDiskMib, numSetting } from "./diskreserve.js";
+import { touchImage } from "./images/cap.js";
 import {
   GUEST_MAC,
   NetPool,
@@ -27,7 +29,7 @@ import {
   teardownSlot,
 } from "./net/index.js";
 import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
-import { gcLayers, usedLayers } from "./snapshot/layers.js";
+import { gcLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
@@ -36,7 +38,6 @@ import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import type { AgentLike } from "./vmm/guest.js";
 import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
-import { DEFAULT_WARM_CACHE_MIB, evictWarm } from "./warm/cap.js";
 import { WarmPool } from "./warm/pool.js";
 
 /** How often console logs are checked against their cap: a guest writes at most a few MiB/s to ttyS0. */
@@ -146,23 +147,6 @@ export class Host {
     this.pending.add(p);
   }
 
-  /** Keeps the warm-snapshot cache within its cap (warm/cap.ts), in the background; failures are logged. */
-  capWarmCache(): void {
-    this.background(async () => {
-      const env = "CREATEOS_SANDBOX_WARM_CACHE_MIB";
-      const cap = numSetting(this.opts.warmCacheMib, env, DEFAULT_WARM_CACHE_MIB);
-      const used = await usedLayers(this);
-      const pooled = this.warmPool.warmDirs();
-      const keep = (d: string) => used.has(join(d, "disk.qcow2")) || pooled.has(d);
-      const evicted = await evictWarm(this.layout.warm, cap, keep);
-      if (evicted.length > 0)
-        this.log.info("warm cache over its cap: evicted", {
-          evicted: evicted.map((d) => basename(d)),
-          cap_mib: cap,
-        });
-    });
-  }
-
   async drain(): Promise<void> {
     await Promise.all(this.pending);
   }
@@ -197,7 +181,13 @@ export class Host {
         `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,
       );
     }
-    return this.img.ensureImage(name);
+    const built = this.img.builtImage(name) !== undefined;
+    const img = await this.img.ensureImage(name);
+    // The image cache's LRU clock (images/cap.ts); a new build may have taken it over its cap.
+    if (img.rootfs.startsWith(join(this.layout.cache, "rootfs")))
+      await touchImage(img.rootfs).catch((e) => this.log.warn("image cache marker", { error: String(e) }));
+    if (!built) capCaches(this);
+    return img;
   }
 
   baseCmdline(): string {
@@ -250,7 +240,11 @@ export class Host {
       mac: GUEST_MAC,
       accel: rec.accel,
       tbSizeMib: rec.tb_size_mib,
-      jail: { ...jailIds(rec.slot), cacheDir: this.layout.cache },
+      jail: {
+        ...jailIds(rec.slot),
+        cacheDir: this.layout.cache,
+        cgroups: this.cgroups.available ? this.cgroups.dirs(cgroupName(rec, dir)) : undefined,
+      },
     };
   }
 

@@ -3,15 +3,13 @@
  * the host daemons once they are attached. `startServer()` listens at once; hosts are attached afterwards
  * (`attachHost`) so `/healthz` and `/readyz` answer while the engine opens and images build.
  */
-import { createServer } from "node:http";
-import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { HostDaemon } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
 import { type HostRef, Hosts } from "./hosts.js";
-import { HttpCore, RateLimiter } from "./http/core.js";
+import { createHttp } from "./http/server.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { catalogRoutes } from "./routes/catalog.js";
@@ -24,7 +22,7 @@ import { metricsRoutes } from "./routes/metrics.js";
 import { networkRoutes } from "./routes/networks.js";
 import { processRoutes } from "./routes/processes.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
-import { streamRoutes, upgradeRoutes } from "./routes/streams.js";
+import { streamRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
 import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
@@ -69,7 +67,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     sandboxes,
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
-    forgetSandboxCredentials: (id) => core.forget((p) => p.sandbox_id === id),
+    forgetSandboxCredentials: (id) => http.admission.forget((p) => p.sandbox_id === id),
   };
   const routes = [
     ...healthRoutes(app),
@@ -84,26 +82,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...streamRoutes(app),
     ...metricsRoutes(app),
   ];
-  // biome-ignore lint/style/useConst: assigned below; app's callback reads it after construction
-  let core: HttpCore;
-  core = new HttpCore({
-    cfg,
-    store,
-    log,
-    metrics,
-    limiter: new RateLimiter(cfg.rateLimitPerSecond, cfg.rateLimitBurst),
-    routes,
-    upgrades: upgradeRoutes(app),
-  });
-  const server: Server = createServer({ maxHeaderSize: cfg.maxHeaderBytes, requestTimeout: 0 }, core.handle);
-  server.on("upgrade", core.handleUpgrade);
-  server.on("clientError", core.handleClientError);
-  server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(cfg.port, cfg.host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const http = await createHttp({ cfg, store, log, metrics, routes });
+  await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  const port = (http.server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   scheduler.start();
   hosts.start();
@@ -157,10 +138,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       hosts.stop();
       catalog.stop();
       for (const off of unsubscribe) off();
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      });
+      await http.fastify.close();
       await store.close();
       log.flush();
     },

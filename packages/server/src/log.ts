@@ -1,12 +1,13 @@
 /**
- * Structured JSON logs, one object per line on stdout.
+ * Structured JSON logs through pino, one object per line on stdout: `{"level":"info","ts":…,"msg":…,…}`.
+ * The message goes first in the merge object so log lines read (and grep) as `"msg":"listening",…`.
  *
- * Request lines are buffered and flushed every 100 ms (or at 64 KiB): at thousands of requests per second a
- * write per line — a syscall each — would cost more than the request itself. Lines at warn/error and the
- * "listening" line are flushed at once, and the buffer is flushed on exit, so a crash report or a test
- * reading the port never misses them.
+ * stdout is written asynchronously (sonic-boom coalesces lines while a write is in flight): at thousands of
+ * requests per second a write per line would cost more than the request. `now()` and warn/error lines
+ * flush at once, and pino flushes the rest on exit, so a crash report or a test reading the port never
+ * misses them.
  */
-export type Level = "debug" | "info" | "warn" | "error";
+import pino from "pino";
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -17,46 +18,49 @@ export interface Logger {
   flush(): void;
 }
 
-const SECRET_KEYS =
-  /^(x-api-key|x-access-token|x-auth-token|authorization|cookie|api_key|key|token|secret|secret_key|access_key|envs|env|credentials)$/i;
+/** Values under credential-like keys never reach the log (top-level keys, as the fields are flat). */
+const SECRET_KEYS = (
+  "x-api-key x-access-token x-auth-token authorization cookie api_key key token secret secret_key access_key " +
+  "envs env credentials"
+).split(" ");
+const REDACT_PATHS = [...SECRET_KEYS, ...SECRET_KEYS.map((k) => k.toUpperCase())].map(
+  (k) => `[${JSON.stringify(k)}]`,
+);
 
-/** Values under credential-like keys never reach the log. */
-function redact(fields: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(fields)) {
-    if (v === undefined) continue;
-    if (SECRET_KEYS.test(k)) out[k] = "[redacted]";
-    else if (v instanceof Error) out[k] = { message: v.message, stack: v.stack };
-    else out[k] = v;
-  }
-  return out;
-}
+const errorFields = (v: unknown) => (v instanceof Error ? { message: v.message, stack: v.stack } : v);
 
-export function createLogger(write: (s: string) => void = (s) => process.stdout.write(s)): Logger {
-  let buf = "";
-  let scheduled = false;
+export function createLogger(write?: (s: string) => void): Logger {
+  const dest = write ? { write } : pino.destination({ sync: false });
+  const p = pino(
+    {
+      base: null,
+      formatters: { level: (label) => ({ level: label }) },
+      timestamp: () => `,"ts":"${new Date().toISOString()}"`,
+      redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+      serializers: { err: errorFields, error: errorFields },
+    },
+    dest,
+  );
   const flush = () => {
-    scheduled = false;
-    if (buf) {
-      const s = buf;
-      buf = "";
-      write(s);
+    if ("flushSync" in dest) {
+      try {
+        dest.flushSync();
+      } catch {
+        // A write is still in flight or the fd is not open yet: sonic-boom delivers it on its own.
+      }
     }
   };
-  const line = (level: Level, msg: string, fields: Record<string, unknown> | undefined, sync: boolean) => {
-    buf += `${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...(fields ? redact(fields) : {}) })}\n`;
-    if (sync || buf.length > 65536) flush();
-    else if (!scheduled) {
-      scheduled = true;
-      setTimeout(flush, 100).unref();
-    }
+  const line = (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) =>
+    p[level]({ msg, ...fields });
+  const synced = (level: "info" | "warn" | "error") => (m: string, f?: Record<string, unknown>) => {
+    line(level, m, f);
+    flush();
   };
-  process.once("exit", flush);
   return {
-    info: (m, f) => line("info", m, f, false),
-    warn: (m, f) => line("warn", m, f, true),
-    error: (m, f) => line("error", m, f, true),
-    now: (m, f) => line("info", m, f, true),
+    info: (m, f) => line("info", m, f),
+    warn: synced("warn"),
+    error: synced("error"),
+    now: synced("info"),
     flush,
   };
 }

@@ -1,83 +1,81 @@
-/** Prometheus text exposition, written by hand: counters and fixed-bucket histograms keyed by label sets. */
+/** Prometheus metrics through prom-client: our request, VM-operation and sandbox series plus process defaults. */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const VM_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
 
-class Histogram {
-  readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(readonly buckets: number[]) {}
-  observe(labels: string, v: number): void {
-    let s = this.series.get(labels);
-    if (!s) {
-      s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
-      this.series.set(labels, s);
-    }
-    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) s.counts[i]!++;
-    s.sum += v;
-    s.count++;
+function memo<T>(m: Map<string, unknown>, key: string, make: () => T): T {
+  let v = m.get(key) as T | undefined;
+  if (v === undefined) {
+    v = make();
+    m.set(key, v);
   }
-  render(name: string, help: string): string {
-    let out = `# HELP ${name} ${help}\n# TYPE ${name} histogram\n`;
-    for (const [labels, s] of this.series) {
-      const sep = labels ? "," : "";
-      this.buckets.forEach((b, i) => {
-        out += `${name}_bucket{${labels}${sep}le="${b}"} ${s.counts[i]}\n`;
-      });
-      out += `${name}_bucket{${labels}${sep}le="+Inf"} ${s.count}\n`;
-      out += `${name}_sum{${labels}} ${s.sum}\n${name}_count{${labels}} ${s.count}\n`;
-    }
-    return out;
-  }
+  return v;
 }
 
-const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-
 export class Metrics {
-  private readonly requests = new Map<string, number>();
-  private readonly latency = new Histogram(LATENCY_BUCKETS);
-  private readonly vmOps = new Histogram(VM_BUCKETS);
-  private readonly vmOpErrors = new Map<string, number>();
+  readonly registry = new Registry();
+  private readonly requests = new Counter({
+    name: "createos_http_requests_total",
+    help: "HTTP requests by route, method and status.",
+    labelNames: ["route", "method", "status"],
+    registers: [this.registry],
+  });
+  private readonly latency = this.histogram(
+    "createos_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["route", "method"],
+    LATENCY_BUCKETS,
+  );
+  private readonly vmOps = this.histogram(
+    "createos_vm_operation_duration_seconds",
+    "Host daemon operations by kind and result.",
+    ["op", "result"],
+    VM_BUCKETS,
+  );
+  private readonly vmOpErrors = new Counter({
+    name: "createos_vm_operation_errors_total",
+    help: "Failed host daemon operations.",
+    labelNames: ["op"],
+    registers: [this.registry],
+  });
+  private readonly gauges = new Map<string, Gauge>();
+  /** Label-bound series per (method, route[, status]), resolved once: this runs on every request. */
+  private readonly bound = new Map<string, unknown>();
 
-  /** Label strings per (route, method[, status]), built once: this runs on every request. */
-  private readonly labels = new Map<string, { series: string; perStatus: Map<number, string> }>();
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  private histogram(name: string, help: string, labelNames: string[], buckets: number[]): Histogram {
+    return new Histogram({ name, help, labelNames, buckets, registers: [this.registry] });
+  }
+
+  private gauge(name: string, help: string, labelNames: string[] = []): Gauge {
+    return memo(this.gauges, name, () => new Gauge({ name, help, labelNames, registers: [this.registry] }));
+  }
 
   request(route: string, method: string, status: number, seconds: number): void {
     const id = `${method} ${route}`;
-    let l = this.labels.get(id);
-    if (!l) {
-      l = { series: `route="${esc(route)}",method="${method}"`, perStatus: new Map() };
-      this.labels.set(id, l);
-    }
-    let key = l.perStatus.get(status);
-    if (!key) {
-      key = `${l.series},status="${status}"`;
-      l.perStatus.set(status, key);
-    }
-    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
-    this.latency.observe(l.series, seconds);
+    memo(this.bound, `${id} ${status}`, () => this.requests.labels(route, method, String(status))).inc();
+    memo(this.bound, id, () => this.latency.labels(route, method)).observe(seconds);
   }
 
   vmOp(op: string, ok: boolean, seconds: number): void {
-    this.vmOps.observe(`op="${op}",result="${ok ? "ok" : "error"}"`, seconds);
-    if (!ok) this.vmOpErrors.set(op, (this.vmOpErrors.get(op) ?? 0) + 1);
+    this.vmOps.labels(op, ok ? "ok" : "error").observe(seconds);
+    if (!ok) this.vmOpErrors.labels(op).inc();
   }
 
-  render(sandboxesByState: Record<string, number>, extra: Record<string, number>): string {
-    let out = "# HELP createos_http_requests_total HTTP requests by route, method and status.\n";
-    out += "# TYPE createos_http_requests_total counter\n";
-    for (const [k, v] of this.requests) out += `createos_http_requests_total{${k}} ${v}\n`;
-    out += this.latency.render("createos_http_request_duration_seconds", "HTTP request latency by route.");
-    out += "# HELP createos_sandboxes Sandboxes by state (all tenants).\n# TYPE createos_sandboxes gauge\n";
-    for (const [state, n] of Object.entries(sandboxesByState))
-      out += `createos_sandboxes{state="${state}"} ${n}\n`;
-    out += this.vmOps.render(
-      "createos_vm_operation_duration_seconds",
-      "Host daemon operations by kind and result.",
-    );
-    out += "# HELP createos_vm_operation_errors_total Failed host daemon operations.\n";
-    out += "# TYPE createos_vm_operation_errors_total counter\n";
-    for (const [op, n] of this.vmOpErrors) out += `createos_vm_operation_errors_total{op="${op}"} ${n}\n`;
-    for (const [name, v] of Object.entries(extra)) out += `# TYPE ${name} gauge\n${name} ${v}\n`;
-    return out;
+  /** The exposition text, with the gauges read at scrape time. */
+  async render(sandboxesByState: Record<string, number>, extra: Record<string, number>): Promise<string> {
+    const byState = this.gauge("createos_sandboxes", "Sandboxes by state (all tenants).", ["state"]);
+    byState.reset();
+    for (const [state, n] of Object.entries(sandboxesByState)) byState.labels(state).set(n);
+    for (const [name, v] of Object.entries(extra)) this.gauge(name, name.replace(/_/g, " ")).set(v);
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
   }
 }

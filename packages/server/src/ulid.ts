@@ -1,33 +1,12 @@
-import { randomBytes } from "node:crypto";
-
-const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+import { encodeTime, ulid as randomUlid } from "ulid";
 
 /**
- * A ULID: 48 bits of millisecond time then 80 random bits, Crockford base32, 26 characters.
- * Ids sort by creation time, which keeps list pages stable and index inserts append-only.
+ * A ULID (the `ulid` package): 48 bits of millisecond time then 80 random bits, Crockford base32, 26
+ * characters. Ids sort by creation time, which keeps list pages stable and index inserts append-only. The
+ * time part is encoded here because the package reads a time of 0 as "now".
  */
 export function ulid(now: number = Date.now()): string {
-  let out = "";
-  let t = now;
-  // 10 chars × 5 bits = 50 bits; the top 2 are always zero for 48-bit times.
-  for (let i = 0; i < 10; i++) {
-    out = CROCKFORD[t % 32] + out;
-    t = Math.floor(t / 32);
-  }
-  const rnd = randomBytes(10);
-  // 80 bits → 16 chars of 5 bits, read big-endian across the byte boundary.
-  let acc = 0;
-  let bits = 0;
-  for (const byte of rnd) {
-    acc = (acc << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      out += CROCKFORD[(acc >> bits) & 31];
-    }
-    acc &= (1 << bits) - 1;
-  }
-  return out;
+  return encodeTime(now, 10) + randomUlid().slice(10);
 }
 
 export const newSandboxId = (): string => `sb-${ulid().toLowerCase()}`;

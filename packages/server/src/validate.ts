@@ -1,9 +1,13 @@
 /**
- * Input schemas: one parse function per endpoint body/query, built from the small field readers below.
- * Every failure names its field; all failures of one body are reported together.
+ * Input checks. Queries and path parameters are JSON Schemas (TypeBox, so each route's types come from the
+ * same source) compiled by Ajv; their failures are mapped to the field-level reasons below. Bodies are read
+ * with the small field readers (`Fields`), which also run the grammar checks (egress rules, SSH keys, envs)
+ * a schema cannot phrase. Every failure names its field; all failures of one body are reported together.
  */
 import { isIP } from "node:net";
-import { validationError } from "@createos-sandbox/protocol";
+import { type ApiError, validationError } from "@createos-sandbox/protocol";
+import { type Static, Type } from "@sinclair/typebox";
+import { Ajv, type ErrorObject } from "ajv";
 
 export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const RESOURCE_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -237,26 +241,40 @@ export function absolutePathError(p: string | null, field = "path"): Record<stri
   return undefined;
 }
 
+/** Ajv for route schemas: every failure reported (not just the first), messages from `x-msg`. */
+export const schemaAjv = new Ajv({ allErrors: true, strict: false, verbose: true, coerceTypes: false });
+
+/** Ajv failures as one field-level 400: the first failure of each field, in our words. */
+export function schemaErrors(errors: ErrorObject[]): ApiError {
+  const out: Record<string, string> = {};
+  for (const e of errors) {
+    const path = e.instancePath.split("/").slice(1);
+    if (e.keyword === "required") path.push((e.params as { missingProperty: string }).missingProperty);
+    const field = path.join(".") || "body";
+    const name = path.at(-1) ?? "body";
+    const custom = (e.parentSchema as { "x-msg"?: string } | undefined)?.["x-msg"];
+    out[field] ??=
+      e.keyword === "required" ? `${name} is required` : (custom ?? `${name} ${e.message ?? "is invalid"}`);
+  }
+  return validationError(out);
+}
+
+const uint = (name: string) =>
+  Type.Optional(Type.String({ pattern: "^(\\d{1,9})?$", "x-msg": `${name} must be a non-negative integer` }));
+
+/** `?limit=&offset=` of every list route. */
+export const PageQuery = Type.Object({ limit: uint("limit"), offset: uint("offset") });
+
+/** `?path=` of the file routes: an absolute path (the message names what is wrong with it). */
+export const FileQuery = Type.Object({ path: Type.Optional(Type.String()) });
+
 export interface PageParams {
   limit: number;
   offset: number;
 }
 
-/** `limit` (default 50, clamped to 500) and `offset` (default 0); junk is a 400, not a silent default. */
-export function pageParams(q: URLSearchParams): PageParams {
-  const errs: Record<string, string> = {};
-  const read = (name: string, def: number): number => {
-    const raw = q.get(name);
-    if (raw === null || raw === "") return def;
-    if (!/^\d{1,9}$/.test(raw)) {
-      errs[name] = `${name} must be a non-negative integer`;
-      return def;
-    }
-    return Number(raw);
-  };
-  let limit = read("limit", 50);
-  const offset = read("offset", 0);
-  if (Object.keys(errs).length) throw validationError(errs);
-  if (limit === 0) limit = 50;
-  return { limit: Math.min(limit, 500), offset };
+/** `limit` (default 50, clamped to 500) and `offset` (default 0) of a query `PageQuery` has checked. */
+export function pageParams(q: Static<typeof PageQuery>): PageParams {
+  const limit = q.limit ? Number(q.limit) : 50;
+  return { limit: Math.min(limit || 50, 500), offset: q.offset ? Number(q.offset) : 0 };
 }

@@ -117,33 +117,26 @@ export class Cgroups {
     if (!this.available) return;
     checkName(name);
     if (this.mode === "v2") await this.enableV2Controllers();
-    for (const d of this.dirs(name)) await mkdir(d, { recursive: true }).catch((e) => fail("create", d, e));
+    await Promise.all(
+      this.dirs(name).map((d) => mkdir(d, { recursive: true }).catch((e) => fail("create", d, e))),
+    );
     if (this.mode === "v1") await this.limitsV1(name, limits);
     else await this.limitsV2(name, limits);
   }
 
+  // The hierarchies are independent, so their files are written at once (each in its own order).
   private async limitsV1(name: string, l: CgroupLimits): Promise<void> {
     const cpu = this.dir("cpu", name) as string;
-    await put(join(cpu, "cpu.cfs_period_us"), String(CFS_PERIOD_US));
-    await put(join(cpu, "cpu.cfs_quota_us"), String(Math.round((l.cpuQuotaPct * CFS_PERIOD_US) / 100)));
     const mem = this.dir("memory", name) as string;
-    // memsw (RAM + swap) may never be below the RAM limit: raise memsw first, lower it last.
-    const memsw = join(mem, "memory.memsw.limit_in_bytes");
-    const cur = Number(readFileSafe(join(mem, "memory.limit_in_bytes")).trim());
-    const raising = Number.isFinite(cur) && l.memBytes > cur;
-    if (raising) await putIfExists(memsw, String(l.memBytes));
-    await put(join(mem, "memory.limit_in_bytes"), String(l.memBytes));
-    if (!raising) await putIfExists(memsw, String(l.memBytes));
-    await putIfExists(join(mem, "memory.swappiness"), "0");
-    // Charges do not move with QEMU (move_charge_at_immigrate is refused by current kernels): RAM-file
-    // pages the daemon's copy brought in stay the daemon's; every page the guest touches after is the VM's.
-    await put(join(this.dir("pids", name) as string, "pids.max"), String(l.pidsMax));
     const blkio = this.dir("blkio", name);
-    if (blkio) {
-      // CFQ's blkio.weight is gone from current kernels; BFQ's takes its place.
-      const w = ["blkio.weight", "blkio.bfq.weight"].map((f) => join(blkio, f)).find((f) => existsSync(f));
-      if (w) await put(w, String(Math.max(10, l.ioWeight)));
-    }
+    await Promise.all([
+      put(join(cpu, "cpu.cfs_period_us"), String(CFS_PERIOD_US)).then(() =>
+        put(join(cpu, "cpu.cfs_quota_us"), String(Math.round((l.cpuQuotaPct * CFS_PERIOD_US) / 100))),
+      ),
+      memoryV1(mem, l.memBytes),
+      put(join(this.dir("pids", name) as string, "pids.max"), String(l.pidsMax)),
+      blkio ? blkioV1(blkio, l.ioWeight) : undefined,
+    ]);
   }
 
   private async limitsV2(name: string, l: CgroupLimits): Promise<void> {
@@ -168,12 +161,15 @@ export class Cgroups {
     await put(join(d, "cgroup.subtree_control"), want);
   }
 
-  /** Moves `pid` (all its threads) into the VM's cgroup and checks that it arrived. */
+  /**
+   * Moves `pid` (all its threads) into the VM's cgroup and checks that it arrived. The hierarchies are
+   * written at once: a v1 migration waits out an RCU grace period, and concurrent ones share it.
+   */
   async enter(name: string, pid: number): Promise<void> {
     if (!this.available) return;
     checkName(name);
+    await Promise.all(this.dirs(name).map((d) => put(join(d, "cgroup.procs"), String(pid))));
     for (const d of this.dirs(name)) {
-      await put(join(d, "cgroup.procs"), String(pid));
       if (!(await procsOf(d)).includes(pid))
         throw new HostdError("internal", `cgroup: pid ${pid} is not in ${d} after moving it there`);
     }
@@ -205,24 +201,7 @@ export class Cgroups {
   async remove(name: string): Promise<void> {
     if (!this.available) return;
     checkName(name);
-    for (const d of this.dirs(name)) {
-      if (!existsSync(d)) continue;
-      for (let i = 0; i < 200; i++) {
-        const pids = await procsOf(d);
-        if (pids.length === 0) break;
-        for (const p of pids) {
-          try {
-            process.kill(p, "SIGKILL");
-          } catch {
-            // already gone
-          }
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      await rmdir(d).catch((e) => {
-        if (errno(e) !== "ENOENT") fail("remove", d, e);
-      });
-    }
+    await Promise.all(this.dirs(name).map((d) => removeDir(d)));
   }
 
   /** Names of the VM cgroups under this daemon's parent (for leftover cleanup on start). */
@@ -260,6 +239,44 @@ export class Cgroups {
       return String((e as Error).message);
     }
   }
+}
+
+async function removeDir(d: string): Promise<void> {
+  if (!existsSync(d)) return;
+  for (let i = 0; i < 200; i++) {
+    const pids = await procsOf(d);
+    if (pids.length === 0) break;
+    for (const p of pids) {
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await rmdir(d).catch((e) => {
+    if (errno(e) !== "ENOENT") fail("remove", d, e);
+  });
+}
+
+async function memoryV1(mem: string, memBytes: number): Promise<void> {
+  // memsw (RAM + swap) may never be below the RAM limit: raise memsw first, lower it last.
+  const memsw = join(mem, "memory.memsw.limit_in_bytes");
+  const cur = Number(readFileSafe(join(mem, "memory.limit_in_bytes")).trim());
+  const raising = Number.isFinite(cur) && memBytes > cur;
+  if (raising) await putIfExists(memsw, String(memBytes));
+  await put(join(mem, "memory.limit_in_bytes"), String(memBytes));
+  if (!raising) await putIfExists(memsw, String(memBytes));
+  await putIfExists(join(mem, "memory.swappiness"), "0");
+  // Charges do not move with QEMU (move_charge_at_immigrate is refused by current kernels): RAM-file
+  // pages the daemon's copy brought in stay the daemon's; every page the guest touches after is the VM's.
+}
+
+async function blkioV1(blkio: string, ioWeight: number): Promise<void> {
+  // CFQ's blkio.weight is gone from current kernels; BFQ's takes its place.
+  const w = ["blkio.weight", "blkio.bfq.weight"].map((f) => join(blkio, f)).find((f) => existsSync(f));
+  if (w) await put(w, String(Math.max(10, ioWeight)));
 }
 
 function checkName(name: string): void {

@@ -9,19 +9,16 @@ import { closeSync, openSync } from "node:fs";
 import { SysError, inNetns } from "./run.js";
 
 export interface Detached {
-  /** The program's pid (`ip netns exec` execs it, never forks). */
+  /** The program's pid. */
   pid: number;
   /** Settles when the program exits (the jailer: once the VMM is forked off, or when setting it up failed). */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /** Starts `cmd` detached (own session, stdin /dev/null, stdout and stderr appended to `logPath`). */
-export function spawnDetached(
-  cmd: string,
-  args: string[],
-  opts: { netns?: string; logPath: string },
-): Promise<Detached> {
-  const [file, argv] = inNetns(cmd, args, opts.netns);
+export function spawnDetached(cmd: string, args: string[], opts: { logPath: string }): Promise<Detached> {
+  // No `ip netns exec` wrapper: the jailer enters the VM's network namespace itself.
+  const [file, argv] = [cmd, args];
   const log = openSync(opts.logPath, "a", 0o600);
   return new Promise((resolve, reject) => {
     const child = spawn(file, argv, { stdio: ["ignore", log, log], detached: true });

@@ -38,12 +38,18 @@ test("backingChain: every layer below a qcow2 overlay, relative names resolved, 
   }
 });
 
-test("jailArgv: root, pidfile, ids, mounts by kind, then the program", () => {
+test("jailArgv: root, pidfile, ids, cgroups, mounts by kind, then the program", () => {
   assert.deepEqual(
     jailArgv(
       "/c/jailer/h/createos-jailer",
       { uid: 7, gid: 8, pidfile: "/v/qemu.pid" },
-      { ro: ["/k"], rw: ["/v"], dev: ["/dev/null"] },
+      {
+        cg: ["/cg/cpu/v", "/cg/memory/v"],
+        netns: "/run/netns/n",
+        ro: ["/k"],
+        rw: ["/v"],
+        dev: ["/dev/null"],
+      },
       "/usr/bin/qemu",
       ["-S"],
     ),
@@ -52,6 +58,12 @@ test("jailArgv: root, pidfile, ids, mounts by kind, then the program", () => {
       "/v/qemu.pid",
       "7",
       "8",
+      "cg",
+      "/cg/cpu/v",
+      "cg",
+      "/cg/memory/v",
+      "netns",
+      "/run/netns/n",
       "ro",
       "/k",
       "rw",

@@ -1,9 +1,11 @@
 /**
  * The jail every QEMU runs in (model: Firecracker's jailer). The host daemon is root; QEMU never is:
  *
- *   ip netns exec csb-<slot>            the sandbox's network namespace (net/index.ts)
- *     createos-jailer …                 jailer/jailer.c, compiled once per source version into the cache:
- *       new mount + pid namespaces      QEMU is pid 1 of its own pid namespace; the host sees its real pid
+ *   createos-jailer …                   jailer/ (Go), built once per source version into the cache
+ *     launcher (host namespaces)        joins the VM's cgroup (sys/cgroup.ts), so QEMU is born in it; enters
+ *                                       /run/netns/csb-<slot> (net/index.ts); re-executes itself into
+ *                                       new mount + pid namespaces; writes the jail's host pid, exits
+ *     jail (pid 1 of its pid ns)        QEMU keeps that pid: the host sees its real one in qemu.pid
  *       pivot_root into a 1 MiB tmpfs   holding only /usr (read-only: QEMU's binary, libraries, firmware),
  *                                       the kernel and every disk layer below the VM's own (read-only),
  *                                       the VM dir (RAM file, top disk layer, sockets, console), and the
@@ -20,14 +22,14 @@
  * uid just before launch. The host daemon still reaches everything (it is root), and everything in the
  * VM dir is deleted with it.
  */
-import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { chmod, chown, mkdir, open, rename, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, open, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HostdError } from "@createos-sandbox/protocol";
+import { goBuild } from "../images/agent.js";
+import { hashTree } from "../images/util.js";
 import { SingleFlight } from "../sys/fs.js";
-import { run } from "../sys/index.js";
 
 export const DEFAULT_UID_BASE = 200_000;
 
@@ -45,27 +47,29 @@ export interface JailConfig {
   gid: number;
   /** Image cache: the compiled jailer lives in `<cache>/jailer/<hash>/`. */
   cacheDir: string;
+  /** The VM's cgroup directories (one per hierarchy), joined by the jailer before QEMU exists. */
+  cgroups?: string[];
 }
 
-/** `packages/hostd/jailer/jailer.c`: the same relative path from `src/vmm/` and `dist/vmm/`. */
-export function jailerSource(): string {
-  return fileURLToPath(new URL("../../jailer/jailer.c", import.meta.url));
+/** `packages/hostd/jailer/` (a Go module): the same relative path from `src/vmm/` and `dist/vmm/`. */
+export function jailerSourceDir(): string {
+  return fileURLToPath(new URL("../../jailer/", import.meta.url));
 }
 
 const builds = new SingleFlight<string>();
 
-/** The jailer binary for this source version, compiled on first use (`cc`, ~1 s), shared by data dirs. */
+/**
+ * The jailer binary for this source version, built on first use (`go build`, static, standard library
+ * only — like the guest agent), shared by data dirs.
+ */
 export function ensureJailer(cacheDir: string): Promise<string> {
-  const src = jailerSource();
-  const hash = createHash("sha256").update(readFileSync(src)).digest("hex").slice(0, 16);
-  const dir = join(cacheDir, "jailer", hash);
+  const src = jailerSourceDir();
+  const dir = join(cacheDir, "jailer", hashTree(src).slice(0, 16));
   const bin = join(dir, "createos-jailer");
   if (existsSync(bin)) return Promise.resolve(bin);
   return builds.do(bin, async () => {
     await mkdir(join(dir, "root"), { recursive: true, mode: 0o755 });
-    const tmp = `${bin}.${process.pid}.tmp`;
-    await run("cc", ["-O2", "-Wall", "-o", tmp, src], { timeoutMs: 120_000 });
-    await rename(tmp, bin);
+    await goBuild(src, ".", bin);
     return bin;
   });
 }
@@ -103,14 +107,17 @@ export async function backingChain(image: string): Promise<string[]> {
   throw new HostdError("internal", `disk ${image}: backing chain deeper than 64`);
 }
 
-/** What the VMM may open, besides /usr: read-only files, its writable dir, device nodes. */
+/** What the VMM may open, besides /usr: read-only files, its writable dir, device nodes; where it runs. */
 export interface JailMounts {
+  cg?: string[];
+  /** The network namespace (a /run/netns path) the VMM runs in. */
+  netns?: string;
   ro: string[];
   rw: string[];
   dev: string[];
 }
 
-/** The launch argv: `createos-jailer ROOT PIDFILE UID GID ro … rw … dev … -- qemu-system-… args`. */
+/** The launch argv: `createos-jailer ROOT PIDFILE UID GID cg … netns … ro … rw … dev … -- qemu args`. */
 export function jailArgv(
   jailer: string,
   j: { uid: number; gid: number; pidfile: string },
@@ -119,6 +126,8 @@ export function jailArgv(
   args: string[],
 ): string[] {
   const mounts = [
+    ...(m.cg ?? []).flatMap((p) => ["cg", p]),
+    ...(m.netns ? ["netns", m.netns] : []),
     ...m.ro.flatMap((p) => ["ro", p]),
     ...m.rw.flatMap((p) => ["rw", p]),
     ...m.dev.flatMap((p) => ["dev", p]),

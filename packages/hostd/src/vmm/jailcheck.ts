@@ -31,7 +31,7 @@ async function jailerCheck(cacheDir: string): Promise<Check> {
   try {
     jailer = await ensureJailer(cacheDir);
   } catch (e) {
-    return { check, ok: false, detail: `cannot build the jailer (needs cc): ${(e as Error).message}` };
+    return { check, ok: false, detail: `cannot build the jailer (needs go): ${(e as Error).message}` };
   }
   const dir = await mkdtemp(join(tmpdir(), "csb-jailcheck-"));
   try {

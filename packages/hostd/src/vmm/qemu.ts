@@ -105,6 +105,8 @@ class QemuMachine implements Machine {
     const jailer = await ensureJailer(c.jail.cacheDir);
     await ownVmFiles(c.dir, { ram: c.ramPath, others: [c.diskPath, this.paths.console] }, c.jail);
     const mounts = {
+      cg: c.jail.cgroups,
+      netns: c.netns ? `/run/netns/${c.netns}` : undefined,
       ro: [c.kernel, ...(await backingChain(c.diskPath))],
       rw: [c.dir],
       dev: [
@@ -122,7 +124,7 @@ class QemuMachine implements Machine {
       qemuArgs(c, this.paths, { incoming }),
     );
     const logPath = join(c.dir, "qemu.log");
-    const launcher = await spawnDetached(jailer, argv, { netns: c.netns, logPath });
+    const launcher = await spawnDetached(jailer, argv, { logPath });
     // The jailer exits once the jailed QEMU is forked off (pid 1 of its own pid namespace); the pid the
     // host sees is in the pidfile it wrote.
     const { code, signal: sig } = await launcher.exited;

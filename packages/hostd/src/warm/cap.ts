@@ -6,9 +6,9 @@
  * create of its shape (one cold boot), so eviction only costs time, never data. References are this
  * daemon's: daemons sharing one cache dir need their own caches, or a cap above what they all use.
  */
-import { randomUUID } from "node:crypto";
-import { readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { pickEvictions, removeAway, touchMarker } from "../sys/lru.js";
 
 export const DEFAULT_WARM_CACHE_MIB = 8192;
 /** An entry touched this recently may be in use by a create that has not recorded its VM yet. */
@@ -22,13 +22,8 @@ export interface WarmEntry {
 }
 
 /** Marks the entry in `dir` as used now (the LRU clock). */
-export async function touchWarm(dir: string): Promise<void> {
-  const marker = join(dir, "used");
-  const t = new Date();
-  await utimes(marker, t, t).catch(async (e: NodeJS.ErrnoException) => {
-    if (e.code === "ENOENT") await writeFile(marker, "");
-    else throw e;
-  });
+export function touchWarm(dir: string): Promise<void> {
+  return touchMarker(join(dir, "used"));
 }
 
 async function usedAt(dir: string): Promise<number> {
@@ -64,19 +59,12 @@ export async function evictWarm(
   referenced: (dir: string) => boolean,
   opts: { minIdleMs?: number; now?: number } = {},
 ): Promise<string[]> {
-  const entries = await listWarm(root);
-  let total = entries.reduce((n, e) => n + e.bytes, 0);
-  const cap = capMib * 2 ** 20;
+  const entries = (await listWarm(root)).map((e) => ({ ...e, path: e.dir }));
   const idleBefore = (opts.now ?? Date.now()) - (opts.minIdleMs ?? WARM_MIN_IDLE_MS);
   const evicted: string[] = [];
-  for (const e of entries.sort((a, b) => a.usedAt - b.usedAt)) {
-    if (total <= cap) break;
-    if (referenced(e.dir) || e.usedAt > idleBefore) continue;
-    const away = `${e.dir}.evict-${randomUUID().slice(0, 8)}`;
-    await rename(e.dir, away);
-    await rm(away, { recursive: true, force: true });
-    total -= e.bytes;
-    evicted.push(e.dir);
+  for (const e of pickEvictions(entries, capMib * 2 ** 20, referenced, idleBefore)) {
+    await removeAway(e.path);
+    evicted.push(e.path);
   }
   return evicted;
 }

@@ -9,6 +9,7 @@ import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Accel, VmRuntime, VmSpec } from "@createos-sandbox/protocol";
 import { DEFAULT_TB_SIZE_MIB, MIB, TIMEOUTS, bringUp, growDisk } from "../bringup.js";
+import { capCaches } from "../cachecap.js";
 import { type Host, type VmParts, runtimeOf } from "../host.js";
 import { type WarmMeta, fsyncFile, writeWarmMeta } from "../records.js";
 import { cpSparse, qemuImg } from "../sys/index.js";
@@ -116,7 +117,7 @@ async function captureWarm(
       if (!existsSync(join(warm, "meta.json"))) throw e;
       await rm(tmp, { recursive: true, force: true });
     });
-    host.capWarmCache();
+    capCaches(host);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

@@ -73,11 +73,12 @@ export class WarmPool {
       created_at: new Date().toISOString(),
       launch_dir: pv.rec.launch_dir ?? pv.dir,
     };
-    await bringUp(this.host, {
+    const { laps } = await bringUp(this.host, {
       spec,
       start: { running: pv },
       files: async () => {
-        pv.agent.close();
+        // The agent connection stays open across the rename (a reconnect would find the socket through
+        // the symlink below).
         await rename(pv.dir, dir);
         // QEMU reopens its disk by the path it was started with (e.g. read-only when a snapshot
         // inactivates it): the old path must keep resolving.
@@ -93,7 +94,11 @@ export class WarmPool {
     });
     this.scheduleFill();
     const rt = runtimeOf(spec, rec, t0, "warm");
-    this.host.log.info("VM created (warm, pooled)", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms });
+    this.host.log.info("VM created (warm, pooled)", {
+      sandbox_id: spec.sandbox_id,
+      spawn_ms: rt.spawn_ms,
+      ...laps,
+    });
     return rt;
   }
 

@@ -1,14 +1,14 @@
 /** What a sandbox can be made of: shapes and root filesystems (protocol.md §2.1). */
 import type { api } from "@createos-sandbox/protocol";
 import { SHAPES } from "../catalog.js";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { type App, route } from "./common.js";
+import { type App, paged, route } from "./common.js";
 
 export function catalogRoutes(app: App): Route[] {
   return [
-    route("GET /v1/shapes", { auth: "none", body: "none" }, async (ctx) => {
+    route("GET /v1/shapes", { auth: "none", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       return { data: page(SHAPES.slice(offset, offset + limit), SHAPES.length, limit, offset) };
     }),

@@ -2,12 +2,13 @@ import { apiError } from "@createos-sandbox/protocol";
 import type { RootfsInfo } from "../catalog.js";
 import type { ServerConfig } from "../config.js";
 import type { Hosts } from "../hosts.js";
-import type { Ctx, Handler, Route } from "../http/core.js";
+import type { Ctx, Handler, Route } from "../http/server.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Sandboxes } from "../sandboxes.js";
 import type { NetworkRow, SandboxRow, Store } from "../store/types.js";
 import { canonicalNetworkId, canonicalSandboxId } from "../ulid.js";
+import { PageQuery } from "../validate.js";
 
 export interface App {
   cfg: ServerConfig;
@@ -31,18 +32,15 @@ type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
  */
 export function route(
   spec: `${Method} /${string}`,
-  opts: Pick<Route, "auth" | "body">,
-  handler: Handler,
+  opts: Pick<Route, "auth" | "body" | "schema" | "upgrade">,
+  handler?: Handler,
 ): Route {
   const at = spec.indexOf(" ");
-  return {
-    method: spec.slice(0, at),
-    pattern: spec.slice(at + 1),
-    auth: opts.auth,
-    body: opts.body,
-    handler,
-  };
+  return { method: spec.slice(0, at), pattern: spec.slice(at + 1), ...opts, ...(handler ? { handler } : {}) };
 }
+
+/** The query schema of list routes. */
+export const paged = { querystring: PageQuery };
 
 /** The caller's sandbox by path id, or 404 — also for another tenant's id and for a token of another sandbox. */
 export async function loadSandbox(

@@ -3,10 +3,10 @@
  * will, then refused with `disks_not_configured` until the disks issue lands.
  */
 import { apiError, validationError } from "@createos-sandbox/protocol";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { Fields, RESOURCE_NAME_RE, absolutePathError, pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { type App, loadSandbox, route } from "./common.js";
+import { type App, loadSandbox, paged, route } from "./common.js";
 import { checkDiskAttachment } from "./sandboxes.js";
 
 const notConfigured = async (): Promise<never> => {
@@ -15,7 +15,7 @@ const notConfigured = async (): Promise<never> => {
 
 export function diskRoutes(app: App): Route[] {
   return [
-    route("GET /v1/disks", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/disks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       pageParams(ctx.query);
       throw apiError("disks_not_configured");
     }),
@@ -41,7 +41,7 @@ export function diskRoutes(app: App): Route[] {
       throw apiError("disks_not_configured");
     }),
     route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, notConfigured),
-    route("GET /v1/sandboxes/:id/disks", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/sandboxes/:id/disks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       await loadSandbox(app, ctx);
       // No disk can be attached before the disks issue: the true answer is an empty page.
@@ -55,7 +55,7 @@ export function diskRoutes(app: App): Route[] {
       throw apiError("disks_not_configured");
     }),
     route("DELETE /v1/sandboxes/:id/disks/:disk", { auth: "user", body: "none" }, async (ctx) => {
-      const err = absolutePathError(ctx.query.get("mount_path"), "mount_path");
+      const err = absolutePathError(ctx.query.mount_path ?? null, "mount_path");
       if (err) throw validationError(err);
       await loadSandbox(app, ctx);
       throw apiError("disks_not_configured");

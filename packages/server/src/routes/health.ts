@@ -1,6 +1,6 @@
 /** Liveness and readiness probes (protocol.md §2.1): no auth, so load balancers can ask. */
 import type { api } from "@createos-sandbox/protocol";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { type App, route } from "./common.js";
 
 export function healthRoutes(app: App): Route[] {

@@ -1,14 +1,14 @@
 /** The host daemons behind this control plane (protocol.md §2.1). */
 import type { api } from "@createos-sandbox/protocol";
 import { isUp } from "../hosts.js";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { type App, route } from "./common.js";
+import { type App, paged, route } from "./common.js";
 
 export function hostRoutes(app: App): Route[] {
   return [
-    route("GET /v1/hosts", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/hosts", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       // A fresh reading where the host answers within a second, the health check's last one otherwise: a
       // listing never waits long on a slow host.

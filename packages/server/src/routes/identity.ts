@@ -1,5 +1,5 @@
 /** Who the caller is and what it holds (protocol.md §2.1). */
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { type App, route, userOf } from "./common.js";
 
 export function identityRoutes(app: App): Route[] {

@@ -3,15 +3,15 @@
  * the networking issue.
  */
 import { apiError } from "@createos-sandbox/protocol";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { newNetworkId } from "../ulid.js";
 import { Fields, RESOURCE_NAME_RE, pageParams } from "../validate.js";
 import { networkView, page } from "../views.js";
-import { type App, findNetwork, loadSandbox, requireRunning, route, userOf } from "./common.js";
+import { type App, findNetwork, loadSandbox, paged, requireRunning, route, userOf } from "./common.js";
 
 export function networkRoutes(app: App): Route[] {
   return [
-    route("GET /v1/networks", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/networks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       const res = await app.store.listNetworks(userOf(ctx), { limit, offset });
       return {

@@ -3,7 +3,7 @@
  * route checks the sandbox (404 stays 404) and then answers `not_implemented`.
  */
 import { apiError } from "@createos-sandbox/protocol";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { type App, loadSandbox, route } from "./common.js";
 
 const SUFFIXES = [

@@ -4,7 +4,7 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { api } from "@createos-sandbox/protocol";
 import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
-import type { Ctx, Route } from "../http/core.js";
+import type { Ctx, Route } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch, SandboxStatus } from "../store/types.js";
@@ -20,7 +20,7 @@ import {
   sshKeyError,
 } from "../validate.js";
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
-import { type App, findNetwork, loadSandbox, route } from "./common.js";
+import { type App, findNetwork, loadSandbox, paged, route } from "./common.js";
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {
@@ -204,9 +204,9 @@ export function sandboxRoutes(app: App): Route[] {
       ctx.logFields.sandbox_id = row.id;
       return { data: createResponse(row, app.cfg) };
     }),
-    route("GET /v1/sandboxes", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/sandboxes", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
-      const status = ctx.query.get("status") ?? undefined;
+      const status = ctx.query.status ?? undefined;
       if (status !== undefined && status !== "" && !SANDBOX_STATUSES.includes(status as SandboxStatus)) {
         throw validationError({ status: `unknown status: ${status.slice(0, 50)}` });
       }

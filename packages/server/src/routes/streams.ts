@@ -8,29 +8,20 @@ import { pipeline } from "node:stream/promises";
 import { StringDecoder } from "node:string_decoder";
 import { type ExecRequest, apiError, validationError } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
-import type { Route, UpgradeCtx, UpgradeRoute } from "../http/core.js";
+import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
 import { Fields, absolutePathError } from "../validate.js";
 import { type App, loadSandbox, route } from "./common.js";
 
 const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
 
-function switching(u: UpgradeCtx): string {
-  return `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${u.reqId}\r\n\r\n`;
-}
-
 /** The `?path=` of a file route: an absolute path, or 400. */
-function filePath(query: URLSearchParams): string {
-  const path = query.get("path");
+function filePath(query: Query): string {
+  const path = query.path ?? null;
   const perr = absolutePathError(path);
   if (perr) throw validationError(perr);
   return path!;
 }
-
-/** Shell and tunnel are upgrades (`upgradeRoutes`); a plain POST to them is told so. */
-const upgradeRequired = async (): Promise<never> => {
-  throw apiError("upgrade_required");
-};
 
 export function streamRoutes(app: App): Route[] {
   return [
@@ -57,7 +48,7 @@ export function streamRoutes(app: App): Route[] {
       }
       await app.sandboxes.awaitRunning(row, "exec in");
       const daemon = app.sandboxes.daemonFor(row);
-      const streaming = ctx.query.get("stream") === "true" || streamFlag === true;
+      const streaming = ctx.query.stream === "true" || streamFlag === true;
       const req = {
         argv: [cmd!, ...args],
         ...(env ? { env } : {}),
@@ -102,6 +93,7 @@ export function streamRoutes(app: App): Route[] {
       const path = filePath(ctx.query);
       const limit = app.cfg.maxFileBytes;
       const declared = ctx.req.headers["content-length"];
+      const raw = ctx.req.raw;
       if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
       const row = await loadSandbox(app, ctx);
       await app.sandboxes.awaitRunning(row, "write files to");
@@ -119,8 +111,8 @@ export function streamRoutes(app: App): Route[] {
           cb(null, chunk);
         },
       });
-      ctx.req.on("error", (e) => counter.destroy(e));
-      ctx.req.pipe(counter);
+      raw.on("error", (e) => counter.destroy(e));
+      raw.pipe(counter);
       app.sandboxes.streamOpened(row.id);
       try {
         const res = await daemon.writeFile(row.id, path, counter).catch((e) => {
@@ -145,6 +137,7 @@ export function streamRoutes(app: App): Route[] {
         body.destroy();
         throw apiError("file_too_large", { limit: app.cfg.maxFileBytes });
       }
+      ctx.reply.hijack();
       ctx.res.writeHead(200, {
         "content-type": "application/octet-stream",
         "content-length": stat.size,
@@ -154,21 +147,21 @@ export function streamRoutes(app: App): Route[] {
       try {
         await pipeline(body, ctx.res);
       } catch {
-        // Client gone or the guest stream broke: the connection is already cut, nothing to answer.
+        // pipeline stops reading the guest while the client is slow; on a broken end nothing is left to say.
         ctx.res.destroy();
       } finally {
         app.sandboxes.streamClosed(row.id);
       }
       return undefined;
     }),
-    route("POST /v1/sandboxes/:id/shell", { auth: "runtime", body: "none" }, upgradeRequired),
-    route("POST /v1/sandboxes/:id/tunnel/:port", { auth: "runtime", body: "none" }, upgradeRequired),
+    route("POST /v1/sandboxes/:id/shell", { auth: "runtime", body: "none", upgrade: shell(app) }),
+    route("POST /v1/sandboxes/:id/tunnel/:port", { auth: "runtime", body: "none", upgrade: tunnel(app) }),
   ];
 }
 
 async function streamExec(
   app: App,
-  ctx: Parameters<Route["handler"]>[0],
+  ctx: Ctx,
   row: SandboxRow,
   req: ExecRequest,
   ac: AbortController,
@@ -180,6 +173,7 @@ async function streamExec(
   const frame = (obj: Record<string, unknown>) => {
     if (!res.headersSent) {
       // Headers wait for the first frame, so a refusal before any output is still a JSend error.
+      ctx.reply.hijack();
       res.writeHead(200, {
         "content-type": "application/x-ndjson",
         "cache-control": "no-store",
@@ -234,111 +228,105 @@ async function streamExec(
   }
 }
 
-export function upgradeRoutes(app: App): UpgradeRoute[] {
-  const open = async (u: UpgradeCtx, action: string) => {
-    const row = await loadSandbox(app, { params: u.params, principal: u.principal, logFields: {} });
-    await app.sandboxes.awaitRunning(row, action);
-    return { row, daemon: app.sandboxes.daemonFor(row) };
+async function open(app: App, u: UpgradeCtx, action: string) {
+  const row = await loadSandbox(app, u);
+  await app.sandboxes.awaitRunning(row, action);
+  return { row, daemon: app.sandboxes.daemonFor(row) };
+}
+
+function shell(app: App) {
+  return async (u: UpgradeCtx): Promise<void> => {
+    const { row, daemon } = await open(app, u, "open a shell in");
+    // The PTY opens before the 101 so a failure is still an HTTP error; the first frame resizes it.
+    const pty = await daemon.openPty(row.id, { rows: 24, cols: 80 }).catch((e) => {
+      throw mapHostdError(e, { action: "open a shell in" });
+    });
+    const sock = u.accept();
+    app.sandboxes.streamOpened(row.id);
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      app.sandboxes.streamClosed(row.id);
+      pty.stream.destroy();
+      sock.end();
+    };
+    pty.stream.on("data", (d: Buffer) => {
+      if (!sock.write(d)) {
+        pty.stream.pause();
+        sock.once("drain", () => pty.stream.resume());
+      }
+    });
+    pty.stream.on("end", close);
+    pty.stream.on("error", close);
+    void pty.exited.then(close, close);
+    let buf: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      while (buf.length >= 5) {
+        const type = buf[0]!;
+        const len = buf.readUInt32BE(1);
+        if (len > 1024 * 1024) return close();
+        if (buf.length < 5 + len) break;
+        const payload = buf.subarray(5, 5 + len);
+        buf = buf.subarray(5 + len);
+        if (type === 0x00) {
+          if (!pty.stream.write(payload)) {
+            sock.pause();
+            pty.stream.once("drain", () => sock.resume());
+          }
+        } else if (type === 0x01 && payload.length >= 4) {
+          const rows = payload.readUInt16BE(0);
+          const cols = payload.readUInt16BE(2);
+          if (rows > 0 && cols > 0) pty.resize(rows, cols);
+        }
+      }
+      void app.sandboxes.touch(row.id);
+    };
+    if (u.head.length) onData(u.head);
+    sock.on("data", onData);
+    sock.on("end", close);
+    sock.on("close", close);
+    sock.on("error", close);
   };
-  return [
-    {
-      pattern: "/v1/sandboxes/:id/shell",
-      handler: async (u) => {
-        const { row, daemon } = await open(u, "open a shell in");
-        // The PTY opens before the 101 so a failure is still an HTTP error; the first frame resizes it.
-        const pty = await daemon.openPty(row.id, { rows: 24, cols: 80 }).catch((e) => {
-          throw mapHostdError(e, { action: "open a shell in" });
-        });
-        const sock = u.socket;
-        sock.write(switching(u));
-        app.sandboxes.streamOpened(row.id);
-        let closed = false;
-        const close = () => {
-          if (closed) return;
-          closed = true;
-          app.sandboxes.streamClosed(row.id);
-          pty.stream.destroy();
-          sock.end();
-        };
-        pty.stream.on("data", (d: Buffer) => {
-          if (!sock.write(d)) {
-            pty.stream.pause();
-            sock.once("drain", () => pty.stream.resume());
-          }
-        });
-        pty.stream.on("end", close);
-        pty.stream.on("error", close);
-        void pty.exited.then(close, close);
-        let buf: Buffer = Buffer.alloc(0);
-        const onData = (chunk: Buffer) => {
-          buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-          while (buf.length >= 5) {
-            const type = buf[0]!;
-            const len = buf.readUInt32BE(1);
-            if (len > 1024 * 1024) return close();
-            if (buf.length < 5 + len) break;
-            const payload = buf.subarray(5, 5 + len);
-            buf = buf.subarray(5 + len);
-            if (type === 0x00) {
-              if (!pty.stream.write(payload)) {
-                sock.pause();
-                pty.stream.once("drain", () => sock.resume());
-              }
-            } else if (type === 0x01 && payload.length >= 4) {
-              const rows = payload.readUInt16BE(0);
-              const cols = payload.readUInt16BE(2);
-              if (rows > 0 && cols > 0) pty.resize(rows, cols);
-            }
-          }
-          void app.sandboxes.touch(row.id);
-        };
-        if (u.head.length) onData(u.head);
-        sock.on("data", onData);
-        sock.on("end", close);
-        sock.on("close", close);
-        sock.on("error", close);
-      },
-    },
-    {
-      pattern: "/v1/sandboxes/:id/tunnel/:port",
-      handler: async (u) => {
-        const portStr = u.params.port ?? "";
-        const port = /^\d{1,5}$/.test(portStr) ? Number(portStr) : 0;
-        if (port < 1 || port > 65535) throw validationError({ port: "port must be an integer in 1-65535" });
-        const { row, daemon } = await open(u, "open a tunnel into");
-        const conn = await daemon.connectTcp(row.id, port).catch((e) => {
-          const mapped = mapHostdError(e, { action: "open a tunnel into" });
-          throw mapped === e ? apiError("upstream_connect_failed", { port }) : mapped;
-        });
-        const sock = u.socket;
-        sock.write(switching(u));
-        app.sandboxes.streamOpened(row.id);
-        if (u.head.length) conn.write(u.head);
-        let done = false;
-        const finish = () => {
-          if (done) return;
-          done = true;
-          app.sandboxes.streamClosed(row.id);
-        };
-        const kill = () => {
-          conn.destroy();
-          sock.destroy();
-          finish();
-        };
-        // pipe() forwards a FIN as end() on the other side and keeps the reverse direction flowing.
-        sock.pipe(conn);
-        conn.pipe(sock);
-        sock.on("error", kill);
-        conn.on("error", kill);
-        sock.on("close", () => {
-          conn.destroy();
-          finish();
-        });
-        conn.on("close", () => {
-          if (!sock.writableEnded) sock.end();
-          finish();
-        });
-      },
-    },
-  ];
+}
+
+function tunnel(app: App) {
+  return async (u: UpgradeCtx): Promise<void> => {
+    const portStr = u.params.port ?? "";
+    const port = /^\d{1,5}$/.test(portStr) ? Number(portStr) : 0;
+    if (port < 1 || port > 65535) throw validationError({ port: "port must be an integer in 1-65535" });
+    const { row, daemon } = await open(app, u, "open a tunnel into");
+    const conn = await daemon.connectTcp(row.id, port).catch((e) => {
+      const mapped = mapHostdError(e, { action: "open a tunnel into" });
+      throw mapped === e ? apiError("upstream_connect_failed", { port }) : mapped;
+    });
+    const sock = u.accept();
+    app.sandboxes.streamOpened(row.id);
+    if (u.head.length) conn.write(u.head);
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      app.sandboxes.streamClosed(row.id);
+    };
+    const kill = () => {
+      conn.destroy();
+      sock.destroy();
+      finish();
+    };
+    // pipe() forwards a FIN as end() on the other side and keeps the reverse direction flowing.
+    sock.pipe(conn);
+    conn.pipe(sock);
+    sock.on("error", kill);
+    conn.on("error", kill);
+    sock.on("close", () => {
+      conn.destroy();
+      finish();
+    });
+    conn.on("close", () => {
+      if (!sock.writableEnded) sock.end();
+      finish();
+    });
+  };
 }

@@ -1,9 +1,9 @@
 /** Templates, Dockerfile → rootfs (protocol.md §2.9): validated; builds land with the templates issue. */
 import { apiError, validationError } from "@createos-sandbox/protocol";
-import type { Route } from "../http/core.js";
+import type { Route } from "../http/server.js";
 import { Fields, pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { route } from "./common.js";
+import { paged, route } from "./common.js";
 
 const TEMPLATE_BASES = ["nodeops/sandbox:debian", "nodeops/sandbox:alpine"];
 const DOCKERFILE_MAX = 64 * 1024;
@@ -30,7 +30,7 @@ export function dockerfileError(df: string): string | undefined {
 
 export function templateRoutes(): Route[] {
   return [
-    route("GET /v1/templates", { auth: "user", body: "none" }, async (ctx) => {
+    route("GET /v1/templates", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       return { data: page([], 0, limit, offset) };
     }),
@@ -53,12 +53,12 @@ export function templateRoutes(): Route[] {
     }),
     ...(["", "/logs"] as const).map((suffix) =>
       route(`GET /v1/templates/:ref${suffix}`, { auth: "user", body: "none" }, async (ctx) => {
-        const inc = ctx.query.get("include");
-        if (suffix === "" && inc !== null && inc !== "dockerfile") {
+        const inc = ctx.query.include;
+        if (suffix === "" && inc !== undefined && inc !== "dockerfile") {
           throw validationError({ include: "include must be dockerfile" });
         }
-        const attempt = ctx.query.get("attempt");
-        if (suffix && attempt !== null && !/^\d{1,6}$/.test(attempt)) {
+        const attempt = ctx.query.attempt;
+        if (suffix && attempt !== undefined && !/^\d{1,6}$/.test(attempt)) {
           throw validationError({ attempt: "attempt must be a positive integer" });
         }
         throw apiError("template_not_found", { id: ctx.params.ref!.slice(0, 100) });

@@ -1,0 +1,3 @@
+module createos/jailer
+
+go 1.19

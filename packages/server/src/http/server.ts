@@ -1,0 +1,298 @@
+/**
+ * The HTTP layer on Fastify: routes declared as tables (`route()` in routes/common.ts), admission (auth +
+ * rate limit) as an onRequest hook, JSON bodies read by one content-type parser, schema validation by Ajv,
+ * one error handler rendering every failure as JSend, request logs and metrics on each response's close.
+ * `Upgrade: tcp-tunnel` requests to the shell and tunnel routes go through the same router, hooks and
+ * error handler (a ServerResponse bound to the upgraded socket) until the handler accepts them.
+ */
+import { type IncomingMessage, type Server, ServerResponse, createServer } from "node:http";
+import type { Duplex } from "node:stream";
+import { apiError } from "@createos-sandbox/protocol";
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifySchema,
+} from "fastify";
+import type { ServerConfig } from "../config.js";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import type { Principal, Store } from "../store/types.js";
+import { ulid } from "../ulid.js";
+import { schemaAjv } from "../validate.js";
+import { Admission } from "./auth.js";
+import { readJson } from "./body.js";
+import { rawResponse, renderError } from "./errors.js";
+
+export type AuthMode = "none" | "user" | "runtime";
+export type Query = Record<string, string | undefined>;
+
+export interface Ctx {
+  req: FastifyRequest;
+  reply: FastifyReply;
+  /** The raw response, for routes that stream (they call `reply.hijack()` before writing it). */
+  res: ServerResponse;
+  reqId: string;
+  params: Record<string, string>;
+  /** The first value of each query parameter. */
+  query: Query;
+  principal?: Principal;
+  /** Parsed JSON body for `body: "json"` routes (undefined when empty). */
+  body?: unknown;
+  /** Extra fields for the request log line. */
+  logFields: Record<string, unknown>;
+}
+
+export interface Reply {
+  status?: number;
+  data: unknown;
+  headers?: Record<string, string>;
+}
+
+/** Returns a JSend success, or undefined once it has sent or hijacked the response itself. */
+export type Handler = (ctx: Ctx) => Promise<Reply | undefined>;
+
+export interface UpgradeCtx extends Ctx {
+  socket: Duplex;
+  head: Buffer;
+  principal: Principal;
+  /** Takes the socket over from HTTP: writes the 101 and logs the request. */
+  accept(): Duplex;
+}
+
+export interface Route {
+  method: string;
+  pattern: string;
+  auth: AuthMode;
+  body: "json" | "raw" | "none";
+  schema?: FastifySchema;
+  handler?: Handler;
+  /** Set on the routes that answer `Upgrade: tcp-tunnel`; a request that is not one is refused. */
+  upgrade?: (u: UpgradeCtx) => Promise<void>;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal?: Principal;
+    logFields: Record<string, unknown>;
+  }
+  interface FastifyContextConfig {
+    auth?: AuthMode;
+    body?: Route["body"];
+  }
+}
+
+const REQ_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
+/** Request ids: a per-process random prefix and a counter — unique without a random draw per request. */
+const REQ_PREFIX = `req_${ulid().slice(-8).toLowerCase()}`;
+let reqCounter = 0;
+const nextReqId = () => `${REQ_PREFIX}${(++reqCounter).toString(36)}`;
+const genReqId = (req: IncomingMessage): string => {
+  const incoming = req.headers["x-request-id"];
+  return typeof incoming === "string" && REQ_ID_RE.test(incoming) ? incoming : nextReqId();
+};
+
+const UPGRADE = Symbol("upgrade");
+type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer } };
+/** The only paths that take upgrades; any other upgrade request is refused before routing. */
+const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|tunnel\/[^/]+)\/*(\?|$)/;
+
+/** `?a=1&a=2&b` → `{a: "1", b: ""}`: the first value wins, as URLSearchParams.get reads it. */
+function firstValues(qs: string): Query {
+  const out: Query = Object.create(null);
+  for (const [k, v] of new URLSearchParams(qs)) if (out[k] === undefined) out[k] = v;
+  return out;
+}
+
+interface HttpDeps {
+  cfg: ServerConfig;
+  store: Store;
+  log: Logger;
+  metrics: Metrics;
+  routes: Route[];
+}
+
+export async function createHttp(
+  d: HttpDeps,
+): Promise<{ fastify: FastifyInstance; server: Server; admission: Admission }> {
+  const admission = new Admission(d.cfg, d.store);
+  let server!: Server;
+  const app = Fastify({
+    serverFactory: (handler) => {
+      server = createServer({ maxHeaderSize: d.cfg.maxHeaderBytes, requestTimeout: 0 }, handler);
+      server.keepAliveTimeout = 65_000;
+      return server;
+    },
+    genReqId,
+    requestIdHeader: false,
+    forceCloseConnections: true,
+    return503OnClosing: false,
+    routerOptions: {
+      ignoreTrailingSlash: true,
+      ignoreDuplicateSlashes: true,
+      maxParamLength: 4096,
+      querystringParser: firstValues,
+    },
+    frameworkErrors: (err, req, reply) => sendError(req, reply, err),
+    clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
+      if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+      const code = err.code === "HPE_HEADER_OVERFLOW" ? "headers_too_large" : "bad_request_line";
+      rawResponse(socket, renderError(apiError(code)), nextReqId());
+    },
+  });
+  app.setValidatorCompiler(({ schema }) => schemaAjv.compile(schema));
+
+  const sendError = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
+    const out = renderError(err);
+    if (out.internal) d.log.error("unhandled error", { req_id: req.id, path: req.url.split("?")[0], err });
+    // A stream already started: the only honest signal left is to cut it.
+    if (reply.raw.headersSent) return void reply.raw.destroy();
+    reply.code(out.status).headers(out.headers).header("x-request-id", req.id);
+    // A body we refused unread (413, auth) would otherwise be parsed as the next request.
+    if (!req.raw.complete) reply.header("connection", "close");
+    reply.type("application/json; charset=utf-8").send(out.body);
+  };
+  app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", (req, payload, done) => {
+    // Raw routes stream `req.raw` themselves; the others ignore a body they do not take.
+    if (req.routeOptions.config.body !== "json") return done(null, undefined);
+    readJson(payload, d.cfg.maxJsonBodyBytes).then((b) => done(null, b), done);
+  });
+
+  app.addHook("onRequest", async (req, reply) => {
+    req.logFields = {};
+    reply.header("x-request-id", req.id);
+    observe(req, reply.raw, d);
+    const auth = req.routeOptions.config.auth ?? "none";
+    if (auth === "none") return;
+    req.principal = await admission.admit(req.headers);
+    if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
+  });
+
+  for (const r of d.routes) register(app, r);
+  const allowed = allowTable(d.routes);
+  app.setNotFoundHandler(async (req) => {
+    const path = req.url.split("?")[0]!.replace(/\/+$/, "") || "/";
+    const methods = allowed(path);
+    if (methods.length === 0)
+      throw apiError("route_not_found", { method: req.method, path: path.slice(0, 200) });
+    throw Object.assign(apiError("method_not_allowed", { method: req.method, path: methods[0]!.pattern }), {
+      allow: [...new Set(methods.map((m) => m.method))].join(", "),
+    });
+  });
+  await app.ready();
+
+  server.on("upgrade", (req: UpgradeReq, socket: Duplex, head: Buffer) => {
+    socket.on("error", () => undefined);
+    if (!UPGRADE_PATH.test(req.url ?? "")) {
+      const path = (req.url ?? "/").split("?")[0]!.slice(0, 200);
+      rawResponse(
+        socket,
+        renderError(apiError("route_not_found", { method: req.method ?? "", path })),
+        genReqId(req),
+      );
+      return;
+    }
+    req[UPGRADE] = { socket, head };
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as never);
+    res.once("finish", () => socket.end());
+    app.routing(req, res);
+  });
+  return { fastify: app, server, admission };
+}
+
+function register(app: FastifyInstance, r: Route): void {
+  app.route({
+    method: r.method as "GET",
+    url: r.pattern,
+    config: { auth: r.auth, body: r.body },
+    ...(r.schema ? { schema: r.schema } : {}),
+    handler: async (req, reply) => {
+      const ctx: Ctx = {
+        req,
+        reply,
+        res: reply.raw,
+        reqId: req.id,
+        params: req.params as Record<string, string>,
+        query: req.query as Query,
+        body: req.body,
+        logFields: req.logFields,
+        ...(req.principal ? { principal: req.principal } : {}),
+      };
+      const up = (req.raw as UpgradeReq)[UPGRADE];
+      if (r.upgrade) {
+        if (!up || String(req.headers.upgrade ?? "").toLowerCase() !== "tcp-tunnel")
+          throw apiError("upgrade_required");
+        await r.upgrade({ ...ctx, ...up, principal: req.principal!, accept: () => accept(reply, up.socket) });
+        return reply;
+      }
+      const out = await r.handler!(ctx);
+      if (out === undefined) return reply;
+      if (out.status) reply.code(out.status);
+      if (out.headers) reply.headers(out.headers);
+      return { status: "success", data: out.data };
+    },
+  });
+}
+
+function accept(reply: FastifyReply, socket: Duplex): Duplex {
+  reply.hijack();
+  reply.raw.statusCode = 101;
+  socket.write(
+    `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: tcp-tunnel\r\nx-request-id: ${reply.request.id}\r\n\r\n`,
+  );
+  (reply.raw as ServerResponse & { [DONE]?: () => void })[DONE]?.();
+  return socket;
+}
+
+const DONE = Symbol("logged");
+
+/**
+ * Logs and counts the request once, on close — requests whose client went away are logged too — or at
+ * the 101 of an upgrade.
+ */
+function observe(req: FastifyRequest, res: ServerResponse & { [DONE]?: () => void }, d: HttpDeps): void {
+  const t0 = performance.now();
+  const done = () => {
+    if (res[DONE] !== done) return;
+    res[DONE] = undefined;
+    const ms = performance.now() - t0;
+    const route = req.routeOptions.url ?? "unmatched";
+    d.metrics.request(route, req.method, res.statusCode, ms / 1000);
+    d.log.info("request", {
+      req_id: req.id,
+      method: req.method,
+      route,
+      path: req.url.split("?")[0]!.replace(/(.)\/+$/, "$1"),
+      status: res.statusCode,
+      ms: Math.round(ms * 100) / 100,
+      user_id: req.principal?.user_id,
+      ...(res.writableFinished || res.statusCode === 101 ? {} : { aborted: true }),
+      ...req.logFields,
+    });
+  };
+  res[DONE] = done;
+  res.once("close", done);
+}
+
+/** Which routes a path names under some method, for 405 + Allow (literal segments before parameters). */
+function allowTable(routes: Route[]): (path: string) => Route[] {
+  const compiled = routes.map((r) => ({ r, segs: r.pattern.split("/").slice(1) }));
+  return (path) => {
+    let segs: string[];
+    try {
+      segs = path.split("/").slice(1).map(decodeURIComponent);
+    } catch {
+      return [];
+    }
+    return compiled
+      .filter(
+        (c) => c.segs.length === segs.length && c.segs.every((p, i) => p.startsWith(":") || p === segs[i]),
+      )
+      .map((c) => c.r);
+  };
+}
