@@ -112,6 +112,12 @@ export interface Plan {
   grow(): boolean;
   /** Register the VM as the sandbox (false: a pooled VM, which belongs to no sandbox yet). */
   register: boolean;
+  /**
+   * A restore whose files belong to a snapshot (resume): `mark` runs before the guest's first instruction
+   * (from then on its RAM no longer matches the saved device state), `undo` — first on failure, while QEMU
+   * still runs — saves the device state again so the files given back are a consistent snapshot.
+   */
+  guestRuns?: { mark(): Promise<void>; undo(m: Machine): Promise<void> };
 }
 
 export async function bringUp(
@@ -135,7 +141,7 @@ export async function bringUp(
     const machine =
       "running" in start
         ? await recgroup(host, p, plan.spec, start.running.machine)
-        : await boot(host, p, plan.spec, start.boot, undo);
+        : await boot(host, p, plan, start.boot, undo);
     sw.lap("restore");
     const kept = "running" in start ? start.running.agent : undefined;
     const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
@@ -147,7 +153,12 @@ export async function bringUp(
     sw.lap("configure");
     if (plan.grow()) await growDisk(vm, plan.spec.disk_mib);
     sw.lap("grow");
-    if (plan.register) host.register(vm);
+    if (plan.register) {
+      // Re-adoption discards a VM still `starting` (records.ts): only one that is all the way up is kept.
+      p.rec.state = "running";
+      await writeVmRecord(p.dir, p.rec);
+      host.register(vm);
+    }
     return { vm, laps: sw.laps };
   } catch (e) {
     if (p && e instanceof Error) {
@@ -172,10 +183,12 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
     disk_mib: spec.disk_mib,
     created_at: new Date().toISOString(),
     cgroup: `${spec.sandbox_id}.${randomBytes(4).toString("hex")}`,
+    state: "starting",
   };
   undo.push(() => host.cleanupVmFiles(rec, dir));
   await mkdir(dir, { recursive: true });
   await writeVmRecord(dir, rec);
+  await host.netPool.letGo(addrs.slot);
   return { rec, dir, addrs };
 }
 
@@ -184,9 +197,9 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
  * QEMU, so the VMM never runs outside it; `inCgroup` checks that (and moves it, should the jailer not
  * have). The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
  */
-async function boot(host: Host, p: Placed, spec: VmSpec, how: Boot, undo: Undo): Promise<Machine> {
+async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
-  await host.cgroups.create(cg, limitsOf(p.rec, spec));
+  await host.cgroups.create(cg, limitsOf(p.rec, plan.spec));
   undo.push(() => host.cgroups.remove(cg));
   const m = host.driver.configure(host.machineConfig(p.rec, p.dir, p.addrs));
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
@@ -196,6 +209,11 @@ async function boot(host: Host, p: Placed, spec: VmSpec, how: Boot, undo: Undo):
   } else {
     await m.restore(how.restore);
     await inCgroup(host, cg, m);
+    const runs = plan.guestRuns;
+    if (runs) {
+      await runs.mark();
+      undo.push(() => runs.undo(m));
+    }
     await m.resume();
   }
   return m;

@@ -26,7 +26,7 @@ import type {
 } from "@createos-sandbox/protocol";
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
-import { deleteSnapshot, destroy, resizeDisk } from "./destroy.js";
+import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -34,7 +34,7 @@ import { hostPrivateEgress } from "./net/egresscheck.js";
 import { firewallConfig } from "./net/index.js";
 import { readopt } from "./readopt.js";
 import { Layout } from "./records.js";
-import { fork } from "./snapshot/fork.js";
+import { type ForkOpts, fork } from "./snapshot/fork.js";
 import { pause } from "./snapshot/pause.js";
 import { resume } from "./snapshot/resume.js";
 import { ensurePrivateDir } from "./sys/fs.js";
@@ -223,8 +223,8 @@ export class LocalHostDaemon implements HostDaemon {
     return this.host.warmPool.idle();
   }
 
-  pause(sandboxId: string): Promise<SnapshotRef> {
-    return pause(this.host, sandboxId);
+  pause(sandboxId: string, snapshotId?: string): Promise<SnapshotRef> {
+    return pause(this.host, sandboxId, snapshotId);
   }
 
   resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
@@ -234,7 +234,7 @@ export class LocalHostDaemon implements HostDaemon {
   fork(
     parent: SnapshotRef,
     child: VmSpec,
-    opts: { start_paused?: boolean } = {},
+    opts: ForkOpts = {},
   ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
     return fork(this.host, parent, child, opts);
   }
@@ -255,6 +255,10 @@ export class LocalHostDaemon implements HostDaemon {
     return [...this.host.vms.values()]
       .filter((v) => !v.gone)
       .map((v) => ({ sandbox_id: v.rec.sandbox_id, ip: v.rec.ip, pid: v.machine.pid ?? 0 }));
+  }
+
+  listSnapshots(): Promise<SnapshotRef[]> {
+    return listSnapshots(this.host);
   }
 
   exec(sandboxId: string, req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult> {

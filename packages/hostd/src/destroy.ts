@@ -1,10 +1,19 @@
 /** Destroy a VM (live, or left behind by a crash), delete a snapshot, grow a disk. All idempotent or checked. */
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
 import { TIMEOUTS, growDisk } from "./bringup.js";
 import type { Host } from "./host.js";
-import { SANDBOX_ID_RE, SNAPSHOT_ID_RE, readVmRecord, writeVmRecord } from "./records.js";
+import {
+  SANDBOX_ID_RE,
+  SNAPSHOT_ID_RE,
+  readSnapMeta,
+  readVmRecord,
+  removeDir,
+  snapRef,
+  snapState,
+  writeVmRecord,
+} from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 
 export async function destroy(host: Host, sandboxId: string): Promise<void> {
@@ -31,10 +40,18 @@ export async function destroy(host: Host, sandboxId: string): Promise<void> {
 
 export async function deleteSnapshot(host: Host, snapshot: SnapshotRef): Promise<void> {
   if (!SNAPSHOT_ID_RE.test(snapshot.snapshot_id)) return;
-  await host.withSnapLock(snapshot.snapshot_id, async () => {
-    await rm(host.layout.snapDir(snapshot.snapshot_id), { recursive: true, force: true });
-  });
+  await host.withSnapLock(snapshot.snapshot_id, () => removeDir(host.layout.snapDir(snapshot.snapshot_id)));
   await gcLayers(host);
+}
+
+/** Every complete snapshot on this host (what re-adoption kept or finished, and what pauses made since). */
+export async function listSnapshots(host: Host): Promise<SnapshotRef[]> {
+  const refs: SnapshotRef[] = [];
+  for (const name of await readdir(host.layout.snaps).catch(() => [] as string[])) {
+    const m = await readSnapMeta(host.layout.snapDir(name));
+    if (m && m.snapshot_id === name && snapState(m) === "complete") refs.push(await snapRef(host.layout, m));
+  }
+  return refs;
 }
 
 export async function resizeDisk(host: Host, sandboxId: string, diskMib: number): Promise<void> {

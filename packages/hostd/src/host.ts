@@ -28,7 +28,7 @@ import {
   firewallConfig,
   teardownSlot,
 } from "./net/index.js";
-import { type Layout, type VmRecord, readJson } from "./records.js";
+import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
@@ -72,6 +72,11 @@ export class Host {
   readonly warmPool: WarmPool;
   /** Concurrent first creates of one shape share the cold boot that captures its warm snapshot. */
   readonly warmFlight = new SingleFlight<string>();
+  /**
+   * Pause, resume and fork in flight, by the id they are idempotent by: a repeat (the control plane
+   * retrying after its own restart) joins the one running instead of racing it.
+   */
+  readonly ops = new SingleFlight<unknown>();
   /** Layers being frozen: not in any meta.json yet, so layer gc must spare them. */
   readonly freezing = new Set<string>();
   /** Each VM's own cgroup (sys/cgroup.ts), under a parent of this daemon instance's. */
@@ -312,7 +317,7 @@ export class Host {
     await Promise.all([
       this.removeCgroup(cgroupName(rec, dir)),
       this.releaseSlot(rec.slot),
-      rm(dir, { recursive: true, force: true }),
+      removeDir(dir),
     ]);
     if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
@@ -327,7 +332,14 @@ export class Host {
 
   async releaseSlot(slot: number): Promise<void> {
     await teardownSlot(slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
+    await this.netPool.letGo(slot).catch(() => undefined);
     this.slots.release(slot);
+  }
+
+  /** The pid of the QEMU a VM dir's pidfile names while it is alive and ours, else 0. */
+  async pidOfStale(dir: string, launchDir = dir): Promise<number> {
+    const pid = await pidOf(dir);
+    return pid > 0 && isOurQemu(pid, launchDir) ? pid : 0;
   }
 
   /** SIGKILLs the QEMU a VM dir's pidfile names, if it is still ours, and waits for it to go. */

@@ -1,7 +1,10 @@
 /**
- * Re-adoption on start: every vms/<id>/vm.json whose pidfile names a QEMU of ours is reconnected (QMP and
- * agent); dead ones are cleaned and reported as `vm_exited`. Leftovers of a crash (half-written
- * snapshots, trash dirs, pooled VMs, dangling launch-path symlinks, cgroups of VMs gone) are removed.
+ * Re-adoption on start: snapshots a crash interrupted are finished or given back first
+ * (snapshot/recover.ts); then every vms/<id>/vm.json of a VM that was all the way up and whose pidfile
+ * names a QEMU of ours is reconnected (QMP and agent); dead ones are cleaned and reported as `vm_exited`,
+ * ones still starting (a create or fork that never answered) are discarded. Leftovers of a crash (trash
+ * dirs, pooled VMs, dangling launch-path symlinks, cgroups of VMs gone) are removed; a VM dir without a
+ * record that holds files is quarantined.
  */
 import { existsSync } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
@@ -10,19 +13,29 @@ import { TIMEOUTS } from "./bringup.js";
 import { type Host, cgroupName, pidOf } from "./host.js";
 import { startResolver } from "./net/dns.js";
 import { slotAddrs, teardownSlot } from "./net/index.js";
-import { POOL_PREFIX, TRASH_PREFIX, type VmRecord, readVmRecord } from "./records.js";
+import {
+  GONE_PREFIX,
+  POOL_PREFIX,
+  TRASH_PREFIX,
+  type VmRecord,
+  holdsNothing,
+  quarantine,
+  readVmRecord,
+} from "./records.js";
+import { recoverSnapshots } from "./snapshot/recover.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
 import { type AgentLike, connectAgent } from "./vmm/guest.js";
 
 export async function readopt(host: Host): Promise<void> {
   const { layout } = host;
-  for (const name of await readdir(layout.snaps)) {
-    if (!existsSync(join(layout.snaps, name, "meta.json")))
-      await rm(join(layout.snaps, name), { recursive: true, force: true });
-  }
+  await recoverSnapshots(host);
   for (const name of await readdir(layout.vms)) {
     const dir = join(layout.vms, name);
+    if (name.startsWith(GONE_PREFIX)) {
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
     if (name.startsWith(TRASH_PREFIX)) {
       const rec = await readVmRecord(dir);
       if (rec) {
@@ -41,7 +54,17 @@ export async function readopt(host: Host): Promise<void> {
     const rec = await readVmRecord(dir);
     if (!rec) {
       await host.killStale(dir);
-      await rm(dir, { recursive: true, force: true });
+      // mkdir comes before vm.json: an empty dir is a start that got no further.
+      if (await holdsNothing(dir)) await rm(dir, { recursive: true });
+      else await quarantine(layout, dir, "VM dir without vm.json", host.log);
+      continue;
+    }
+    if (rec.state === "starting") {
+      // Its create or fork never answered (the control plane redoes or fails it); a resume's files went
+      // back to its snapshot in recoverSnapshots.
+      host.log.warn("discarding a VM that was still starting", { sandbox_id: rec.sandbox_id });
+      await host.killStale(dir, rec.launch_dir);
+      await host.cleanupVmFiles(rec, dir);
       continue;
     }
     await readoptVm(host, name, dir, rec);

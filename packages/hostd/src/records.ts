@@ -10,10 +10,14 @@
  *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB (size cap:
  *                                          warm/cap.ts; its `used` marker is the LRU clock)
  */
-import { open, readFile, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { type Accel, HostdError, type SnapshotRef, type VmSpec } from "@createos-sandbox/protocol";
-import { writeJsonAtomic } from "./sys/fs.js";
+import { fsyncDir, writeJsonAtomic } from "./sys/fs.js";
+
+interface Logger {
+  warn(msg: string, fields?: Record<string, unknown>): void;
+}
 
 /**
  * What a VM is made of, besides its identity: a VM's record and a snapshot's meta both carry it, and a VM
@@ -47,9 +51,30 @@ export interface VmRecord extends BaseRecord {
    * shares a cgroup with the paused QEMU still exiting. Absent in records from before cgroups.
    */
   cgroup?: string;
+  /**
+   * `starting` from the moment the dir exists until the VM is fully up (agent answered, identity applied);
+   * `running` once it is registered. Re-adoption discards a VM that was still starting (its create or fork
+   * never answered, and a resume gives its snapshot back). Absent in records from before: running.
+   */
+  state?: "starting" | "running";
+  /** The snapshot a resume is starting this VM from (its files are that snapshot's until it runs). */
+  from_snapshot?: string;
 }
 
-/** Persisted per snapshot (meta.json; its presence marks the snapshot complete). */
+/**
+ * A snapshot dir's marker (in meta.json, written through writeJsonAtomic so each step is durable before
+ * the next begins). The order makes every crash leave the old state or the new one:
+ *   pending   a pause or fork is writing it; the device state is not valid yet (the VM still runs)
+ *   saved     a pause saved and flushed the device state, RAM and disk: they are the snapshot now, even
+ *             while they are still being renamed over from the VM dir; the VM must never run again
+ *   complete  everything is in the snapshot dir: resumable and forkable
+ *   resuming  a resume is moving the files into the VM dir; the guest has not run yet
+ *   consumed  the resumed guest has run (`cont`): the RAM file no longer matches the device state
+ * Absent: complete (records from before markers were written only once complete).
+ */
+export type SnapState = "pending" | "saved" | "complete" | "resuming" | "consumed";
+
+/** Persisted per snapshot (meta.json). */
 export interface SnapMeta extends BaseRecord {
   snapshot_id: string;
   sandbox_id: string;
@@ -61,6 +86,11 @@ export interface SnapMeta extends BaseRecord {
   needs_configure?: boolean;
   pause_ms: number;
   created_at: string;
+  state?: SnapState;
+}
+
+export function snapState(m: SnapMeta): SnapState {
+  return m.state ?? "complete";
 }
 
 /** Persisted per warm snapshot (meta.json, written last: its presence marks the capture complete). */
@@ -81,6 +111,33 @@ export interface WarmMeta {
 export const POOL_PREFIX = "_pool-";
 /** VM dirs being deleted in the background (after a pause). */
 export const TRASH_PREFIX = "_trash-";
+/**
+ * VM and snapshot dirs whose deletion began (renamed first, so a crash mid-delete never leaves a half-
+ * deleted dir under its own name); re-adoption finishes the delete.
+ */
+export const GONE_PREFIX = "_gone-";
+
+/** Deletes a dir crash-safely: renamed aside (durably), then removed. */
+export async function removeDir(path: string): Promise<void> {
+  const aside = join(dirname(path), `${GONE_PREFIX}${basename(path)}-${Date.now().toString(36)}`);
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  await fsyncDir(dirname(path));
+  await rm(aside, { recursive: true, force: true });
+}
+
+/** Temp files of writeFileAtomic (sys/fs.ts) a crash left: never the only copy of anything. */
+export const isTempFile = (name: string) => /\.tmp-\d+-\d+$/.test(name);
+
+/** Whether a dir holds nothing but temp files (a start or pause that got no further than its mkdir). */
+export async function holdsNothing(dir: string): Promise<boolean> {
+  const names = await readdir(dir).catch(() => ["?"]);
+  return names.every(isTempFile);
+}
 
 /** Sandbox ids name directories: no separators, no leading dot or underscore (those are ours). */
 export const SANDBOX_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -95,6 +152,8 @@ export class Layout {
   readonly layers: string;
   readonly warm: string;
   readonly netpool: string;
+  /** What re-adoption found and could not explain: moved aside, never deleted. */
+  readonly quarantine: string;
 
   constructor(
     dataDir: string,
@@ -106,6 +165,7 @@ export class Layout {
     this.layers = join(this.root, "layers");
     this.warm = join(cache, "warm");
     this.netpool = join(this.root, "netpool.json");
+    this.quarantine = join(this.root, "quarantine");
   }
 
   vmDir(id: string): string {
@@ -174,12 +234,29 @@ export function writeWarmMeta(warm: string, meta: WarmMeta): Promise<void> {
   return writeJsonAtomic(join(warm, "meta.json"), meta);
 }
 
-/** The snapshot a ref names, or `not_found`. */
+export function checkSnapshotId(id: string): void {
+  if (!SNAPSHOT_ID_RE.test(id)) throw new HostdError("bad_request", "invalid snapshot id");
+}
+
+/** The complete snapshot a ref names, or `not_found`. */
 export async function snapMeta(layout: Layout, ref: SnapshotRef): Promise<SnapMeta> {
-  if (!SNAPSHOT_ID_RE.test(ref.snapshot_id)) throw new HostdError("bad_request", "invalid snapshot id");
+  checkSnapshotId(ref.snapshot_id);
   const m = await readSnapMeta(layout.snapDir(ref.snapshot_id));
-  if (!m) throw new HostdError("not_found", `snapshot ${ref.snapshot_id} is not on this host`);
+  if (!m || snapState(m) !== "complete")
+    throw new HostdError("not_found", `snapshot ${ref.snapshot_id} is not on this host`);
   return m;
+}
+
+/**
+ * Moves `path` aside into the quarantine dir (named after it and the time) instead of deleting what no
+ * record explains: an operator can look at it, and nothing a later fix could have used is lost.
+ */
+export async function quarantine(layout: Layout, path: string, why: string, log: Logger): Promise<void> {
+  await mkdir(layout.quarantine, { recursive: true });
+  const dest = join(layout.quarantine, `${basename(path)}.${Date.now()}`);
+  await rename(path, dest);
+  await fsyncDir(dirname(path));
+  log.warn("quarantined what re-adoption could not explain", { path, moved_to: dest, why });
 }
 
 async function allocatedBytes(path: string): Promise<number> {

@@ -249,6 +249,8 @@ export interface SandboxView {
   forked_from?: string;
   /** Absent = auto-pause disabled. */
   auto_pause_after_seconds?: number;
+  /** Ours, beyond 0.7.1: why the sandbox is `error`/`failed` (or was paused by the system). */
+  status_reason?: string;
 }
 
 /** Query of `GET /v1/sandboxes`. */

@@ -90,6 +90,16 @@ export const ERROR_CATALOG = {
   access_token_not_found: { status: 404, field: "access_token", message: "sandbox {id} has no access token" },
   method_not_allowed: { status: 405, field: "method", message: "{method} is not allowed on {path}" },
   state_conflict: { status: 409, field: "status", message: "cannot {action} a sandbox that is {status}" },
+  sandbox_paused: {
+    status: 409,
+    field: "status",
+    message: "cannot {action} a paused sandbox; resume it first (POST /v1/sandboxes/{id}/resume)",
+  },
+  transition_timeout: {
+    status: 409,
+    field: "status",
+    message: "cannot {action} a sandbox that is still {status} after {seconds} s; retry later",
+  },
   access_token_exists: {
     status: 409,
     field: "access_token",

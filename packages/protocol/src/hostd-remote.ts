@@ -95,8 +95,8 @@ export class RemoteHostDaemon implements HostDaemon {
   create(spec: VmSpec): Promise<VmRuntime> {
     return this.call("create", [spec]);
   }
-  pause(sandboxId: string): Promise<SnapshotRef> {
-    return this.call("pause", [sandboxId]);
+  pause(sandboxId: string, snapshotId?: string): Promise<SnapshotRef> {
+    return this.call("pause", snapshotId ? [sandboxId, snapshotId] : [sandboxId]);
   }
   resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
     return this.call("resume", [snapshot, spec]);
@@ -104,7 +104,7 @@ export class RemoteHostDaemon implements HostDaemon {
   fork(
     parent: SnapshotRef,
     child: VmSpec,
-    opts?: { start_paused?: boolean },
+    opts?: { start_paused?: boolean; snapshot_id?: string },
   ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
     return this.call("fork", opts ? [parent, child, opts] : [parent, child]);
   }
@@ -119,6 +119,9 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);
+  }
+  listSnapshots(): Promise<SnapshotRef[]> {
+    return this.call("listSnapshots", []);
   }
 
   async ensureImage(name: string, onProgress?: (p: Progress) => void): Promise<void> {

@@ -45,6 +45,7 @@ export const HOSTD_CALLS = [
   "fork",
   "destroy",
   "deleteSnapshot",
+  "listSnapshots",
   "resizeDisk",
   "list",
 ] as const;

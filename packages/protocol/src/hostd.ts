@@ -7,9 +7,12 @@
  * in-process. Like Firecracker's action set, each method says when it is allowed; a call outside that
  * state rejects with a {@link HostdError} whose `code` the control plane maps to an API status.
  *
- * Identity: the control plane owns sandbox ids and names. The host daemon keys VMs by the sandbox id
- * it is given and snapshots by the snapshot id it returns. It keeps its own state on disk under its
- * data dir, so after a restart `list()` reports every VM it re-adopted.
+ * Identity: the control plane owns sandbox ids, names and snapshot ids: it records the id before it asks
+ * for a pause or a paused fork, and the host daemon keys snapshots by it. The lifecycle calls are
+ * idempotent by those ids, so a control plane that crashed mid-call repeats it after its restart: a
+ * repeat joins the call still running, or answers what the first one made (the snapshot of that id, the
+ * VM of that sandbox). The host daemon keeps its own state on disk under its data dir, crash-safe, so
+ * after a restart `list()` reports every VM it re-adopted and `listSnapshots()` every complete snapshot.
  */
 import type { Duplex, Readable } from "node:stream";
 
@@ -186,18 +189,26 @@ export interface HostDaemon {
 
   /** Boot a new VM for `spec.sandbox_id` (no VM with that id may exist). Resolves when the agent answered. */
   create(spec: VmSpec): Promise<VmRuntime>;
-  /** Running VM → snapshot on durable storage; QEMU exits and host memory is freed. */
-  pause(sandboxId: string): Promise<SnapshotRef>;
-  /** Snapshot → running VM with the same sandbox id. The snapshot is consumed. */
+  /**
+   * Running VM → snapshot `snapshotId` (a new one when absent) on durable storage; QEMU exits and host
+   * memory is freed. When snapshot `snapshotId` of this sandbox is already complete, answers it.
+   */
+  pause(sandboxId: string, snapshotId?: string): Promise<SnapshotRef>;
+  /**
+   * Snapshot → running VM with the same sandbox id. The snapshot is consumed once the VM runs; a failed
+   * resume leaves it resumable. When this snapshot's VM already runs, answers it.
+   */
   resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime>;
   /**
    * New VM (or, with `start_paused`, a new snapshot) for `child.sandbox_id` from a snapshot that stays
    * valid: the parent can still be resumed or forked again. Several forks of one snapshot may run at once.
+   * `snapshot_id` names the child's snapshot (`start_paused`). When the child's VM runs, or its snapshot is
+   * complete, answers it.
    */
   fork(
     parent: SnapshotRef,
     child: VmSpec,
-    opts?: { start_paused?: boolean },
+    opts?: { start_paused?: boolean; snapshot_id?: string },
   ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }>;
   /** Running or stopped VM: kill it and free everything (processes, sockets, TAPs, files). Idempotent. */
   destroy(sandboxId: string): Promise<void>;
@@ -207,6 +218,8 @@ export interface HostDaemon {
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
+  /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */
+  listSnapshots(): Promise<SnapshotRef[]>;
 
   /** Running VM. The promise resolves at exit; aborting `signal` kills the process group. */
   exec(sandboxId: string, req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult>;

@@ -4,9 +4,10 @@
  * daemon is called, and the outcome after, so `reconcile()` can finish or roll back whatever a crash
  * interrupted. API routes, the auto-pause scheduler and self-signal events all come through here.
  */
+import { crashPoint } from "@createos-sandbox/hostd/sys/crash";
 import type { HostDaemon, HostEvent, SnapshotRef, VmSpec } from "@createos-sandbox/protocol";
 import { type ApiError, apiError, validationError } from "@createos-sandbox/protocol";
-import { DEFAULT_BANDWIDTH_QUOTA, randomName, shapeById } from "./catalog.js";
+import { randomName } from "./catalog.js";
 import type { ServerConfig } from "./config.js";
 import { mapHostdError } from "./hosterr.js";
 import type { HostRef, Hosts } from "./hosts.js";
@@ -14,39 +15,22 @@ import { type Claim, checkTenantLimits } from "./limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { reconcileHost } from "./reconcile.js";
+import { type CreateInput, type ForkInput, childRow, createRow, vmSpec } from "./rows.js";
 import { type Plan, plan } from "./state.js";
 import type { SandboxRow, Store } from "./store/types.js";
-import { newSandboxId } from "./ulid.js";
+import { newSandboxId, ulid } from "./ulid.js";
 
 export type { HostRef } from "./hosts.js";
 
-export interface CreateInput {
-  shape: string;
-  vcpu: number;
-  mem_mib: number;
-  disk_mib: number;
-  rootfs: string;
-  name?: string;
-  envs: Record<string, string>;
-  egress: string[];
-  ssh_pubkeys: string[];
-  ingress_enabled: boolean;
-  auto_pause_after_seconds?: number;
-  network_ids: string[];
-  /** Asked-for host; otherwise placement chooses. */
-  host_id?: string;
-}
-
-export interface ForkInput {
-  start_paused: boolean;
-  envs?: Record<string, string>;
-  egress?: string[];
-  ssh_pubkeys?: string[];
-  ingress_enabled?: boolean;
-  bandwidth_quota_bytes?: number;
-}
+export type { CreateInput, ForkInput } from "./rows.js";
 
 const iso = () => new Date().toISOString();
+/** Snapshot ids are the control plane's, recorded before the host daemon is asked to make one. */
+const newSnapshotId = () => `snap-${ulid().toLowerCase()}`;
+/** Statuses a runtime call (exec, files, shell, tunnel) waits out rather than refusing. */
+const BECOMING_RUNNING: readonly string[] = ["creating", "resuming", "forking"];
+/** How long a runtime call waits for a sandbox to become running. */
+export const RUNTIME_WAIT_MS = 30_000;
 const errText = (e: unknown) => (e instanceof Error ? e.message : String(e)).slice(0, 500);
 
 export class Sandboxes {
@@ -102,19 +86,7 @@ export class Sandboxes {
   }
 
   spec(row: SandboxRow): VmSpec {
-    const spec: VmSpec = {
-      sandbox_id: row.id,
-      hostname: row.name,
-      image: row.rootfs,
-      vcpu: row.vcpu,
-      mem_mib: row.mem_mib,
-      disk_mib: row.disk_mib,
-      envs: row.envs,
-    };
-    // The host daemon caps the VM's CPU at this (its cgroup); without it, at one core per vCPU.
-    const quota = shapeById(row.shape)?.cpu_quota_pct;
-    if (quota !== undefined) spec.cpu_quota_pct = quota;
-    return spec;
+    return vmSpec(row);
   }
 
   private async mustGet(id: string): Promise<SandboxRow> {
@@ -157,32 +129,11 @@ export class Sandboxes {
     const host = this.hosts.place(input.mem_mib, input.rootfs, input.host_id);
     const daemon = host.daemon!;
     const name = await this.pickName(userId, input.name);
-    const row: SandboxRow = {
-      id: newSandboxId(),
-      user_id: userId,
-      name,
-      status: "creating",
-      shape: input.shape,
-      rootfs: input.rootfs,
-      vcpu: input.vcpu,
-      mem_mib: input.mem_mib,
-      disk_mib: input.disk_mib,
-      region: this.cfg.region,
-      host_id: host.id,
-      created_at: iso(),
-      created_by: createdBy,
-      ingress_enabled: input.ingress_enabled,
-      egress: input.egress,
-      envs: input.envs,
-      ssh_pubkeys: input.ssh_pubkeys,
-      bandwidth_quota_bytes: DEFAULT_BANDWIDTH_QUOTA,
-      bandwidth_used_bytes: 0,
-      bandwidth_ingress_bytes: 0,
-      last_activity_at: Date.now(),
-      ...(input.auto_pause_after_seconds !== undefined
-        ? { auto_pause_after_seconds: input.auto_pause_after_seconds }
-        : {}),
-    };
+    const row = createRow(
+      input,
+      { id: newSandboxId(), userId, createdBy, name, hostId: host.id },
+      this.cfg.region,
+    );
     await this.insert(row);
     for (const n of input.network_ids) await this.store.addNetworkMember(n, row.id);
     return this.withLock(row.id, async () => {
@@ -216,6 +167,7 @@ export class Sandboxes {
     if (!reason) await this.limits(row.user_id, { snapshot: true });
     const ok = await this.store.transition(row.id, p.from, {
       status: p.to,
+      pending_snapshot_id: newSnapshotId(),
       ...(reason ? { status_reason: reason } : { clear: ["status_reason"] }),
     });
     if (!ok) return this.pause(await this.mustGet(row.id), reason);
@@ -225,21 +177,28 @@ export class Sandboxes {
     return { code: 202, row: await this.mustGet(row.id) };
   }
 
+  /** Idempotent by the row's pending snapshot id: a restart repeats it to finish an interrupted pause. */
   async completePause(daemon: HostDaemon, id: string): Promise<void> {
+    const row = await this.mustGet(id);
+    if (row.status !== "pausing") return;
+    const snapId = row.pending_snapshot_id ?? newSnapshotId();
+    if (!row.pending_snapshot_id) await this.store.updateSandbox(id, { pending_snapshot_id: snapId });
     let snap: SnapshotRef;
     try {
-      snap = await this.vm("pause", () => daemon.pause(id));
+      snap = await this.vm("pause", () => daemon.pause(id, snapId));
     } catch (e) {
       this.log.warn("pause failed", { sandbox_id: id, err: errText(e) });
       const stillRunning = await this.vmPresent(daemon, id);
       await this.store.transition(id, ["pausing"], {
         status: stillRunning ? "running" : "error",
         status_reason: `pause failed: ${errText(e)}`,
+        clear: ["pending_snapshot_id"],
       });
       return;
     }
+    crashPoint("pause.before_db");
     // The snapshot is recorded before the status flips: a destroy that raced us still finds it to delete.
-    await this.store.updateSandbox(id, { snapshot: snap });
+    await this.store.updateSandbox(id, { snapshot: snap, clear: ["pending_snapshot_id"] });
     await this.store.transition(id, ["pausing"], { status: "paused", paused_at: iso() });
   }
 
@@ -267,7 +226,8 @@ export class Sandboxes {
     return { code: 202, row: await this.mustGet(row.id) };
   }
 
-  private async completeResume(daemon: HostDaemon, id: string): Promise<void> {
+  /** Idempotent: the host answers the VM a repeat of this resume already started. */
+  async completeResume(daemon: HostDaemon, id: string): Promise<void> {
     const row = await this.mustGet(id);
     if (row.status !== "resuming" || !row.snapshot) return;
     try {
@@ -312,69 +272,52 @@ export class Sandboxes {
       disk_mib: parent.disk_mib,
       snapshot: sp,
     });
-    const child: SandboxRow = {
-      ...parent,
+    const child = childRow(parent, input, {
       id: newSandboxId(),
       name: await this.pickName(parent.user_id, undefined),
-      status: "forking",
-      forked_from: parent.id,
-      created_at: iso(),
-      egress: input.egress ?? parent.egress,
-      envs: input.envs ?? parent.envs,
-      ssh_pubkeys: input.ssh_pubkeys ?? parent.ssh_pubkeys,
-      ingress_enabled: input.ingress_enabled ?? parent.ingress_enabled,
-      bandwidth_quota_bytes: input.bandwidth_quota_bytes ?? DEFAULT_BANDWIDTH_QUOTA,
-      bandwidth_used_bytes: 0,
-      bandwidth_ingress_bytes: 0,
-      last_activity_at: Date.now(),
-    };
-    for (const k of [
-      "ip",
-      "spawn_ms",
-      "running_at",
-      "paused_at",
-      "last_resumed_at",
-      "destroyed_at",
-      "snapshot",
-      "status_reason",
-      "access_token_hash",
-      "access_token_hint",
-      "access_token_created_at",
-      "access_token_rotated_at",
-    ] as const) {
-      delete child[k];
-    }
+      snapshotId: newSnapshotId(),
+    });
     await this.insert(child);
     const snapshot = parent.snapshot;
     return this.withLock(parent.id, () =>
       this.withLock(child.id, async () => {
-        try {
-          const res = await this.vm("fork", () =>
-            daemon.fork(snapshot, this.spec(child), { start_paused: input.start_paused }),
-          );
-          if (res.runtime) {
-            await this.store.transition(child.id, ["forking"], {
-              status: "running",
-              ip: res.runtime.ip,
-              spawn_ms: res.runtime.spawn_ms,
-              running_at: iso(),
-              last_activity_at: Date.now(),
-            });
-          } else if (res.snapshot) {
-            await this.store.updateSandbox(child.id, { snapshot: res.snapshot });
-            await this.store.transition(child.id, ["forking"], { status: "paused", paused_at: iso() });
-          } else {
-            throw new Error("host daemon returned neither a VM nor a snapshot");
-          }
-        } catch (e) {
-          this.log.warn("fork failed", { sandbox_id: child.id, parent: parent.id, err: errText(e) });
-          await this.store.transition(child.id, ["forking"], { status: "failed", status_reason: errText(e) });
-          await daemon.destroy(child.id).catch(() => undefined);
-          throw mapHostdError(e, { action: "fork" });
-        }
+        await this.completeFork(daemon, child.id, snapshot);
         return this.mustGet(child.id);
       }),
     );
+  }
+
+  /**
+   * The host half of a fork, idempotent by the child's id (and its pending snapshot id when it starts
+   * paused): a restart repeats it while the parent's snapshot is intact.
+   */
+  async completeFork(daemon: HostDaemon, childId: string, snapshot: SnapshotRef): Promise<void> {
+    const child = await this.mustGet(childId);
+    if (child.status !== "forking") return;
+    const startPaused = child.pending_snapshot_id !== undefined;
+    try {
+      const opts = startPaused ? { start_paused: true, snapshot_id: child.pending_snapshot_id! } : {};
+      const res = await this.vm("fork", () => daemon.fork(snapshot, this.spec(child), opts));
+      if (res.runtime) {
+        await this.store.transition(child.id, ["forking"], {
+          status: "running",
+          ip: res.runtime.ip,
+          spawn_ms: res.runtime.spawn_ms,
+          running_at: iso(),
+          last_activity_at: Date.now(),
+        });
+      } else if (res.snapshot) {
+        await this.store.updateSandbox(child.id, { snapshot: res.snapshot, clear: ["pending_snapshot_id"] });
+        await this.store.transition(child.id, ["forking"], { status: "paused", paused_at: iso() });
+      } else {
+        throw new Error("host daemon returned neither a VM nor a snapshot");
+      }
+    } catch (e) {
+      this.log.warn("fork failed", { sandbox_id: child.id, parent: child.forked_from, err: errText(e) });
+      await this.store.transition(child.id, ["forking"], { status: "failed", status_reason: errText(e) });
+      await daemon.destroy(child.id).catch(() => undefined);
+      throw mapHostdError(e, { action: "fork" });
+    }
   }
 
   /** destroy: `destroying` now, `destroyed` once the host freed everything; idempotent. */
@@ -414,15 +357,18 @@ export class Sandboxes {
     const row = await this.mustGet(id);
     if (row.status !== "destroying") return;
     await this.vm("destroy", () => daemon.destroy(id));
-    if (row.snapshot) {
-      const snap = row.snapshot;
+    crashPoint("destroy.mid");
+    // A pause or paused fork that was interrupted may have made its snapshot under the pending id.
+    const pending = row.pending_snapshot_id
+      ? [{ ...row.snapshot!, snapshot_id: row.pending_snapshot_id }]
+      : [];
+    for (const snap of [...(row.snapshot ? [row.snapshot] : []), ...pending])
       await this.vm("delete_snapshot", () => daemon.deleteSnapshot(snap));
-    }
     await this.dropMemberships(id);
     await this.store.transition(id, ["destroying"], {
       status: "destroyed",
       destroyed_at: iso(),
-      clear: ["snapshot", "access_token_hash"],
+      clear: ["snapshot", "pending_snapshot_id", "access_token_hash"],
     });
   }
 
@@ -449,6 +395,29 @@ export class Sandboxes {
       await this.store.updateSandbox(row.id, { disk_mib: diskMib });
       return this.mustGet(row.id);
     });
+  }
+
+  /**
+   * Runtime calls on a sandbox on its way to `running` (creating, resuming, forking) wait for it, up to
+   * `waitMs`, instead of refusing: a client that resumes and reads a file at once just works. Any other
+   * status is refused at once (paused with a hint to resume).
+   */
+  async awaitRunning(row: SandboxRow, action: string, waitMs = RUNTIME_WAIT_MS): Promise<SandboxRow> {
+    const until = Date.now() + waitMs;
+    let r = row;
+    while (r.status !== "running") {
+      if (r.status === "paused") throw apiError("sandbox_paused", { action, id: r.id });
+      if (!BECOMING_RUNNING.includes(r.status)) throw this.conflict(action, r.status);
+      if (Date.now() >= until)
+        throw apiError("transition_timeout", {
+          action,
+          status: r.status,
+          seconds: Math.round(waitMs / 1000),
+        });
+      await new Promise((res) => setTimeout(res, 100));
+      r = await this.mustGet(r.id);
+    }
+    return r;
   }
 
   streamOpened(id: string): void {

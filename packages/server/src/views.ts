@@ -33,6 +33,7 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
   if (row.last_resumed_at) v.last_resumed_at = row.last_resumed_at;
   if (row.forked_from) v.forked_from = row.forked_from;
   if (row.auto_pause_after_seconds !== undefined) v.auto_pause_after_seconds = row.auto_pause_after_seconds;
+  if (row.status_reason) v.status_reason = row.status_reason;
   return v;
 }
 

@@ -99,6 +99,8 @@ test("a host daemon applies the cap at open, keeping the rootfs a snapshot's dis
     join(sdir, "disk.qcow2"),
   ]);
   writeFileSync(join(sdir, "meta.json"), JSON.stringify({ snapshot_id: "snap-1", chain: [] }));
+  // A complete snapshot has all its files (re-adoption sets aside one that lacks them).
+  for (const f of ["ram", "state"]) writeFileSync(join(sdir, f), "");
   const d = await LocalHostDaemon.open({
     dataDir,
     cacheDir: cache,

@@ -195,15 +195,18 @@ export async function teardownSlot(slot: number): Promise<void> {
 }
 
 const POOL_ALIAS = "createos-pool:";
+/** A namespace handed to a VM being started, tagged with the daemon starting it. */
+const VM_ALIAS = "createos-vm:";
 
 /**
- * Namespaces pooled by a daemon that died (killed before it could tear its pool down): the veth's alias
- * names the owner's pid; reclaimed only when that process is gone and nothing runs inside.
+ * Namespaces pooled by a daemon that died (killed before it could tear its pool down), or handed by it to
+ * a VM that never got as far as its record (killed in between): the veth's alias names the owner's pid;
+ * reclaimed only when that process is gone and nothing runs inside (a VM's QEMU outlives its daemon).
  */
 async function reclaimDeadPools(): Promise<void> {
   const { stdout } = await run("ip", ["-o", "link", "show"]);
   for (const line of stdout.split("\n")) {
-    const m = /^\d+: csbv(\d+)@.*\balias createos-pool:(\d+)/.exec(line);
+    const m = /^\d+: csbv(\d+)@.*\balias createos-(?:pool|vm):(\d+)/.exec(line);
     if (!m) continue;
     const slot = Number(m[1]);
     const pid = Number(m[2]);
@@ -219,10 +222,13 @@ async function reclaimDeadPools(): Promise<void> {
 /**
  * A few namespaces set up ahead of need: building one costs ~100 ms of `ip`/`nft` runs, which would
  * otherwise be most of a warm create's budget. The ready slots are listed in `stateFile` so a restarted
- * daemon removes the ones a crash left behind.
+ * daemon removes the ones a crash left behind — and so are the slots being set up, and those handed to a
+ * VM whose record does not name them yet (`letGo`): each is in the file before its namespace exists.
  */
 export class NetPool {
   private ready: SlotAddrs[] = [];
+  /** Slots being set up, or handed to a VM not yet on record. */
+  private readonly handed = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   private filling: Promise<void> | undefined;
   private closed = false;
@@ -261,10 +267,7 @@ export class NetPool {
   /** Writes the pooled slots; serialised, so the file always ends up holding the latest list. */
   private persist(): Promise<void> {
     const next = this.persisting.then(() =>
-      writeJsonAtomic(
-        this.stateFile,
-        this.ready.map((r) => r.slot),
-      ),
+      writeJsonAtomic(this.stateFile, [...this.ready.map((r) => r.slot), ...this.handed]),
     );
     this.persisting = next.catch(() => undefined);
     return next;
@@ -275,8 +278,11 @@ export class NetPool {
     for (let attempt = 0; ; attempt++) {
       const s = this.alloc.allocate();
       try {
+        this.handed.add(s);
+        await this.persist();
         return await setupSlot(s, this.fw);
       } catch (e) {
+        this.handed.delete(s);
         this.alloc.release(s);
         if (!(e instanceof SlotBusyError) || attempt >= 20) throw e;
       }
@@ -307,6 +313,7 @@ export class NetPool {
           return;
         }
         this.ready.push(a);
+        this.handed.delete(a.slot);
         await this.persist();
       } catch (e) {
         this.onError(e);
@@ -317,15 +324,18 @@ export class NetPool {
 
   /** A ready namespace for a new VM (the caller owns the slot from now on). */
   async acquire(): Promise<SlotAddrs> {
-    const a = this.ready.shift();
+    const a = this.ready.shift() ?? (await this.fresh());
     // Refill once the VM being started has had the CPU to itself for a moment.
     this.schedule(300);
-    if (a) {
-      // From here on a VM owns it (its QEMU runs inside); no longer reclaimable as a dead pool's.
-      await Promise.all([this.persist(), ip("link", "set", a.hostVeth, "alias", "createos-vm")]);
-      return a;
-    }
-    return this.fresh();
+    // From here on a VM owns it; until its record names the slot, the pool file still does.
+    this.handed.add(a.slot);
+    await Promise.all([this.persist(), ip("link", "set", a.hostVeth, "alias", `${VM_ALIAS}${process.pid}`)]);
+    return a;
+  }
+
+  /** The pool file stops naming `slot`: the record of the VM it was handed to names it now, or it was freed. */
+  async letGo(slot: number): Promise<void> {
+    if (this.handed.delete(slot)) await this.persist();
   }
 
   /** Tears the pooled namespaces down (VMs' own namespaces are left alone). */

@@ -63,11 +63,16 @@ export class ScriptedDaemon implements HostDaemon {
     this.vms.set(spec.sandbox_id, spec);
     return { sandbox_id: spec.sandbox_id, ip: "10.201.0.1", spawn_ms: 1, boot: "warm" };
   }
-  async pause(id: string): Promise<SnapshotRef> {
+  /** Snapshots made and not deleted, by id (a repeated pause of one id answers the same one). */
+  readonly snaps = new Map<string, SnapshotRef>();
+
+  async pause(id: string, snapshotId?: string): Promise<SnapshotRef> {
+    const made = snapshotId ? this.snaps.get(snapshotId) : undefined;
+    if (made) return made;
     const v = this.vm(id);
     this.vms.delete(id);
-    return {
-      snapshot_id: `s-${id}`,
+    const ref: SnapshotRef = {
+      snapshot_id: snapshotId ?? `s-${id}`,
       sandbox_id: id,
       mem_mib: v.mem_mib,
       vcpu: v.vcpu,
@@ -76,16 +81,23 @@ export class ScriptedDaemon implements HostDaemon {
       size_bytes: 1,
       pause_ms: 1,
     };
+    this.snaps.set(ref.snapshot_id, ref);
+    return ref;
   }
   async resume(s: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
     this.log("resume", s, spec);
+    this.snaps.delete(s.snapshot_id);
     this.vms.set(spec.sandbox_id, spec);
     return { sandbox_id: spec.sandbox_id, ip: "10.201.0.1", spawn_ms: 1, boot: "resume" };
   }
-  async fork(parent: SnapshotRef, child: VmSpec, opts?: { start_paused?: boolean }) {
+  async fork(parent: SnapshotRef, child: VmSpec, opts?: { start_paused?: boolean; snapshot_id?: string }) {
     this.log("fork", parent, child, opts);
-    if (opts?.start_paused)
-      return { snapshot: { ...parent, snapshot_id: `s-${child.sandbox_id}`, sandbox_id: child.sandbox_id } };
+    if (opts?.start_paused) {
+      const id = opts.snapshot_id ?? `s-${child.sandbox_id}`;
+      const snap = { ...parent, snapshot_id: id, sandbox_id: child.sandbox_id };
+      this.snaps.set(id, snap);
+      return { snapshot: snap };
+    }
     this.vms.set(child.sandbox_id, child);
     return {
       runtime: { sandbox_id: child.sandbox_id, ip: "10.201.0.2", spawn_ms: 1, boot: "fork" as const },
@@ -96,6 +108,10 @@ export class ScriptedDaemon implements HostDaemon {
   }
   async deleteSnapshot(s: SnapshotRef) {
     this.log("deleteSnapshot", s);
+    this.snaps.delete(s.snapshot_id);
+  }
+  async listSnapshots() {
+    return [...this.snaps.values()];
   }
   async resizeDisk(id: string, mib: number) {
     this.vm(id).disk_mib = mib;

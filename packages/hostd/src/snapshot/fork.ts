@@ -1,7 +1,9 @@
 /**
  * Fork: the parent snapshot's top disk layer is frozen (once) and the child gets a sparse copy of its RAM
  * file and an overlay of its own, restores, and is configured with its own identity. The parent stays
- * resumable and forkable. `start_paused` only writes the child's snapshot dir.
+ * resumable and forkable. `start_paused` only writes the child's snapshot dir (pending until every file is
+ * copied, then complete), under the id the control plane chose. Idempotent by the child: a repeat joins the
+ * fork in flight, or answers the child VM or snapshot it made.
  */
 import { randomUUID } from "node:crypto";
 import { copyFile, mkdir, rm } from "node:fs/promises";
@@ -12,24 +14,52 @@ import { type Host, runtimeOf } from "../host.js";
 import {
   type SnapMeta,
   baseOf,
+  checkSnapshotId,
+  fsyncFile,
+  readSnapMeta,
   snapMeta,
   snapRef,
+  snapState,
   validateSpec,
   writeSnapMeta,
   writeVmRecord,
 } from "../records.js";
+import { crashPoint } from "../sys/crash.js";
+import { fsyncDir } from "../sys/fs.js";
 import { cpSparse } from "../sys/index.js";
 import { freezeParent } from "./layers.js";
 
-export async function fork(
+export interface ForkOpts {
+  start_paused?: boolean;
+  /** The child snapshot's id (`start_paused`): the control plane's, recorded before the call. */
+  snapshot_id?: string;
+}
+
+export type ForkResult = { runtime?: VmRuntime; snapshot?: SnapshotRef };
+
+export function fork(host: Host, parent: SnapshotRef, child: VmSpec, opts: ForkOpts): Promise<ForkResult> {
+  validateSpec(child);
+  const snapId = opts.snapshot_id ?? `snap-${randomUUID()}`;
+  checkSnapshotId(snapId);
+  return host.ops.do(`start:${child.sandbox_id}`, async () => {
+    const t0 = now();
+    const vm = host.vms.get(child.sandbox_id);
+    if (vm && !vm.gone) return { runtime: runtimeOf(child, vm.rec, t0, "fork") };
+    const made = opts.start_paused ? await readSnapMeta(host.layout.snapDir(snapId)) : undefined;
+    if (made && snapState(made) === "complete" && made.sandbox_id === child.sandbox_id)
+      return { snapshot: await snapRef(host.layout, made) };
+    return forkNew(host, parent, child, { ...opts, snapshot_id: snapId }, t0);
+  }) as Promise<ForkResult>;
+}
+
+async function forkNew(
   host: Host,
   parent: SnapshotRef,
   child: VmSpec,
-  opts: { start_paused?: boolean },
-): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }> {
-  validateSpec(child);
+  opts: ForkOpts & { snapshot_id: string },
+  t0: number,
+): Promise<ForkResult> {
   await host.checkDiskReserve("fork a sandbox");
-  const t0 = now();
   const meta0 = await snapMeta(host.layout, parent);
   if (child.disk_mib < meta0.disk_mib)
     throw new HostdError("bad_request", "a fork's disk_mib cannot be smaller than its parent's");
@@ -50,7 +80,8 @@ export async function fork(
       ]);
       return { meta: m, ...f };
     });
-  if (opts.start_paused) return { snapshot: await forkPaused(host, child, t0, copyParent) };
+  if (opts.start_paused)
+    return { snapshot: await forkPaused(host, child, opts.snapshot_id, meta0, t0, copyParent) };
 
   host.checkCapacity(meta0.mem_mib);
   return host.withReservedId(child.sandbox_id, async () => {
@@ -63,6 +94,7 @@ export async function fork(
         parentDisk = meta.disk_mib;
         p.rec.chain = chain;
         await writeVmRecord(p.dir, p.rec);
+        crashPoint("fork.after_copy");
       },
       agentMs: TIMEOUTS.restoreAgentMs,
       identity: "configure",
@@ -84,14 +116,26 @@ export async function fork(
 async function forkPaused(
   host: Host,
   child: VmSpec,
+  snapId: string,
+  parentMeta: SnapMeta,
   t0: number,
   copyParent: (dest: string) => Promise<{ meta: SnapMeta; chain: string[] }>,
 ): Promise<SnapshotRef> {
-  const snapId = `snap-${randomUUID()}`;
   const sdir = host.layout.snapDir(snapId);
+  // A pending dir of this id is a copy a crash interrupted: started again from the parent.
+  await rm(sdir, { recursive: true, force: true });
   await mkdir(sdir, { recursive: true });
+  await fsyncDir(host.layout.snaps);
   try {
+    await writeSnapMeta(sdir, {
+      ...parentMeta,
+      snapshot_id: snapId,
+      sandbox_id: child.sandbox_id,
+      state: "pending",
+    });
     const { meta, chain } = await copyParent(sdir);
+    await Promise.all(["ram", "state", "disk.qcow2"].map((f) => fsyncFile(join(sdir, f))));
+    await fsyncDir(sdir);
     const m: SnapMeta = {
       ...meta,
       snapshot_id: snapId,
@@ -104,6 +148,7 @@ async function forkPaused(
       frozen: true,
       pause_ms: Math.round(now() - t0),
       created_at: new Date().toISOString(),
+      state: "complete",
     };
     await writeSnapMeta(sdir, m);
     return await snapRef(host.layout, m);

@@ -4,10 +4,11 @@
  * onto it.
  */
 import { randomUUID } from "node:crypto";
-import { chmod, chown, readdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, chown, link, readdir, rename, rm, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Host } from "../host.js";
 import { type SnapMeta, readSnapMeta, readVmRecord, writeSnapMeta } from "../records.js";
+import { fsyncDir } from "../sys/fs.js";
 import { qemuImg } from "../sys/index.js";
 
 /** Makes the parent's top layer immutable (once) and returns the frozen layer children back onto. */
@@ -22,27 +23,39 @@ export async function freezeParent(host: Host, meta: SnapMeta): Promise<{ base: 
   }
 }
 
+/**
+ * Crash-safe in this order: the layer is a hard link to the top (the top itself is untouched), a new
+ * empty overlay is made beside it, meta.json names the layer, then the overlay replaces the top. A crash
+ * before meta.json leaves a layer nothing names (gc removes the link; the top still holds the data); after
+ * it, the top is either the old full layer (still correct, only not empty) or the new overlay on it.
+ */
 async function freezeInto(
   sdir: string,
   meta: SnapMeta,
   layer: string,
 ): Promise<{ base: string; chain: string[] }> {
   const top = join(sdir, "disk.qcow2");
-  await rename(top, layer);
+  const next = `${top}.new`;
+  await rm(next, { force: true });
+  await link(top, layer);
   try {
     // A frozen layer is shared by every fork and never written again: no VM's uid may own it (it was the
     // parent's writable top, owned by the parent's jail uid), and every jail reads it.
     await chown(layer, 0, 0);
     await chmod(layer, 0o444);
-    await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, top]);
+    await fsyncDir(dirname(layer));
+    await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, next]);
   } catch (e) {
-    await rename(layer, top);
+    await rm(layer, { force: true });
+    await rm(next, { force: true });
     throw e;
   }
   const chain = [layer, ...meta.chain];
-  const next: SnapMeta = { ...meta, chain, frozen: true };
-  await writeSnapMeta(sdir, next);
-  Object.assign(meta, next);
+  const updated: SnapMeta = { ...meta, chain, frozen: true };
+  await writeSnapMeta(sdir, updated);
+  await rename(next, top);
+  await fsyncDir(sdir);
+  Object.assign(meta, updated);
   return { base: layer, chain };
 }
 
@@ -73,4 +86,25 @@ export async function gcLayers(host: Host): Promise<void> {
     if (used.has(p) || host.freezing.has(p)) continue;
     await rm(p, { force: true });
   }
+}
+
+/**
+ * Re-adoption's half of freezeInto's order: a crash left `disk.qcow2.new` beside the top. If meta.json
+ * already names the layer (the top is still that layer's inode), the overlay takes the top's place; if
+ * not, the overlay goes and the top gets back the mode the freeze had taken from it.
+ */
+export async function finishFreeze(sdir: string, meta: SnapMeta): Promise<void> {
+  const top = join(sdir, "disk.qcow2");
+  const next = `${top}.new`;
+  const n = await stat(next).catch(() => undefined);
+  if (!n) return;
+  const t = await stat(top);
+  const layer = meta.chain[0] ? await stat(meta.chain[0]).catch(() => undefined) : undefined;
+  if (meta.frozen && layer && layer.ino === t.ino && layer.dev === t.dev) {
+    await rename(next, top);
+  } else {
+    await rm(next, { force: true });
+    await chmod(top, 0o600);
+  }
+  await fsyncDir(sdir);
 }

@@ -1,7 +1,10 @@
 /**
- * Pause: agent quiesce → vCPUs stopped → device state saved (RAM fsync meanwhile) → QEMU quits → the RAM
- * file and top disk layer are renamed into the snapshot dir. What is left (QEMU's exit, its cgroup, the
- * namespace, the old VM dir) finishes in the background once the snapshot is durable.
+ * Pause into the snapshot id the control plane chose: agent quiesce → vCPUs stopped → device state saved
+ * (RAM fsync meanwhile) → QEMU quits → the RAM file and top disk layer are renamed into the snapshot dir.
+ * Each step is made durable before the next, behind meta.json's marker (records.ts `SnapState`): pending
+ * while the state is written, saved once it and the RAM and disk are flushed, complete once every file is
+ * in the snapshot dir. A repeated pause of the same id joins the one in flight or answers the snapshot it
+ * made. What is left (QEMU's exit, its cgroup, the namespace, the old VM dir) finishes in the background.
  */
 import { randomUUID } from "node:crypto";
 import { mkdir, rename, rm } from "node:fs/promises";
@@ -9,55 +12,94 @@ import { join } from "node:path";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
 import { TIMEOUTS, now, stopwatch } from "../bringup.js";
 import { type Host, type Vm, cgroupName } from "../host.js";
-import { type SnapMeta, TRASH_PREFIX, baseOf, fsyncFile, snapRef, writeSnapMeta } from "../records.js";
+import {
+  type SnapMeta,
+  TRASH_PREFIX,
+  baseOf,
+  checkSnapshotId,
+  fsyncFile,
+  readSnapMeta,
+  snapRef,
+  snapState,
+  writeSnapMeta,
+} from "../records.js";
+import { crashPoint } from "../sys/crash.js";
+import { fsyncDir } from "../sys/fs.js";
 
-export async function pause(host: Host, sandboxId: string): Promise<SnapshotRef> {
-  const vm = host.getVm(sandboxId);
-  return host.withVmLock(vm, async () => {
-    if (vm.gone) throw new HostdError("not_found", `sandbox ${sandboxId} is not running on this host`);
-    await host.checkDiskReserve("pause a sandbox");
-    const t0 = now();
-    const snapId = `snap-${randomUUID()}`;
-    const sdir = host.layout.snapDir(snapId);
-    await mkdir(sdir, { recursive: true });
-    const sw = stopwatch();
-    await saveState(vm, sdir, sw);
-    vm.gone = true;
-    host.vms.delete(sandboxId);
-    vm.agent.close();
-    // After the state transfer QEMU writes nothing more (its disk is inactive, RAM is a mapping of the
-    // file just flushed), so the files can move while it exits.
-    const exited = vm.machine.stop(TIMEOUTS.stopMs);
-    await rename(join(vm.dir, "ram"), join(sdir, "ram"));
-    await rename(join(vm.dir, "disk.qcow2"), join(sdir, "disk.qcow2"));
-    const pause_ms = Math.round(now() - t0);
-    const meta: SnapMeta = {
-      ...baseOf(vm.rec),
-      snapshot_id: snapId,
-      sandbox_id: sandboxId,
-      hostname: vm.rec.hostname,
-      disk_mib: vm.rec.disk_mib,
-      pause_ms,
-      created_at: new Date().toISOString(),
-    };
-    await writeSnapMeta(sdir, meta);
-    const ref = await snapRef(host.layout, meta);
-    // The snapshot is durable; the dir is moved aside first so the same sandbox can be resumed at once;
-    // the slot stays reserved until its namespace is gone.
-    const trash = join(host.layout.vms, `${TRASH_PREFIX}${randomUUID().slice(0, 12)}`);
-    await rename(vm.dir, trash);
-    if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
-    sw.lap("move");
-    const cgroup = cgroupName(vm.rec, vm.dir);
-    host.background(async () => {
-      await exited;
-      await host.removeCgroup(cgroup);
-      await host.releaseSlot(vm.rec.slot);
-      await rm(trash, { recursive: true, force: true });
-    });
-    host.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms, ...sw.laps });
-    return ref;
+/** The files a pause moves from the VM dir into the snapshot dir (re-adoption finishes the move). */
+export const SNAP_FILES = ["ram", "disk.qcow2"] as const;
+
+export function pause(host: Host, sandboxId: string, snapshotId?: string): Promise<SnapshotRef> {
+  const snapId = snapshotId ?? `snap-${randomUUID()}`;
+  checkSnapshotId(snapId);
+  return host.ops.do(`pause:${snapId}`, () =>
+    host.withSnapLock(snapId, async () => {
+      const done = await readSnapMeta(host.layout.snapDir(snapId));
+      if (done && snapState(done) === "complete") {
+        if (done.sandbox_id !== sandboxId)
+          throw new HostdError("conflict", `snapshot ${snapId} belongs to sandbox ${done.sandbox_id}`);
+        return snapRef(host.layout, done);
+      }
+      const vm = host.getVm(sandboxId);
+      return host.withVmLock(vm, () => pauseVm(host, vm, snapId));
+    }),
+  ) as Promise<SnapshotRef>;
+}
+
+async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef> {
+  const sandboxId = vm.rec.sandbox_id;
+  if (vm.gone) throw new HostdError("not_found", `sandbox ${sandboxId} is not running on this host`);
+  await host.checkDiskReserve("pause a sandbox");
+  const t0 = now();
+  const sdir = host.layout.snapDir(snapId);
+  // A pending dir of this id is an attempt a crash interrupted while this VM ran on: nothing of it is needed.
+  await rm(sdir, { recursive: true, force: true });
+  await mkdir(sdir, { recursive: true });
+  await fsyncDir(host.layout.snaps);
+  const meta: SnapMeta = {
+    ...baseOf(vm.rec),
+    snapshot_id: snapId,
+    sandbox_id: sandboxId,
+    hostname: vm.rec.hostname,
+    disk_mib: vm.rec.disk_mib,
+    pause_ms: 0,
+    created_at: new Date().toISOString(),
+    state: "pending",
+  };
+  await writeSnapMeta(sdir, meta);
+  const sw = stopwatch();
+  await saveState(vm, sdir, sw);
+  crashPoint("pause.after_state");
+  // From here the VM's RAM and disk belong to the snapshot: a restart finishes the move, never resumes it.
+  await writeSnapMeta(sdir, { ...meta, state: "saved" });
+  vm.gone = true;
+  host.vms.delete(sandboxId);
+  vm.agent.close();
+  // After the state transfer QEMU writes nothing more (its disk is inactive, RAM is a mapping of the
+  // file just flushed), so the files can move while it exits.
+  const exited = vm.machine.stop(TIMEOUTS.stopMs);
+  for (const f of SNAP_FILES) await rename(join(vm.dir, f), join(sdir, f));
+  await Promise.all([fsyncDir(sdir), fsyncDir(vm.dir)]);
+  crashPoint("pause.after_rename");
+  const pause_ms = Math.round(now() - t0);
+  const complete: SnapMeta = { ...meta, pause_ms, state: "complete" };
+  await writeSnapMeta(sdir, complete);
+  const ref = await snapRef(host.layout, complete);
+  // The snapshot is durable; the dir is moved aside first so the same sandbox can be resumed at once;
+  // the slot stays reserved until its namespace is gone.
+  const trash = join(host.layout.vms, `${TRASH_PREFIX}${randomUUID().slice(0, 12)}`);
+  await rename(vm.dir, trash);
+  if (vm.rec.launch_dir && vm.rec.launch_dir !== vm.dir) await rm(vm.rec.launch_dir, { force: true });
+  sw.lap("move");
+  const cgroup = cgroupName(vm.rec, vm.dir);
+  host.background(async () => {
+    await exited;
+    await host.removeCgroup(cgroup);
+    await host.releaseSlot(vm.rec.slot);
+    await rm(trash, { recursive: true, force: true });
   });
+  host.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms, ...sw.laps });
+  return ref;
 }
 
 /** Stops the guest and writes its device state to `sdir`, with RAM and disk flushed; undone on failure. */

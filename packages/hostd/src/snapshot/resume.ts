@@ -1,44 +1,114 @@
 /**
- * Resume: the snapshot is consumed — its RAM file and top disk layer are renamed into the new VM dir (a
- * `share=on` RAM file is written by the VM that maps it), restored, and the agent's clock and RNG synced.
+ * Resume: the snapshot's RAM file and top disk layer are renamed into the new VM dir (a `share=on` RAM
+ * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. The snapshot is
+ * consumed only once the VM runs: until the guest's first instruction its files go back unchanged on any
+ * failure; after it, the device state is saved again first (`resave`), so what goes back is consistent.
+ * Idempotent by the sandbox id: a repeat joins the resume in flight or answers the VM it started.
  */
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
 import { TIMEOUTS, bringUp, now } from "../bringup.js";
 import { type Host, runtimeOf } from "../host.js";
-import { baseOf, snapMeta, validateSpec } from "../records.js";
+import {
+  type SnapMeta,
+  baseOf,
+  fsyncFile,
+  snapMeta,
+  validateSpec,
+  writeSnapMeta,
+  writeVmRecord,
+} from "../records.js";
+import { crashPoint } from "../sys/crash.js";
+import { fsyncDir } from "../sys/fs.js";
+import type { Machine } from "../vmm/driver.js";
+import { SNAP_FILES } from "./pause.js";
 
-export async function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
+export function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
   validateSpec(spec);
-  host.checkCapacity(snapshot.mem_mib);
-  return host.withReservedId(spec.sandbox_id, async () => {
+  return host.ops.do(`start:${spec.sandbox_id}`, async () => {
     const t0 = now();
-    return host.withSnapLock(snapshot.snapshot_id, async () => {
-      const meta = await snapMeta(host.layout, snapshot);
-      if (spec.disk_mib < meta.disk_mib) throw new HostdError("bad_request", "disk_mib cannot shrink");
-      const sdir = host.layout.snapDir(meta.snapshot_id);
-      const { vm } = await bringUp(host, {
-        spec,
-        start: { base: baseOf(meta), boot: { restore: join(sdir, "state") } },
-        files: async (p, undo) => {
-          for (const f of ["ram", "disk.qcow2"]) {
-            await rename(join(sdir, f), join(p.dir, f));
-            // Give the snapshot its files back if the resume fails, so it can be resumed again.
-            undo.push(() => rename(join(p.dir, f), join(sdir, f)));
-          }
-        },
-        agentMs: TIMEOUTS.restoreAgentMs,
-        // A `start_paused` fork gets its own identity on first run; otherwise it is the same sandbox and
-        // only the clock and the RNG moved on while it was paused.
-        identity: meta.needs_configure ? "configure" : "sync",
-        grow: () => spec.disk_mib > meta.disk_mib,
-        register: true,
+    const running = host.vms.get(spec.sandbox_id);
+    if (running && !running.gone && running.rec.from_snapshot === snapshot.snapshot_id)
+      return runtimeOf(spec, running.rec, t0, "resume");
+    host.checkCapacity(snapshot.mem_mib);
+    return host.withReservedId(spec.sandbox_id, () =>
+      host.withSnapLock(snapshot.snapshot_id, () => resumeLocked(host, snapshot, spec, t0)),
+    );
+  }) as Promise<VmRuntime>;
+}
+
+async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0: number): Promise<VmRuntime> {
+  const meta = await snapMeta(host.layout, snapshot);
+  if (spec.disk_mib < meta.disk_mib) throw new HostdError("bad_request", "disk_mib cannot shrink");
+  const sdir = host.layout.snapDir(meta.snapshot_id);
+  const mark = (state: SnapMeta["state"]) => writeSnapMeta(sdir, { ...meta, state });
+  await mark("resuming");
+  let consumed = false;
+  const { vm } = await bringUp(host, {
+    spec,
+    start: { base: baseOf(meta), boot: { restore: join(sdir, "state") } },
+    files: async (p, undo) => {
+      p.rec.from_snapshot = meta.snapshot_id;
+      await writeVmRecord(p.dir, p.rec);
+      // Runs after QEMU stopped: the snapshot gets its files back, complete unless the guest ran and its
+      // state could not be saved again (then it stays `consumed`, which no resume accepts).
+      undo.push(async () => {
+        await giveBack(sdir, p.dir);
+        if (!consumed) await mark("complete");
+        else
+          host.log.error("snapshot lost: its resumed guest ran and could not be saved again", {
+            snapshot_id: meta.snapshot_id,
+            sandbox_id: spec.sandbox_id,
+          });
       });
-      await rm(sdir, { recursive: true, force: true });
-      const rt = runtimeOf(spec, vm.rec, t0, "resume");
-      host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms });
-      return rt;
-    });
+      for (const f of SNAP_FILES) await rename(join(sdir, f), join(p.dir, f));
+      await Promise.all([fsyncDir(sdir), fsyncDir(p.dir)]);
+      crashPoint("resume.after_rename");
+    },
+    guestRuns: {
+      mark: async () => {
+        consumed = true;
+        await mark("consumed");
+      },
+      undo: async (m) => {
+        await resave(m, sdir, join(host.layout.vmDir(spec.sandbox_id)));
+        consumed = false;
+      },
+    },
+    agentMs: TIMEOUTS.restoreAgentMs,
+    // A `start_paused` fork gets its own identity on first run; otherwise it is the same sandbox and
+    // only the clock and the RNG moved on while it was paused.
+    identity: meta.needs_configure ? "configure" : "sync",
+    grow: () => spec.disk_mib > meta.disk_mib,
+    register: true,
   });
+  await rm(sdir, { recursive: true, force: true });
+  await fsyncDir(host.layout.snaps);
+  const rt = runtimeOf(spec, vm.rec, t0, "resume");
+  host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms });
+  return rt;
+}
+
+/** Moves whichever of the snapshot's files are in the VM dir back into the snapshot dir. */
+export async function giveBack(sdir: string, vmDir: string): Promise<void> {
+  for (const f of SNAP_FILES) {
+    await rename(join(vmDir, f), join(sdir, f)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== "ENOENT") throw e;
+    });
+  }
+  await fsyncDir(sdir);
+}
+
+/**
+ * A guest that ran after its restore: stop it and save its device state over the snapshot's (write, fsync,
+ * rename), with RAM and disk flushed, so RAM file, disk and state agree again — at a later moment.
+ */
+export async function resave(m: Machine, sdir: string, vmDir: string): Promise<void> {
+  if (m.state === "running") await m.pause();
+  const next = join(sdir, "state.new");
+  await m.snapshot(next);
+  await Promise.all([fsyncFile(next), fsyncFile(join(vmDir, "ram")), fsyncFile(join(vmDir, "disk.qcow2"))]);
+  await rename(next, join(sdir, "state"));
+  await fsyncDir(sdir);
 }

@@ -75,6 +75,8 @@ test("a host daemon applies the cap at open, keeping the entry a snapshot backs 
     join(sdir, "meta.json"),
     JSON.stringify({ snapshot_id: "snap-1", chain: [join(kept, "disk.qcow2")] }),
   );
+  // A complete snapshot has its files (re-adoption sets aside one that lacks them).
+  for (const f of ["ram", "state", "disk.qcow2"]) writeFileSync(join(sdir, f), "");
   const d = await LocalHostDaemon.open({
     dataDir,
     cacheDir: cache,

@@ -3,12 +3,15 @@ import type { PtySession } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
 import type { UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
-import { type App, loadSandbox, requireRunning } from "./common.js";
+import { type App, loadSandbox } from "./common.js";
 
-/** The caller's running sandbox and its host daemon, or the HTTP error that refuses the upgrade. */
+/**
+ * The caller's running sandbox (waiting, bounded, while it becomes running) and its host daemon, or the
+ * HTTP error that refuses the upgrade.
+ */
 export async function openRuntime(app: App, u: UpgradeCtx, action: string) {
-  const row = await loadSandbox(app, u);
-  requireRunning(row, action);
+  // The row as running: a resume may have placed it on another host.
+  const row = await app.sandboxes.awaitRunning(await loadSandbox(app, u), action);
   return { row, daemon: app.sandboxes.daemonFor(row) };
 }
 

@@ -11,7 +11,7 @@ import { mapHostdError } from "../hosterr.js";
 import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
 import { Fields, absolutePathError } from "../validate.js";
-import { type App, loadSandbox, requireRunning, route } from "./common.js";
+import { type App, loadSandbox, route } from "./common.js";
 import { linkShell, openRuntime, openShell, typeInto } from "./pty.js";
 
 const EXEC_BUFFER_CAP = 16 * 1024 * 1024;
@@ -38,7 +38,7 @@ export function streamRoutes(app: App): Route[] {
       const cwd = f.str("cwd", { max: 4096 });
       if (cwd && !cwd.startsWith("/")) f.fail("cwd", "cwd must be an absolute path");
       f.done();
-      const row = await loadSandbox(app, ctx);
+      let row = await loadSandbox(app, ctx);
       if (env) {
         const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
         if (undeclared.length) {
@@ -47,7 +47,7 @@ export function streamRoutes(app: App): Route[] {
           });
         }
       }
-      requireRunning(row, "exec in");
+      row = await app.sandboxes.awaitRunning(row, "exec in");
       const daemon = app.sandboxes.daemonFor(row);
       const streaming = ctx.query.stream === "true" || streamFlag === true;
       const req = {
@@ -98,8 +98,8 @@ export function streamRoutes(app: App): Route[] {
       const declared = ctx.req.headers["content-length"];
       const raw = ctx.req.raw;
       if (declared !== undefined && Number(declared) > limit) throw apiError("file_too_large", { limit });
-      const row = await loadSandbox(app, ctx);
-      requireRunning(row, "write files to");
+      // The row as running: a resume may have placed it on another host.
+      const row = await app.sandboxes.awaitRunning(await loadSandbox(app, ctx), "write files to");
       const daemon = app.sandboxes.daemonFor(row);
       let seen = 0;
       let over = false;
@@ -130,8 +130,8 @@ export function streamRoutes(app: App): Route[] {
     }),
     route("GET /v1/sandboxes/:id/files", { auth: "runtime", body: "none" }, async (ctx) => {
       const path = filePath(ctx.query);
-      const row = await loadSandbox(app, ctx);
-      requireRunning(row, "read files from");
+      // The row as running: a resume may have placed it on another host.
+      const row = await app.sandboxes.awaitRunning(await loadSandbox(app, ctx), "read files from");
       const daemon = app.sandboxes.daemonFor(row);
       const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
         throw mapHostdError(e, { action: "read files from", path });

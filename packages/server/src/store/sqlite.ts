@@ -98,6 +98,8 @@ const MIGRATIONS: string[] = [
   // Lists page newest first by id (ULIDs sort by creation time), straight off this index, no sort step.
   `DROP INDEX sandboxes_user;
    CREATE INDEX sandboxes_user_id ON sandboxes(user_id, id);`,
+  // The id of the snapshot a pause (or a paused fork) is making, recorded before the host is asked.
+  "ALTER TABLE sandboxes ADD COLUMN pending_snapshot_id TEXT;",
 ];
 
 type Kind = "text" | "num" | "bool" | "json";
@@ -128,6 +130,7 @@ const SANDBOX_COLUMNS: Record<keyof SandboxRow, Kind> = {
   envs: "json",
   ssh_pubkeys: "json",
   snapshot: "json",
+  pending_snapshot_id: "text",
   bandwidth_quota_bytes: "num",
   bandwidth_used_bytes: "num",
   bandwidth_ingress_bytes: "num",
@@ -213,7 +216,9 @@ export class SqliteStore implements Store {
     db.pragma("journal_mode = WAL");
     // Several processes (serve, `users create`) share the file: wait for the writer instead of failing.
     db.pragma("busy_timeout = 5000");
-    db.pragma("synchronous = NORMAL");
+    // FULL: a transition the API acknowledged (a 202 on pause, say) survives a power cut, not only a
+    // process crash; in WAL mode that is one fsync of the log per commit.
+    db.pragma("synchronous = FULL");
     db.pragma("foreign_keys = ON");
     migrate(db);
     return new SqliteStore(db);

@@ -47,6 +47,11 @@ export interface SandboxRow {
   envs: Record<string, string>;
   ssh_pubkeys: string[];
   snapshot?: SnapshotRef;
+  /**
+   * The snapshot a pause (or a `start_paused` fork) is making: the control plane's id, recorded with the
+   * transition before the host daemon is asked, so the host call can be repeated by it after a crash.
+   */
+  pending_snapshot_id?: string;
   bandwidth_quota_bytes: number;
   bandwidth_used_bytes: number;
   bandwidth_ingress_bytes: number;
