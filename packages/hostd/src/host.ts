@@ -314,11 +314,7 @@ export class Host {
    */
   async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
     // Independent of each other once QEMU is gone: done at once.
-    await Promise.all([
-      this.removeCgroup(cgroupName(rec, dir)),
-      this.releaseSlot(rec.slot),
-      removeDir(dir),
-    ]);
+    await Promise.all([this.removeCgroup(cgroupName(rec, dir)), this.releaseSlot(rec.slot), removeDir(dir)]);
     if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
   }
