@@ -196,7 +196,10 @@ export class Prompter {
         const box = checkboxes ? (checked(i) ? style.green("◉ ") : "◯ ") : "";
         const padded = ch.hint ? ch.label.padEnd(labelWidth) : ch.label;
         const label = i === c ? style.cyan(padded) : padded;
-        rows.push(`${pointer} ${box}${label}${ch.hint ? style.dim(`  ${ch.hint}`) : ""}`);
+        // A row that wrapped would throw off the cursor-up redraw: hints are clipped to the terminal.
+        const room = (output.columns ?? 80) - 1 - (2 + box.length + padded.length + 2);
+        const hint = ch.hint ? clip(ch.hint, room) : "";
+        rows.push(`${pointer} ${box}${label}${hint ? style.dim(`  ${hint}`) : ""}`);
       }
       for (const r of rows) output.write(`\r\x1b[2K${r}\n`);
       drawn = rows.length;
@@ -212,4 +215,10 @@ export class Prompter {
       },
     };
   }
+}
+
+/** `s` cut to `room` characters, ending in "…" when cut ("" when there is no room). */
+export function clip(s: string, room: number): string {
+  if (room <= 1) return "";
+  return s.length <= room ? s : `${s.slice(0, room - 1)}…`;
 }
