@@ -37,7 +37,7 @@ test("a pending delete is delivered before a pending pause, which it makes moot"
 });
 
 test("events spaced by the refill period all pass; a closed gate delivers nothing", async () => {
-  const { g, got } = gate();
+  const { g, got, coalesced } = gate();
   for (let i = 0; i < 5; i++) {
     g.self("pause", String(i));
     await sleep(limits.refillMs + 10);
@@ -50,6 +50,7 @@ test("events spaced by the refill period all pass; a closed gate delivers nothin
   g.close();
   await sleep(limits.refillMs * 2);
   assert.ok(!got.includes("pause:y"));
+  assert.deepEqual(coalesced, [1], "the one still pending is reported at close");
 });
 
 test("warnings: a few per window are logged, the rest counted and reported with the next window's first", async () => {

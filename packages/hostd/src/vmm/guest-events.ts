@@ -67,10 +67,14 @@ export class GuestEventGate {
     return { log: false, suppressed: 0 };
   }
 
+  /** The VM is gone: what is still pending is dropped, and the tally of a throttled stretch reported. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     clearTimeout(this.timer);
+    const dropped = this.dropped + this.pending.size;
     this.pending.clear();
+    if (dropped > 0) this.onCoalesced(dropped);
   }
 
   private refill(): void {
