@@ -79,3 +79,43 @@ export function timedOut(socket: Duplex, reqId: string): void {
   rawResponse(socket, renderError(apiError("request_timeout")), reqId);
   setTimeout(() => socket.destroy(), 1000).unref();
 }
+
+/** Bytes a client sends ahead of the 101 are held, up to this, before its socket is paused. */
+const EARLY_BYTES_MAX = 1024 * 1024;
+
+export interface UpgradeWatch {
+  /** Aborted when the client closes or half-closes before the handler accepted. */
+  signal: AbortSignal;
+  /** At accept: stops watching and hands back what arrived meanwhile, to go after the request's head. */
+  take(): Buffer;
+}
+
+/**
+ * An upgrade socket that nobody reads never notices that its client left: while a handler awaits the guest
+ * (PTY, TCP connect), this reads it — keeping the bytes for the handler — so a disconnect at any await
+ * aborts the handler's signal and the handler can undo what it opened.
+ */
+export function watchUpgrade(socket: Duplex): UpgradeWatch {
+  const ac = new AbortController();
+  const early: Buffer[] = [];
+  let n = 0;
+  const collect = (c: Buffer) => {
+    early.push(c);
+    n += c.length;
+    if (n > EARLY_BYTES_MAX) socket.pause();
+  };
+  const gone = () => ac.abort();
+  socket.on("data", collect);
+  socket.once("end", gone);
+  socket.once("close", gone);
+  return {
+    signal: ac.signal,
+    take: () => {
+      socket.off("data", collect);
+      socket.off("end", gone);
+      socket.off("close", gone);
+      if (socket.isPaused()) socket.resume();
+      return Buffer.concat(early);
+    },
+  };
+}

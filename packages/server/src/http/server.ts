@@ -23,7 +23,15 @@ import { ulid } from "../ulid.js";
 import { schemaAjv } from "../validate.js";
 import { Admission } from "./auth.js";
 import { readJson } from "./body.js";
-import { capConnections, clientAddress, overCap, serverOptions, timedOut } from "./conn.js";
+import {
+  type UpgradeWatch,
+  capConnections,
+  clientAddress,
+  overCap,
+  serverOptions,
+  timedOut,
+  watchUpgrade,
+} from "./conn.js";
 import { rawResponse, renderError } from "./errors.js";
 
 export type AuthMode = "none" | "user" | "runtime";
@@ -105,7 +113,7 @@ const genReqId = (req: IncomingMessage): string => {
 };
 
 const UPGRADE = Symbol("upgrade");
-type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer; signal: AbortSignal } };
+type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer; watch: UpgradeWatch } };
 /** The only paths that take upgrades; any other upgrade request is refused before routing. */
 const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|shell-ws|tunnel\/[^/]+)\/*(\?|$)/;
 
@@ -216,9 +224,7 @@ export async function createHttp(
       );
       return;
     }
-    const ac = new AbortController();
-    socket.once("close", () => ac.abort());
-    req[UPGRADE] = { socket, head, signal: ac.signal };
+    req[UPGRADE] = { socket, head, watch: watchUpgrade(socket) };
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as never);
@@ -252,14 +258,20 @@ function register(app: FastifyInstance, r: Route): void {
         if (!up || String(req.headers.upgrade ?? "").toLowerCase() !== proto)
           throw apiError(proto === "websocket" ? "websocket_required" : "upgrade_required");
         const own101 = proto === "tcp-tunnel";
-        await r.upgrade({
+        const u: UpgradeCtx = {
           ...ctx,
-          ...up,
+          socket: up.socket,
+          head: up.head,
+          signal: up.watch.signal,
           principal: req.principal!,
-          accept: () => accept(reply, up.socket, own101),
-        });
+          accept: () => {
+            u.head = Buffer.concat([up.head, up.watch.take()]);
+            return accept(reply, up.socket, own101);
+          },
+        };
+        await r.upgrade(u);
         // The client left before the handler accepted: it has undone its work; nothing is left to answer.
-        if (up.signal.aborted && !reply.sent) {
+        if (up.watch.signal.aborted && !reply.sent) {
           reply.hijack();
           up.socket.destroy();
         }
