@@ -35,6 +35,7 @@ import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
 import { capConsoleLog } from "./vmm/devices/console.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
+import { GuestEventGate } from "./vmm/guest-events.js";
 import type { AgentLike } from "./vmm/guest.js";
 import { jailIds } from "./vmm/jail.js";
 import { isOurQemu } from "./vmm/qemu.js";
@@ -286,12 +287,28 @@ export class Host {
   register(p: VmParts): Vm {
     const vm: Vm = { ...p, lock: Promise.resolve(), gone: false };
     this.vms.set(p.rec.sandbox_id, vm);
-    vm.agent.onSelf((action, reason) => {
-      const e: HostEvent = { type: "self", sandbox_id: vm.rec.sandbox_id, action };
-      if (reason) e.reason = reason;
-      this.emit(e);
+    const id = vm.rec.sandbox_id;
+    // Guest-raised events are throttled and coalesced per VM (vmm/guest-events.ts).
+    const gate = new GuestEventGate(
+      (action, reason) => {
+        if (vm.gone) return;
+        const e: HostEvent = { type: "self", sandbox_id: id, action };
+        if (reason) e.reason = reason;
+        this.emit(e);
+      },
+      (dropped) => this.log.warn("guest self-signals coalesced", { sandbox_id: id, dropped }),
+    );
+    vm.agent.onSelf((action, reason) => gate.self(action, reason));
+    vm.agent.onWarning((msg, fields) => {
+      const w = gate.warning();
+      if (w.log)
+        this.log.warn(msg, {
+          sandbox_id: id,
+          ...fields,
+          ...(w.suppressed ? { suppressed: w.suppressed } : {}),
+        });
     });
-    vm.agent.onWarning((msg, fields) => this.log.warn(msg, { sandbox_id: vm.rec.sandbox_id, ...fields }));
+    void vm.machine.exited.then(() => gate.close());
     this.watchExit(vm);
     return vm;
   }

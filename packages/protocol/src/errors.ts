@@ -51,6 +51,11 @@ export const ERROR_CATALOG = {
     field: "auth",
     message: "a sandbox access token may only drive runtime operations of its own sandbox",
   },
+  metrics_forbidden: {
+    status: 403,
+    field: "auth",
+    message: "/metrics needs the admin user's API key (or the operator's separate metrics address)",
+  },
   limit_running: {
     status: 403,
     field: "limit",
@@ -89,6 +94,11 @@ export const ERROR_CATALOG = {
   file_not_found: { status: 404, field: "path", message: "no such file: {path}" },
   access_token_not_found: { status: 404, field: "access_token", message: "sandbox {id} has no access token" },
   method_not_allowed: { status: 405, field: "method", message: "{method} is not allowed on {path}" },
+  request_timeout: {
+    status: 408,
+    field: "request",
+    message: "the request was not received in time",
+  },
   state_conflict: { status: 409, field: "status", message: "cannot {action} a sandbox that is {status}" },
   sandbox_paused: {
     status: 409,
@@ -121,7 +131,32 @@ export const ERROR_CATALOG = {
   rate_limited: {
     status: 429,
     field: "rate",
-    message: "rate limit exceeded: {rate} requests/s per key (burst {burst})",
+    message: "rate limit exceeded: {rate} requests/s per tenant (burst {burst})",
+    retryAfter: 1,
+  },
+  auth_rate_limited: {
+    status: 429,
+    field: "auth",
+    message: "too many failed authentication attempts from this address; retry later",
+    retryAfter: 1,
+  },
+  too_many_connections: {
+    status: 429,
+    field: "connections",
+    message: "too many concurrent connections from this address (limit {limit}); retry later",
+    retryAfter: 1,
+  },
+  tenant_streams_busy: {
+    status: 429,
+    field: "streams",
+    message:
+      "open stream limit reached ({limit} per tenant: execs, file transfers, shells, tunnels); retry later",
+    retryAfter: 1,
+  },
+  tenant_exec_buffer_busy: {
+    status: 429,
+    field: "exec",
+    message: "buffered exec limit reached ({limit} MiB in flight per tenant); retry later or use stream=true",
     retryAfter: 1,
   },
   sandbox_busy: {

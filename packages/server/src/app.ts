@@ -19,7 +19,7 @@ import { diskRoutes } from "./routes/disks.js";
 import { healthRoutes } from "./routes/health.js";
 import { hostRoutes } from "./routes/hosts.js";
 import { identityRoutes } from "./routes/identity.js";
-import { metricsRoutes } from "./routes/metrics.js";
+import { metricsRoutes, serveMetrics } from "./routes/metrics.js";
 import { networkRoutes } from "./routes/networks.js";
 import { processRoutes } from "./routes/processes.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
@@ -30,6 +30,7 @@ import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
+import { TenantStreams } from "./tenant-streams.js";
 
 export interface RunningServer {
   url: string;
@@ -67,6 +68,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     metrics,
     hosts,
     sandboxes,
+    tenantStreams: new TenantStreams(cfg),
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
     forgetSandboxCredentials: (id) => http.admission.forget((p) => p.sandbox_id === id),
@@ -90,6 +92,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   await http.fastify.listen({ port: cfg.port, host: cfg.host });
   const port = (http.server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
+  const metricsServer = cfg.metricsListen ? await serveMetrics(app, cfg.metricsListen) : undefined;
+  if (metricsServer) log.now("metrics listening", { url: metricsServer.url });
   scheduler.start();
   hosts.start();
 
@@ -142,6 +146,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       hosts.stop();
       catalog.stop();
       for (const off of unsubscribe) off();
+      metricsServer?.server.close();
       await http.fastify.close();
       await store.close();
       log.flush();

@@ -7,9 +7,28 @@ export interface ServerConfig {
   host: string;
   port: number;
   region: string;
-  /** Token bucket per credential, kept in memory per replica. */
+  /** Token bucket per tenant, kept in memory per replica. */
   rateLimitPerSecond: number;
   rateLimitBurst: number;
+  /** Token bucket per client IP that each failed authentication drains; empty → 429 before any lookup. */
+  authFailPerSecond: number;
+  authFailBurst: number;
+  /** A request's headers must arrive within this (slowloris); the connection is then answered 408 and closed. */
+  headersTimeoutMs: number;
+  /** The whole request, body included (uploads), must arrive within this; 0 = no deadline. */
+  requestTimeoutMs: number;
+  /** A JSON body must arrive within this once its headers did. */
+  jsonBodyTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** Concurrent connections one client address may hold; 0 = no cap. */
+  maxConnectionsPerIp: number;
+  /** `host:port` of a second listener serving only `/metrics`, without auth (for a scraper on a private network). */
+  metricsListen: string | undefined;
+  /** Open exec/file/shell/tunnel streams of one tenant across its sandboxes (429 past it). */
+  maxStreamsPerTenant: number;
+  /** Buffered exec output one tenant's calls may hold at once, in MiB (429 past it). */
+  maxExecBufferMibPerTenant: number;
   /** How long a verified credential is trusted without a database read; 0 disables the cache. */
   authCacheMs: number;
   maxRunningPerTenant: number;
@@ -62,6 +81,16 @@ export function loadConfig(
     region: env.CREATEOS_SANDBOX_REGION || "local",
     rateLimitPerSecond: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_RPS", 50),
     rateLimitBurst: num(env, "CREATEOS_SANDBOX_RATE_LIMIT_BURST", 200),
+    authFailPerSecond: num(env, "CREATEOS_SANDBOX_AUTH_FAIL_RPS", 1),
+    authFailBurst: num(env, "CREATEOS_SANDBOX_AUTH_FAIL_BURST", 20),
+    headersTimeoutMs: num(env, "CREATEOS_SANDBOX_HEADERS_TIMEOUT_MS", 10_000),
+    requestTimeoutMs: num(env, "CREATEOS_SANDBOX_REQUEST_TIMEOUT_MS", 600_000),
+    jsonBodyTimeoutMs: num(env, "CREATEOS_SANDBOX_JSON_BODY_TIMEOUT_MS", 30_000),
+    keepAliveTimeoutMs: num(env, "CREATEOS_SANDBOX_KEEPALIVE_TIMEOUT_MS", 65_000),
+    maxConnectionsPerIp: num(env, "CREATEOS_SANDBOX_MAX_CONNECTIONS_PER_IP", 512),
+    metricsListen: env.CREATEOS_SANDBOX_METRICS_LISTEN || undefined,
+    maxStreamsPerTenant: num(env, "CREATEOS_SANDBOX_MAX_STREAMS_PER_TENANT", 1024),
+    maxExecBufferMibPerTenant: num(env, "CREATEOS_SANDBOX_MAX_EXEC_BUFFER_MIB_PER_TENANT", 256),
     authCacheMs: num(env, "CREATEOS_SANDBOX_AUTH_CACHE_MS", 1000),
     maxRunningPerTenant: num(env, "CREATEOS_SANDBOX_MAX_RUNNING_PER_TENANT", 20),
     maxNetworksPerTenant: num(env, "CREATEOS_SANDBOX_MAX_NETWORKS_PER_TENANT", 10),

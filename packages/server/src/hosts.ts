@@ -10,6 +10,7 @@
  * holds the snapshot until snapshots live in shared storage.
  */
 import { type HostDaemon, type HostInfo, apiError } from "@createos-sandbox/protocol";
+import { publicHostId, publicReason } from "./hosterr.js";
 import type { Logger } from "./log.js";
 
 export interface HostRef {
@@ -73,10 +74,15 @@ export class Hosts {
     return this.refs.some(isReady);
   }
 
-  /** Why no host can take new sandboxes (for readyz and 503s). */
+  /** Why no host can take new sandboxes (for readyz and 503s): fixed phrases, details in the log. */
   notReadyReason(): string {
-    if (this.refs.length === 0) return this.noHosts;
-    return this.refs.map((h) => `${h.id}: ${this.whyNot(h) ?? "ready"}`).join("; ");
+    if (this.refs.length === 0) return publicReason(this.noHosts);
+    return this.refs.map((h, i) => `${publicHostId(h.id, i)}: ${this.publicWhyNot(h) ?? "ready"}`).join("; ");
+  }
+
+  private publicWhyNot(h: HostRef): string | undefined {
+    const why = this.whyNot(h);
+    return why === undefined ? undefined : publicReason(why);
   }
 
   private whyNot(h: HostRef): string | undefined {
@@ -101,8 +107,9 @@ export class Hosts {
         : `host ${hostId} is not configured on this control plane`;
       throw apiError("host_unavailable", { reason });
     }
-    const why = this.whyNot(h);
-    if (!isUp(h) || (opts.ready && why)) throw apiError("host_unavailable", { reason: `${h.id}: ${why}` });
+    const why = this.publicWhyNot(h);
+    if (!isUp(h) || (opts.ready && why))
+      throw apiError("host_unavailable", { reason: `${publicHostId(h.id, this.refs.indexOf(h))}: ${why}` });
     return h.daemon;
   }
 

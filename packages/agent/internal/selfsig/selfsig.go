@@ -71,10 +71,14 @@ func Serve(addr string, emit Emit, logger *log.Logger) (net.Addr, error) {
 func ServeFIFO(path string, emit Emit, logger *log.Logger) error {
 	if st, err := os.Lstat(path); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
 		_ = os.Remove(path)
-		if err := syscall.Mkfifo(path, 0o622); err != nil {
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
 			return err
 		}
-		_ = os.Chmod(path, 0o622)
+	}
+	// Writable by its owner (root, as PID 1) only: any other guest user could otherwise pause or delete the
+	// sandbox, and flood the host with events. Also applied to a FIFO left by an older agent (0622).
+	if err := os.Chmod(path, 0o600); err != nil {
+		return err
 	}
 	// Opened read-write so the reader never sees EOF when a writer goes away.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -1,9 +1,14 @@
 package selfsig
 
 import (
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -32,4 +37,28 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("events %q", got)
 	}
 	_ = http.MethodPost
+}
+
+// The FIFO is writable by its owner only, also when an older agent left one world-writable.
+func TestFIFOOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "fresh")
+	old := filepath.Join(dir, "old")
+	if err := syscall.Mkfifo(old, 0o622); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(old, 0o622)
+	logger := log.New(io.Discard, "", 0)
+	for _, p := range []string{fresh, old} {
+		if err := ServeFIFO(p, func(string, string) {}, logger); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want named pipe 0600", p, st.Mode())
+		}
+	}
 }

@@ -1,10 +1,13 @@
-/** Admission: who the caller is (API key or access token, briefly cached) and its per-credential rate limit. */
+/**
+ * Admission: who the caller is (API key or access token, briefly cached), its tenant's rate limit, and a
+ * limit per client address on failed authentications (so keys cannot be guessed at line rate).
+ */
 import type { IncomingHttpHeaders } from "node:http";
 import { apiError } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "../config.js";
 import type { Principal, Store } from "../store/types.js";
 
-/** Per-credential token buckets. In memory: each replica limits on its own (documented in docs/server.md). */
+/** Token buckets by key. In memory: each replica limits on its own (documented in docs/server.md). */
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   constructor(
@@ -15,20 +18,36 @@ export class RateLimiter {
   /** Seconds to wait, or 0 when the request may pass. */
   take(key: string): number {
     if (this.rate <= 0) return 0;
-    const now = performance.now() / 1000;
-    let b = this.buckets.get(key);
-    if (!b) {
-      b = { tokens: this.burst, at: now };
-      this.buckets.set(key, b);
-      if (this.buckets.size > 100_000) this.buckets.clear();
-    }
-    b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.rate);
-    b.at = now;
+    const b = this.bucket(key);
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return 0;
     }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.rate));
+    return this.wait(b.tokens);
+  }
+
+  /** Seconds until `key` has a token again, without taking one (0: it has one). */
+  peek(key: string): number {
+    if (this.rate <= 0 || !this.buckets.has(key)) return 0;
+    const b = this.bucket(key);
+    return b.tokens >= 1 ? 0 : this.wait(b.tokens);
+  }
+
+  private wait(tokens: number): number {
+    return Math.max(1, Math.ceil((1 - tokens) / this.rate));
+  }
+
+  private bucket(key: string): { tokens: number; at: number } {
+    const now = performance.now() / 1000;
+    let b = this.buckets.get(key);
+    if (!b) {
+      b = { tokens: this.burst, at: now };
+      if (this.buckets.size >= 100_000) this.buckets.clear();
+      this.buckets.set(key, b);
+    }
+    b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.rate);
+    b.at = now;
+    return b;
   }
 }
 
@@ -50,6 +69,7 @@ export function subprotocolBearer(header: string | string[] | undefined): string
 
 export class Admission {
   private readonly limiter: RateLimiter;
+  private readonly authFailures: RateLimiter;
   /**
    * Successful lookups, kept `authCacheMs` (default 1 s): a database read per request costs more than the
    * rest of a GET. A key revoked from another process (`keys revoke`) is refused within that time.
@@ -61,6 +81,7 @@ export class Admission {
     private readonly store: Store,
   ) {
     this.limiter = new RateLimiter(cfg.rateLimitPerSecond, cfg.rateLimitBurst);
+    this.authFailures = new RateLimiter(cfg.authFailPerSecond, cfg.authFailBurst);
   }
 
   /**
@@ -92,10 +113,22 @@ export class Admission {
     for (const [k, v] of this.cache) if (match(v.principal)) this.cache.delete(k);
   }
 
-  /** Credential check plus the per-credential token bucket. */
-  async admit(h: IncomingHttpHeaders): Promise<Principal> {
-    const principal = await this.authenticate(h);
-    const wait = this.limiter.take(principal.credential_id);
+  /**
+   * Credential check plus the tenant's token bucket. An address whose failed attempts emptied its bucket is
+   * refused before its credential is looked at, whatever it sends: a guess must not be told apart by its
+   * answer.
+   */
+  async admit(h: IncomingHttpHeaders, ip: string): Promise<Principal> {
+    const blocked = this.authFailures.peek(ip);
+    if (blocked > 0) throw Object.assign(apiError("auth_rate_limited"), { retryAfter: blocked });
+    let principal: Principal;
+    try {
+      principal = await this.authenticate(h);
+    } catch (e) {
+      if ((e as { code?: string }).code === "auth_invalid") this.authFailures.take(ip);
+      throw e;
+    }
+    const wait = this.limiter.take(principal.user_id);
     if (wait > 0) {
       throw Object.assign(
         apiError("rate_limited", { rate: this.cfg.rateLimitPerSecond, burst: this.cfg.rateLimitBurst }),

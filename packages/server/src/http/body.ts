@@ -5,17 +5,25 @@ const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 
 /**
  * A JSON request body: undefined when empty (whatever its content type), otherwise it must be declared
- * JSON and parse; a body over `limit` is refused without being read further.
+ * JSON and parse; a body over `limit` is refused without being read further, and one that has not
+ * arrived within `timeoutMs` (a client trickling bytes) is refused with 408.
  */
-export function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+export function readJson(req: IncomingMessage, limit: number, timeoutMs = 0): Promise<unknown> {
   const declared = Number(req.headers["content-length"] ?? "0");
   if (declared > limit) return Promise.reject(apiError("body_too_large", { limit }));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
     let failed = false;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            if (!req.complete && !failed) fail(apiError("request_timeout"));
+          }, timeoutMs).unref()
+        : undefined;
     const fail = (e: unknown) => {
       failed = true;
+      clearTimeout(timer);
       reject(e);
     };
     req.on("data", (c: Buffer) => {
@@ -29,6 +37,7 @@ export function readJson(req: IncomingMessage, limit: number): Promise<unknown> 
       if (!req.complete && !failed) fail(apiError("bad_request_line"));
     });
     req.on("end", () => {
+      clearTimeout(timer);
       if (failed) return;
       if (n === 0) return resolve(undefined);
       const ct = String(req.headers["content-type"] ?? "");

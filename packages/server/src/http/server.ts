@@ -23,6 +23,15 @@ import { ulid } from "../ulid.js";
 import { schemaAjv } from "../validate.js";
 import { Admission } from "./auth.js";
 import { readJson } from "./body.js";
+import {
+  type UpgradeWatch,
+  capConnections,
+  clientAddress,
+  overCap,
+  serverOptions,
+  timedOut,
+  watchUpgrade,
+} from "./conn.js";
 import { rawResponse, renderError } from "./errors.js";
 
 export type AuthMode = "none" | "user" | "runtime";
@@ -56,6 +65,11 @@ export type Handler = (ctx: Ctx) => Promise<Reply | undefined>;
 export interface UpgradeCtx extends Ctx {
   socket: Duplex;
   head: Buffer;
+  /**
+   * Aborted when the client's socket closes — also while the handler still awaits the guest, which must
+   * then undo what it opened instead of accepting.
+   */
+  signal: AbortSignal;
   principal: Principal;
   /**
    * Takes the socket over from HTTP and logs the request; writes the `tcp-tunnel` 101 (a WebSocket
@@ -99,7 +113,7 @@ const genReqId = (req: IncomingMessage): string => {
 };
 
 const UPGRADE = Symbol("upgrade");
-type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer } };
+type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer; watch: UpgradeWatch } };
 /** The only paths that take upgrades; any other upgrade request is refused before routing. */
 const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|shell-ws|tunnel\/[^/]+)\/*(\?|$)/;
 
@@ -125,8 +139,8 @@ export async function createHttp(
   let server!: Server;
   const app = Fastify({
     serverFactory: (handler) => {
-      server = createServer({ maxHeaderSize: d.cfg.maxHeaderBytes, requestTimeout: 0 }, handler);
-      server.keepAliveTimeout = 65_000;
+      server = createServer(serverOptions(d.cfg), handler);
+      capConnections(server, d.cfg);
       return server;
     },
     genReqId,
@@ -142,6 +156,7 @@ export async function createHttp(
     frameworkErrors: (err, req, reply) => sendError(req, reply, err),
     clientErrorHandler: (err: Error & { code?: string }, socket: Duplex) => {
       if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+      if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") return timedOut(socket, nextReqId());
       const code = err.code === "HPE_HEADER_OVERFLOW" ? "headers_too_large" : "bad_request_line";
       rawResponse(socket, renderError(apiError(code)), nextReqId());
     },
@@ -151,6 +166,9 @@ export async function createHttp(
   const sendError = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
     const out = renderError(err);
     if (out.internal) d.log.error("unhandled error", { req_id: req.id, path: req.url.split("?")[0], err });
+    // The host's own words (paths, command lines, addresses) stay here; the client got the catalog's.
+    const detail = (err as { hostDetail?: string } | undefined)?.hostDetail;
+    if (detail) d.log.warn("engine error", { req_id: req.id, status: out.status, detail });
     // A stream already started: the only honest signal left is to cut it.
     if (reply.raw.headersSent) return void reply.raw.destroy();
     reply.code(out.status).headers(out.headers).header("x-request-id", req.id);
@@ -164,16 +182,21 @@ export async function createHttp(
   app.addContentTypeParser("*", (req, payload, done) => {
     // Raw routes stream `req.raw` themselves; the others ignore a body they do not take.
     if (req.routeOptions.config.body !== "json") return done(null, undefined);
-    readJson(payload, d.cfg.maxJsonBodyBytes).then((b) => done(null, b), done);
+    readJson(payload, d.cfg.maxJsonBodyBytes, d.cfg.jsonBodyTimeoutMs).then((b) => done(null, b), done);
   });
 
   app.addHook("onRequest", async (req, reply) => {
     req.logFields = {};
     reply.header("x-request-id", req.id);
     observe(req, reply.raw, d);
+    const refused = overCap(req.raw.socket);
+    if (refused) {
+      reply.raw.shouldKeepAlive = false;
+      throw refused;
+    }
     const auth = req.routeOptions.config.auth ?? "none";
     if (auth === "none") return;
-    req.principal = await admission.admit(req.headers);
+    req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
     if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
   });
 
@@ -201,7 +224,7 @@ export async function createHttp(
       );
       return;
     }
-    req[UPGRADE] = { socket, head };
+    req[UPGRADE] = { socket, head, watch: watchUpgrade(socket) };
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as never);
@@ -235,12 +258,23 @@ function register(app: FastifyInstance, r: Route): void {
         if (!up || String(req.headers.upgrade ?? "").toLowerCase() !== proto)
           throw apiError(proto === "websocket" ? "websocket_required" : "upgrade_required");
         const own101 = proto === "tcp-tunnel";
-        await r.upgrade({
+        const u: UpgradeCtx = {
           ...ctx,
-          ...up,
+          socket: up.socket,
+          head: up.head,
+          signal: up.watch.signal,
           principal: req.principal!,
-          accept: () => accept(reply, up.socket, own101),
-        });
+          accept: () => {
+            u.head = Buffer.concat([up.head, up.watch.take()]);
+            return accept(reply, up.socket, own101);
+          },
+        };
+        await r.upgrade(u);
+        // The client left before the handler accepted: it has undone its work; nothing is left to answer.
+        if (up.watch.signal.aborted && !reply.sent) {
+          reply.hijack();
+          up.socket.destroy();
+        }
         return reply;
       }
       const out = await r.handler!(ctx);

@@ -3,6 +3,7 @@ import type { PtySession } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
 import type { UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
+import type { StreamClaim } from "../tenant-streams.js";
 import { type App, loadSandbox } from "./common.js";
 
 /**
@@ -15,13 +16,26 @@ export async function openRuntime(app: App, u: UpgradeCtx, action: string) {
   return { row, daemon: app.sandboxes.daemonFor(row) };
 }
 
-/** The PTY opens before the 101 so a failure is still an HTTP error; the client resizes it first thing. */
-export async function openShell(app: App, u: UpgradeCtx): Promise<{ row: SandboxRow; pty: PtySession }> {
+/**
+ * The PTY opens before the 101 so a failure is still an HTTP error; the client resizes it first thing.
+ * Undefined when the client left while the guest opened it (the PTY is closed again, nothing is held).
+ */
+export async function openShell(
+  app: App,
+  u: UpgradeCtx,
+): Promise<{ row: SandboxRow; pty: PtySession; claim: StreamClaim } | undefined> {
   const { row, daemon } = await openRuntime(app, u, "open a shell in");
+  const claim = app.tenantStreams.open(row.user_id);
   const pty = await daemon.openPty(row.id, { rows: 24, cols: 80 }).catch((e) => {
+    claim.release();
     throw mapHostdError(e, { action: "open a shell in" });
   });
-  return { row, pty };
+  if (u.signal.aborted) {
+    pty.stream.destroy();
+    claim.release();
+    return undefined;
+  }
+  return { row, pty, claim };
 }
 
 /**
@@ -33,6 +47,7 @@ export function linkShell(
   app: App,
   row: SandboxRow,
   pty: PtySession,
+  claim: StreamClaim,
   end: (exited: boolean) => void,
   graceMs: number,
 ): (exited: boolean) => void {
@@ -41,6 +56,7 @@ export function linkShell(
   const close = (exited: boolean) => {
     if (closed) return;
     closed = true;
+    claim.release();
     app.sandboxes.streamClosed(row.id);
     pty.stream.destroy();
     end(exited);

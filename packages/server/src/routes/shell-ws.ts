@@ -48,17 +48,24 @@ export function shellWsRoutes(app: App): Route[] {
       !KEY_RE.test(String(h["sec-websocket-key"]))
     )
       throw apiError("websocket_required");
-    const { row, pty } = await openShell(app, u);
+    const opened = await openShell(app, u);
+    if (!opened) return;
+    const { row, pty, claim } = opened;
     const socket = u.accept();
     let linked = false;
     // A handshake the library refuses destroys the socket without calling back: the PTY must not linger.
-    socket.once("close", () => linked || pty.stream.destroy());
+    socket.once("close", () => {
+      if (linked) return;
+      pty.stream.destroy();
+      claim.release();
+    });
     wss.handleUpgrade(u.req.raw, socket as never, u.head, (ws) => {
       linked = true;
       const close = linkShell(
         app,
         row,
         pty,
+        claim,
         (exited) => {
           if (ws.readyState === ws.OPEN)
             ws.close(exited ? 1000 : 1011, exited ? "shell exited" : "shell failed");

@@ -6,7 +6,7 @@
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { StringDecoder } from "node:string_decoder";
-import { type ExecRequest, apiError, validationError } from "@createos-sandbox/protocol";
+import { ApiError, type ExecRequest, apiError, validationError } from "@createos-sandbox/protocol";
 import { mapHostdError } from "../hosterr.js";
 import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
 import type { SandboxRow } from "../store/types.js";
@@ -61,6 +61,9 @@ export function streamRoutes(app: App): Route[] {
       ctx.res.on("close", () => {
         if (!ctx.res.writableFinished) ac.abort();
       });
+      // …also when it left during an earlier await, before that listener existed.
+      if (ctx.req.raw.socket.destroyed) ac.abort();
+      const claim = app.tenantStreams.open(row.user_id, streaming ? 0 : EXEC_BUFFER_CAP);
       app.sandboxes.streamOpened(row.id);
       try {
         if (!streaming) {
@@ -89,6 +92,7 @@ export function streamRoutes(app: App): Route[] {
         await streamExec(app, ctx, row, req, ac);
         return undefined;
       } finally {
+        claim.release();
         app.sandboxes.streamClosed(row.id);
       }
     }),
@@ -114,6 +118,7 @@ export function streamRoutes(app: App): Route[] {
           cb(null, chunk);
         },
       });
+      const claim = app.tenantStreams.open(row.user_id);
       raw.on("error", (e) => counter.destroy(e));
       raw.pipe(counter);
       app.sandboxes.streamOpened(row.id);
@@ -125,6 +130,7 @@ export function streamRoutes(app: App): Route[] {
         });
         return { data: { path, bytes: res.bytes } };
       } finally {
+        claim.release();
         app.sandboxes.streamClosed(row.id);
       }
     }),
@@ -133,12 +139,22 @@ export function streamRoutes(app: App): Route[] {
       // The row as running: a resume may have placed it on another host.
       const row = await app.sandboxes.awaitRunning(await loadSandbox(app, ctx), "read files from");
       const daemon = app.sandboxes.daemonFor(row);
-      const { stat, body } = await daemon.readFile(row.id, path).catch((e) => {
+      const claim = app.tenantStreams.open(row.user_id);
+      const opened = await daemon.readFile(row.id, path).catch((e) => {
+        claim.release();
         throw mapHostdError(e, { action: "read files from", path });
       });
-      if (stat.size > app.cfg.maxFileBytes) {
+      const { stat, body } = opened;
+      // The client left while the guest opened the file, or it is too large: nothing is sent.
+      const refusal =
+        stat.size > app.cfg.maxFileBytes
+          ? apiError("file_too_large", { limit: app.cfg.maxFileBytes })
+          : undefined;
+      if (refusal || ctx.req.raw.socket.destroyed) {
         body.destroy();
-        throw apiError("file_too_large", { limit: app.cfg.maxFileBytes });
+        claim.release();
+        if (refusal) throw refusal;
+        return undefined;
       }
       ctx.reply.hijack();
       ctx.res.writeHead(200, {
@@ -153,6 +169,7 @@ export function streamRoutes(app: App): Route[] {
         // pipeline stops reading the guest while the client is slow; on a broken end nothing is left to say.
         ctx.res.destroy();
       } finally {
+        claim.release();
         app.sandboxes.streamClosed(row.id);
       }
       return undefined;
@@ -236,7 +253,10 @@ async function streamExec(
   } catch (e) {
     if (!res.headersSent) throw mapHostdError(e, { action: "exec in" });
     if (!ac.signal.aborted) {
-      frame({ error: e instanceof Error ? e.message : String(e) });
+      // Engine words stay in the log; the client gets the catalog's.
+      const mapped = mapHostdError(e, { action: "exec in" });
+      app.log.warn("exec stream failed", { req_id: ctx.reqId, sandbox_id: id, detail: String(e) });
+      frame({ error: mapped instanceof ApiError ? mapped.message : "internal error" });
       frame({ exit_code: -1 });
     }
     res.end();
@@ -247,9 +267,11 @@ async function streamExec(
 
 function shell(app: App) {
   return async (u: UpgradeCtx): Promise<void> => {
-    const { row, pty } = await openShell(app, u);
+    const opened = await openShell(app, u);
+    if (!opened) return;
+    const { row, pty, claim } = opened;
     const sock = u.accept();
-    const close = linkShell(app, row, pty, () => sock.end(), 0);
+    const close = linkShell(app, row, pty, claim, () => sock.end(), 0);
     pty.stream.on("data", (d: Buffer) => {
       if (!sock.write(d)) {
         pty.stream.pause();
@@ -293,10 +315,18 @@ function tunnel(app: App) {
     const port = /^\d{1,5}$/.test(portStr) ? Number(portStr) : 0;
     if (port < 1 || port > 65535) throw validationError({ port: "port must be an integer in 1-65535" });
     const { row, daemon } = await openRuntime(app, u, "open a tunnel into");
+    const claim = app.tenantStreams.open(row.user_id);
     const conn = await daemon.connectTcp(row.id, port).catch((e) => {
+      claim.release();
       const mapped = mapHostdError(e, { action: "open a tunnel into" });
       throw mapped === e ? apiError("upstream_connect_failed", { port }) : mapped;
     });
+    // The client left while the guest connected: undo instead of accepting a dead socket.
+    if (u.signal.aborted) {
+      conn.destroy();
+      claim.release();
+      return;
+    }
     const sock = u.accept();
     app.sandboxes.streamOpened(row.id);
     if (u.head.length) conn.write(u.head);
@@ -304,6 +334,7 @@ function tunnel(app: App) {
     const finish = () => {
       if (done) return;
       done = true;
+      claim.release();
       app.sandboxes.streamClosed(row.id);
     };
     const kill = () => {

@@ -340,8 +340,12 @@ describe("control plane without an engine", () => {
     assert.match(nf, /"status":"fail"/);
   });
 
-  it("metrics are Prometheus text with request counters and sandbox states", async () => {
-    const m = await call(s.url, "GET", "/metrics");
+  it("metrics are Prometheus text with request counters and sandbox states, for the admin only", async () => {
+    assert.equal((await call(s.url, "GET", "/metrics")).status, 401);
+    const bob = await call(s.url, "GET", "/metrics", { key: other });
+    assert.equal(bob.status, 403);
+    assert.match(bob.json.data.auth, /admin user's API key/);
+    const m = await call(s.url, "GET", "/metrics", { key });
     assert.equal(m.status, 200);
     assert.match(m.text, /createos_http_requests_total\{route="\/healthz",method="GET",status="200"\} \d+/);
     assert.match(m.text, /createos_http_request_duration_seconds_bucket\{/);

@@ -413,7 +413,7 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
     assert.equal((await sb.destroy()).status, "destroyed");
     const hosts = await client.listHosts();
     assert.equal(hosts[0]!.vm_count, 0, "no VM left behind");
-    const m = await call(s.url, "GET", "/metrics");
+    const m = await call(s.url, "GET", "/metrics", { key: s.adminKey });
     assert.match(m.text, /createos_vm_operation_duration_seconds_count\{op="create",result="ok"\} \d+/);
     assert.match(m.text, /createos_sandboxes\{state="destroyed"\} \d+/);
     // The name is free again once its sandbox is destroyed.
