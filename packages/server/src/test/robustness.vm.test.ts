@@ -1,6 +1,6 @@
 /**
  * One tenant cannot take the control plane down: with real VMs, streamed execs of 4 GiB and a large file
- * download whose clients read nothing for 40 s, plus 200 concurrent buffered execs, keep the server's RSS
+ * download whose clients read nothing for 60 s, plus 200 concurrent buffered execs, keep the server's RSS
  * within a stated bound and another tenant's `GET /v1/sandboxes/:id` p99 within 100 ms; closing the
  * clients ends the commands in the guest. A guest flooding `/run/self` yields a bounded number of events.
  */
@@ -14,8 +14,8 @@ import { destroyAll, startEngineServer, upgrade } from "./engine-helpers.js";
 import { type ServerProc, call, cleanup, newUser } from "./helpers.js";
 
 const SHAPE = "s-1vcpu-256mb";
-/** Held stalled this long (the issue asks for 30–60 s). */
-const STALL_MS = 40_000;
+/** Held stalled this long: the 60 s issue 9 names. */
+const STALL_MS = 60_000;
 /**
  * RSS bound over the idle baseline. What may be in flight by design: per stalled stream the agent window
  * and socket buffers (well under 4 MiB each), and buffered execs at most the tenant's 256 MiB of claims
