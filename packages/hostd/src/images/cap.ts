@@ -2,15 +2,15 @@
  * The image-layer cache's size cap (<cache>/rootfs/<image>/): each built rootfs
  * (`<tree>[-<layer>]-<agent>[-ca…].ext4`), each debootstrapped tree (`<tree>.tar`, what a rootfs is rebuilt
  * from when the agent or the host's CAs change) and each npm layer (`<layer>.tar`) is an entry. While the
- * total is over the cap, the least recently used entries that no disk backs onto are deleted. The LRU clock is the mtime of `<entry>.used`, touched whenever a VM is started
- * from the image (the file's own mtime until then); a tree counts as used when any rootfs built from it
- * was. An evicted entry is rebuilt by the next create of its image, so eviction costs time, never data.
+ * total is over the cap, the least recently used entries that no disk backs onto are deleted. The LRU
+ * clock is the mtime of `<entry>.used`, touched whenever a VM is started from the image (the file's own
+ * mtime until then); a tree counts as used when any rootfs built from it was. An evicted entry is rebuilt by the next create of its image, so eviction costs time, never data.
  * References are this daemon's (its VMs, snapshots, warm entries and frozen layers): daemons sharing one
  * cache dir need a cap above what they all use.
  */
 import { readdir, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { type CacheEntry, pickEvictions, removeAway, touchMarker } from "../sys/lru.js";
+import { type CacheEntry, evictLru, touchMarker } from "../sys/lru.js";
 
 export const DEFAULT_IMAGE_CACHE_MIB = 16384;
 /** An entry used this recently may back a create that has not recorded its disk yet. */
@@ -67,12 +67,6 @@ export async function evictImages(
   referenced: (path: string) => boolean,
   opts: { minIdleMs?: number; now?: number } = {},
 ): Promise<string[]> {
-  const idleBefore = (opts.now ?? Date.now()) - (opts.minIdleMs ?? IMAGE_MIN_IDLE_MS);
-  const evicted: string[] = [];
-  for (const e of pickEvictions(await listImages(root), capMib * 2 ** 20, referenced, idleBefore)) {
-    await removeAway(e.path);
-    await removeAway(`${e.path}${USED}`).catch(() => undefined);
-    evicted.push(e.path);
-  }
-  return evicted;
+  const idle = { minIdleMs: opts.minIdleMs ?? IMAGE_MIN_IDLE_MS, now: opts.now };
+  return evictLru(await listImages(root), capMib, referenced, idle, (p) => [`${p}${USED}`]);
 }

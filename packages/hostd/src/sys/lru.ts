@@ -19,7 +19,7 @@ export interface CacheEntry {
  * The entries to delete, least recently used first, so that the others total at most `capBytes`:
  * never one `keep` names, nor one used after `idleBefore` (a create may be about to use it).
  */
-export function pickEvictions(
+function pickEvictions(
   entries: CacheEntry[],
   capBytes: number,
   keep: (path: string) => boolean,
@@ -34,6 +34,28 @@ export function pickEvictions(
     total -= e.bytes;
   }
   return out;
+}
+
+/**
+ * Deletes what `pickEvictions` picks (each renamed away first, with the files `companions` names for it,
+ * e.g. its LRU marker) and returns the deleted paths, least recently used first. `minIdleMs` before
+ * `now` is the window in which a use may not have been recorded yet.
+ */
+export async function evictLru(
+  entries: CacheEntry[],
+  capMib: number,
+  keep: (path: string) => boolean,
+  idle: { minIdleMs: number; now?: number },
+  companions: (path: string) => string[] = () => [],
+): Promise<string[]> {
+  const idleBefore = (idle.now ?? Date.now()) - idle.minIdleMs;
+  const evicted: string[] = [];
+  for (const e of pickEvictions(entries, capMib * 2 ** 20, keep, idleBefore)) {
+    await removeAway(e.path);
+    for (const c of companions(e.path)) await removeAway(c).catch(() => undefined);
+    evicted.push(e.path);
+  }
+  return evicted;
 }
 
 /** Sets `marker`'s mtime to now, creating it empty if needed. */

@@ -32,7 +32,7 @@ test("touchWarm moves an entry to the front of the LRU order", async () => {
   const a = entry(cache, "a", 1, 100);
   entry(cache, "b", 1, 50);
   const order = async () =>
-    (await listWarm(cache)).sort((x, y) => x.usedAt - y.usedAt).map((e) => e.dir.slice(-1));
+    (await listWarm(cache)).sort((x, y) => x.usedAt - y.usedAt).map((e) => e.path.slice(-1));
   assert.deepEqual(await order(), ["a", "b"]);
   await touchWarm(a);
   assert.ok(existsSync(join(a, "used")));

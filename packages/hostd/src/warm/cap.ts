@@ -8,18 +8,11 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { pickEvictions, removeAway, touchMarker } from "../sys/lru.js";
+import { type CacheEntry, evictLru, touchMarker } from "../sys/lru.js";
 
 export const DEFAULT_WARM_CACHE_MIB = 8192;
 /** An entry touched this recently may be in use by a create that has not recorded its VM yet. */
 export const WARM_MIN_IDLE_MS = 60_000;
-
-export interface WarmEntry {
-  dir: string;
-  bytes: number;
-  /** Epoch ms of its last use. */
-  usedAt: number;
-}
 
 /** Marks the entry in `dir` as used now (the LRU clock). */
 export function touchWarm(dir: string): Promise<void> {
@@ -32,15 +25,15 @@ async function usedAt(dir: string): Promise<number> {
 }
 
 /** Complete entries (those with a meta.json); captures in progress (`*.tmp-*`) are not entries. */
-export async function listWarm(root: string): Promise<WarmEntry[]> {
-  const out: WarmEntry[] = [];
+export async function listWarm(root: string): Promise<CacheEntry[]> {
+  const out: CacheEntry[] = [];
   for (const name of await readdir(root).catch(() => [] as string[])) {
     if (name.includes(".tmp-") || name.includes(".evict-")) continue;
     const dir = join(root, name);
     try {
       let bytes = 0;
       for (const f of await readdir(dir)) bytes += (await stat(join(dir, f))).blocks * 512;
-      out.push({ dir, bytes, usedAt: await usedAt(dir) });
+      out.push({ path: dir, bytes, usedAt: await usedAt(dir) });
     } catch {
       // Not a complete entry (no meta.json), or deleted meanwhile.
     }
@@ -59,12 +52,6 @@ export async function evictWarm(
   referenced: (dir: string) => boolean,
   opts: { minIdleMs?: number; now?: number } = {},
 ): Promise<string[]> {
-  const entries = (await listWarm(root)).map((e) => ({ ...e, path: e.dir }));
-  const idleBefore = (opts.now ?? Date.now()) - (opts.minIdleMs ?? WARM_MIN_IDLE_MS);
-  const evicted: string[] = [];
-  for (const e of pickEvictions(entries, capMib * 2 ** 20, referenced, idleBefore)) {
-    await removeAway(e.path);
-    evicted.push(e.path);
-  }
-  return evicted;
+  const idle = { minIdleMs: opts.minIdleMs ?? WARM_MIN_IDLE_MS, now: opts.now };
+  return evictLru(await listWarm(root), capMib, referenced, idle);
 }
