@@ -357,8 +357,8 @@ export class Host {
 
   /** SIGKILLs the QEMU a VM dir's pidfile names, if it is still ours, and waits for it to go. */
   async killStale(dir: string, launchDir = dir): Promise<void> {
-    const pid = await pidOf(dir);
-    if (pid > 0 && isOurQemu(pid, launchDir)) {
+    const pid = await this.pidOfStale(dir, launchDir);
+    if (pid > 0) {
       process.kill(pid, "SIGKILL");
       for (let i = 0; i < TIMEOUTS.staleKillPolls && isOurQemu(pid, launchDir); i++)
         await new Promise((r) => setTimeout(r, TIMEOUTS.staleKillPollMs));

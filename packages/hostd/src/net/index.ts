@@ -191,6 +191,8 @@ export async function teardownSlot(slot: number): Promise<void> {
   await run("ip", ["-force", "-batch", "-"], { input: `${lines.join("\n")}\n` }).catch(() => undefined);
   const stopFailed = await resolverGone;
   if (stopFailed) throw stopFailed;
+  // The batch's errors are not told apart from "already gone": a namespace still there is deleted once
+  // more, alone, so that its failure is reported.
   if (existsSync(netns)) await ip("netns", "del", a.netns);
 }
 

@@ -18,15 +18,14 @@ export interface Detached {
 /** Starts `cmd` detached (own session, stdin /dev/null, stdout and stderr appended to `logPath`). */
 export function spawnDetached(cmd: string, args: string[], opts: { logPath: string }): Promise<Detached> {
   // No `ip netns exec` wrapper: the jailer enters the VM's network namespace itself.
-  const [file, argv] = [cmd, args];
   const log = openSync(opts.logPath, "a", 0o600);
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { stdio: ["ignore", log, log], detached: true });
+    const child = spawn(cmd, args, { stdio: ["ignore", log, log], detached: true });
     closeSync(log);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
       child.once("exit", (code, signal) => r({ code, signal })),
     );
-    child.once("error", (err) => reject(new SysError([file, ...argv], "", null, `${file}: ${err.message}`)));
+    child.once("error", (err) => reject(new SysError([cmd, ...args], "", null, `${cmd}: ${err.message}`)));
     // Not unref'd: the launcher (the jailer) exits as soon as the VM is set up, and its exit is awaited.
     child.once("spawn", () => resolve({ pid: child.pid as number, exited }));
   });
