@@ -37,6 +37,27 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
   return v;
 }
 
+const viewTexts = new WeakMap<ServerConfig, WeakMap<SandboxRow, string>>();
+
+/**
+ * `JSON.stringify(sandboxView(row))`, kept per row object: a row from the store is frozen (store/schema.ts)
+ * and replaced by a new object when it is written, so its text cannot go stale. Others are not kept.
+ */
+export function sandboxViewJson(row: SandboxRow, cfg: ServerConfig): string {
+  if (!Object.isFrozen(row)) return JSON.stringify(sandboxView(row, cfg));
+  let texts = viewTexts.get(cfg);
+  if (!texts) {
+    texts = new WeakMap();
+    viewTexts.set(cfg, texts);
+  }
+  let text = texts.get(row);
+  if (text === undefined) {
+    text = JSON.stringify(sandboxView(row, cfg));
+    texts.set(row, text);
+  }
+  return text;
+}
+
 function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {
   if (!row.ingress_enabled || !cfg.ingressDomain) return undefined;
   return `https://${row.id.slice(3)}-<port>.${cfg.ingressDomain}`;
@@ -89,4 +110,10 @@ export function networkView(
 
 export function page<T>(items: T[], total: number, limit: number, offset: number): api.Page<T> {
   return { data: items, pagination: { total, limit, offset, count: items.length } };
+}
+
+/** The text of `page()` over items already serialised: what `JSON.stringify(page(…))` gives, byte for byte. */
+export function pageJson(items: string[], total: number, limit: number, offset: number): string {
+  const { pagination } = page(items, total, limit, offset);
+  return `{"data":[${items.join(",")}],"pagination":${JSON.stringify(pagination)}}`;
 }

@@ -53,11 +53,11 @@ export interface Ctx {
   logFields: Record<string, unknown>;
 }
 
-export interface Reply {
-  status?: number;
-  data: unknown;
-  headers?: Record<string, string>;
-}
+/** The JSend `data`, or its JSON text already made (views.ts keeps the sandbox views' texts). */
+export type Reply = { status?: number; headers?: Record<string, string> } & (
+  | { data: unknown; json?: undefined }
+  | { json: string; data?: undefined }
+);
 
 /** Returns a JSend success, or undefined once it has sent or hijacked the response itself. */
 export type Handler = (ctx: Ctx) => Promise<Reply | undefined>;
@@ -281,7 +281,10 @@ function register(app: FastifyInstance, r: Route): void {
       if (out === undefined) return reply;
       if (out.status) reply.code(out.status);
       if (out.headers) reply.headers(out.headers);
-      return { status: "success", data: out.data };
+      if (out.json === undefined) return { status: "success", data: out.data };
+      // A string with a JSON content type is sent as it is.
+      reply.type("application/json; charset=utf-8");
+      return `{"status":"success","data":${out.json}}`;
     },
   });
 }

@@ -19,7 +19,7 @@ import {
   pageParams,
   sshKeyError,
 } from "../validate.js";
-import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
+import { bandwidthView, createResponse, pageJson, sandboxView, sandboxViewJson } from "../views.js";
 import { type App, findNetwork, loadSandbox, paged, route } from "./common.js";
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
@@ -215,7 +215,8 @@ export function sandboxRoutes(app: App): Route[] {
         offset,
         ...(status ? { status: status as SandboxStatus } : {}),
       });
-      return { data: page(res.rows.map(view), res.total, limit, offset) };
+      const items = res.rows.map((r) => sandboxViewJson(r, app.cfg));
+      return { json: pageJson(items, res.total, limit, offset) };
     }),
     route("GET /v1/sandboxes/by-ip/:ip", { auth: "user", body: "none" }, async (ctx) => {
       const ip = ctx.params.ip ?? "";
@@ -224,7 +225,7 @@ export function sandboxRoutes(app: App): Route[] {
       return { data: view(row) };
     }),
     route("GET /v1/sandboxes/:id", { auth: "runtime", body: "none" }, async (ctx) => ({
-      data: view(await loadSandbox(app, ctx)),
+      json: sandboxViewJson(await loadSandbox(app, ctx), app.cfg),
     })),
     route("PATCH /v1/sandboxes/:id", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);
