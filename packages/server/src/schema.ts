@@ -1,8 +1,8 @@
 /**
- * Request schemas: bodies, queries and path parameters are JSON Schemas (TypeBox, so each route's types are
- * derived from its schema) that Fastify compiles with the Ajv here. Every failure is rendered in one place
- * (`compileSchema`): a field-level 400 whose keys and messages are the API's (docs/errors.md), the first
- * failure of each field, all fields at once, in the order of the schema's properties.
+ * Request schemas: bodies and queries are JSON Schemas (TypeBox, so each route's types are derived from its
+ * schema) that Fastify compiles with the Ajv here. Every failure is rendered in one place (`compileSchema`): a
+ * field-level 400 whose keys and messages are the API's (docs/errors.md), the first failure of each field,
+ * all fields at once, in the order of the schema's properties.
  *
  * The builders below (`str`, `int`, `bool`, `strings`, `envs`) make the schemas of the field kinds the API
  * has, with their messages under `x-msg` (by Ajv keyword; `present` for a required field that is absent,
