@@ -1,6 +1,6 @@
 import type { api } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
-import type { NetworkRow, SandboxRow } from "./store/types.js";
+import type { NetworkRow, Page, SandboxRow } from "./store/types.js";
 
 /** The API projection of a row: optional fields omitted when unset, env values never included. */
 export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView {
@@ -37,25 +37,47 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
   return v;
 }
 
-const viewTexts = new WeakMap<ServerConfig, WeakMap<SandboxRow, string>>();
+const texts = new WeakMap<ServerConfig, WeakMap<object, string>>();
 
 /**
- * `JSON.stringify(sandboxView(row))`, kept per row object: a row from the store is frozen (store/schema.ts)
- * and replaced by a new object when it is written, so its text cannot go stale. Others are not kept.
+ * `make()`, kept per object: a row or a page from the store is frozen (store/schema.ts, store/cache.ts) and
+ * replaced by a new object when it changes, so its text cannot go stale. Others are not kept.
  */
-export function sandboxViewJson(row: SandboxRow, cfg: ServerConfig): string {
-  if (!Object.isFrozen(row)) return JSON.stringify(sandboxView(row, cfg));
-  let texts = viewTexts.get(cfg);
-  if (!texts) {
-    texts = new WeakMap();
-    viewTexts.set(cfg, texts);
+function kept(of: object, cfg: ServerConfig, make: () => string): string {
+  if (!Object.isFrozen(of)) return make();
+  let mine = texts.get(cfg);
+  if (!mine) {
+    mine = new WeakMap();
+    texts.set(cfg, mine);
   }
-  let text = texts.get(row);
+  let text = mine.get(of);
   if (text === undefined) {
-    text = JSON.stringify(sandboxView(row, cfg));
-    texts.set(row, text);
+    text = make();
+    mine.set(of, text);
   }
   return text;
+}
+
+/** `JSON.stringify(sandboxView(row))`, kept per row object. */
+export function sandboxViewJson(row: SandboxRow, cfg: ServerConfig): string {
+  return kept(row, cfg, () => JSON.stringify(sandboxView(row, cfg)));
+}
+
+/** `JSON.stringify(page(views of p))`, kept per page object (the store keeps one per query). */
+export function sandboxPageJson(
+  p: Page<SandboxRow>,
+  limit: number,
+  offset: number,
+  cfg: ServerConfig,
+): string {
+  const make = () =>
+    pageJson(
+      p.rows.map((r) => sandboxViewJson(r, cfg)),
+      p.total,
+      limit,
+      offset,
+    );
+  return kept(p, cfg, make);
 }
 
 function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {

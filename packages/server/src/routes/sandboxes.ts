@@ -8,7 +8,7 @@ import type { Ctx, Route } from "../http/server.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch } from "../store/types.js";
 import { MAX_SSH_KEYS, SandboxListQuery, mergeSshKeys, pageParams } from "../validate.js";
-import { bandwidthView, createResponse, pageJson, sandboxView, sandboxViewJson } from "../views.js";
+import { bandwidthView, createResponse, sandboxPageJson, sandboxView, sandboxViewJson } from "../views.js";
 import { type App, loadSandbox, route } from "./common.js";
 
 type Errs = Record<string, string>;
@@ -90,8 +90,7 @@ export function sandboxRoutes(app: App): Route[] {
         offset,
         ...(q.status ? { status: q.status } : {}),
       });
-      const items = res.rows.map((r) => sandboxViewJson(r, app.cfg));
-      return { json: pageJson(items, res.total, limit, offset) };
+      return { json: sandboxPageJson(res, limit, offset, app.cfg) };
     }),
     route("GET /v1/sandboxes/by-ip/:ip", { auth: "user", body: "none" }, async (ctx) => {
       const ip = ctx.params.ip ?? "";

@@ -9,7 +9,7 @@ import { createRow } from "../rows.js";
 import { SqliteStore } from "../store/sqlite.js";
 import type { SandboxRow } from "../store/types.js";
 import { newSandboxId } from "../ulid.js";
-import { page, pageJson, sandboxView, sandboxViewJson } from "../views.js";
+import { page, pageJson, sandboxPageJson, sandboxView, sandboxViewJson } from "../views.js";
 
 const dir = mkdtempSync(join(tmpdir(), "csb-cache-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -169,7 +169,19 @@ test("rows and pages handed out are frozen; view texts are those of JSON.stringi
       ),
     ),
   );
+  const pageText = JSON.stringify(
+    page(
+      p.rows.map((x) => sandboxView(x, cfg)),
+      p.total,
+      5,
+      0,
+    ),
+  );
+  assert.equal(sandboxPageJson(p, 5, 0, cfg), pageText);
+  assert.equal(sandboxPageJson(p, 5, 0, cfg), pageText);
   await store.updateSandbox(r.id, { status_reason: "why" });
+  const next = await store.listSandboxes(user, { limit: 5, offset: 0 });
+  assert.match(sandboxPageJson(next, 5, 0, cfg), /"status_reason":"why"/);
   const after = (await store.getSandbox(r.id))!;
   assert.match(sandboxViewJson(after, cfg), /"status_reason":"why"/);
   await store.close();
