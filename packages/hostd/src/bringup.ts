@@ -136,12 +136,13 @@ export async function bringUp(
       undo.push(() => placed.machine.stop(TIMEOUTS.abortStopMs));
       p = placed;
     } else p = await place(host, plan.spec, start.base, undo);
+    sw.lap("place");
     await plan.files(p, undo);
     sw.lap("copy");
     const machine =
       "running" in start
         ? await recgroup(host, p, plan.spec, start.running.machine)
-        : await boot(host, p, plan, start.boot, undo);
+        : await boot(host, p, plan, start.boot, undo, sw.lap);
     sw.lap("restore");
     const kept = "running" in start ? start.running.agent : undefined;
     const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
@@ -159,6 +160,7 @@ export async function bringUp(
       await writeVmRecord(p.dir, p.rec);
       host.register(vm);
     }
+    sw.lap("register");
     return { vm, laps: sw.laps };
   } catch (e) {
     if (p && e instanceof Error) {
@@ -197,10 +199,18 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
  * QEMU, so the VMM never runs outside it; `inCgroup` checks that (and moves it, should the jailer not
  * have). The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
  */
-async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): Promise<Machine> {
+async function boot(
+  host: Host,
+  p: Placed,
+  plan: Plan,
+  how: Boot,
+  undo: Undo,
+  lap: (name: string) => void,
+): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
   await host.cgroups.create(cg, limitsOf(p.rec, plan.spec));
   undo.push(() => host.cgroups.remove(cg));
+  lap("cgroup");
   const m = host.driver.configure(host.machineConfig(p.rec, p.dir, p.addrs));
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
   if (how === "cold") {
@@ -208,6 +218,7 @@ async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): P
     await inCgroup(host, cg, m);
   } else {
     await m.restore(how.restore);
+    lap("launch_state");
     await inCgroup(host, cg, m);
     const runs = plan.guestRuns;
     if (runs) {

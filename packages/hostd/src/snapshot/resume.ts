@@ -8,7 +8,7 @@
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
-import { TIMEOUTS, bringUp, now } from "../bringup.js";
+import { TIMEOUTS, bringUp, now, stopwatch } from "../bringup.js";
 import { type Host, runtimeOf } from "../host.js";
 import {
   type SnapMeta,
@@ -45,7 +45,7 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
   const mark = (state: SnapMeta["state"]) => writeSnapMeta(sdir, { ...meta, state });
   await mark("resuming");
   let consumed = false;
-  const { vm } = await bringUp(host, {
+  const { vm, laps } = await bringUp(host, {
     spec,
     start: { base: baseOf(meta), boot: { restore: join(sdir, "state") } },
     files: async (p, undo) => {
@@ -83,10 +83,12 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
     grow: () => spec.disk_mib > meta.disk_mib,
     register: true,
   });
+  const sw = stopwatch();
   await rm(sdir, { recursive: true, force: true });
   await fsyncDir(host.layout.snaps);
+  sw.lap("drop_snapshot");
   const rt = runtimeOf(spec, vm.rec, t0, "resume");
-  host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms });
+  host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms, ...laps, ...sw.laps });
   return rt;
 }
 
