@@ -19,7 +19,7 @@ import type { SlotAddrs } from "./net/index.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
-import { type AgentLike, connectAgent } from "./vmm/guest.js";
+import { type AgentLike, connectAgentWith } from "./vmm/guest.js";
 
 /** Every wait of the lifecycle, in one place. */
 export const TIMEOUTS = {
@@ -145,12 +145,23 @@ export async function bringUp(
         : await boot(host, p, plan, start.boot, undo, sw.lap);
     sw.lap("restore");
     const kept = "running" in start ? start.running.agent : undefined;
-    const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
+    // The identity rides on the hello (one round trip after a restore), except where something must run
+    // before it (a cold boot's warm capture, which must not carry it) or the connection is kept (pooled).
+    const fold = !kept && !plan.afterAgent;
+    const up = kept
+      ? { agent: kept, configured: false }
+      : await connectAgentWith(
+          join(p.dir, "agent.sock"),
+          plan.agentMs,
+          fold ? () => identityParams(plan.spec, plan.identity) : undefined,
+        );
+    const agent = up.agent;
     undo.push(async () => agent.close());
     sw.lap("agent");
     const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
     await plan.afterAgent?.(vm);
-    await identity(agent, plan.spec, plan.identity);
+    // Not folded, or an agent older than the fold (a stale image): the identity as its own call.
+    if (!up.configured) await identity(agent, plan.spec, plan.identity);
     sw.lap("configure");
     if (plan.grow()) await growDisk(vm, plan.spec.disk_mib);
     sw.lap("grow");
@@ -255,9 +266,20 @@ function pidAfterStart(m: Machine): number {
 }
 
 function identity(agent: AgentLike, spec: VmSpec, kind: "configure" | "sync"): Promise<unknown> {
+  const p = identityParams(spec, kind);
+  if (kind === "sync") return agent.sync({ time_ns: p.time_ns, entropy: p.entropy });
+  return agent.configure({
+    hostname: spec.hostname,
+    envs: spec.envs,
+    time_ns: p.time_ns,
+    entropy: p.entropy,
+  });
+}
+
+/** configure's fields for `kind`: sync moves only the clock and the RNG on. */
+function identityParams(spec: VmSpec, kind: "configure" | "sync") {
   const clock = { time_ns: timeNs(), entropy: randomBytes(64).toString("base64") };
-  if (kind === "sync") return agent.sync(clock);
-  return agent.configure({ hostname: spec.hostname, envs: spec.envs, ...clock });
+  return kind === "sync" ? clock : { hostname: spec.hostname, envs: spec.envs, ...clock };
 }
 
 function timeNs(): number {
