@@ -92,7 +92,7 @@ export interface Placed {
 }
 
 /** Boot the image from scratch, or restore this device state (RAM is the RAM file in the VM dir). */
-export type Boot = "cold" | { restore: string };
+export type Boot = "cold" | { restore: string; ramInState?: boolean };
 
 export interface Plan {
   spec: VmSpec;
@@ -228,7 +228,7 @@ async function boot(
     await m.start();
     await inCgroup(host, cg, m);
   } else {
-    await m.restore(how.restore);
+    await m.restore(how.restore, { ramInState: how.ramInState });
     lap("launch_state");
     await inCgroup(host, cg, m);
     const runs = plan.guestRuns;

@@ -1,6 +1,7 @@
 /**
  * Resume: the snapshot's RAM file and top disk layer are renamed into the new VM dir (a `share=on` RAM
- * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. The snapshot is
+ * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. A snapshot whose
+ * RAM forks map (`ram_layer`) has its RAM file copied instead: the frozen file must never be written. The snapshot is
  * consumed only once the VM runs: until the guest's first instruction its files go back unchanged on any
  * failure; after it, the device state is saved again first (`resave`), so what goes back is consistent.
  * Idempotent by the sandbox id: a repeat joins the resume in flight or answers the VM it started.
@@ -21,6 +22,7 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { cpSparse } from "../sys/index.js";
 import type { Machine } from "../vmm/driver.js";
 import { SNAP_FILES } from "./pause.js";
 
@@ -47,7 +49,7 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
   let consumed = false;
   const { vm, laps } = await bringUp(host, {
     spec,
-    start: { base: baseOf(meta), boot: { restore: join(sdir, "state") } },
+    start: { base: baseOf(meta), boot: { restore: join(sdir, "state"), ramInState: meta.ram_in_state } },
     files: async (p, undo) => {
       p.rec.from_snapshot = meta.snapshot_id;
       await writeVmRecord(p.dir, p.rec);
@@ -62,7 +64,10 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
             sandbox_id: spec.sandbox_id,
           });
       });
-      for (const f of SNAP_FILES) await rename(join(sdir, f), join(p.dir, f));
+      for (const f of SNAP_FILES) {
+        if (f === "ram" && meta.ram_layer) await cpSparse(join(sdir, f), join(p.dir, f));
+        else await rename(join(sdir, f), join(p.dir, f));
+      }
       await Promise.all([fsyncDir(sdir), fsyncDir(p.dir)]);
       crashPoint("resume.after_rename");
     },
@@ -74,6 +79,9 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
       undo: async (m) => {
         await resave(m, sdir, join(host.layout.vmDir(spec.sandbox_id)));
         consumed = false;
+        // The RAM given back is the copy the guest ran on: no longer the frozen layer's.
+        meta.ram_layer = undefined;
+        meta.ram_in_state = undefined;
       },
     },
     agentMs: TIMEOUTS.restoreAgentMs,
