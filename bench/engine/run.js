@@ -202,6 +202,33 @@ try {
       await d.destroy(c.sandbox_id);
     }
     row("fork → first exec", shape, forks, "ms", vsBare(forks));
+    // A fork maps its parent's RAM privately: its first pause writes that RAM into the state stream and
+    // the resume after it loads it into a RAM file of its own (snapshot/pause.ts); later ones are as above.
+    const fpause = [];
+    const fresume = [];
+    const fsizes = [];
+    for (let i = 0; i < Math.min(REPS, 3); i++) {
+      const c = spec(mem);
+      await d.fork(parent, c);
+      await sh(c.sandbox_id, DIRTY);
+      const t0 = performance.now();
+      const snap = await d.pause(c.sandbox_id);
+      fpause.push(performance.now() - t0);
+      fsizes.push(snap.size_bytes / 2 ** 20);
+      const t1 = performance.now();
+      await d.resume(snap, c);
+      await firstExec(c.sandbox_id);
+      fresume.push(performance.now() - t1);
+      await d.destroy(c.sandbox_id);
+    }
+    row(
+      "a fork's first pause (128 MiB dirty)",
+      shape,
+      fpause,
+      "ms",
+      `RAM in the state: p50 ${f0(p50(fsizes))} MiB`,
+    );
+    row("resume of it → first exec", shape, fresume, "ms", "loads that RAM into a file of its own");
     await d.resume(parent, s);
 
     // --- exec `true` through the daemon vs the agent's own spawn time
