@@ -99,7 +99,7 @@ async function timed(meta, dir, state) {
     const r = await agent.exec({ argv: ["true"] });
     if (r.exit_code !== 0) throw new Error("bare restore: true failed");
     lap("exec");
-    return { helloMs, execMs: performance.now() - t0, laps };
+    return { helloMs, execMs: performance.now() - t0, execWallMs: (r.wall_us ?? Number.NaN) / 1000, laps };
   } finally {
     agent.close();
     await qmp?.execute("quit").catch(() => undefined);

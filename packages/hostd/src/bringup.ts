@@ -158,6 +158,9 @@ export async function bringUp(
     const agent = up.agent;
     undo.push(async () => agent.close());
     sw.lap("agent");
+    // Of that, what the guest spent applying the identity (the rest: its wake-up and the round trip).
+    if ("configureUs" in up && up.configureUs !== undefined)
+      sw.laps.guest_configure = Math.round(up.configureUs / 100) / 10;
     const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
     await plan.afterAgent?.(vm);
     // Not folded, or an agent older than the fold (a stale image): the identity as its own call.

@@ -309,6 +309,8 @@ export interface HelloResult {
   configure_error?: RpcError;
   /** As sync's, when the hello carried a clock. */
   skew_ms?: number;
+  /** How long applying the identity took inside the guest, µs. */
+  configure_us?: number;
 }
 
 export interface ConfigureParams {

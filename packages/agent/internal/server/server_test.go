@@ -339,7 +339,7 @@ func TestHelloCarriesIdentity(t *testing.T) {
 	if f := tc.next(); f.Kind != wire.KindRPC || json.Unmarshal(f.Payload, &hello) != nil || hello.ID != 2 {
 		t.Fatalf("hello reply: %s %s", f.Kind, f.Payload)
 	}
-	if hello.Result["configured"] != true || hello.Result["skew_ms"] == nil {
+	if hello.Result["configured"] != true || hello.Result["skew_ms"] == nil || hello.Result["configure_us"] == nil {
 		t.Fatalf("hello result %v", hello.Result)
 	}
 	tc.send(wire.JSON(wire.KindOpen, 1, map[string]interface{}{"op": "exec", "argv": []string{"sh", "-c", "echo $FROM_HELLO"}}))

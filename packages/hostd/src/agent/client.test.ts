@@ -32,6 +32,7 @@ test("a hello carrying the identity applies it before answering; a bare hello ne
   });
   assert.equal(h.configured, true);
   assert.equal(typeof h.skew_ms, "number");
+  assert.equal(typeof h.configure_us, "number");
   assert.ok(attempts >= 1);
   assert.equal((await run(["sh", "-c", "echo $FROM_HELLO"])).stdout, "yes\n");
   const bare = await client.hello({ timeoutMs: 5000 });

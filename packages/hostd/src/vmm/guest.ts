@@ -54,7 +54,7 @@ export async function connectAgentWith(
   socketPath: string,
   timeoutMs: number,
   identity?: () => ConfigureParams,
-): Promise<{ agent: AgentLike; configured: boolean }> {
+): Promise<{ agent: AgentLike; configured: boolean; configureUs?: number }> {
   const c = new AgentClient(socketPath);
   let hello: HelloResult;
   try {
@@ -110,5 +110,6 @@ export async function connectAgentWith(
     },
     close: () => c.close(),
   };
-  return { agent, configured: hello.configured === true };
+  const us = Number(hello.configure_us);
+  return { agent, configured: hello.configured === true, configureUs: Number.isFinite(us) ? us : undefined };
 }
