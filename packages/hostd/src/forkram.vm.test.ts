@@ -7,25 +7,13 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { LocalHostDaemon } from "./daemon.js";
 import { TRASH_PREFIX } from "./records.js";
 import { TEST_IMAGE, openOpts, sh, sleep, spec, tempDataDir } from "./testutil.js";
 
 const dataDir = tempDataDir("forkram");
 const ramLayers = join(dataDir, "hostd", "ram-layers");
-let d: LocalHostDaemon;
-
-before(async () => {
-  d = await LocalHostDaemon.open(openOpts(dataDir));
-  await d.ensureImage(TEST_IMAGE);
-});
-
-after(async () => {
-  for (const v of await d.list()) await d.destroy(v.sandbox_id);
-  await d.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
 
 const vmRecord = (id: string) =>
   JSON.parse(readFileSync(join(dataDir, "hostd", "vms", id, "vm.json"), "utf8")) as { ram_base?: string };
@@ -33,6 +21,18 @@ const vmRecord = (id: string) =>
 const DIRTY = "head -c 50331648 /dev/zero | tr '\\0' x > /tmp/big && sync";
 
 test("a fork maps the parent's RAM layer; the parent resumed meanwhile and the fork's pause leave it intact", async () => {
+  const d = await LocalHostDaemon.open(openOpts(dataDir));
+  try {
+    await d.ensureImage(TEST_IMAGE);
+    await forkMapsRam(d);
+  } finally {
+    for (const v of await d.list()) await d.destroy(v.sandbox_id).catch(() => undefined);
+    await d.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+async function forkMapsRam(d: LocalHostDaemon): Promise<void> {
   const p = spec({ hostname: "ram-parent" });
   await d.create(p);
   await sh(d, p.sandbox_id, "echo before-fork > /tmp/mark");
@@ -73,4 +73,4 @@ test("a fork maps the parent's RAM layer; the parent resumed meanwhile and the f
   } finally {
     for (const id of [k.sandbox_id, p.sandbox_id]) await d.destroy(id).catch(() => undefined);
   }
-});
+}
