@@ -25,6 +25,7 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { gcLayers } from "./layers.js";
 
 /** The files a pause moves from the VM dir into the snapshot dir (re-adoption finishes the move). */
 export const SNAP_FILES = ["ram", "disk.qcow2"] as const;
@@ -99,6 +100,8 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
     await host.removeCgroup(cgroup);
     await host.releaseSlot(vm.rec.slot);
     await rm(trash, { recursive: true, force: true });
+    // A fork's record named its parent's RAM layer: maybe the last one that did.
+    if (vm.rec.ram_base) await gcLayers(host);
   });
   host.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms, ...sw.laps });
   return ref;

@@ -24,6 +24,7 @@ import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import { cpSparse } from "../sys/index.js";
 import type { Machine } from "../vmm/driver.js";
+import { gcLayers } from "./layers.js";
 import { SNAP_FILES } from "./pause.js";
 
 export function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
@@ -94,6 +95,8 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
   const sw = stopwatch();
   await rm(sdir, { recursive: true, force: true });
   await fsyncDir(host.layout.snaps);
+  // Its RAM layer may now be named by nothing (no fork left).
+  if (meta.ram_layer) host.background(() => gcLayers(host));
   sw.lap("drop_snapshot");
   const rt = runtimeOf(spec, vm.rec, t0, "resume");
   host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms, ...laps, ...sw.laps });
