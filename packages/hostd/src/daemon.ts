@@ -156,6 +156,7 @@ export class LocalHostDaemon implements HostDaemon {
     await ensurePrivateDir(opts.dataDir);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
+    await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
     await readopt(host);
     capCaches(host);
     host.capConsoles(true);
