@@ -21,7 +21,7 @@ const vmRecord = (id: string) =>
 const DIRTY = "head -c 50331648 /dev/zero | tr '\\0' x > /tmp/big && sync";
 
 test("a fork maps the parent's RAM layer; the parent resumed meanwhile and the fork's pause leave it intact", async () => {
-  const d = await LocalHostDaemon.open(openOpts(dataDir));
+  const d = await LocalHostDaemon.open({ ...openOpts(dataDir), forkRam: "map" });
   try {
     await d.ensureImage(TEST_IMAGE);
     await forkMapsRam(d);

@@ -80,7 +80,7 @@ function assertJailed(id: string): void {
 }
 
 test("the QEMU of a cold-booted, a created, a resumed and a forked VM is jailed", async () => {
-  const d = await LocalHostDaemon.open(openOpts(dataDir));
+  const d = await LocalHostDaemon.open({ ...openOpts(dataDir), forkRam: "map" });
   try {
     await d.ensureImage(TEST_IMAGE);
     await createForkResume(d);

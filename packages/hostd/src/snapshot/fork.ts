@@ -67,9 +67,9 @@ async function forkNew(
   const psdir = host.layout.snapDir(meta0.snapshot_id);
   /**
    * Under the parent's lock (a resume of the parent consumes its files): freeze its disk, copy its device
-   * state and top layer into `dest`, and its RAM: frozen and mapped (`ram_base`), or copied where the child
-   * needs a file of its own (a `start_paused` child's snapshot dir; a parent whose state carries its RAM,
-   * whose `ram` is an empty file). Once frozen, the parent's top layer is an empty overlay on the frozen
+   * state and top layer into `dest`, and its RAM: frozen and mapped (`ram_base`) when the daemon's
+   * `forkRam` is `map`, or copied: by default (host.ts says why), and where the child needs a file of its
+   * own (a `start_paused` child's snapshot dir; a parent whose state carries its RAM, whose `ram` is empty). Once frozen, the parent's top layer is an empty overlay on the frozen
    * layer, so a copy of it is the child's overlay, without a qemu-img run.
    */
   const copyParent = (dest: string, mapRam: boolean) =>
@@ -100,7 +100,7 @@ async function forkNew(
         boot: { restore: join(host.layout.vmDir(child.sandbox_id), "state"), ramInState: meta0.ram_in_state },
       },
       files: async (p) => {
-        const { meta, chain, ramBase } = await copyParent(p.dir, true);
+        const { meta, chain, ramBase } = await copyParent(p.dir, host.forkRam === "map");
         parentDisk = meta.disk_mib;
         p.rec.chain = chain;
         p.rec.ram_base = ramBase;
