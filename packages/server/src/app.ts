@@ -10,6 +10,7 @@ import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
 import { type HostRef, Hosts } from "./hosts.js";
 import { createHttp } from "./http/server.js";
+import { Ingress } from "./ingress/proxy.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { catalogRoutes } from "./routes/catalog.js";
@@ -94,6 +95,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   const metricsServer = cfg.metricsListen ? await serveMetrics(app, cfg.metricsListen) : undefined;
   if (metricsServer) log.now("metrics listening", { url: metricsServer.url });
+  const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
+  if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
   scheduler.start();
   hosts.start();
 
@@ -147,6 +150,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       catalog.stop();
       for (const off of unsubscribe) off();
       metricsServer?.server.close();
+      await ingress?.close();
       await http.fastify.close();
       await store.close();
       log.flush();

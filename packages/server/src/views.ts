@@ -1,5 +1,6 @@
 import type { api } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
+import { ingressTemplate } from "./ingress/host.js";
 import type { NetworkRow, SandboxRow } from "./store/types.js";
 
 /** The API projection of a row: optional fields omitted when unset, env values never included. */
@@ -35,11 +36,6 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
   if (row.auto_pause_after_seconds !== undefined) v.auto_pause_after_seconds = row.auto_pause_after_seconds;
   if (row.status_reason) v.status_reason = row.status_reason;
   return v;
-}
-
-function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {
-  if (!row.ingress_enabled || !cfg.ingressDomain) return undefined;
-  return `https://${row.id.slice(3)}-<port>.${cfg.ingressDomain}`;
 }
 
 /** Create answers the full view plus the create-only fields, so a client seeding its handle from it has all. */

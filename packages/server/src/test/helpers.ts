@@ -109,6 +109,9 @@ export async function startProc(
     ...(process.env as Record<string, string>),
     CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
     CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+    // Fixed default ports would collide between servers started side by side.
+    CREATEOS_SANDBOX_INGRESS_LISTEN: "127.0.0.1:0",
+    CREATEOS_SANDBOX_SSH_LISTEN: "127.0.0.1:0",
     ...opts.env,
   };
   const p = spawnLogged(["serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], env);
