@@ -29,6 +29,7 @@ import { streamRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
 import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
+import { startGateway } from "./ssh/gateway.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
 import { TenantStreams } from "./tenant-streams.js";
@@ -97,6 +98,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   if (metricsServer) log.now("metrics listening", { url: metricsServer.url });
   const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
   if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
+  const gateway = cfg.sshListen ? await startGateway(app, cfg.sshListen) : undefined;
+  if (gateway) log.now("ssh gateway listening", { address: gateway.address, port: gateway.port });
   scheduler.start();
   hosts.start();
 
@@ -151,6 +154,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       for (const off of unsubscribe) off();
       metricsServer?.server.close();
       await ingress?.close();
+      await gateway?.close();
       await http.fastify.close();
       await store.close();
       log.flush();

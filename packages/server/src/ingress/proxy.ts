@@ -93,19 +93,12 @@ export class Ingress {
 
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const t0 = performance.now();
-    let target: Target | undefined;
-    const refuse = (e: unknown) => {
+    const t = await this.route(req).catch((e) => {
       const r = refusal(e);
       if (!res.headersSent) res.writeHead(r.status, r.headers).end(r.text);
-      this.logLine(req, r.status, t0, target?.row.id, e);
-    };
-    try {
-      target = await this.route(req);
-    } catch (e) {
-      refuse(e);
-      return;
-    }
-    const t = target;
+      this.logLine(req, r.status, t0, undefined, e);
+    });
+    if (!t) return;
     const headers = upstreamHeaders(req, clientAddress(req.socket), this.scheme);
     // Its log line is the one `finish` writes.
     const ex = forwardRequest(req, res, t.conn, headers, this.app.cfg.ingressResponseTimeoutMs, (why) => {
@@ -119,7 +112,8 @@ export class Ingress {
 
   private async onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     const t0 = performance.now();
-    let target: Target | undefined;
+    // Set once routed: refusals after that (the guest's 504) name the sandbox in the log.
+    const routed: { id?: string } = {};
     const refuse = (e: unknown) => {
       const r = refusal(e);
       const lenHeaders = [
@@ -130,16 +124,12 @@ export class Ingress {
         "close",
       ];
       if (socket.writable) socket.end(rawHead(r.status, "", lenHeaders) + r.text);
-      this.logLine(req, r.status, t0, target?.row.id, e);
+      this.logLine(req, r.status, t0, routed.id, e);
     };
     socket.on("error", () => socket.destroy());
-    try {
-      target = await this.route(req);
-    } catch (e) {
-      refuse(e);
-      return;
-    }
-    const t = target;
+    const t = await this.route(req).catch(refuse);
+    if (!t) return;
+    routed.id = t.row.id;
     if (socket.destroyed) {
       t.release();
       return;

@@ -4,9 +4,14 @@
  * sshd, refusals). One devbox:1 sandbox serves every assertion; the published SDK drives the API.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { CreateosSandboxClient, type Sandbox } from "@nodeops-createos/sandbox";
 import WebSocket from "ws";
@@ -28,21 +33,32 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
   let client: CreateosSandboxClient;
   let sb: Sandbox;
   let ingressPort = 0;
+  let sshPort = 0;
+  const keys = mkdtempSync(join(tmpdir(), "csb-edge-keys-"));
+  const key = (name: string) => join(keys, name);
 
   before(async () => {
     s = await startEngineServer({
       CREATEOS_SANDBOX_AUTO_PAUSE_MIN_SECONDS: "2",
       CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS: "500",
       CREATEOS_SANDBOX_INGRESS_RESPONSE_TIMEOUT_MS: "3000",
-      CREATEOS_SANDBOX_RATE_LIMIT_RPS: "0",
     });
     ingressPort = Number(
       /"msg":"ingress listening".*"url":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(
         await s.waitLog(/"msg":"ingress listening"/),
       )![1],
     );
+    sshPort = Number(/"port":(\d+)/.exec(await s.waitLog(/"msg":"ssh gateway listening"/))![1]);
+    for (const k of ["a", "b", "wrong"])
+      await pexec("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key(k)]);
     client = new CreateosSandboxClient({ apiKey: s.adminKey, baseUrl: s.url, retry: false });
-    sb = await client.createSandbox({ shape: "s-1vcpu-256mb", rootfs: "devbox:1", ingress_enabled: true });
+    sb = await client.createSandbox({
+      shape: "s-1vcpu-256mb",
+      rootfs: "devbox:1",
+      name: "edge-box",
+      ingress_enabled: true,
+      ssh_pubkeys: [readFileSync(`${key("a")}.pub`, "utf8").trim()],
+    });
     await sb.files.upload("/tmp/edge.py", GUEST_SERVERS);
     await sb.files.upload("/tmp/www/index.html", "hello from the guest\n");
     const bg = (cmd: string) => sb.runCommand("sh", ["-c", `setsid nohup ${cmd} >/dev/null 2>&1 &`]);
@@ -54,6 +70,7 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
     if (s) await destroyAll(s, [s.adminKey]);
     await s?.stop();
     if (s) cleanup(s.dataDir);
+    cleanup(keys);
   });
 
   /** The URL SDK 0.7.1 builds for a guest port. */
@@ -180,5 +197,152 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
     process.stdout.write(`# woken request answered in ${firstByteMs} ms\n`);
     await sb.setAutoPause(null);
     assert.equal((await client.getSandbox(sb.id)).data.status, "running");
+  });
+
+  /** OpenSSH's client with a throwaway key and no known-hosts file; never asks anything. */
+  const sshOpts = (k: string) => [
+    "-i",
+    key(k),
+    ...["IdentitiesOnly=yes", "IdentityAgent=none", "BatchMode=yes", "StrictHostKeyChecking=no"].flatMap(
+      (o) => ["-o", o],
+    ),
+    ...["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"],
+  ];
+
+  async function ssh(
+    k: string,
+    user: string,
+    cmd: string[],
+  ): Promise<{ code: number; out: string; err: string }> {
+    const args = [...sshOpts(k), "-n", "-p", String(sshPort), `${user}@127.0.0.1`, ...cmd];
+    return pexec("ssh", args, { timeout: 120_000 }).then(
+      (r) => ({ code: 0, out: r.stdout, err: r.stderr }),
+      (e: { code?: number; stdout?: string; stderr?: string }) => ({
+        code: e.code ?? -1,
+        out: e.stdout ?? "",
+        err: e.stderr ?? "",
+      }),
+    );
+  }
+
+  it("ssh <id>@gateway runs a command through the agent: stdout, stderr and exit code apart", async () => {
+    const r = await ssh("a", sb.id, ["echo out; echo err >&2; hostname; exit 7"]);
+    assert.equal(r.code, 7, r.err);
+    assert.equal(r.out, `out\n${(await sb.runCommand("hostname")).result.stdout}`);
+    assert.equal(r.err, "err\n");
+    // The name works too when one sandbox of that name lists the key.
+    const byName = await ssh("a", "edge-box", ["id -un"]);
+    assert.equal(byName.out, "root\n", byName.err);
+    await s.waitLog(new RegExp(`"msg":"ssh login".*"sandbox_id":"${sb.id}"`));
+  });
+
+  it("a key added with POST …/ssh-pubkeys logs in at once; a wrong key and an unknown id are refused", async () => {
+    await sb.addSSHPubkeys([readFileSync(`${key("b")}.pub`, "utf8").trim()]);
+    assert.equal((await ssh("b", sb.id, ["true"])).code, 0);
+    const t0 = Date.now();
+    const wrong = await ssh("wrong", sb.id, ["true"]);
+    assert.equal(wrong.code, 255);
+    assert.match(wrong.err, /Permission denied \(publickey\)/);
+    const unknown = await ssh("a", "sb-00000000000000000000000000", ["true"]);
+    assert.equal(unknown.code, 255);
+    assert.match(unknown.err, /Permission denied/);
+    assert.ok(Date.now() - t0 < 10_000, "refusals are fast");
+    await s.waitLog(/"msg":"ssh refused".*"reason":"key not listed"/);
+    await s.waitLog(/"msg":"ssh refused".*"reason":"unknown sandbox"/);
+  });
+
+  it("ssh -L forwards a local port to a guest HTTP port", async () => {
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, "127.0.0.1", () => r()));
+    const local = (free.address() as AddressInfo).port;
+    await new Promise<void>((r) => free.close(() => r()));
+    const fwd: ChildProcess = spawn(
+      "ssh",
+      [...sshOpts("a"), "-N", "-L", `${local}:127.0.0.1:8000`, "-p", String(sshPort), `${sb.id}@127.0.0.1`],
+      { stdio: "ignore" },
+    );
+    try {
+      let r = { code: 0, body: "" };
+      for (let i = 0; i < 100 && r.code !== 200; i++) {
+        r = await curl(`http://127.0.0.1:${local}/`).catch(() => ({ code: 0, body: "" }));
+        if (r.code !== 200) await new Promise((res) => setTimeout(res, 200));
+      }
+      assert.equal(r.body, "hello from the guest\n");
+    } finally {
+      fwd.kill();
+    }
+  });
+
+  it("ssh -J <id>@gateway reaches the guest's own sshd with the same key", async () => {
+    const cfg = join(keys, "config");
+    writeFileSync(
+      cfg,
+      [
+        "Host gw",
+        "  HostName 127.0.0.1",
+        `  Port ${sshPort}`,
+        `  User ${sb.id}`,
+        "Host *",
+        `  IdentityFile ${key("a")}`,
+        "  IdentitiesOnly yes",
+        "  IdentityAgent none",
+        "  BatchMode yes",
+        "  StrictHostKeyChecking no",
+        "  UserKnownHostsFile /dev/null",
+        "  LogLevel ERROR",
+        "",
+      ].join("\n"),
+    );
+    const r = await pexec(
+      "ssh",
+      ["-F", cfg, "-n", "-J", "gw", "root@sandbox", "echo via-sshd $SSH_CONNECTION"],
+      {
+        timeout: 120_000,
+      },
+    );
+    assert.match(r.stdout, /^via-sshd 127\.0\.0\.1 \d+ 127\.0\.0\.1 22$/m);
+    const keysFile = (await sb.runCommand("cat", ["/root/.ssh/authorized_keys"])).result.stdout;
+    assert.ok(
+      keysFile.includes(
+        readFileSync(`${key("a")}.pub`, "utf8")
+          .trim()
+          .split(" ")[1]!,
+      ),
+    );
+  });
+
+  it("createos sandbox shell --ssh with --sandbox-gateway adds the key and logs in through the gateway", async () => {
+    await pexec("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key("cli")]);
+    const home = mkdtempSync(join(tmpdir(), "csb-edge-home-"));
+    const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "cli", "bin", "createos.js");
+    const args = [bin, "--sandbox-gateway", `127.0.0.1:${sshPort}`, "sandbox", "shell", "edge-box", "--ssh"];
+    const cli = spawn(process.execPath, [...args, "-i", key("cli")], {
+      env: { PATH: process.env.PATH!, HOME: home, CREATEOS_API_KEY: s.adminKey, CREATEOS_SANDBOX_URL: s.url },
+    });
+    let out = "";
+    cli.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    cli.stderr!.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    cli.stdin!.end("echo via-$((6*7)); exit 4\n");
+    const code = await new Promise<number | null>((r) => cli.once("exit", (c) => r(c)));
+    cleanup(home);
+    assert.equal(code, 4, out);
+    assert.match(out, /via-42/);
+    const listed = (await client.getSandbox(sb.id)).data.ssh_pubkeys ?? [];
+    assert.ok(listed.some((k) => k.includes(readFileSync(`${key("cli")}.pub`, "utf8").split(" ")[1]!)));
+  });
+
+  it("a paused sandbox is refused in plain words, not woken", async () => {
+    await sb.pause();
+    await sb.waitUntilPaused({ timeoutMs: 60_000 });
+    const r = await ssh("a", sb.id, ["true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /paused sandbox; resume it first/);
+    assert.equal((await client.getSandbox(sb.id)).data.status, "paused");
+    await sb.resume();
+    await sb.waitUntilRunning({ timeoutMs: 60_000 });
   });
 });
