@@ -91,15 +91,24 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...consoleRoutes(),
   ];
   const http = await createHttp({ cfg, store, log, metrics, routes });
-  await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  // The edge listeners bind first: a port in use fails the start before the API answers, and what did
+  // bind is closed again so the process can exit.
+  const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  try {
+    gateway = cfg.sshListen ? await startGateway(app, cfg.sshListen) : undefined;
+    await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  } catch (e) {
+    await ingress?.close();
+    await gateway?.close();
+    throw e;
+  }
+  if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
+  if (gateway) log.now("ssh gateway listening", { address: gateway.address, port: gateway.port });
   const port = (http.server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   const metricsServer = cfg.metricsListen ? await serveMetrics(app, cfg.metricsListen) : undefined;
   if (metricsServer) log.now("metrics listening", { url: metricsServer.url });
-  const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
-  if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
-  const gateway = cfg.sshListen ? await startGateway(app, cfg.sshListen) : undefined;
-  if (gateway) log.now("ssh gateway listening", { address: gateway.address, port: gateway.port });
   scheduler.start();
   hosts.start();
 

@@ -98,6 +98,8 @@ export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const hostd = env.CREATEOS_SANDBOX_HOSTD ?? "local";
+  if (!env.CREATEOS_SANDBOX_INGRESS_TLS_CERT !== !env.CREATEOS_SANDBOX_INGRESS_TLS_KEY)
+    throw new Error("CREATEOS_SANDBOX_INGRESS_TLS_CERT and _KEY must be set together");
   if (hostd !== "local" && hostd !== "none") throw new Error("CREATEOS_SANDBOX_HOSTD must be local or none");
   return {
     dataDir: flags.dataDir ?? defaultDataDir(env),

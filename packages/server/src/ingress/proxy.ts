@@ -55,8 +55,6 @@ export class Ingress {
   /** Binds the listener and fills in `cfg.ingressOrigin`, from which the views build their templates. */
   async listen(spec: string): Promise<IngressServer> {
     const { cfg } = this.app;
-    if (!cfg.ingressTlsCert !== !cfg.ingressTlsKey)
-      throw new Error("CREATEOS_SANDBOX_INGRESS_TLS_CERT and _KEY must be set together");
     const { host, port } = parseListen(spec, "CREATEOS_SANDBOX_INGRESS_LISTEN");
     const opts = serverOptions(cfg);
     const server: Server = cfg.ingressTlsCert
