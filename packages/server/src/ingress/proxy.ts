@@ -97,6 +97,12 @@ export class Ingress {
       this.logLine(req, r.status, t0, undefined, e);
     });
     if (!t) return;
+    // The client left while the sandbox woke: nothing is sent, the tunnel is given back.
+    if (req.socket.destroyed) {
+      t.conn.destroy();
+      t.release();
+      return;
+    }
     const headers = upstreamHeaders(req, clientAddress(req.socket), this.scheme);
     // Its log line is the one `finish` writes.
     const ex = forwardRequest(req, res, t.conn, headers, this.app.cfg.ingressResponseTimeoutMs, (why) => {
@@ -129,6 +135,7 @@ export class Ingress {
     if (!t) return;
     routed.id = t.row.id;
     if (socket.destroyed) {
+      t.conn.destroy();
       t.release();
       return;
     }

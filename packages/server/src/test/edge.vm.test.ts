@@ -199,6 +199,26 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
     assert.equal((await client.getSandbox(sb.id)).data.status, "running");
   });
 
+  it("a client that leaves while its request wakes the sandbox leaves no stream open", async () => {
+    assert.equal((await untilServed(8000)).code, 200);
+    await sb.pause();
+    await sb.waitUntilPaused({ timeoutMs: 60_000 });
+    const gone = await curl(url(8000), ["-m", "0.2"]).catch((e: { code?: number }) => ({ code: e.code }));
+    assert.equal(gone.code, 28, "curl gave up (timeout) before the answer");
+    await sb.waitUntilRunning({ timeoutMs: 60_000 });
+    const open = async () => {
+      const r = await fetch(`${s.url}/metrics`, { headers: { "x-api-key": s.adminKey } });
+      return Number(/^createos_open_streams (\d+)/m.exec(await r.text())?.[1]);
+    };
+    let n = await open();
+    for (let i = 0; i < 50 && n !== 0; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      n = await open();
+    }
+    assert.equal(n, 0);
+    assert.equal((await curl(url(8000))).code, 200);
+  });
+
   /** OpenSSH's client with a throwaway key and no known-hosts file; never asks anything. */
   const sshOpts = (k: string) => [
     "-i",
