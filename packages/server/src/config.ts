@@ -69,6 +69,8 @@ export interface ServerConfig {
   ingressOrigin?: { scheme: "http" | "https"; port: string };
   /** `host:port` of the SSH gateway (`ssh/`); undefined = off. */
   sshListen: string | undefined;
+  /** A gateway connection that has not logged in within this is closed. */
+  sshLoginGraceMs: number;
   /** "local" = open the in-process host daemon; "none" = serve the API without an engine. */
   hostd: "local" | "none";
   defaultImage: string | undefined;
@@ -141,6 +143,7 @@ export function loadConfig(
     ingressWakeTimeoutMs: num(env, "CREATEOS_SANDBOX_INGRESS_WAKE_TIMEOUT_MS", 60_000),
     ingressResponseTimeoutMs: num(env, "CREATEOS_SANDBOX_INGRESS_RESPONSE_TIMEOUT_MS", 60_000),
     sshListen: listen(env, "CREATEOS_SANDBOX_SSH_LISTEN", "127.0.0.1:2222"),
+    sshLoginGraceMs: num(env, "CREATEOS_SANDBOX_SSH_LOGIN_GRACE_MS", 30_000),
     hostd,
     defaultImage: env.CREATEOS_SANDBOX_DEFAULT_IMAGE || undefined,
   };

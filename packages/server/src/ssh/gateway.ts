@@ -6,7 +6,7 @@
  * host of a `direct-tcpip` request is not looked at: a login is for one sandbox, and its loopback is where
  * every forward lands.
  */
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, type Server as NetServer, type Socket, createServer } from "node:net";
 import ssh2, {
   type AuthContext,
   type Connection,
@@ -26,21 +26,67 @@ import { prepareGuestSshd } from "./sshd.js";
 const MAX_TRIES = 6;
 
 export interface GatewayServer {
-  server: Server;
+  server: NetServer;
   address: string;
   port: number;
   close(): Promise<void>;
 }
 
+/**
+ * The gateway's TCP listener is ours, and each socket is handed to ssh2 (`injectSocket`) only after the
+ * checks that must not wait for a handshake: an address whose failed logins used up its bucket, or that
+ * holds its share of connections (CREATEOS_SANDBOX_MAX_CONNECTIONS_PER_IP), is disconnected at once, and
+ * a connection that has not logged in within the grace time is closed, whether or not it said anything.
+ */
 export async function startGateway(app: App, spec: string): Promise<GatewayServer> {
+  const { cfg, log } = app;
   const { host, port } = parseListen(spec, "CREATEOS_SANDBOX_SSH_LISTEN");
-  const hostKey = await loadHostKey(app.cfg.dataDir);
-  const failures = new LoginFailures(app.cfg.authFailPerSecond, app.cfg.authFailBurst);
-  const open = new Set<Connection>();
-  const server = new ssh2.Server({ hostKeys: [hostKey], ident: "createos-sandbox" }, (conn, info) => {
-    open.add(conn);
-    conn.once("close", () => open.delete(conn));
-    onConnection(app, failures, conn, clientAddress({ remoteAddress: info.ip }));
+  const hostKey = await loadHostKey(cfg.dataDir);
+  const failures = new LoginFailures(cfg.authFailPerSecond, cfg.authFailBurst);
+  /** Grace timers by the client's `address:port`, cleared at login. */
+  const grace = new Map<string, NodeJS.Timeout>();
+  const perAddr = new Map<string, number>();
+  const sockets = new Set<Socket>();
+  const ssh = new ssh2.Server(
+    { hostKeys: [hostKey], ident: "createos-sandbox", keepaliveInterval: 15_000, keepaliveCountMax: 4 },
+    (conn, info) => {
+      const peer = `${info.ip}:${info.port}`;
+      onConnection(app, failures, conn, clientAddress({ remoteAddress: info.ip }), () => {
+        clearTimeout(grace.get(peer));
+        grace.delete(peer);
+      });
+    },
+  );
+  const server = createServer((sock) => {
+    const addr = clientAddress(sock);
+    const wait = failures.blocked(addr);
+    const held = perAddr.get(addr) ?? 0;
+    const capped = cfg.maxConnectionsPerIp > 0 && held >= cfg.maxConnectionsPerIp;
+    if (wait > 0 || capped) {
+      const reason = capped ? "too many connections" : `too many failed logins; retry in ${wait} s`;
+      log.warn("ssh refused", { addr, reason });
+      sock.destroy();
+      return;
+    }
+    perAddr.set(addr, held + 1);
+    sockets.add(sock);
+    const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    grace.set(
+      peer,
+      setTimeout(() => {
+        log.info("ssh refused", { addr, reason: "no login within the grace time" });
+        sock.destroy();
+      }, cfg.sshLoginGraceMs),
+    );
+    sock.once("close", () => {
+      sockets.delete(sock);
+      clearTimeout(grace.get(peer));
+      grace.delete(peer);
+      const left = (perAddr.get(addr) ?? 1) - 1;
+      if (left <= 0) perAddr.delete(addr);
+      else perAddr.set(addr, left);
+    });
+    ssh.injectSocket(sock);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -54,18 +100,18 @@ export async function startGateway(app: App, spec: string): Promise<GatewayServe
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());
-        for (const c of open) c.end();
+        for (const s of sockets) s.destroy();
       }),
   };
 }
 
-function onConnection(app: App, failures: LoginFailures, conn: Connection, addr: string): void {
-  const wait = failures.blocked(addr);
-  if (wait > 0) {
-    app.log.warn("ssh refused", { addr, reason: `too many failed logins; retry in ${wait} s` });
-    conn.end();
-    return;
-  }
+function onConnection(
+  app: App,
+  failures: LoginFailures,
+  conn: Connection,
+  addr: string,
+  loggedIn: () => void,
+): void {
   let sandboxId: string | undefined;
   let who = "";
   let refused = 0;
@@ -79,6 +125,7 @@ function onConnection(app: App, failures: LoginFailures, conn: Connection, addr:
         if (typeof ok === "string") {
           sandboxId = ok;
           who = `${ctx.username}@${addr}`;
+          loggedIn();
           app.log.info("ssh login", { sandbox_id: ok, user: ctx.username, addr });
           ctx.accept();
           return;
