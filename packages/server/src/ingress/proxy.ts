@@ -19,6 +19,7 @@ import { parseListen } from "../routes/metrics.js";
 import type { SandboxRow } from "../store/types.js";
 import { type Failure, forwardRequest, forwardUpgrade, rawHead, upstreamHeaders } from "./forward.js";
 import { parseIngressHost, portSuffix } from "./host.js";
+import { IngressMeter } from "./meter.js";
 import { WakeTimeout, Waker } from "./wake.js";
 
 /** What a routed request holds: its sandbox, the tunnel to the guest port, and how to give both back. */
@@ -43,12 +44,21 @@ function refusal(e: unknown): { status: number; text: string; headers: string[] 
   return { status: err.status, text: `${err.message}\n`, headers };
 }
 
+/** The size of the request head the guest is sent. */
+function headBytes(req: IncomingMessage, headers: string[]): number {
+  let n = Buffer.byteLength(`${req.method} ${req.url} HTTP/1.1\r\n\r\n`);
+  for (let i = 0; i < headers.length; i += 2) n += Buffer.byteLength(`${headers[i]}: ${headers[i + 1]}\r\n`);
+  return n;
+}
+
 export class Ingress {
   private readonly waker: Waker;
+  private readonly meter: IngressMeter;
   readonly scheme: "http" | "https";
 
   constructor(private readonly app: App) {
     this.waker = new Waker(app);
+    this.meter = new IngressMeter(app.store, app.sandboxes);
     this.scheme = app.cfg.ingressTlsCert ? "https" : "http";
   }
 
@@ -81,11 +91,13 @@ export class Ingress {
     return {
       server,
       url,
-      close: () =>
-        new Promise<void>((r) => {
+      close: async () => {
+        await new Promise<void>((r) => {
           server.close(() => r());
           server.closeAllConnections();
-        }),
+        });
+        await this.meter.flushAll();
+      },
     };
   }
 
@@ -104,6 +116,8 @@ export class Ingress {
       return;
     }
     const headers = upstreamHeaders(req, clientAddress(req.socket), this.scheme);
+    this.meter.add(t.row.id, headBytes(req, headers));
+    req.on("data", (c: Buffer) => this.meter.add(t.row.id, c.length));
     // Its log line is the one `finish` writes.
     const ex = forwardRequest(req, res, t.conn, headers, this.app.cfg.ingressResponseTimeoutMs, (why) => {
       const r = refusal(this.failure(why, t));
@@ -140,6 +154,9 @@ export class Ingress {
       return;
     }
     const headers = upstreamHeaders(req, clientAddress(socket), this.scheme);
+    // A listener on the socket would set it flowing before the guest's 101: its bytes are counted at the end.
+    const read0 = socket.bytesRead;
+    this.meter.add(t.row.id, headBytes(req, headers) + head.length);
     this.logLine(req, 101, t0, t.row.id);
     const ex = forwardUpgrade(
       req,
@@ -151,6 +168,7 @@ export class Ingress {
       (why) => refuse(this.failure(why, t)),
     );
     await ex.done;
+    this.meter.add(t.row.id, socket.bytesRead - read0);
     t.release();
   }
 

@@ -1,6 +1,7 @@
 /**
  * Servers the edge test runs inside the guest (python3, standard library only): on 8001 `/headers` answers
- * the request head it received and `/sse` sends three events 400 ms apart; 8002 is a WebSocket echo (text
+ * the request head it received, `/sse` sends three events 400 ms apart and `/upload` reads a
+ * Content-Length body and answers its size; 8002 is a WebSocket echo (text
  * frames, unmasked server side); 8003 accepts and never answers.
  */
 export const GUEST_SERVERS = String.raw`
@@ -15,19 +16,33 @@ def serve(port, handle):
         c, _ = s.accept()
         threading.Thread(target=handle, args=(c,), daemon=True).start()
 
-def read_head(c):
+def read_head(c, rest=None):
     d = b""
     while b"\r\n\r\n" not in d:
         x = c.recv(4096)
         if not x:
             break
         d += x
-    return d.split(b"\r\n\r\n")[0].decode()
+    head, _, more = d.partition(b"\r\n\r\n")
+    if rest is not None:
+        rest.append(more)
+    return head.decode()
 
 def http8001(c):
-    head = read_head(c)
+    rest = []
+    head = read_head(c, rest)
     path = head.split(" ")[1] if " " in head else "/"
-    if path == "/sse":
+    if path == "/upload":
+        want = int([l.split(":", 1)[1] for l in head.split("\r\n") if l.lower().startswith("content-length:")][0])
+        got = len(rest[0])
+        while got < want:
+            x = c.recv(65536)
+            if not x:
+                break
+            got += len(x)
+        body = ("got %d" % got).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    elif path == "/sse":
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n")
         for i in range(3):
             c.sendall(("data: tick %d\n\n" % i).encode())

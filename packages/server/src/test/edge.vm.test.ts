@@ -136,6 +136,27 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
     assert.ok(arrivals[2]! - arrivals[0]! >= 600, `arrivals ms: ${arrivals}`);
   });
 
+  it("bytes that come in through the proxy are counted in bandwidth_ingress_bytes", async () => {
+    const ingressBytes = async () => {
+      const r = await fetch(`${s.url}/v1/sandboxes/${sb.id}/bandwidth`, {
+        headers: { "x-api-key": s.adminKey },
+      });
+      return ((await r.json()) as { data: { ingress_bytes: number } }).data.ingress_bytes;
+    };
+    const before = await ingressBytes();
+    const file = join(keys, "upload.bin");
+    writeFileSync(file, Buffer.alloc(200_000, 7));
+    const r = await curl(url(8001, "/upload"), ["--data-binary", `@${file}`]);
+    assert.equal(r.body, "got 200000");
+    let now = before;
+    for (let i = 0; i < 50 && now < before + 200_000; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      now = await ingressBytes();
+    }
+    // The body and the request head; nothing like the response is counted in.
+    assert.ok(now >= before + 200_000 && now < before + 202_000, `${before} → ${now}`);
+  });
+
   it("a WebSocket echo in the guest answers through the proxy, both ways", async () => {
     await untilServed(8001);
     const u = new URL(url(8002));
