@@ -1,5 +1,6 @@
 import type { api } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
+import { ingressTemplate } from "./ingress/host.js";
 import type { NetworkRow, Page, SandboxRow } from "./store/types.js";
 
 /** The API projection of a row: optional fields omitted when unset, env values never included. */
@@ -78,11 +79,6 @@ export function sandboxPageJson(
       offset,
     );
   return kept(p, cfg, make);
-}
-
-function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {
-  if (!row.ingress_enabled || !cfg.ingressDomain) return undefined;
-  return `https://${row.id.slice(3)}-<port>.${cfg.ingressDomain}`;
 }
 
 /** Create answers the full view plus the create-only fields, so a client seeding its handle from it has all. */

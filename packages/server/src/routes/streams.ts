@@ -11,6 +11,7 @@ import { type Static, Type } from "@sinclair/typebox";
 import { mapHostdError } from "../hosterr.js";
 import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
 import { bool, envs, str, strings } from "../schema.js";
+import { splice } from "../splice.js";
 import type { SandboxRow } from "../store/types.js";
 import { absolutePathError } from "../validate.js";
 import { type App, loadSandbox, route } from "./common.js";
@@ -338,30 +339,9 @@ function tunnel(app: App) {
     const sock = u.accept();
     app.sandboxes.streamOpened(row.id);
     if (u.head.length) conn.write(u.head);
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
+    splice(sock, conn, () => {
       claim.release();
       app.sandboxes.streamClosed(row.id);
-    };
-    const kill = () => {
-      conn.destroy();
-      sock.destroy();
-      finish();
-    };
-    // pipe() forwards a FIN as end() on the other side and keeps the reverse direction flowing.
-    sock.pipe(conn);
-    conn.pipe(sock);
-    sock.on("error", kill);
-    conn.on("error", kill);
-    sock.on("close", () => {
-      conn.destroy();
-      finish();
-    });
-    conn.on("close", () => {
-      if (!sock.writableEnded) sock.end();
-      finish();
     });
   };
 }
