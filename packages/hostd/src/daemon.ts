@@ -17,6 +17,7 @@ import type {
   HostEvent,
   HostInfo,
   ImageInfo,
+  NetStats,
   Progress,
   PtyRequest,
   PtySession,
@@ -27,6 +28,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
+import { netStats, setEgress } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -249,6 +251,14 @@ export class LocalHostDaemon implements HostDaemon {
 
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return resizeDisk(this.host, sandboxId, diskMib);
+  }
+
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return setEgress(this.host, sandboxId, egress);
+  }
+
+  netStats(sandboxId: string): Promise<NetStats> {
+    return netStats(this.host, sandboxId);
   }
 
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {

@@ -59,6 +59,8 @@ export interface VmRecord extends BaseRecord {
   state?: "starting" | "running";
   /** The snapshot a resume is starting this VM from (its files are that snapshot's until it runs). */
   from_snapshot?: string;
+  /** The egress allowlist in force (net/egress.ts); absent: allow all. Re-applied on re-adoption. */
+  egress?: string[];
 }
 
 /**

@@ -29,6 +29,7 @@ import {
   type HostInfo,
   HostdError,
   type ImageInfo,
+  type NetStats,
   type Progress,
   type PtyRequest,
   type PtySession,
@@ -116,6 +117,12 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
+  }
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return this.call("setEgress", [sandboxId, egress]);
+  }
+  netStats(sandboxId: string): Promise<NetStats> {
+    return this.call("netStats", [sandboxId]);
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);

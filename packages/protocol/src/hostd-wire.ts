@@ -47,6 +47,8 @@ export const HOSTD_CALLS = [
   "deleteSnapshot",
   "listSnapshots",
   "resizeDisk",
+  "setEgress",
+  "netStats",
   "list",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];

@@ -64,6 +64,17 @@ export interface VmSpec {
   cpu_quota_pct?: number;
   /** Sandbox-wide env given to every exec; values are secrets — never logged. */
   envs: Record<string, string>;
+  /**
+   * The egress allowlist (./egress.ts), in force before the guest runs; absent, `[]` or `["*"]`: allow
+   * all. The control plane passes the sandbox's stored list on create, resume and fork.
+   */
+  egress?: string[];
+}
+
+/** A running VM's network counters, since it started on this host. */
+export interface NetStats {
+  /** Packets the egress allowlist refused. */
+  denied_packets: number;
 }
 
 export interface VmRuntime {
@@ -216,6 +227,14 @@ export interface HostDaemon {
   deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
   /** Running VM: grow its root disk to `diskMib` (> current) live. */
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
+  /**
+   * Running VM: replace its egress allowlist (./egress.ts) atomically and live; the guest sees it within
+   * milliseconds, established flows to a destination no longer listed are cut. Rejects a bad rule with
+   * `bad_request` naming it. Kept across re-adoption; the control plane passes it again on resume/fork.
+   */
+  setEgress(sandboxId: string, egress: string[]): Promise<void>;
+  /** Running VM: its network counters. */
+  netStats(sandboxId: string): Promise<NetStats>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
   /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */

@@ -7,9 +7,11 @@
 import { existsSync, readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
+import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
-import { nonResolverPids, startResolver, stopResolver } from "./dns.js";
+import { nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
+import { applyEgressTable } from "./egress.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
 import {
   GATEWAY_IP,
@@ -194,6 +196,17 @@ export async function teardownSlot(slot: number): Promise<void> {
   // The batch's errors are not told apart from "already gone": a namespace still there is deleted once
   // more, alone, so that its failure is reported.
   if (existsSync(netns)) await ip("netns", "del", a.netns);
+}
+
+/**
+ * Puts `policy` in force in the slot's namespace (net/egress.ts): the resolver that served the old names is
+ * stopped first, so it cannot pin an address of a name no longer listed into the new sets; then the
+ * table is replaced in one batch and the resolver started with the new names.
+ */
+export async function applyEgress(a: SlotAddrs, policy: EgressPolicy): Promise<void> {
+  if (!resolverServes(a.netns, policy)) await stopResolver(a.slot);
+  await applyEgressTable(a.netns, policy);
+  await startResolver(a, policy);
 }
 
 const POOL_ALIAS = "createos-pool:";

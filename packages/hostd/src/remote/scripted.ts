@@ -116,6 +116,14 @@ export class ScriptedDaemon implements HostDaemon {
   async resizeDisk(id: string, mib: number) {
     this.vm(id).disk_mib = mib;
   }
+  async setEgress(id: string, egress: string[]) {
+    this.log("setEgress", id, egress);
+    this.vm(id).egress = egress;
+  }
+  async netStats(id: string) {
+    this.vm(id);
+    return { denied_packets: 0 };
+  }
   async list() {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
   }
