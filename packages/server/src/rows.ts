@@ -117,6 +117,8 @@ export function vmSpec(row: SandboxRow): VmSpec {
     disk_mib: row.disk_mib,
     envs: row.envs,
   };
+  // Enforced by the host before the guest runs, on create, resume and fork alike.
+  if (row.egress.length > 0) spec.egress = row.egress;
   // The host daemon caps the VM's CPU at this (its cgroup); without it, at one core per vCPU.
   const quota = shapeById(row.shape)?.cpu_quota_pct;
   if (quota !== undefined) spec.cpu_quota_pct = quota;

@@ -377,6 +377,27 @@ export class Sandboxes {
     for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
   }
 
+  /**
+   * Replaces the egress allowlist: on the host first when the VM runs (atomic and live there; a refusal
+   * changes nothing), then in the row, which resume and fork pass on. Under the sandbox's lock, so a
+   * resume or create in flight finishes first and the rules reach the VM it made.
+   */
+  async setEgress(row: SandboxRow, egress: string[]): Promise<SandboxRow> {
+    return this.withLock(row.id, async () => {
+      const cur = await this.mustGet(row.id);
+      if (cur.status === "running") {
+        const daemon = this.daemonFor(cur);
+        try {
+          await this.vm("egress", () => daemon.setEgress(cur.id, egress));
+        } catch (e) {
+          throw mapHostdError(e, { action: "set egress on" });
+        }
+      }
+      await this.store.updateSandbox(row.id, { egress });
+      return this.mustGet(row.id);
+    });
+  }
+
   async resize(row: SandboxRow, diskMib: number): Promise<SandboxRow> {
     const daemon = this.daemonFor(row);
     if (row.status !== "running") throw this.conflict("resize", row.status);

@@ -85,26 +85,27 @@ export function egressScript(policy: EgressPolicy): string {
   return `${head}${[...sets, ...chain].join("\n")}\n}\n`;
 }
 
-/** dnsmasq's domain pattern of a name rule: `/name/` covers it and names under it, `/*.name/` only those. */
-const pattern = (n: NameRule) => (n.subdomains ? `*.${n.name}` : n.name);
-
 /**
  * The resolver's name options for `policy` (replacing its plain `--server=<upstream>` ones): nothing
  * changes for allow-all; otherwise each listed name goes upstream and fills its sets, the rest is NXDOMAIN.
+ * dnsmasq's `/name/` covers the name and every name under it, `/*.name/` only those under it; its
+ * `--nftset` knows only the first form, so the sets of `*.name` are filled through `/name/` (the bare name
+ * is NXDOMAIN then, so nothing is pinned for it). Rules `name:P` and `*.name:Q` thus share their pins.
  */
 export function resolverNameArgs(policy: EgressPolicy, upstreams: readonly string[]): string[] {
   if (policy.all) return upstreams.map((u) => `--server=${u}`);
-  const byPattern = new Map<string, Set<string>>();
+  const patterns = new Set(policy.names.map((n) => (n.subdomains ? `*.${n.name}` : n.name)));
+  const sets = new Map<string, Set<string>>();
   for (const n of policy.names) {
-    const sets = byPattern.get(pattern(n)) ?? new Set<string>();
-    sets.add(`4#inet#${EGRESS_TABLE}#${setOf(n.port)}`);
-    byPattern.set(pattern(n), sets);
+    const list = sets.get(n.name) ?? new Set<string>();
+    list.add(`4#inet#${EGRESS_TABLE}#${setOf(n.port)}`);
+    sets.set(n.name, list);
   }
+  const byName = (a: string, b: string) => a.localeCompare(b);
   const out: string[] = [];
-  for (const [p, sets] of [...byPattern].sort(([a], [b]) => a.localeCompare(b))) {
-    for (const u of upstreams) out.push(`--server=/${p}/${u}`);
-    out.push(`--nftset=/${p}/${[...sets].sort().join(",")}`);
-  }
+  for (const p of [...patterns].sort(byName)) for (const u of upstreams) out.push(`--server=/${p}/${u}`);
+  for (const [name, list] of [...sets].sort(([a], [b]) => byName(a, b)))
+    out.push(`--nftset=/${name}/${[...list].sort().join(",")}`);
   out.push("--address=/#/", `--max-cache-ttl=${MAX_CACHE_TTL_S}`);
   return out;
 }

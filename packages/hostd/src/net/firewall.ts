@@ -58,34 +58,20 @@
 import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
+import { PRIVATE_RANGES } from "@createos-sandbox/protocol/egress";
 import { nft, sysctl } from "../sys/index.js";
 import { GATEWAY_IP, GUEST_IP, GUEST_MAC, HOST_VETH_PREFIX, SANDBOX_NET, TAP, VETH_NET } from "./plan.js";
 
 export const PRIVATE_EGRESS_ENV = "CREATEOS_SANDBOX_PRIVATE_EGRESS";
 
 /**
- * Destinations no guest reaches unless the operator lists them: IANA's special-purpose ranges that are not
+ * Destinations no guest reaches unless the operator lists them (the list lives with the egress rules, which
+ * refuse a rule inside one of them): IANA's special-purpose ranges that are not
  * globally routable (RFC 6890 and successors) plus multicast: this network, RFC 1918, CGNAT, loopback,
  * link-local (cloud metadata at 169.254.169.254), IETF protocol assignments, the documentation nets, the
  * 6to4 relay anycast, benchmarking, multicast, reserved and limited broadcast.
  */
-export const DENIED = [
-  "0.0.0.0/8",
-  "10.0.0.0/8",
-  "100.64.0.0/10",
-  "127.0.0.0/8",
-  "169.254.0.0/16",
-  "172.16.0.0/12",
-  "192.0.0.0/24",
-  "192.0.2.0/24",
-  "192.88.99.0/24",
-  "192.168.0.0/16",
-  "198.18.0.0/15",
-  "198.51.100.0/24",
-  "203.0.113.0/24",
-  "224.0.0.0/4",
-  "240.0.0.0/4",
-];
+export const DENIED: readonly string[] = PRIVATE_RANGES;
 
 /** Never reachable from a guest, whatever the operator lists: the veths and every sandbox's address. */
 export const NEVER = [VETH_NET, SANDBOX_NET];

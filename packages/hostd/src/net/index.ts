@@ -15,6 +15,7 @@ import { applyEgressTable } from "./egress.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
 import {
   GATEWAY_IP,
+  GATEWAY_MAC,
   GUEST_IP,
   HOST_VETH_PREFIX,
   MAX_SLOT,
@@ -140,6 +141,7 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
       "link set lo up",
       // owned by the VM's uid: its jailed QEMU opens it without any capability (vmm/jail.ts)
       `tuntap add dev ${TAP} mode tap user ${jailIds(slot).uid} group ${jailIds(slot).gid}`,
+      `link set ${TAP} address ${GATEWAY_MAC}`,
       `addr add ${GATEWAY_IP}/30 dev ${TAP}`,
       `link set ${TAP} up`,
     ].join("\n");

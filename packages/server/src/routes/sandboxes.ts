@@ -4,6 +4,7 @@ import { apiError, validationError } from "@createos-sandbox/protocol";
 import type { api } from "@createos-sandbox/protocol";
 import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
+import { egressRulesError } from "../egress.js";
 import type { Ctx, Route } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
 import { hashSecret } from "../store/sqlite.js";
@@ -21,6 +22,12 @@ import {
 } from "../validate.js";
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
 import { type App, findNetwork, loadSandbox, paged, route } from "./common.js";
+
+/** The grammar passed: now what the rules mean (private ranges), as a 400 on `egress` naming the rule. */
+function checkEgress(f: Fields, rules: string[] | undefined): void {
+  const err = rules && !f.errs.egress ? egressRulesError(rules) : undefined;
+  if (err) f.fail("egress", err);
+}
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {
@@ -53,6 +60,7 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
     f.fail("disk_mib", "disk_mib must be 0 (shape default) or at least 1024");
   const envs = f.envs("envs") ?? {};
   const egress = f.strings("egress", { max: MAX_EGRESS_RULES, item: egressRuleError });
+  checkEgress(f, egress);
   const keys = f.strings("ssh_pubkeys", { max: MAX_SSH_KEYS, item: sshKeyError });
   const ingress = f.bool("ingress_enabled") ?? false;
   const autoPause = f.int("auto_pause_after_seconds", autoPauseRange(app));
@@ -143,6 +151,7 @@ function parseFork(ctx: Ctx): ForkInput {
   const start_paused = f.bool("start_paused") ?? false;
   const keys = f.strings("ssh_pubkeys", { max: MAX_SSH_KEYS, item: sshKeyError });
   const egress = f.strings("egress", { max: MAX_EGRESS_RULES, item: egressRuleError });
+  checkEgress(f, egress);
   const ingress = f.bool("ingress_enabled");
   const envs = f.envs("envs");
   const quota = f.int("bandwidth_quota_bytes", { min: -1, max: Number.MAX_SAFE_INTEGER });
@@ -278,15 +287,16 @@ export function sandboxRoutes(app: App): Route[] {
     route("PUT /v1/sandboxes/:id/egress", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);
       const rules = f.strings("egress", { max: MAX_EGRESS_RULES, item: egressRuleError });
+      checkEgress(f, rules);
       f.done();
       const row = await loadSandbox(app, ctx);
       if (row.status === "destroyed" || row.status === "failed") {
         throw apiError("state_conflict", { action: "set egress on", status: row.status });
       }
-      // Stored now; enforcement on the host lands with the networking issue.
+      // In force on the host before it is stored (a running VM), else from its next resume.
       const egress = normaliseEgress(rules) ?? [];
-      await app.store.updateSandbox(row.id, { egress });
-      return { data: { id: row.id, egress } };
+      const updated = await app.sandboxes.setEgress(row, egress);
+      return { data: { id: updated.id, egress: updated.egress } };
     }),
     route("GET /v1/sandboxes/:id/bandwidth", { auth: "user", body: "none" }, async (ctx) => ({
       data: bandwidthView(await loadSandbox(app, ctx)),

@@ -1,0 +1,176 @@
+/**
+ * The egress allowlist on a real VM (net/egress.ts), against test hosts in a network namespace of their
+ * own: web servers (TCP + UDP echo on 80 and 8080, a TCP echo that holds connections on 9000) on two
+ * addresses A and B, and a DNS server the sandbox's resolver forwards to (CREATEOS_SANDBOX_DNS_SERVERS) on
+ * a third, all in 10.79.<n>.0/29, which the daemon lists as private egress. The namespace is linked to the
+ * root namespace by a veth; no route leaves 10.0.0.0/8. One VM serves every assertion: each rule form
+ * allows what it names and nothing else, refusals come at once, a change applies live (an established
+ * flow to a removed destination is cut), names outside the list are NXDOMAIN, and the bypasses fail.
+ *
+ *   flock /tmp/csb-vmtest.lock node --test packages/hostd/dist/net/egress.vm.test.js
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import { after, before, test } from "node:test";
+import { LocalHostDaemon } from "../daemon.js";
+import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
+import { freeOctet } from "./testhosts.js";
+import { dnsQueryPy, dnsServerPy, holdClientPy, holdEchoPy } from "./testhosts.js";
+import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
+
+const dataDir = tempDataDir("egress");
+const NS = `csbt-eg${process.pid}`;
+const VETH = `csbte${process.pid}`;
+const n = freeOctet(["10.79"]);
+const NET = `10.79.${n}.0/29`;
+const GW = `10.79.${n}.1`;
+const A = `10.79.${n}.2`;
+const B = `10.79.${n}.3`;
+const DNS = `10.79.${n}.4`;
+const RECORDS = { "web-a.test": A, "web-b.test": B, "*.wild.test": B, "rebind.test": GW };
+let d: LocalHostDaemon | undefined;
+let id = "";
+const kids: ChildProcess[] = [];
+
+const daemon = () => d as LocalHostDaemon;
+const inNs = (py: string) => {
+  kids.push(spawn("ip", ["netns", "exec", NS, "python3", "-c", py], { stdio: "ignore" }));
+};
+
+async function probe(targets: string[]) {
+  const r = await run(daemon(), id, ["python3", "-c", PROBE_PY, ...targets]);
+  assert.equal(r.code, 0, r.stderr);
+  const res = parseProbe(r.stdout);
+  assert.equal(res.length, targets.length, r.stdout);
+  return res;
+}
+
+/** `open` must connect, `refused` must be refused at once; both lists are probed in one guest run. */
+async function expect(open: string[], refused: string[]): Promise<void> {
+  const res = await probe([...open, ...refused]);
+  assert.deepEqual(notOpen(res.slice(0, open.length)), [], "should connect");
+  assert.deepEqual(notRefused(res.slice(open.length)), [], "should be refused at once");
+}
+
+const both = (host: string, port: number) => [`tcp:${host}:${port}`, `udp:${host}:${port}`];
+/**
+ * B is probed for UDP only where a refusal is expected: the test hosts' UDP echo answers from the link's
+ * first address (A) whatever it was sent to, which a connected socket to B ignores.
+ */
+const tcp = (host: string, port: number) => [`tcp:${host}:${port}`];
+
+async function setEgress(rules: string[]): Promise<number> {
+  const t0 = performance.now();
+  await daemon().setEgress(id, rules);
+  return performance.now() - t0;
+}
+
+before(async () => {
+  execFileSync("ip", ["netns", "add", NS]);
+  execFileSync("ip", ["link", "add", VETH, "type", "veth", "peer", "name", "pv", "netns", NS]);
+  execFileSync("ip", ["addr", "add", `${GW}/29`, "dev", VETH]);
+  execFileSync("ip", ["link", "set", VETH, "up"]);
+  execFileSync("ip", ["-n", NS, "-batch", "-"], {
+    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${B}/29 dev pv\naddr add ${DNS}/29 dev pv\nlink set pv up\n`,
+  });
+  for (const port of [80, 8080]) inNs(echoServerPy(port));
+  inNs(holdEchoPy(9000));
+  inNs(dnsServerPy(DNS, RECORDS));
+  process.env.CREATEOS_SANDBOX_DNS_SERVERS = DNS;
+  d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
+  const s = spec({ egress: [`${A}:80`] });
+  id = s.sandbox_id;
+  await d.create(s);
+});
+
+after(async () => {
+  if (d) {
+    for (const v of await d.list()) await d.destroy(v.sandbox_id);
+    await d.close();
+  }
+  for (const k of kids) k.kill("SIGKILL");
+  spawnSync("ip", ["link", "del", VETH], { stdio: "ignore" });
+  spawnSync("ip", ["netns", "del", NS], { stdio: "ignore" });
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+test("create-time ip:port: that port of that address only, TCP and UDP", async () => {
+  await expect(both(A, 80), [...both(A, 8080), ...both(B, 80), `icmp:${B}`]);
+});
+
+test("ip, cidr and cidr:port rules; each change applies as setEgress returns", async () => {
+  assert.ok((await setEgress([A])) < 1000);
+  await expect([...both(A, 80), ...both(A, 8080), `icmp:${A}`], [...both(B, 80), `icmp:${B}`]);
+  assert.ok((await setEgress([`${A}/31`])) < 1000);
+  await expect([...both(A, 8080), ...tcp(B, 80)], [`udp:${DNS}:80`, `tcp:${DNS}:80`]);
+  assert.ok((await setEgress([`${A}/31:8080`])) < 1000);
+  await expect([...both(A, 8080), ...tcp(B, 8080)], [...both(A, 80), ...both(B, 80)]);
+  // `*` (and the empty list) allow everything again
+  await setEgress(["*"]);
+  await expect([...both(A, 80), ...tcp(B, 8080), ...tcp(DNS, 80)], []);
+  const stats = await daemon().netStats(id);
+  assert.ok(stats.denied_packets > 0, `refusals counted: ${JSON.stringify(stats)}`);
+});
+
+test("a private range the operator did not list is a bad_request naming the rule", async () => {
+  await assert.rejects(
+    daemon().setEgress(id, ["10.80.0.1"]),
+    /"10\.80\.0\.1".*CREATEOS_SANDBOX_PRIVATE_EGRESS/,
+  );
+  await assert.rejects(daemon().setEgress(id, ["web-a.test:99999"]), /"web-a\.test:99999"/);
+});
+
+test("host and host:port rules: listed names resolve and connect, every other name is NXDOMAIN", async () => {
+  await setEgress(["web-a.test", "web-b.test:8080", "*.wild.test"]);
+  assert.match(
+    await sh(daemon(), id, "getent hosts web-a.test"),
+    new RegExp(`^${A.replace(/\./g, "\\.")}\\s`),
+  );
+  const other = await run(daemon(), id, ["getent", "hosts", "other.test"]);
+  assert.equal(other.code, 2, "NXDOMAIN for a name not on the list");
+  const bare = await run(daemon(), id, ["getent", "hosts", "wild.test"]);
+  assert.equal(bare.code, 2, "*.wild.test does not cover wild.test itself");
+  await expect(
+    ["tcp:web-a.test:80", "tcp:web-a.test:8080", "tcp:web-b.test:8080", "tcp:x.wild.test:80"],
+    ["tcp:web-b.test:80", `tcp:${DNS}:80`],
+  );
+});
+
+test("bypasses fail: another DNS server (UDP and TCP) is our resolver; a listed name rebound to a private address", async () => {
+  await setEgress(["web-a.test", "rebind.test"]);
+  for (const proto of ["udp", "tcp"] as const) {
+    const out = await sh(daemon(), id, `python3 -c '${dnsQueryPy("web-b.test", DNS, proto)}'`);
+    assert.match(out, /rcode=3 answers=0/, `${proto} to ${DNS}: answered by the sandbox's resolver`);
+  }
+  // rebind.test answers the host's own address on the test link: never reachable, whatever the list says
+  await expect(["tcp:web-a.test:80"], ["tcp:rebind.test:80", "udp:rebind.test:80"]);
+  // dialling a listed name's address is fine; another address on the same host is not
+  await expect([`tcp:${A}:8080`], [`tcp:${B}:8080`]);
+});
+
+test("an established flow to a removed destination is cut at once", async () => {
+  await setEgress([A, B]);
+  await sh(daemon(), id, `nohup python3 -c '${holdClientPy(A, 9000)}' >/tmp/hold.log 2>&1 &`);
+  let log = "";
+  for (let i = 0; i < 50 && !log.includes("connected"); i++) {
+    await sleep(100);
+    log = await sh(daemon(), id, "cat /tmp/hold.log");
+  }
+  assert.match(log, /connected/);
+  await sleep(500);
+  assert.doesNotMatch(await sh(daemon(), id, "cat /tmp/hold.log"), /errno|timeout|closed/);
+  await setEgress([B]);
+  await sleep(1500);
+  assert.match(await sh(daemon(), id, "cat /tmp/hold.log"), /errno:ECONNRESET/);
+});
+
+test("the rules survive a host daemon restart and a pause + resume", async () => {
+  await setEgress([`${A}:8080`]);
+  await daemon().close();
+  d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
+  await expect([`tcp:${A}:8080`], [`tcp:${A}:80`, `tcp:${B}:8080`]);
+  const snap = await daemon().pause(id);
+  await daemon().resume(snap, spec({ sandbox_id: id, egress: [`${B}:80`] }));
+  await expect([`tcp:${B}:80`], [`tcp:${A}:8080`, `tcp:${B}:8080`]);
+});
