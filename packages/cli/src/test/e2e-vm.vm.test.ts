@@ -367,8 +367,12 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: /);
     assert.deepEqual((await ok(["sandbox", "firewall", "clear", "e2e-box", "--yes"])).egress, []);
-    const noYes = await cli(["sb", "firewall", "clear", "e2e-box", "-o", "table"]);
-    assert.equal(noYes.code, 2);
+    // off a terminal, as in a script, clear needs no flag
+    await ok(["sandbox", "firewall", "set", "e2e-box", "pypi.org"]);
+    const plain = await cli(["sb", "firewall", "clear", "e2e-box", "-o", "table"]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /cleared: all outbound traffic allowed/);
+    assert.deepEqual((await ok(["sb", "firewall", "show", "e2e-box"])).egress, []);
   });
 
   it("tunnel: prints tunnel_started, forwards TCP, stops on Ctrl-C", async () => {
