@@ -17,7 +17,7 @@ import type {
   HostEvent,
   HostInfo,
   ImageInfo,
-  NetStats,
+  NetUsage,
   Progress,
   PtyRequest,
   PtySession,
@@ -28,7 +28,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
-import { netStats, setEgress } from "./egress.js";
+import { setBandwidth, setEgress, takeNetUsage } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -257,8 +257,12 @@ export class LocalHostDaemon implements HostDaemon {
     return setEgress(this.host, sandboxId, egress);
   }
 
-  netStats(sandboxId: string): Promise<NetStats> {
-    return netStats(this.host, sandboxId);
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return takeNetUsage(this.host, sandboxId);
+  }
+
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return setBandwidth(this.host, sandboxId, remainingBytes);
   }
 
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {

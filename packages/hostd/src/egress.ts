@@ -1,14 +1,15 @@
 /**
- * The egress allowlist of a VM (net/egress.ts enforces it): put in force before a new, resumed or forked
- * guest runs, replaced live by `setEgress`, kept in the VM record for re-adoption.
+ * A VM's network policy: its egress allowlist (net/egress.ts) and its bandwidth quota (net/meter.ts), put
+ * in force before a new, resumed or forked guest runs and replaced live by `setEgress` / `setBandwidth`.
+ * The allowlist is kept in the VM record for re-adoption; the meter lives in the namespace, which outlives
+ * the daemon.
  */
-import { HostdError, type NetStats, type VmSpec } from "@createos-sandbox/protocol";
+import { HostdError, type NetUsage, type VmSpec } from "@createos-sandbox/protocol";
 import { type EgressPolicy, EgressRuleError, egressPolicy } from "@createos-sandbox/protocol/egress";
 import type { Host } from "./host.js";
-import { EGRESS_TABLE } from "./net/egress.js";
 import { type SlotAddrs, applyEgress } from "./net/index.js";
+import { setQuota, takeUsage } from "./net/meter.js";
 import { type VmRecord, writeVmRecord } from "./records.js";
-import { nftCmd } from "./sys/index.js";
 
 /** The policy of `rules` under this host's private-egress list; a bad rule is `bad_request` naming it. */
 export function hostPolicy(host: Host, rules: readonly string[] | undefined): EgressPolicy {
@@ -25,9 +26,12 @@ export function checkSpecEgress(host: Host, spec: VmSpec): void {
   hostPolicy(host, spec.egress);
 }
 
-/** Applies the spec's rules to a VM being brought up and records them (the caller writes the record). */
-export async function egressOnBringUp(host: Host, rec: VmRecord, addrs: SlotAddrs, spec: VmSpec) {
+/** Applies the spec's policy to a VM being brought up and records its rules (the caller writes the record). */
+export async function netOnBringUp(host: Host, rec: VmRecord, addrs: SlotAddrs, spec: VmSpec) {
   const policy = hostPolicy(host, spec.egress);
+  // A pooled namespace meters without a quota (net/index.ts): nothing to do for an unmetered sandbox.
+  const remaining = spec.bandwidth_remaining_bytes;
+  if (remaining !== undefined && remaining >= 0) await setQuota(addrs.netns, remaining);
   // A pooled namespace comes with allow-all: nothing to do unless the sandbox has a list.
   if (policy.all && !rec.egress) return;
   await applyEgress(addrs, policy);
@@ -51,10 +55,12 @@ export async function setEgress(host: Host, sandboxId: string, egress: string[])
   });
 }
 
-export async function netStats(host: Host, sandboxId: string): Promise<NetStats> {
-  const vm = host.getVm(sandboxId);
-  const out = await nftCmd(["list", "counter", "inet", EGRESS_TABLE, "denied"], vm.addrs.netns).catch(() => ({
-    stdout: "",
-  }));
-  return { denied_packets: Number(/packets (\d+)/.exec(out.stdout)?.[1] ?? 0) };
+export async function takeNetUsage(host: Host, sandboxId: string): Promise<NetUsage> {
+  return takeUsage(host.getVm(sandboxId).addrs.netns);
+}
+
+export async function setBandwidth(host: Host, sandboxId: string, remainingBytes: number): Promise<void> {
+  if (typeof remainingBytes !== "number" || !Number.isFinite(remainingBytes))
+    throw new HostdError("bad_request", "remaining bytes must be a number");
+  await setQuota(host.getVm(sandboxId).addrs.netns, remainingBytes);
 }

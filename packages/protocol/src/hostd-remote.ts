@@ -29,7 +29,7 @@ import {
   type HostInfo,
   HostdError,
   type ImageInfo,
-  type NetStats,
+  type NetUsage,
   type Progress,
   type PtyRequest,
   type PtySession,
@@ -121,8 +121,11 @@ export class RemoteHostDaemon implements HostDaemon {
   setEgress(sandboxId: string, egress: string[]): Promise<void> {
     return this.call("setEgress", [sandboxId, egress]);
   }
-  netStats(sandboxId: string): Promise<NetStats> {
-    return this.call("netStats", [sandboxId]);
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return this.call("takeNetUsage", [sandboxId]);
+  }
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return this.call("setBandwidth", [sandboxId, remainingBytes]);
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);

@@ -48,7 +48,8 @@ export const HOSTD_CALLS = [
   "listSnapshots",
   "resizeDisk",
   "setEgress",
-  "netStats",
+  "takeNetUsage",
+  "setBandwidth",
   "list",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];

@@ -69,10 +69,19 @@ export interface VmSpec {
    * all. The control plane passes the sandbox's stored list on create, resume and fork.
    */
   egress?: string[];
+  /**
+   * Bytes the guest may still send to the outside world before that traffic stops (the control plane's
+   * quota minus its ledger); absent or negative: unmetered. Exec, files, shells and tunnels never count.
+   */
+  bandwidth_remaining_bytes?: number;
 }
 
-/** A running VM's network counters, since it started on this host. */
-export interface NetStats {
+/** A running VM's network counters since the previous `takeNetUsage` (or since it started on this host). */
+export interface NetUsage {
+  /** Bytes the guest sent to the outside world (what the quota meters). */
+  egress_bytes: number;
+  /** Bytes it received from there. */
+  ingress_bytes: number;
   /** Packets the egress allowlist refused. */
   denied_packets: number;
 }
@@ -233,8 +242,13 @@ export interface HostDaemon {
    * `bad_request` naming it. Kept across re-adoption; the control plane passes it again on resume/fork.
    */
   setEgress(sandboxId: string, egress: string[]): Promise<void>;
-  /** Running VM: its network counters. */
-  netStats(sandboxId: string): Promise<NetStats>;
+  /** Running VM: its network counters since the previous call, which zeroes them (the caller keeps the sum). */
+  takeNetUsage(sandboxId: string): Promise<NetUsage>;
+  /**
+   * Running VM: the bytes it may still send to the outside world (negative: unmetered), in force at once;
+   * past them its outside traffic stops until this is called again with more.
+   */
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
   /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */

@@ -16,7 +16,7 @@ import { after, before, test } from "node:test";
 import { LocalHostDaemon } from "../daemon.js";
 import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
 import { freeOctet } from "./testhosts.js";
-import { dnsQueryPy, dnsServerPy, holdClientPy, holdEchoPy } from "./testhosts.js";
+import { dnsQueryPy, dnsServerPy, holdClientPy, holdEchoPy, sinkPy, uploadPy } from "./testhosts.js";
 import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
 
 const dataDir = tempDataDir("egress");
@@ -76,6 +76,7 @@ before(async () => {
   });
   for (const port of [80, 8080]) inNs(echoServerPy(port));
   inNs(holdEchoPy(9000));
+  inNs(sinkPy(9100));
   inNs(dnsServerPy(DNS, RECORDS));
   process.env.CREATEOS_SANDBOX_DNS_SERVERS = DNS;
   d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
@@ -109,8 +110,37 @@ test("ip, cidr and cidr:port rules; each change applies as setEgress returns", a
   // `*` (and the empty list) allow everything again
   await setEgress(["*"]);
   await expect([...both(A, 80), ...tcp(B, 8080), ...tcp(DNS, 80)], []);
-  const stats = await daemon().netStats(id);
-  assert.ok(stats.denied_packets > 0, `refusals counted: ${JSON.stringify(stats)}`);
+  const usage = await daemon().takeNetUsage(id);
+  assert.ok(usage.egress_bytes > 0 && usage.ingress_bytes > 0, `bytes counted: ${JSON.stringify(usage)}`);
+});
+
+test("refusals are counted until taken", async () => {
+  await setEgress([A]);
+  await daemon().takeNetUsage(id);
+  await expect([], [...tcp(B, 80), ...tcp(B, 8080)]);
+  const u = await daemon().takeNetUsage(id);
+  assert.ok(u.denied_packets >= 2, JSON.stringify(u));
+  assert.equal((await daemon().takeNetUsage(id)).denied_packets, 0, "zeroed by the take");
+  await setEgress([]);
+});
+
+test("bandwidth: an upload stops at the quota, exec still works, more quota lets traffic through at once", async () => {
+  await daemon().takeNetUsage(id);
+  await daemon().setBandwidth(id, 1024 * 1024);
+  // 4 MiB to the test host's sink: only the first MiB (and whatever the kernel had in flight) gets out
+  const up = await run(daemon(), id, ["python3", "-c", uploadPy(A, 9100, 4 << 20)]);
+  assert.match(up.stdout, /^stalled sent=\d+/m, up.stdout + up.stderr);
+  const u = await daemon().takeNetUsage(id);
+  assert.ok(u.egress_bytes >= 900_000 && u.egress_bytes <= 1024 * 1024 + 65_536, JSON.stringify(u));
+  assert.equal((await probe([`tcp:${A}:80`]))[0]?.outcome, "timeout", "capped: outside traffic stops");
+  assert.equal((await sh(daemon(), id, "echo still-here")).trim(), "still-here");
+  const t0 = performance.now();
+  await daemon().setBandwidth(id, 64 << 20);
+  assert.ok(performance.now() - t0 < 1000, "the cap is lifted when setBandwidth returns");
+  await expect([`tcp:${A}:80`], []);
+  const again = await run(daemon(), id, ["python3", "-c", uploadPy(A, 9100, 4 << 20)]);
+  assert.match(again.stdout, /^done sent=4194304/m, again.stdout);
+  await daemon().setBandwidth(id, -1);
 });
 
 test("a private range the operator did not list is a bad_request naming the rule", async () => {

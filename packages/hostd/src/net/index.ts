@@ -13,6 +13,7 @@ import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
 import { nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
 import { applyEgressTable } from "./egress.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
+import { setQuota } from "./meter.js";
 import {
   GATEWAY_IP,
   GATEWAY_MAC,
@@ -168,8 +169,10 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
 `,
       a.netns,
     );
-    // What the guest may send (net/firewall.ts); in place before any VM uses the namespace.
+    // What the guest may send (net/firewall.ts); in place before any VM uses the namespace. Its bytes
+    // are counted from the start (net/meter.ts); a metered sandbox's quota is added when it gets the slot.
     await applySlotFirewall(a.netns, fw);
+    await setQuota(a.netns, -1);
     await startResolver(a);
     return a;
   } catch (e) {

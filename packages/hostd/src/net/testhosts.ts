@@ -102,3 +102,37 @@ export function freeOctet(prefixes: readonly string[]): number {
   }
   throw new Error(`no free ${prefixes.join("/")}.<n>.0/24 for the test hosts`);
 }
+
+/** An upload sink on 0.0.0.0:`port`: reads and discards what each connection sends. */
+export function sinkPy(port: number): string {
+  return `
+import socket, threading
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", ${port})); t.listen(16)
+def drain(c):
+    while c.recv(65536):
+        pass
+    c.close()
+while True:
+    c, _ = t.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+`;
+}
+
+/**
+ * A guest program: sends `bytes` to host:port in 16 KiB writes; prints `done sent=<n>`, or `stalled
+ * sent=<n>` when a write makes no progress for 3 s.
+ */
+export function uploadPy(host: string, port: number, bytes: number): string {
+  return `
+import socket
+s = socket.create_connection(("${host}", ${port}), timeout=3)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+buf, sent = b"x" * 16384, 0
+try:
+    while sent < ${bytes}:
+        sent += s.send(buf[: min(16384, ${bytes} - sent)])
+    print("done sent=%d" % sent, flush=True)
+except (socket.timeout, OSError):
+    print("stalled sent=%d" % sent, flush=True)
+`;
+}

@@ -120,9 +120,17 @@ export class ScriptedDaemon implements HostDaemon {
     this.log("setEgress", id, egress);
     this.vm(id).egress = egress;
   }
-  async netStats(id: string) {
+  /** What the next takeNetUsage of a VM answers (then zeroed, as the host's counters are). */
+  readonly usage = new Map<string, { egress_bytes: number; ingress_bytes: number; denied_packets: number }>();
+  async takeNetUsage(id: string) {
     this.vm(id);
-    return { denied_packets: 0 };
+    const u = this.usage.get(id) ?? { egress_bytes: 0, ingress_bytes: 0, denied_packets: 0 };
+    this.usage.delete(id);
+    return u;
+  }
+  async setBandwidth(id: string, remaining: number) {
+    this.log("setBandwidth", id, remaining);
+    this.vm(id).bandwidth_remaining_bytes = remaining;
   }
   async list() {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
