@@ -1,7 +1,7 @@
 /**
  * The egress allowlist on a real VM (net/egress.ts), against test hosts in a network namespace of their
  * own: web servers (TCP + UDP echo on 80 and 8080, a TCP echo that holds connections on 9000) on two
- * addresses A and B, and a DNS server the sandbox's resolver forwards to (CREATEOS_SANDBOX_DNS_SERVERS) on
+ * addresses A and B (and C for a wildcard name), and a DNS server the sandbox's resolver forwards to (CREATEOS_SANDBOX_DNS_SERVERS) on
  * a third, all in 10.79.<n>.0/29, which the daemon lists as private egress. The namespace is linked to the
  * root namespace by a veth; no route leaves 10.0.0.0/8. One VM serves every assertion: each rule form
  * allows what it names and nothing else, refusals come at once, a change applies live (an established
@@ -28,7 +28,9 @@ const GW = `10.79.${n}.1`;
 const A = `10.79.${n}.2`;
 const B = `10.79.${n}.3`;
 const DNS = `10.79.${n}.4`;
-const RECORDS = { "web-a.test": A, "web-b.test": B, "*.wild.test": B, "rebind.test": GW };
+/** The wildcard's address: its own, so that pinning it allows nothing the other rules are tested against. */
+const C = `10.79.${n}.5`;
+const RECORDS = { "web-a.test": A, "web-b.test": B, "*.wild.test": C, "rebind.test": GW };
 let d: LocalHostDaemon | undefined;
 let id = "";
 const kids: ChildProcess[] = [];
@@ -72,7 +74,7 @@ before(async () => {
   execFileSync("ip", ["addr", "add", `${GW}/29`, "dev", VETH]);
   execFileSync("ip", ["link", "set", VETH, "up"]);
   execFileSync("ip", ["-n", NS, "-batch", "-"], {
-    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${B}/29 dev pv\naddr add ${DNS}/29 dev pv\nlink set pv up\n`,
+    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${B}/29 dev pv\naddr add ${DNS}/29 dev pv\naddr add ${C}/29 dev pv\nlink set pv up\n`,
   });
   for (const port of [80, 8080]) inNs(echoServerPy(port));
   inNs(holdEchoPy(9000));

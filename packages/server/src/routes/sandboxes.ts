@@ -6,6 +6,7 @@ import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
 import { egressRulesError } from "../egress.js";
 import type { Ctx, Route } from "../http/server.js";
+import { bandwidth, recharge, setEgress } from "../netpolicy.js";
 import type { CreateInput, ForkInput } from "../sandboxes.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch, SandboxStatus } from "../store/types.js";
@@ -20,7 +21,7 @@ import {
   pageParams,
   sshKeyError,
 } from "../validate.js";
-import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
+import { createResponse, page, sandboxView } from "../views.js";
 import { type App, findNetwork, loadSandbox, paged, route } from "./common.js";
 
 /** The grammar passed: now what the rules mean (private ranges), as a 400 on `egress` naming the rule. */
@@ -282,7 +283,10 @@ export function sandboxRoutes(app: App): Route[] {
     }),
     route("GET /v1/sandboxes/:id/egress", { auth: "user", body: "none" }, async (ctx) => {
       const row = await loadSandbox(app, ctx);
-      return { data: { id: row.id, egress: row.egress } };
+      // `denied_packets`: refusals of this allowlist counted since the server started (netpolicy.ts).
+      return {
+        data: { id: row.id, egress: row.egress, denied_packets: app.sandboxes.net.deniedPackets(row.id) },
+      };
     }),
     route("PUT /v1/sandboxes/:id/egress", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);
@@ -295,21 +299,17 @@ export function sandboxRoutes(app: App): Route[] {
       }
       // In force on the host before it is stored (a running VM), else from its next resume.
       const egress = normaliseEgress(rules) ?? [];
-      const updated = await app.sandboxes.setEgress(row, egress);
+      const updated = await setEgress(app.sandboxes, app.store, row, egress);
       return { data: { id: updated.id, egress: updated.egress } };
     }),
     route("GET /v1/sandboxes/:id/bandwidth", { auth: "user", body: "none" }, async (ctx) => ({
-      data: bandwidthView(await loadSandbox(app, ctx)),
+      data: await bandwidth(app.sandboxes, app.store, await loadSandbox(app, ctx)),
     })),
     route("POST /v1/sandboxes/:id/bandwidth/recharge", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);
       const add = f.int("add_bytes", { required: true, min: 1, max: 2 ** 50 });
       f.done();
-      const row = await loadSandbox(app, ctx);
-      if (row.bandwidth_quota_bytes >= 0) {
-        await app.store.updateSandbox(row.id, { bandwidth_quota_bytes: row.bandwidth_quota_bytes + add! });
-      }
-      return { data: bandwidthView((await app.store.getSandbox(row.id))!) };
+      return { data: await recharge(app.sandboxes, app.store, await loadSandbox(app, ctx), add!) };
     }),
     route("POST /v1/sandboxes/:id/ssh-pubkeys", { auth: "user", body: "json" }, async (ctx) => {
       const f = new Fields(ctx.body);

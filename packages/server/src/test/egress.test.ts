@@ -1,5 +1,5 @@
 /**
- * The egress routes over a scripted host daemon: rules are validated (every form; private ranges only when
+ * The egress and bandwidth routes over a scripted host daemon: rules are validated (every form; private ranges only when
  * CREATEOS_SANDBOX_PRIVATE_EGRESS lists them; 400 naming the rule), put in force on the host when the VM
  * runs (setEgress) before they are stored, and passed to the host on resume. Enforcement itself is
  * packages/hostd/src/net/egress.vm.test.ts, on a real VM.
@@ -19,7 +19,7 @@ import { call } from "./helpers.js";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const KEY = `skp_${"e".repeat(32)}`;
 
-describe("egress routes", () => {
+describe("egress and bandwidth routes", () => {
   const dataDir = mkdtempSync(join(tmpdir(), "csb-egress-"));
   const daemon = new ScriptedDaemon();
   let srv: RunningServer;
@@ -32,6 +32,7 @@ describe("egress routes", () => {
   before(async () => {
     // Each test file runs in its own process: the setting stays this file's.
     process.env.CREATEOS_SANDBOX_PRIVATE_EGRESS = "10.77.0.0/16";
+    process.env.CREATEOS_SANDBOX_BANDWIDTH_QUOTA_BYTES = "1000000";
     const store = SqliteStore.open(join(dataDir, "db.sqlite"));
     await store.addApiKey((await store.createUser("erin")).id, KEY);
     srv = await startServer(
@@ -51,6 +52,7 @@ describe("egress routes", () => {
     assert.equal(r.status, 200, r.text);
     id = r.json.data.id;
     assert.deepEqual(daemon.vms.get(id)?.egress, ["pypi.org", "10.77.1.2:80"], "create passes the rules");
+    assert.equal(daemon.vms.get(id)?.bandwidth_remaining_bytes, 1_000_000, "and the quota");
   });
   after(async () => {
     await srv.close();
@@ -72,7 +74,7 @@ describe("egress routes", () => {
     assert.deepEqual(r.json.data, { id, egress: rules });
     assert.deepEqual(setCalls().at(-1), [id, rules]);
     const g = await call(srv.url, "GET", `/v1/sandboxes/${id}/egress`, { key: KEY });
-    assert.deepEqual(g.json.data, { id, egress: rules });
+    assert.deepEqual(g.json.data, { id, egress: rules, denied_packets: 0 });
     // `["*"]`, `[]` and null all allow everything, stored as []
     for (const all of [["*"], [], null]) {
       const a = await put(all);
@@ -122,6 +124,41 @@ describe("egress routes", () => {
     assert.deepEqual(g.json.data.egress, ["pypi.org"]);
   });
 
+  test("bandwidth: the host's counts fold into the ledger; capped past the quota; a recharge lifts the host's cap", async () => {
+    const bw = () => call(srv.url, "GET", `/v1/sandboxes/${id}/bandwidth`, { key: KEY });
+    daemon.usage.set(id, { egress_bytes: 600_000, ingress_bytes: 5_000, denied_packets: 3 });
+    assert.deepEqual((await bw()).json.data, {
+      id,
+      quota_bytes: 1_000_000,
+      used_bytes: 600_000,
+      ingress_bytes: 5_000,
+      remaining_bytes: 400_000,
+      capped: false,
+    });
+    const eg = await call(srv.url, "GET", `/v1/sandboxes/${id}/egress`, { key: KEY });
+    assert.equal(eg.json.data.denied_packets, 3);
+    // taken once: a second read adds nothing
+    assert.equal((await bw()).json.data.used_bytes, 600_000);
+    daemon.usage.set(id, { egress_bytes: 400_100, ingress_bytes: 0, denied_packets: 0 });
+    const capped = (await bw()).json.data;
+    assert.equal(capped.capped, true);
+    assert.equal(capped.remaining_bytes, -100);
+    const r = await call(srv.url, "POST", `/v1/sandboxes/${id}/bandwidth/recharge`, {
+      key: KEY,
+      body: { add_bytes: 1_000_000 },
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.data.quota_bytes, 2_000_000);
+    assert.equal(r.json.data.capped, false);
+    const set = daemon.calls.filter((c) => c.method === "setBandwidth").at(-1);
+    assert.deepEqual(set?.args, [id, 2_000_000 - 1_000_100]);
+    const bad = await call(srv.url, "POST", "/v1/sandboxes", {
+      key: KEY,
+      body: { shape: "s-1vcpu-256mb", rootfs: "debian:12", bandwidth_quota_bytes: 5 },
+    });
+    assert.equal(bad.status, 400, bad.text);
+  });
+
   test("paused: stored only, and the resume passes them to the host", async () => {
     assert.equal((await call(srv.url, "POST", `/v1/sandboxes/${id}/pause`, { key: KEY })).status, 202);
     for (let i = 0; i < 100; i++) {
@@ -135,5 +172,7 @@ describe("egress routes", () => {
     assert.equal((await call(srv.url, "POST", `/v1/sandboxes/${id}/resume`, { key: KEY })).status, 202);
     for (let i = 0; i < 100 && daemon.vms.get(id) === undefined; i++) await sleep(50);
     assert.deepEqual(daemon.vms.get(id)?.egress, ["github.com:22"]);
+    // the ledger went along: the host is told what is left
+    assert.equal(daemon.vms.get(id)?.bandwidth_remaining_bytes, 2_000_000 - 1_000_100);
   });
 });
