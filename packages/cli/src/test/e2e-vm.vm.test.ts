@@ -358,6 +358,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     const none = await cli(["sb", "firewall", "show", "e2e-box", "-o", "table"]);
     assert.equal(none.code, 0, none.stderr);
     assert.match(none.stdout, /all outbound traffic is allowed/);
+    assert.match(none.stdout, /^Bandwidth: /m);
     const set = await ok(["sandbox", "firewall", "set", "e2e-box", "pypi.org", "github.com"]);
     assert.deepEqual(set.egress, ["pypi.org", "github.com"]);
     assert.deepEqual((await ok(["sb", "firewall", "show", "e2e-box"])).egress, ["pypi.org", "github.com"]);

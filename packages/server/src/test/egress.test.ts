@@ -14,7 +14,7 @@ import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
 import { createLogger } from "../log.js";
 import { SqliteStore } from "../store/sqlite.js";
-import { call } from "./helpers.js";
+import { attachReady, call } from "./helpers.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const KEY = `skp_${"e".repeat(32)}`;
@@ -40,11 +40,7 @@ describe("egress and bandwidth routes", () => {
       createLogger(() => undefined),
       store,
     );
-    await srv.attachHost(daemon);
-    for (let i = 0; !srv.app.hosts.anyReady(); i++) {
-      if (i > 100) throw new Error("the scripted host never became ready");
-      await sleep(100);
-    }
+    await attachReady(srv, daemon);
     const r = await call(srv.url, "POST", "/v1/sandboxes", {
       key: KEY,
       body: { shape: "s-1vcpu-256mb", rootfs: "debian:12", egress: ["pypi.org", "10.77.1.2:80"] },

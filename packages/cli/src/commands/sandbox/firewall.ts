@@ -1,6 +1,7 @@
 import { bool } from "../../framework/args.js";
 import type { Command, Group } from "../../framework/command.js";
 import { boxArg, label, yesFlag } from "./common.js";
+import { bandwidthLine } from "./get.js";
 
 const ANY = ["running", "paused", "pausing", "resuming", "creating", "forking", "error"] as const;
 
@@ -22,7 +23,14 @@ const show: Command = {
   async run(ctx, { positionals }) {
     const sb = await boxArg(ctx, positionals[0], [...ANY], "show the firewall of");
     const view = await sb.getEgress();
-    ctx.out.result(view, () => rulesText(view.egress));
+    // Usage, quota and capped next to the rules; a server without bandwidth must not break `show`.
+    const bandwidth = await sb.getBandwidth().catch(() => undefined);
+    const doc = { ...view, ...(bandwidth ? { bandwidth } : {}) };
+    ctx.out.result(doc, () =>
+      bandwidth
+        ? `${rulesText(view.egress)}\nBandwidth: ${bandwidthLine(bandwidth)}`
+        : rulesText(view.egress),
+    );
     return 0;
   },
 };
