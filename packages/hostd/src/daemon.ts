@@ -28,7 +28,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
-import { setBandwidth, setEgress, takeNetUsage } from "./egress.js";
+import { setBandwidth, setEgress, startNameProxy, takeNetUsage } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -158,6 +158,8 @@ export class LocalHostDaemon implements HostDaemon {
     await ensurePrivateDir(opts.dataDir);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
+    // Before re-adoption: the re-adopted VMs' allowlists redirect to its ports.
+    await startNameProxy(host);
     await readopt(host);
     capCaches(host);
     host.capConsoles(true);
@@ -307,6 +309,7 @@ export class LocalHostDaemon implements HostDaemon {
     await host.drain();
     await host.warmPool.close();
     await host.netPool.close();
+    await host.nameProxy?.close();
     for (const vm of host.vms.values()) vm.agent.close();
     // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
     for (const vm of host.vms.values()) vm.machine.detach();

@@ -7,8 +7,10 @@
 import { HostdError, type NetUsage, type VmSpec } from "@createos-sandbox/protocol";
 import { type EgressPolicy, EgressRuleError, egressPolicy } from "@createos-sandbox/protocol/egress";
 import type { Host } from "./host.js";
-import { type SlotAddrs, applyEgress } from "./net/index.js";
+import { dnsUpstreams } from "./net/dns.js";
+import { type SlotAddrs, applyEgress, ensureRootNet } from "./net/index.js";
 import { setQuota, takeUsage } from "./net/meter.js";
+import { NameProxy } from "./net/proxy.js";
 import { type VmRecord, writeVmRecord } from "./records.js";
 
 /** The policy of `rules` under this host's private-egress list; a bad rule is `bad_request` naming it. */
@@ -34,7 +36,7 @@ export async function netOnBringUp(host: Host, rec: VmRecord, addrs: SlotAddrs, 
   if (remaining !== undefined && remaining >= 0) await setQuota(addrs.netns, remaining);
   // A pooled namespace comes with allow-all: nothing to do unless the sandbox has a list.
   if (policy.all && !rec.egress) return;
-  await applyEgress(addrs, policy);
+  await applyEgress(addrs, policy, host.nameProxy?.ports);
   record(rec, policy, spec.egress);
 }
 
@@ -49,7 +51,7 @@ export async function setEgress(host: Host, sandboxId: string, egress: string[])
   const policy = hostPolicy(host, egress);
   const vm = host.getVm(sandboxId);
   await host.withVmLock(vm, async () => {
-    await applyEgress(vm.addrs, policy);
+    await applyEgress(vm.addrs, policy, host.nameProxy?.ports);
     record(vm.rec, policy, egress);
     await writeVmRecord(vm.dir, vm.rec);
   });
@@ -63,4 +65,25 @@ export async function setBandwidth(host: Host, sandboxId: string, remainingBytes
   if (typeof remainingBytes !== "number" || !Number.isFinite(remainingBytes))
     throw new HostdError("bad_request", "remaining bytes must be a number");
   await setQuota(host.getVm(sandboxId).addrs.netns, remainingBytes);
+}
+
+/** Starts the name proxy of this host's allowlists; without it, name rules on 80/443 match addresses only. */
+export async function startNameProxy(host: Host): Promise<void> {
+  let proxy: NameProxy | undefined;
+  try {
+    proxy = new NameProxy({
+      policyOf: (slot) => {
+        const vm = [...host.vms.values()].find((v) => v.rec.slot === slot && !v.gone);
+        return vm ? hostPolicy(host, vm.rec.egress) : undefined;
+      },
+      privateEgress: host.opts.privateEgress ?? [],
+      upstreams: dnsUpstreams().map((u) => `${u.ip}:${u.port}`),
+    });
+    await ensureRootNet();
+    await proxy.start();
+    host.nameProxy = proxy;
+  } catch (e) {
+    await proxy?.close();
+    host.log.warn("no name proxy: HTTP/TLS name rules match addresses only", { error: String(e) });
+  }
 }

@@ -98,7 +98,7 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
   if (machine && agent) {
     // Its resolver and egress table outlived the old daemon with the namespace; they are put in force
     // again from the record (a namespace made before resolvers existed gets one).
-    await applyEgress(addrs, hostPolicy(host, rec.egress)).catch((e) =>
+    await applyEgress(addrs, hostPolicy(host, rec.egress), host.nameProxy?.ports).catch((e) =>
       host.log.warn("no DNS resolver or egress rules for a re-adopted VM", {
         sandbox_id: rec.sandbox_id,
         error: String(e),

@@ -19,6 +19,10 @@
  * refused, a TCP peer gets a reset) without a conntrack flush. With no policy (`*`) the table holds only
  * the counter and nothing is checked.
  *
+ * HTTP and TLS: with name rules, TCP 80 and 443 to an address pinned for a name (not also allowed by an
+ * address rule) is DNATed to the daemon's name proxy (net/proxy.ts; `chain prerouting` → `to_proxy`), which
+ * lets it through only when the Host header / SNI is a listed name; `from_guest` accepts that DNAT.
+ *
  * Names: the sandbox's resolver (net/dns.ts) forwards only the listed names (`host` also covers names
  * under it, as dnsmasq's `/host/` does; `*.host` only those under it) and answers NXDOMAIN for every other
  * name; each address it hands out for a listed name is added by dnsmasq itself (`--nftset`) to `dns` or
@@ -30,6 +34,7 @@
 import type { EgressPolicy, NameRule } from "@createos-sandbox/protocol/egress";
 import { nft } from "../sys/index.js";
 import { TAP } from "./plan.js";
+import { PROXY_IP, type ProxyPorts } from "./proxy.js";
 
 export const EGRESS_TABLE = "createos_egress";
 /** How long an address the resolver handed out stays allowed after its last upstream answer, seconds. */
@@ -49,8 +54,35 @@ function elements(list: string[]): string {
   return list.length > 0 ? `\n    elements = { ${[...new Set(list)].join(", ")} }` : "";
 }
 
+/**
+ * The namespace's redirect of TCP 80/443 to an address pinned for a name (and not also allowed by an
+ * address rule) to the name proxy (net/proxy.ts), which matches the Host header / SNI against the names.
+ */
+function proxyChains(policy: { names: readonly NameRule[] }, proxy: ProxyPorts): string[] {
+  const lines: string[] = [];
+  for (const [dport, to] of [
+    [80, proxy.http],
+    [443, proxy.tls],
+  ] as const)
+    for (const p of ports(policy.names))
+      if (p === undefined || p === dport)
+        lines.push(`    tcp dport ${dport} ip daddr @${setOf(p)} dnat ip to ${PROXY_IP}:${to}`);
+  if (lines.length === 0) return [];
+  return [
+    "  chain prerouting {",
+    "    type nat hook prerouting priority dstnat; policy accept;",
+    `    iifname "${TAP}" jump to_proxy`,
+    "  }",
+    "  chain to_proxy {",
+    "    ip daddr @nets return",
+    "    meta l4proto tcp ip daddr . th dport @net_ports return",
+    ...lines,
+    "  }",
+  ];
+}
+
 /** The nft script replacing the namespace's egress table with `policy`'s (see the block comment). */
-export function egressScript(policy: EgressPolicy): string {
+export function egressScript(policy: EgressPolicy, proxy?: ProxyPorts): string {
   const head = `table inet ${EGRESS_TABLE}\ndelete table inet ${EGRESS_TABLE}\ntable inet ${EGRESS_TABLE} {\n  counter denied {\n  }\n`;
   if (policy.all) return `${head}}\n`;
   const plain = policy.nets.filter((n) => n.port === undefined).map((n) => n.cidr);
@@ -74,6 +106,7 @@ export function egressScript(policy: EgressPolicy): string {
     "  }",
     "  chain from_guest {",
     "    ct direction reply accept",
+    ...(proxy ? [`    ip daddr ${PROXY_IP} ct status dnat accept`] : []),
     "    ip daddr @nets accept",
     "    meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept",
     ...nameRules,
@@ -82,7 +115,8 @@ export function egressScript(policy: EgressPolicy): string {
     "    reject with icmpx type admin-prohibited",
     "  }",
   ];
-  return `${head}${[...sets, ...chain].join("\n")}\n}\n`;
+  const toProxy = proxy && policy.names.length > 0 ? proxyChains(policy, proxy) : [];
+  return `${head}${[...sets, ...chain, ...toProxy].join("\n")}\n}\n`;
 }
 
 /**
@@ -111,6 +145,10 @@ export function resolverNameArgs(policy: EgressPolicy, upstreams: readonly strin
 }
 
 /** Replaces the namespace's egress table (atomically: one batch). */
-export async function applyEgressTable(netns: string, policy: EgressPolicy): Promise<void> {
-  await nft(egressScript(policy), netns);
+export async function applyEgressTable(
+  netns: string,
+  policy: EgressPolicy,
+  proxy?: ProxyPorts,
+): Promise<void> {
+  await nft(egressScript(policy, proxy), netns);
 }

@@ -16,8 +16,17 @@ import { after, before, test } from "node:test";
 import { LocalHostDaemon } from "../daemon.js";
 import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
 import { freeOctet } from "./testhosts.js";
-import { dnsQueryPy, dnsServerPy, holdClientPy, holdEchoPy, sinkPy, uploadPy } from "./testhosts.js";
-import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
+import {
+  dnsQueryPy,
+  dnsServerPy,
+  holdClientPy,
+  holdEchoPy,
+  nameClientPy,
+  sinkPy,
+  uploadPy,
+  webServerPy,
+} from "./testhosts.js";
+import { PROBE_PY, notOpen, notRefused, parseProbe } from "./testprobe.js";
 
 const dataDir = tempDataDir("egress");
 const NS = `csbt-eg${process.pid}`;
@@ -62,6 +71,10 @@ const both = (host: string, port: number) => [`tcp:${host}:${port}`, `udp:${host
  */
 const tcp = (host: string, port: number) => [`tcp:${host}:${port}`];
 
+/** What the guest gets for an HTTP request / TLS ClientHello naming `name`, sent to host:port. */
+const say = async (host: string, port: number, name: string, kind: "http" | "tls") =>
+  (await sh(daemon(), id, `python3 -c '${nameClientPy(host, port, name, kind)}'`)).trim();
+
 async function setEgress(rules: string[]): Promise<number> {
   const t0 = performance.now();
   await daemon().setEgress(id, rules);
@@ -76,7 +89,7 @@ before(async () => {
   execFileSync("ip", ["-n", NS, "-batch", "-"], {
     input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${B}/29 dev pv\naddr add ${DNS}/29 dev pv\naddr add ${C}/29 dev pv\nlink set pv up\n`,
   });
-  for (const port of [80, 8080]) inNs(echoServerPy(port));
+  for (const port of [80, 443, 8080]) inNs(webServerPy(port));
   inNs(holdEchoPy(9000));
   inNs(sinkPy(9100));
   inNs(dnsServerPy(DNS, RECORDS));
@@ -102,8 +115,10 @@ test("create-time ip:port: that port of that address only, TCP and UDP", async (
   await expect(both(A, 80), [...both(A, 8080), ...both(B, 80), `icmp:${B}`]);
 });
 
-test("ip, cidr and cidr:port rules; each change applies as setEgress returns", async () => {
-  assert.ok((await setEgress([A])) < 1000);
+test("ip, cidr and cidr:port rules; each change applies as setEgress returns", async (t) => {
+  const ms = await setEgress([A]);
+  t.diagnostic(`setEgress took ${ms.toFixed(1)} ms`);
+  assert.ok(ms < 1000);
   await expect([...both(A, 80), ...both(A, 8080), `icmp:${A}`], [...both(B, 80), `icmp:${B}`]);
   assert.ok((await setEgress([`${A}/31`])) < 1000);
   await expect([...both(A, 8080), ...tcp(B, 80)], [`udp:${DNS}:80`, `tcp:${DNS}:80`]);
@@ -126,7 +141,7 @@ test("refusals are counted until taken", async () => {
   await setEgress([]);
 });
 
-test("bandwidth: an upload stops at the quota, exec still works, more quota lets traffic through at once", async () => {
+test("bandwidth: an upload stops at the quota, exec still works, more quota lets traffic through at once", async (t) => {
   await daemon().takeNetUsage(id);
   await daemon().setBandwidth(id, 1024 * 1024);
   // 4 MiB to the test host's sink: only the first MiB (and whatever the kernel had in flight) gets out
@@ -138,7 +153,11 @@ test("bandwidth: an upload stops at the quota, exec still works, more quota lets
   assert.equal((await sh(daemon(), id, "echo still-here")).trim(), "still-here");
   const t0 = performance.now();
   await daemon().setBandwidth(id, 64 << 20);
-  assert.ok(performance.now() - t0 < 1000, "the cap is lifted when setBandwidth returns");
+  const lift = performance.now() - t0;
+  t.diagnostic(
+    `setBandwidth (recharge) took ${lift.toFixed(1)} ms; capped at ${u.egress_bytes} bytes of 1048576`,
+  );
+  assert.ok(lift < 1000, "the cap is lifted when setBandwidth returns");
   await expect([`tcp:${A}:80`], []);
   const again = await run(daemon(), id, ["python3", "-c", uploadPy(A, 9100, 4 << 20)]);
   assert.match(again.stdout, /^done sent=4194304/m, again.stdout);
@@ -153,8 +172,9 @@ test("a private range the operator did not list is a bad_request naming the rule
   await assert.rejects(daemon().setEgress(id, ["web-a.test:99999"]), /"web-a\.test:99999"/);
 });
 
-test("host and host:port rules: listed names resolve and connect, every other name is NXDOMAIN", async () => {
-  await setEgress(["web-a.test", "web-b.test:8080", "*.wild.test"]);
+test("host and host:port rules: listed names resolve and connect, every other name is NXDOMAIN", async (t) => {
+  const ms = await setEgress(["web-a.test", "web-b.test:8080", "*.wild.test"]);
+  t.diagnostic(`setEgress with names (resolver restarted) took ${ms.toFixed(1)} ms`);
   assert.match(
     await sh(daemon(), id, "getent hosts web-a.test"),
     new RegExp(`^${A.replace(/\./g, "\\.")}\\s`),
@@ -176,9 +196,28 @@ test("bypasses fail: another DNS server (UDP and TCP) is our resolver; a listed 
     assert.match(out, /rcode=3 answers=0/, `${proto} to ${DNS}: answered by the sandbox's resolver`);
   }
   // rebind.test answers the host's own address on the test link: never reachable, whatever the list says
-  await expect(["tcp:web-a.test:80"], ["tcp:rebind.test:80", "udp:rebind.test:80"]);
+  // (on 80/443 the name proxy takes the connection and resets it: it will not dial that address either)
+  await expect(["tcp:web-a.test:8080"], ["tcp:rebind.test:8080", "udp:rebind.test:8080"]);
+  assert.equal(await say("rebind.test", 80, "rebind.test", "http"), "errno:ECONNRESET");
   // dialling a listed name's address is fine; another address on the same host is not
   await expect([`tcp:${A}:8080`], [`tcp:${B}:8080`]);
+});
+
+test("HTTP and TLS to a name's address go through the name proxy: the Host / SNI must be a listed name", async () => {
+  await setEgress(["web-a.test", "web-b.test:8080"]);
+  // the listed name, by name (which pins A): through the proxy to A
+  assert.equal(await say("web-a.test", 80, "web-a.test", "http"), "reply=HTTP/1.0 200 OK");
+  assert.equal(await say("web-a.test", 443, "web-a.test", "tls"), "reply=HTTP/1.0 200 OK");
+  // A is allowed, but not for another name on it, nor without one
+  assert.equal(await say(A, 80, "web-b.test", "http"), "errno:ECONNRESET");
+  assert.equal(await say(A, 443, "web-b.test", "tls"), "errno:ECONNRESET");
+  assert.equal(await say(A, 443, "", "tls"), "errno:ECONNRESET");
+  // an /etc/hosts entry in the guest changes nothing: the name is what counts, and the proxy resolves it
+  await sh(daemon(), id, `echo "${A} web-b.test" >> /etc/hosts`);
+  assert.equal(await say("web-b.test", 80, "web-b.test", "http"), "errno:ECONNRESET");
+  await sh(daemon(), id, "sed -i '/web-b.test/d' /etc/hosts");
+  // ports other than 80/443 are matched by address: web-b.test:8080 as listed
+  await expect(["tcp:web-b.test:8080"], [`tcp:${B}:80`]);
 });
 
 test("an established flow to a removed destination is cut at once", async () => {

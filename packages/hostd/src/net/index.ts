@@ -21,6 +21,7 @@ import {
   HOST_VETH_PREFIX,
   MAX_SLOT,
   NS_VETH,
+  PROXY_IP,
   SANDBOX_NET,
   type SlotAddrs,
   TAP,
@@ -28,6 +29,7 @@ import {
   slotAddrs,
   slotOfNetns,
 } from "./plan.js";
+import type { ProxyPorts } from "./proxy.js";
 
 export {
   GATEWAY_IP,
@@ -93,6 +95,8 @@ let rootReady: Promise<void> | undefined;
 export function ensureRootNet(): Promise<void> {
   rootReady ??= (async () => {
     await sysctl("net.ipv4.ip_forward", "1");
+    // The name proxies' address (net/proxy.ts); `replace` makes it idempotent.
+    await ip("addr", "replace", `${PROXY_IP}/32`, "dev", "lo");
     const have = await nftCmd(["list", "table", "ip", "createos"]).then(
       () => true,
       () => false,
@@ -208,9 +212,9 @@ export async function teardownSlot(slot: number): Promise<void> {
  * stopped first, so it cannot pin an address of a name no longer listed into the new sets; then the
  * table is replaced in one batch and the resolver started with the new names.
  */
-export async function applyEgress(a: SlotAddrs, policy: EgressPolicy): Promise<void> {
+export async function applyEgress(a: SlotAddrs, policy: EgressPolicy, proxy?: ProxyPorts): Promise<void> {
   if (!resolverServes(a.netns, policy)) await stopResolver(a.slot);
-  await applyEgressTable(a.netns, policy);
+  await applyEgressTable(a.netns, policy, proxy);
   await startResolver(a, policy);
 }
 

@@ -136,3 +136,61 @@ except (socket.timeout, OSError):
     print("stalled sent=%d" % sent, flush=True)
 `;
 }
+
+/**
+ * A test host's web server on 0.0.0.0:`port`: TCP answers `HTTP/1.0 200 OK` with body `hello` to whatever
+ * it is sent first (a request head, a ClientHello); UDP echoes.
+ */
+export function webServerPy(port: number): string {
+  return `
+import socket, threading
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", ${port})); t.listen(16)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", ${port}))
+def serve(c):
+    try:
+        c.settimeout(5)
+        if c.recv(65536):
+            c.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nhello")
+    except OSError:
+        pass
+    c.close()
+def tcp():
+    while True:
+        c, _ = t.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+threading.Thread(target=tcp, daemon=True).start()
+while True:
+    d, a = u.recvfrom(100)
+    u.sendto(d, a)
+`;
+}
+
+/**
+ * A guest program: connects to host:port and sends an HTTP request with `Host: hostHeader` (`http`) or a
+ * TLS ClientHello naming `hostHeader` (`tls`, none when empty); prints `reply=<first bytes>` or the error.
+ */
+export function nameClientPy(host: string, port: number, hostHeader: string, kind: "http" | "tls"): string {
+  return `
+import errno, socket, ssl
+if "${kind}" == "http":
+    first = b"GET / HTTP/1.1\\r\\nHost: ${hostHeader}\\r\\n\\r\\n"
+else:
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(i, o, server_hostname="${hostHeader}" or None)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    first = o.read()
+try:
+    s = socket.create_connection(("${host}", ${port}), timeout=5)
+    s.sendall(first)
+    r = s.recv(100)
+    print("reply=" + (r.decode("latin1").split("\\r\\n")[0] if r else "<closed>"), flush=True)
+except socket.timeout:
+    print("timeout", flush=True)
+except OSError as e:
+    print("errno:" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+`;
+}
