@@ -156,6 +156,8 @@ describe("egress and bandwidth routes", () => {
   });
 
   test("paused: stored only, and the resume passes them to the host", async () => {
+    // counted after the last read: folded in before the pause takes the namespace away
+    daemon.usage.set(id, { egress_bytes: 500, ingress_bytes: 0, denied_packets: 0 });
     assert.equal((await call(srv.url, "POST", `/v1/sandboxes/${id}/pause`, { key: KEY })).status, 202);
     for (let i = 0; i < 100; i++) {
       const g = await call(srv.url, "GET", `/v1/sandboxes/${id}`, { key: KEY });
@@ -169,6 +171,20 @@ describe("egress and bandwidth routes", () => {
     for (let i = 0; i < 100 && daemon.vms.get(id) === undefined; i++) await sleep(50);
     assert.deepEqual(daemon.vms.get(id)?.egress, ["github.com:22"]);
     // the ledger went along: the host is told what is left
-    assert.equal(daemon.vms.get(id)?.bandwidth_remaining_bytes, 2_000_000 - 1_000_100);
+    assert.equal(daemon.vms.get(id)?.bandwidth_remaining_bytes, 2_000_000 - 1_000_600);
+  });
+
+  test("a restarted control plane keeps the ledger", async () => {
+    await srv.close();
+    srv = await startServer(
+      loadConfig({ dataDir, port: 0 }, {}),
+      createLogger(() => undefined),
+      SqliteStore.open(join(dataDir, "db.sqlite")),
+    );
+    await attachReady(srv, daemon);
+    const bw = await call(srv.url, "GET", `/v1/sandboxes/${id}/bandwidth`, { key: KEY });
+    assert.equal(bw.status, 200, bw.text);
+    assert.equal(bw.json.data.used_bytes, 1_000_600);
+    assert.equal(bw.json.data.quota_bytes, 2_000_000);
   });
 });
