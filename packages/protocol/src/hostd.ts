@@ -84,6 +84,11 @@ export interface NetUsage {
   ingress_bytes: number;
   /** Packets the egress allowlist refused. */
   denied_packets: number;
+  /**
+   * The quota has stopped the guest's outside traffic (possibly a few KiB short of it in counted bytes:
+   * the packet that crosses it is dropped whole).
+   */
+  capped?: boolean;
 }
 
 export interface VmRuntime {

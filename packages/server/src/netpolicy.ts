@@ -59,9 +59,13 @@ export class NetLedger {
     const u: NetUsage = await daemon.takeNetUsage(row.id);
     if (u.denied_packets > 0) this.denied.set(row.id, this.deniedPackets(row.id) + u.denied_packets);
     this.metrics.netUsage(u);
-    if (u.egress_bytes === 0 && u.ingress_bytes === 0) return row;
+    let used = row.bandwidth_used_bytes + u.egress_bytes;
+    // The host stopped the guest at its quota: what the last, dropped packet left unsent (under 64 KiB)
+    // counts as used, so that `capped` says what the guest sees.
+    if (u.capped && row.bandwidth_quota_bytes >= 0) used = Math.max(used, row.bandwidth_quota_bytes);
+    if (used === row.bandwidth_used_bytes && u.ingress_bytes === 0) return row;
     const patch = {
-      bandwidth_used_bytes: row.bandwidth_used_bytes + u.egress_bytes,
+      bandwidth_used_bytes: used,
       bandwidth_ingress_bytes: row.bandwidth_ingress_bytes + u.ingress_bytes,
     };
     await this.store.updateSandbox(row.id, patch);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { meterScript, parseCounters } from "./meter.js";
+import { meterScript, parseCounters, quotaExhausted } from "./meter.js";
 
 const HEAD = `table inet createos_meter {
   counter tx {
@@ -52,4 +52,14 @@ test("counters from nft's JSON", () => {
       ["rx", { bytes: 60, packets: 1 }],
     ],
   );
+});
+
+test("the quota is used up once its bytes are", () => {
+  const q = (used: number) =>
+    JSON.stringify({
+      nftables: [{ metainfo: {} }, { quota: { name: "cap", bytes: 1000, used, inv: true } }],
+    });
+  assert.equal(quotaExhausted(q(999)), false);
+  assert.equal(quotaExhausted(q(1000)), true);
+  assert.equal(quotaExhausted(JSON.stringify({ nftables: [{ metainfo: {} }] })), false, "no quota");
 });

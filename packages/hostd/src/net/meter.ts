@@ -22,11 +22,12 @@ import { TAP } from "./plan.js";
 
 export const METER_TABLE = "createos_meter";
 
-/** Bytes since the last take. */
+/** Bytes since the last take, and whether the quota has stopped the guest. */
 export interface Usage {
   egress_bytes: number;
   ingress_bytes: number;
   denied_packets: number;
+  capped: boolean;
 }
 
 /**
@@ -72,12 +73,28 @@ async function reset(netns: string, table: string): Promise<Map<string, { bytes:
   return r ? parseCounters(r.stdout) : new Map();
 }
 
-/** Reads and zeroes the counters (a table that is not there counts nothing). */
+/** `nft -j list quota` output → whether it is used up (no quota: never). */
+export function quotaExhausted(json: string): boolean {
+  const doc = JSON.parse(json) as { nftables?: { quota?: { bytes: number; used: number } }[] };
+  const q = doc.nftables?.find((o) => o.quota)?.quota;
+  return q !== undefined && q.used >= q.bytes;
+}
+
+/**
+ * Reads and zeroes the counters (a table that is not there counts nothing), and says whether the quota
+ * has stopped the guest. That can happen a little short of the quota in counted bytes: the packet that
+ * crosses it is dropped whole, and with segmentation offload one packet is up to 64 KiB.
+ */
 export async function takeUsage(netns: string): Promise<Usage> {
-  const [m, e] = await Promise.all([reset(netns, METER_TABLE), reset(netns, EGRESS_TABLE)]);
+  const quota = nftCmd(["-j", "list", "quota", "inet", METER_TABLE, "cap"], netns).then(
+    (r) => quotaExhausted(r.stdout),
+    () => false,
+  );
+  const [m, e, capped] = await Promise.all([reset(netns, METER_TABLE), reset(netns, EGRESS_TABLE), quota]);
   return {
     egress_bytes: m.get("tx")?.bytes ?? 0,
     ingress_bytes: m.get("rx")?.bytes ?? 0,
     denied_packets: e.get("denied")?.packets ?? 0,
+    capped,
   };
 }

@@ -121,7 +121,10 @@ export class ScriptedDaemon implements HostDaemon {
     this.vm(id).egress = egress;
   }
   /** What the next takeNetUsage of a VM answers (then zeroed, as the host's counters are). */
-  readonly usage = new Map<string, { egress_bytes: number; ingress_bytes: number; denied_packets: number }>();
+  readonly usage = new Map<
+    string,
+    { egress_bytes: number; ingress_bytes: number; denied_packets: number; capped?: boolean }
+  >();
   async takeNetUsage(id: string) {
     this.vm(id);
     const u = this.usage.get(id) ?? { egress_bytes: 0, ingress_bytes: 0, denied_packets: 0 };

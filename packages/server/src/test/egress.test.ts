@@ -135,7 +135,12 @@ describe("egress and bandwidth routes", () => {
     assert.equal(eg.json.data.denied_packets, 3);
     // taken once: a second read adds nothing
     assert.equal((await bw()).json.data.used_bytes, 600_000);
-    daemon.usage.set(id, { egress_bytes: 400_100, ingress_bytes: 0, denied_packets: 0 });
+    // the host stopped the guest a little short of the quota (its last packet was dropped whole)
+    daemon.usage.set(id, { egress_bytes: 399_000, ingress_bytes: 0, denied_packets: 0, capped: true });
+    const stopped = (await bw()).json.data;
+    assert.equal(stopped.capped, true);
+    assert.equal(stopped.used_bytes, 1_000_000);
+    daemon.usage.set(id, { egress_bytes: 100, ingress_bytes: 0, denied_packets: 0 });
     const capped = (await bw()).json.data;
     assert.equal(capped.capped, true);
     assert.equal(capped.remaining_bytes, -100);
