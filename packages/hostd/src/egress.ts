@@ -74,7 +74,12 @@ export async function startNameProxy(host: Host): Promise<void> {
     proxy = new NameProxy({
       policyOf: (slot) => {
         const vm = [...host.vms.values()].find((v) => v.rec.slot === slot && !v.gone);
-        return vm ? hostPolicy(host, vm.rec.egress) : undefined;
+        try {
+          return vm ? hostPolicy(host, vm.rec.egress) : undefined;
+        } catch {
+          // rules this daemon's settings no longer accept: nothing goes through
+          return undefined;
+        }
       },
       privateEgress: host.opts.privateEgress ?? [],
       upstreams: dnsUpstreams().map((u) => `${u.ip}:${u.port}`),
