@@ -49,8 +49,8 @@ const inNs = (py: string) => {
   kids.push(spawn("ip", ["netns", "exec", NS, "python3", "-c", py], { stdio: "ignore" }));
 };
 
-async function probe(targets: string[]) {
-  const r = await run(daemon(), id, ["python3", "-c", PROBE_PY, ...targets]);
+async function probe(targets: string[], on = id) {
+  const r = await run(daemon(), on, ["python3", "-c", PROBE_PY, ...targets]);
   assert.equal(r.code, 0, r.stderr);
   const res = parseProbe(r.stdout);
   assert.equal(res.length, targets.length, r.stdout);
@@ -58,8 +58,8 @@ async function probe(targets: string[]) {
 }
 
 /** `open` must connect, `refused` must be refused at once; both lists are probed in one guest run. */
-async function expect(open: string[], refused: string[]): Promise<void> {
-  const res = await probe([...open, ...refused]);
+async function expect(open: string[], refused: string[], on = id): Promise<void> {
+  const res = await probe([...open, ...refused], on);
   assert.deepEqual(notOpen(res.slice(0, open.length)), [], "should connect");
   assert.deepEqual(notRefused(res.slice(open.length)), [], "should be refused at once");
 }
@@ -236,12 +236,17 @@ test("an established flow to a removed destination is cut at once", async () => 
   assert.match(await sh(daemon(), id, "cat /tmp/hold.log"), /errno:ECONNRESET/);
 });
 
-test("the rules survive a host daemon restart and a pause + resume", async () => {
+test("the rules survive a host daemon restart, a pause + resume, and a fork gets its own", async () => {
   await setEgress([`${A}:8080`]);
   await daemon().close();
   d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
   await expect([`tcp:${A}:8080`], [`tcp:${A}:80`, `tcp:${B}:8080`]);
   const snap = await daemon().pause(id);
+  // a fork runs under the rules its spec gives (the control plane passes the parent's unless told otherwise)
+  const child = spec({ egress: [`${A}:80`] });
+  await daemon().fork(snap, child);
+  await expect([`tcp:${A}:80`], [`tcp:${A}:8080`, `tcp:${B}:80`], child.sandbox_id);
+  await daemon().destroy(child.sandbox_id);
   await daemon().resume(snap, spec({ sandbox_id: id, egress: [`${B}:80`] }));
   await expect([`tcp:${B}:80`], [`tcp:${A}:8080`, `tcp:${B}:8080`]);
 });
