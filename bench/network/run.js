@@ -4,12 +4,11 @@
 // private egress; nothing is sent anywhere else.
 //
 //   flock /tmp/csb-vmtest.lock node bench/network/run.js [MiB=32] [reps=3]
-import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalHostDaemon } from "../../packages/hostd/dist/daemon.js";
-import { dnsServerPy, freeOctet, sinkPy } from "../../packages/hostd/dist/net/testhosts.js";
+import { dnsServerPy, freeOctet, sinkPy, testHostNs } from "../../packages/hostd/dist/net/testhosts.js";
 import { openOpts, p50, spec } from "../engine/lib.js";
 
 const MIB = Number(process.argv[2] ?? 32);
@@ -20,7 +19,6 @@ const [GW, A, DNS] = [1, 2, 4].map((h) => `10.80.${n}.${h}`);
 const NS = `csbb-net${process.pid}`;
 const VETH = `csbbn${process.pid}`;
 const dir = mkdtempSync(join(tmpdir(), "csb-bench-net-"));
-const kids = [];
 
 /** Guest: upload MIB MiB to host:port (after `head`, if any) and wait for the sink's close; prints seconds. */
 const upload = (host, port, head = "") => `
@@ -36,38 +34,15 @@ s.recv(1)
 print("%.4f" % (time.monotonic() - t0))
 `;
 
+let down = () => undefined;
 function setup() {
-  execFileSync("ip", ["netns", "add", NS]);
-  execFileSync("ip", ["link", "add", VETH, "type", "veth", "peer", "name", "pv", "netns", NS]);
-  execFileSync("ip", ["addr", "add", `${GW}/29`, "dev", VETH]);
-  execFileSync("ip", ["link", "set", VETH, "up"]);
-  execFileSync("ip", ["-n", NS, "-batch", "-"], {
-    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${DNS}/29 dev pv\nlink set pv up\n`,
-  });
-  for (const py of [sinkPy(80), sinkPy(9100), dnsServerPy(DNS, { "web-a.test": A })])
-    kids.push(spawn("ip", ["netns", "exec", NS, "python3", "-c", py], { stdio: "ignore" }));
+  const programs = [sinkPy(80), sinkPy(9100), dnsServerPy(DNS, { "web-a.test": A })];
+  down = testHostNs(NS, VETH, GW, [A, DNS], programs);
 }
 
 function teardown() {
-  for (const k of kids) k.kill("SIGKILL");
-  spawnSync("ip", ["link", "del", VETH], { stdio: "ignore" });
-  spawnSync("ip", ["netns", "del", NS], { stdio: "ignore" });
+  down();
   rmSync(dir, { recursive: true, force: true });
-}
-
-async function mbps(d, id, py) {
-  const secs = [];
-  for (let i = 0; i < REPS; i++) {
-    const r = await d.exec(
-      id,
-      { argv: ["python3", "-c", py] },
-      {
-        onStdout: (b) => secs.push(Number(b.toString().trim())),
-      },
-    );
-    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}`);
-  }
-  return MIB / p50(secs);
 }
 
 setup();

@@ -10,7 +10,6 @@
  *   flock /tmp/csb-vmtest.lock node --test packages/hostd/dist/net/egress.vm.test.js
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { LocalHostDaemon } from "../daemon.js";
@@ -23,6 +22,7 @@ import {
   holdEchoPy,
   nameClientPy,
   sinkPy,
+  testHostNs,
   uploadPy,
   webServerPy,
 } from "./testhosts.js";
@@ -42,12 +42,9 @@ const C = `10.79.${n}.5`;
 const RECORDS = { "web-a.test": A, "web-b.test": B, "*.wild.test": C, "rebind.test": GW };
 let d: LocalHostDaemon | undefined;
 let id = "";
-const kids: ChildProcess[] = [];
+let down: (() => void) | undefined;
 
 const daemon = () => d as LocalHostDaemon;
-const inNs = (py: string) => {
-  kids.push(spawn("ip", ["netns", "exec", NS, "python3", "-c", py], { stdio: "ignore" }));
-};
 
 async function probe(targets: string[], on = id) {
   const r = await run(daemon(), on, ["python3", "-c", PROBE_PY, ...targets]);
@@ -82,17 +79,13 @@ async function setEgress(rules: string[]): Promise<number> {
 }
 
 before(async () => {
-  execFileSync("ip", ["netns", "add", NS]);
-  execFileSync("ip", ["link", "add", VETH, "type", "veth", "peer", "name", "pv", "netns", NS]);
-  execFileSync("ip", ["addr", "add", `${GW}/29`, "dev", VETH]);
-  execFileSync("ip", ["link", "set", VETH, "up"]);
-  execFileSync("ip", ["-n", NS, "-batch", "-"], {
-    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${B}/29 dev pv\naddr add ${DNS}/29 dev pv\naddr add ${C}/29 dev pv\nlink set pv up\n`,
-  });
-  for (const port of [80, 443, 8080]) inNs(webServerPy(port));
-  inNs(holdEchoPy(9000));
-  inNs(sinkPy(9100));
-  inNs(dnsServerPy(DNS, RECORDS));
+  down = testHostNs(
+    NS,
+    VETH,
+    GW,
+    [A, B, DNS, C],
+    [...[80, 443, 8080].map(webServerPy), holdEchoPy(9000), sinkPy(9100), dnsServerPy(DNS, RECORDS)],
+  );
   process.env.CREATEOS_SANDBOX_DNS_SERVERS = DNS;
   d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
   const s = spec({ egress: [`${A}:80`] });
@@ -105,9 +98,7 @@ after(async () => {
     for (const v of await d.list()) await d.destroy(v.sandbox_id);
     await d.close();
   }
-  for (const k of kids) k.kill("SIGKILL");
-  spawnSync("ip", ["link", "del", VETH], { stdio: "ignore" });
-  spawnSync("ip", ["netns", "del", NS], { stdio: "ignore" });
+  down?.();
   rmSync(dataDir, { recursive: true, force: true });
 });
 

@@ -2,7 +2,7 @@
  * Test helper (registers no test): python3 programs for test hosts in network namespaces — an
  * authoritative DNS server over UDP with a fixed table, and a TCP echo server that keeps connections open.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 
 /**
  * A DNS server on `ip`:53 (UDP only) answering A queries from `records` (name → IPv4, `*.domain` for
@@ -193,4 +193,32 @@ except socket.timeout:
 except OSError as e:
     print("errno:" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 `;
+}
+
+/**
+ * A test host: network namespace `ns` linked to the root namespace by veth `link` (`gw` on the root side,
+ * `addrs` inside, one /29, no other route), running each python3 program of `programs` inside. Returns
+ * its teardown (programs killed, link and namespace deleted).
+ */
+export function testHostNs(
+  ns: string,
+  link: string,
+  gw: string,
+  addrs: string[],
+  programs: string[],
+): () => void {
+  execFileSync("ip", ["netns", "add", ns]);
+  execFileSync("ip", ["link", "add", link, "type", "veth", "peer", "name", "pv", "netns", ns]);
+  execFileSync("ip", ["addr", "add", `${gw}/29`, "dev", link]);
+  execFileSync("ip", ["link", "set", link, "up"]);
+  const inside = addrs.map((a) => `addr add ${a}/29 dev pv\n`).join("");
+  execFileSync("ip", ["-n", ns, "-batch", "-"], { input: `link set lo up\n${inside}link set pv up\n` });
+  const kids = programs.map((py) =>
+    spawn("ip", ["netns", "exec", ns, "python3", "-c", py], { stdio: "ignore" }),
+  );
+  return () => {
+    for (const k of kids) k.kill("SIGKILL");
+    spawnSync("ip", ["link", "del", link], { stdio: "ignore" });
+    spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
+  };
 }

@@ -9,9 +9,15 @@
  *   flock /tmp/csb-vmtest.lock node --test packages/server/dist/test/egress.vm.test.js
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { after, before, test } from "node:test";
-import { dnsServerPy, freeOctet, sinkPy, uploadPy, webServerPy } from "@createos-sandbox/hostd/net/testhosts";
+import {
+  dnsServerPy,
+  freeOctet,
+  sinkPy,
+  testHostNs,
+  uploadPy,
+  webServerPy,
+} from "@createos-sandbox/hostd/net/testhosts";
 import { PROBE_PY, parseProbe } from "@createos-sandbox/hostd/net/testprobe";
 import { CreateosSandboxClient, type Sandbox } from "@nodeops-createos/sandbox";
 import { destroyAll, startEngineServer } from "./engine-helpers.js";
@@ -29,7 +35,7 @@ const ENV = {
   CREATEOS_SANDBOX_BANDWIDTH_QUOTA_BYTES: String(1 << 20),
   CREATEOS_SANDBOX_RATE_LIMIT_RPS: "0",
 };
-const kids: ChildProcess[] = [];
+let down: (() => void) | undefined;
 let s: ServerProc | undefined;
 let sb: Sandbox;
 
@@ -46,15 +52,8 @@ async function probe(...targets: string[]): Promise<string[]> {
 }
 
 before(async () => {
-  execFileSync("ip", ["netns", "add", NS]);
-  execFileSync("ip", ["link", "add", VETH, "type", "veth", "peer", "name", "pv", "netns", NS]);
-  execFileSync("ip", ["addr", "add", `${GW}/29`, "dev", VETH]);
-  execFileSync("ip", ["link", "set", VETH, "up"]);
-  execFileSync("ip", ["-n", NS, "-batch", "-"], {
-    input: `link set lo up\naddr add ${A}/29 dev pv\naddr add ${DNS}/29 dev pv\nlink set pv up\n`,
-  });
-  for (const p of [sinkPy(9100), webServerPy(80), dnsServerPy(DNS, { "web-a.test": A })])
-    kids.push(spawn("ip", ["netns", "exec", NS, "python3", "-c", p], { stdio: "ignore" }));
+  const programs = [sinkPy(9100), webServerPy(80), dnsServerPy(DNS, { "web-a.test": A })];
+  down = testHostNs(NS, VETH, GW, [A, DNS], programs);
   s = await startEngineServer(ENV);
   sb = await client().createSandbox({ shape: "s-1vcpu-256mb", egress: [`${A}:9100`] });
 });
@@ -63,9 +62,7 @@ after(async () => {
   if (s) await destroyAll(s, [s.adminKey]);
   await s?.stop();
   if (s) cleanup(s.dataDir);
-  for (const k of kids) k.kill("SIGKILL");
-  spawnSync("ip", ["link", "del", VETH], { stdio: "ignore" });
-  spawnSync("ip", ["netns", "del", NS], { stdio: "ignore" });
+  down?.();
 });
 
 test("create-time rules are enforced; PUT changes them live", { timeout: 300_000 }, async () => {
