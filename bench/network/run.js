@@ -45,6 +45,21 @@ function teardown() {
   rmSync(dir, { recursive: true, force: true });
 }
 
+async function mbps(d, id, py) {
+  const secs = [];
+  for (let i = 0; i < REPS; i++) {
+    const r = await d.exec(
+      id,
+      { argv: ["python3", "-c", py] },
+      {
+        onStdout: (b) => secs.push(Number(b.toString().trim())),
+      },
+    );
+    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}`);
+  }
+  return MIB / p50(secs);
+}
+
 setup();
 process.env.CREATEOS_SANDBOX_DNS_SERVERS = DNS;
 const d = await LocalHostDaemon.open(openOpts(IMAGE, dir, { privateEgress: [`10.80.${n}.0/29`] }));
