@@ -14,6 +14,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
+import { netOnBringUp } from "./egress.js";
 import { type Host, type VmParts, cgroupName } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
@@ -137,6 +138,8 @@ export async function bringUp(
       p = placed;
     } else p = await place(host, plan.spec, start.base, undo);
     sw.lap("place");
+    // The sandbox's egress allowlist and bandwidth quota are in force before its guest runs (egress.ts).
+    await netOnBringUp(host, p.rec, p.addrs, plan.spec);
     await plan.files(p, undo);
     sw.lap("copy");
     const machine =

@@ -17,6 +17,7 @@ import type {
   HostEvent,
   HostInfo,
   ImageInfo,
+  NetUsage,
   Progress,
   PtyRequest,
   PtySession,
@@ -27,6 +28,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
+import { setBandwidth, setEgress, startNameProxy, takeNetUsage } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -165,6 +167,8 @@ export class LocalHostDaemon implements HostDaemon {
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
+    // Before re-adoption: the re-adopted VMs' allowlists redirect to its ports.
+    await startNameProxy(host);
     await readopt(host);
     capCaches(host);
     host.capConsoles(true);
@@ -260,6 +264,18 @@ export class LocalHostDaemon implements HostDaemon {
     return resizeDisk(this.host, sandboxId, diskMib);
   }
 
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return setEgress(this.host, sandboxId, egress);
+  }
+
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return takeNetUsage(this.host, sandboxId);
+  }
+
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return setBandwidth(this.host, sandboxId, remainingBytes);
+  }
+
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return [...this.host.vms.values()]
       .filter((v) => !v.gone)
@@ -302,6 +318,7 @@ export class LocalHostDaemon implements HostDaemon {
     await host.drain();
     await host.warmPool.close();
     await host.netPool.close();
+    await host.nameProxy?.close();
     for (const vm of host.vms.values()) vm.agent.close();
     // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
     for (const vm of host.vms.values()) vm.machine.detach();

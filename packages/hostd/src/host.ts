@@ -28,6 +28,7 @@ import {
   firewallConfig,
   teardownSlot,
 } from "./net/index.js";
+import type { NameProxy } from "./net/proxy.js";
 import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
@@ -90,6 +91,8 @@ export class Host {
   closed = false;
   /** How forks get their parent's RAM (OpenOptions.forkRam), read once so a bad value fails the open. */
   readonly forkRam: "copy" | "map";
+  /** The HTTP/TLS name proxy of the egress allowlists (net/proxy.ts); absent if it could not start. */
+  nameProxy: NameProxy | undefined;
   private consoleTimer: NodeJS.Timeout | undefined;
 
   constructor(

@@ -64,6 +64,8 @@ export interface VmRecord extends BaseRecord {
    * instead of a `ram` file of its own in the VM dir. Layer gc keeps the layer while a record names it.
    */
   ram_base?: string;
+  /** The egress allowlist in force (net/egress.ts); absent: allow all. Re-applied on re-adoption. */
+  egress?: string[];
 }
 
 /**

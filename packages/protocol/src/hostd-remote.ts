@@ -29,6 +29,7 @@ import {
   type HostInfo,
   HostdError,
   type ImageInfo,
+  type NetUsage,
   type Progress,
   type PtyRequest,
   type PtySession,
@@ -116,6 +117,15 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
+  }
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return this.call("setEgress", [sandboxId, egress]);
+  }
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return this.call("takeNetUsage", [sandboxId]);
+  }
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return this.call("setBandwidth", [sandboxId, remainingBytes]);
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);

@@ -2,6 +2,7 @@
 import { apiError, validationError } from "@createos-sandbox/protocol";
 import { type Static, Type } from "@sinclair/typebox";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
+import { egressRulesError } from "../egress.js";
 import type { Ctx } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../rows.js";
 import { bool, envs, int, str, strings } from "../schema.js";
@@ -143,6 +144,18 @@ export async function checkCreate(app: App, ctx: Ctx, errs: Record<string, strin
     errs.region = `region ${b.region} is not served here (this is ${app.cfg.region})`;
   if (!errs.host_id && b.host_id && !app.hosts.byId(b.host_id))
     errs.host_id = `unknown host: ${b.host_id} (GET /v1/hosts lists them)`;
+  checkEgress(ctx, errs);
+}
+
+/**
+ * What egress rules mean once their grammar passed (create, fork, PUT egress): private ranges only where
+ * the operator lists them (CREATEOS_SANDBOX_PRIVATE_EGRESS), as a 400 on `egress` naming the rule. Not a
+ * schema: it reads the operator's settings.
+ */
+export function checkEgress(ctx: Ctx, errs: Record<string, string>): void {
+  const rules = (ctx.body as { egress?: string[] | null } | undefined)?.egress;
+  const err = Array.isArray(rules) && !errs.egress ? egressRulesError(rules) : undefined;
+  if (err) errs.egress = err;
 }
 
 function defaultImage(images: { name: string; default?: boolean }[]): string {

@@ -5,6 +5,7 @@ import type { api } from "@createos-sandbox/protocol";
 import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import type { Static, TSchema } from "@sinclair/typebox";
 import type { Ctx, Route } from "../http/server.js";
+import { bandwidth, recharge, setEgress } from "../netpolicy.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch } from "../store/types.js";
 import { MAX_SSH_KEYS, SandboxListQuery, mergeSshKeys, pageParams } from "../validate.js";
@@ -14,6 +15,7 @@ import { type App, loadSandbox, route } from "./common.js";
 type Errs = Record<string, string>;
 import {
   checkCreate,
+  checkEgress,
   checkPatch,
   createBody,
   createInput,
@@ -130,7 +132,7 @@ export function sandboxRoutes(app: App): Route[] {
       const { code, row } = await app.sandboxes.resume(await loadSandbox(app, ctx));
       return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
     }),
-    route("POST /v1/sandboxes/:id/fork", json(forkBody), async (ctx) => {
+    route("POST /v1/sandboxes/:id/fork", { ...json(forkBody), check: checkEgress }, async (ctx) => {
       const input = forkInput(ctx.body as Static<typeof forkBody>);
       const child = await app.sandboxes.fork(await loadSandbox(app, ctx), input);
       return { data: view(child) };
@@ -142,29 +144,28 @@ export function sandboxRoutes(app: App): Route[] {
     }),
     route("GET /v1/sandboxes/:id/egress", { auth: "user", body: "none" }, async (ctx) => {
       const row = await loadSandbox(app, ctx);
-      return { data: { id: row.id, egress: row.egress } };
+      // `denied_packets`: refusals of this allowlist counted since the server started (netpolicy.ts).
+      return {
+        data: { id: row.id, egress: row.egress, denied_packets: app.sandboxes.net.deniedPackets(row.id) },
+      };
     }),
-    route("PUT /v1/sandboxes/:id/egress", json(egressBody), async (ctx) => {
+    route("PUT /v1/sandboxes/:id/egress", { ...json(egressBody), check: checkEgress }, async (ctx) => {
       const rules = (ctx.body as Static<typeof egressBody>).egress;
       const row = await loadSandbox(app, ctx);
       if (row.status === "destroyed" || row.status === "failed") {
         throw apiError("state_conflict", { action: "set egress on", status: row.status });
       }
-      // Stored now; enforcement on the host lands with the networking issue.
+      // In force on the host before it is stored (a running VM), else from its next resume.
       const egress = normaliseEgress(rules) ?? [];
-      await app.store.updateSandbox(row.id, { egress });
-      return { data: { id: row.id, egress } };
+      const updated = await setEgress(app.sandboxes, app.store, row, egress);
+      return { data: { id: updated.id, egress: updated.egress } };
     }),
     route("GET /v1/sandboxes/:id/bandwidth", { auth: "user", body: "none" }, async (ctx) => ({
-      data: bandwidthView(await loadSandbox(app, ctx)),
+      data: await bandwidth(app.sandboxes, app.store, await loadSandbox(app, ctx)),
     })),
     route("POST /v1/sandboxes/:id/bandwidth/recharge", json(rechargeBody), async (ctx) => {
       const add = (ctx.body as Static<typeof rechargeBody>).add_bytes;
-      const row = await loadSandbox(app, ctx);
-      if (row.bandwidth_quota_bytes >= 0) {
-        await app.store.updateSandbox(row.id, { bandwidth_quota_bytes: row.bandwidth_quota_bytes + add });
-      }
-      return { data: bandwidthView((await app.store.getSandbox(row.id))!) };
+      return { data: await recharge(app.sandboxes, app.store, await loadSandbox(app, ctx), add) };
     }),
     route("POST /v1/sandboxes/:id/ssh-pubkeys", json(sshKeysBody), async (ctx) => {
       const keys = (ctx.body as Static<typeof sshKeysBody>).keys!;

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import type { HostDaemon } from "@createos-sandbox/protocol";
 
 export const MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
 const pexec = promisify(execFile);
@@ -217,3 +218,15 @@ export const SANDBOX_ROUTES: readonly (readonly [string, string, unknown?])[] = 
   ["DELETE", "/networks/x"],
   ["GET", "/disks"],
 ];
+
+/** Attaches a (scripted) host daemon to an in-process server and waits until the server counts it ready. */
+export async function attachReady(
+  srv: { attachHost(d: HostDaemon): Promise<unknown>; app: { hosts: { anyReady(): boolean } } },
+  daemon: HostDaemon,
+): Promise<void> {
+  await srv.attachHost(daemon);
+  for (let i = 0; !srv.app.hosts.anyReady(); i++) {
+    if (i > 100) throw new Error("the scripted host never became ready");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -15,7 +15,7 @@ import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
 import { createLogger } from "../log.js";
 import { SqliteStore } from "../store/sqlite.js";
-import { EPHEMERAL_EDGE, call } from "./helpers.js";
+import { EPHEMERAL_EDGE, attachReady, call } from "./helpers.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -48,11 +48,7 @@ describe("per-tenant limits", () => {
       createLogger(() => undefined),
       store,
     );
-    await srv.attachHost(daemon);
-    for (let i = 0; !srv.app.hosts.anyReady(); i++) {
-      if (i > 100) throw new Error("the scripted host never became ready");
-      await sleep(100);
-    }
+    await attachReady(srv, daemon);
   });
   after(async () => {
     await srv.close();
