@@ -30,6 +30,7 @@ import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
+import { commitImage, committedImage, deleteImage } from "./images/template.js";
 import { hostPrivateEgress } from "./net/egresscheck.js";
 import { firewallConfig } from "./net/index.js";
 import { readopt } from "./readopt.js";
@@ -141,7 +142,7 @@ export class LocalHostDaemon implements HostDaemon {
 
   static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
     const layout = new Layout(opts.dataDir, opts.cacheDir ?? images.cacheDir());
-    const img: ImagesApi = {
+    const base: ImagesApi = {
       catalog: images.catalog,
       builtImage: images.builtImage,
       ensureImage: images.ensureImage,
@@ -149,6 +150,12 @@ export class LocalHostDaemon implements HostDaemon {
       kernelCmdline: images.kernelCmdline,
       hostKhz: () => images.hostKhz(),
       ...opts.images,
+    };
+    // Committed images (templates) resolve like built-ins; they are not in the catalog `images()` lists.
+    const img: ImagesApi = {
+      ...base,
+      builtImage: (n) => committedImage(layout.root, n) ?? base.builtImage(n),
+      ensureImage: async (n, p) => committedImage(layout.root, n) ?? base.ensureImage(n, p),
     };
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
@@ -249,6 +256,14 @@ export class LocalHostDaemon implements HostDaemon {
 
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return resizeDisk(this.host, sandboxId, diskMib);
+  }
+
+  commitImage(sandboxId: string, image: string): Promise<{ image: string; size_bytes: number }> {
+    return commitImage(this.host, sandboxId, image, (id) => this.destroy(id));
+  }
+
+  deleteImage(image: string): Promise<void> {
+    return deleteImage(this.host, image);
   }
 
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {

@@ -117,6 +117,12 @@ export class RemoteHostDaemon implements HostDaemon {
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
   }
+  commitImage(sandboxId: string, image: string): Promise<{ image: string; size_bytes: number }> {
+    return this.call("commitImage", [sandboxId, image]);
+  }
+  deleteImage(image: string): Promise<void> {
+    return this.call("deleteImage", [image]);
+  }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);
   }

@@ -48,6 +48,8 @@ export const HOSTD_CALLS = [
   "listSnapshots",
   "resizeDisk",
   "list",
+  "commitImage",
+  "deleteImage",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];
 

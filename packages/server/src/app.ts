@@ -30,6 +30,8 @@ import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
+import { Templates, templateSettings } from "./templates/service.js";
+import { TemplateStore } from "./templates/store.js";
 import { TenantStreams } from "./tenant-streams.js";
 
 export interface RunningServer {
@@ -59,6 +61,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   );
   sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
+  const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings());
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const app: App = {
@@ -69,6 +72,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     hosts,
     sandboxes,
     tenantStreams: new TenantStreams(cfg),
+    templates,
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
     forgetSandboxCredentials: (id) => http.admission.forget((p) => p.sandbox_id === id),
@@ -81,7 +85,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...networkRoutes(app),
     ...diskRoutes(app),
     ...processRoutes(app),
-    ...templateRoutes(),
+    ...templateRoutes(templates),
     ...sandboxRoutes(app),
     ...streamRoutes(app),
     ...shellWsRoutes(app),
@@ -149,6 +153,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       metricsServer?.server.close();
       await http.fastify.close();
       await store.close();
+      templates.store.close();
       log.flush();
     },
   };

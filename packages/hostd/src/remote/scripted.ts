@@ -116,6 +116,13 @@ export class ScriptedDaemon implements HostDaemon {
   async resizeDisk(id: string, mib: number) {
     this.vm(id).disk_mib = mib;
   }
+  async commitImage(id: string, image: string) {
+    this.vms.delete(id);
+    return { image, size_bytes: 1 };
+  }
+  async deleteImage(image: string) {
+    this.log("deleteImage", image);
+  }
   async list() {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
   }

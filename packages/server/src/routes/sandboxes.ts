@@ -41,8 +41,15 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
   const images = await app.images();
   const rootfs =
     f.str("rootfs", { max: 200 }) ?? images.find((i) => i.default)?.name ?? images[0]?.name ?? "devbox:1";
-  if (f.has("rootfs") && !images.some((i) => i.name === rootfs))
+  // Not a built-in: one of the caller's ready templates (id, or name → latest ready build), else unknown.
+  const tpl =
+    f.has("rootfs") && !images.some((i) => i.name === rootfs)
+      ? app.templates?.resolve(ctx.principal!.user_id, rootfs)
+      : undefined;
+  if (f.has("rootfs") && !images.some((i) => i.name === rootfs) && !tpl) {
+    if (rootfs.startsWith("tpl_")) throw apiError("template_not_found", { id: rootfs.slice(0, 100) });
     f.fail("rootfs", `unknown rootfs: ${rootfs}`);
+  }
   const name = f.str("name", {
     max: 63,
     re: NAME_RE,
@@ -110,14 +117,16 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
     vcpu: s.vcpu,
     mem_mib: s.mem_mib,
     disk_mib: disk ? disk : (s.default_disk_mib ?? DEFAULT_DISK_MIB),
-    rootfs,
+    rootfs: tpl ? tpl.id : rootfs,
     ...(name ? { name } : {}),
-    envs,
+    // the template's ENV under the sandbox's own
+    envs: tpl ? { ...(JSON.parse(tpl.env) as Record<string, string>), ...envs } : envs,
     egress: normaliseEgress(egress) ?? [],
     ssh_pubkeys: keys ? mergeSshKeys([], keys) : [],
     ingress_enabled: ingress,
     ...(autoPause !== undefined ? { auto_pause_after_seconds: autoPause } : {}),
-    ...(hostId ? { host_id: hostId } : {}),
+    // a template's image lives on the host that built it
+    ...(tpl?.host_id ? { host_id: tpl.host_id } : hostId ? { host_id: hostId } : {}),
     network_ids,
   };
 }

@@ -205,10 +205,6 @@ export function planDockerfile(text: string): BuildPlan {
   const froms = all.filter((x) => x.cmd === "FROM");
   if (froms.length !== 1)
     throw new DockerfileError(`dockerfile must have exactly one FROM (found ${froms.length})`);
-  for (const ins of all) {
-    const why = REFUSED[ins.cmd];
-    if (why) throw new DockerfileError(`line ${ins.line}: ${why}`);
-  }
   const fromIdx = all.findIndex((x) => x.cmd === "FROM");
   if (all.slice(0, fromIdx).some((x) => x.cmd !== "ARG"))
     throw new DockerfileError("FROM must be the first instruction (only ARG may come before it)");
@@ -225,6 +221,10 @@ export function planDockerfile(text: string): BuildPlan {
       `FROM base ${base} is not allowed; allowed bases: ${TEMPLATE_BASES.join(", ")}`,
     );
 
+  for (const ins of all) {
+    const why = REFUSED[ins.cmd];
+    if (why) throw new DockerfileError(`line ${ins.line}: ${why}`);
+  }
   const plan: BuildPlan = { base, steps: [], env: {}, cwd: "/", user: "root" };
   let shell = ["/bin/sh", "-c"];
   const args: Record<string, string> = {};
