@@ -51,7 +51,7 @@ export class Templates {
 
   constructor(
     readonly store: TemplateStore,
-    private readonly hosts: Hosts,
+    private readonly hosts: Pick<Hosts, "place">,
     private readonly log: Logger,
     readonly settings: TemplateSettings,
   ) {
