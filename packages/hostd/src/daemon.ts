@@ -258,8 +258,12 @@ export class LocalHostDaemon implements HostDaemon {
     return resizeDisk(this.host, sandboxId, diskMib);
   }
 
-  commitImage(sandboxId: string, image: string): Promise<{ image: string; size_bytes: number }> {
-    return commitImage(this.host, sandboxId, image, (id) => this.destroy(id));
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts: { keep?: boolean } = {},
+  ): Promise<{ image: string; size_bytes: number }> {
+    return commitImage(this.host, sandboxId, image, opts, (id) => this.destroy(id));
   }
 
   deleteImage(image: string): Promise<void> {

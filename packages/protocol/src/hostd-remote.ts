@@ -117,8 +117,12 @@ export class RemoteHostDaemon implements HostDaemon {
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
   }
-  commitImage(sandboxId: string, image: string): Promise<{ image: string; size_bytes: number }> {
-    return this.call("commitImage", [sandboxId, image]);
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts?: { keep?: boolean },
+  ): Promise<{ image: string; size_bytes: number }> {
+    return this.call("commitImage", opts ? [sandboxId, image, opts] : [sandboxId, image]);
   }
   deleteImage(image: string): Promise<void> {
     return this.call("deleteImage", [image]);

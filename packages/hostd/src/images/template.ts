@@ -52,20 +52,22 @@ export function committedImage(
 }
 
 /**
- * Running VM → its root disk becomes image `name`; the VM is destroyed. The guest flushes first (`sync`
- * reaches QEMU as a virtio flush, which writes qcow2's cached metadata too) and the VM is stopped before
- * its disk is read, so the copy is the state the last exec left. When `name` exists, answers it.
+ * Running VM → its root disk becomes image `name`; the VM is destroyed, or with `keep` (a build's layer
+ * cache) resumed. The guest flushes first (`sync` reaches QEMU as a virtio flush, which writes qcow2's
+ * cached metadata too) and the VM's vCPUs are stopped while its disk is read, so the copy is the state the
+ * last exec left. When `name` exists, answers it.
  */
 export async function commitImage(
   host: Host,
   sandboxId: string,
   name: string,
+  opts: { keep?: boolean },
   destroy: (id: string) => Promise<void>,
 ): Promise<{ image: string; size_bytes: number }> {
   if (!COMMITTED_IMAGE_RE.test(name)) throw new HostdError("bad_request", `invalid image name ${name}`);
   const done = committedImage(host.layout.root, name);
   if (done) {
-    await destroy(sandboxId);
+    if (!opts.keep) await destroy(sandboxId);
     return { image: name, size_bytes: (await stat(done.rootfs)).size };
   }
   const vm = host.getVm(sandboxId);
@@ -77,10 +79,16 @@ export async function commitImage(
   const tmp = `${dir}.tmp-${randomUUID().slice(0, 8)}`;
   await mkdir(tmp, { recursive: true });
   try {
-    await vm.machine.pause();
     const out = join(tmp, "rootfs.ext4");
-    await qemuImg(["convert", "-U", "-q", "-f", "qcow2", "-O", "raw", join(vm.dir, "disk.qcow2"), out]);
-    await destroy(sandboxId);
+    await host.withVmLock(vm, async () => {
+      await vm.machine.pause();
+      try {
+        await qemuImg(["convert", "-U", "-q", "-f", "qcow2", "-O", "raw", join(vm.dir, "disk.qcow2"), out]);
+      } finally {
+        if (opts.keep) await vm.machine.resume();
+      }
+    });
+    if (!opts.keep) await destroy(sandboxId);
     // exit 1 means "errors corrected" (the journal the stopped guest left): fine; ≥ 4 is not
     const fsck = await runRaw("e2fsck", ["-f", "-y", out], { timeoutMs: NO_TIMEOUT });
     if (fsck.code >= 4)

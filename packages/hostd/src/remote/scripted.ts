@@ -116,8 +116,8 @@ export class ScriptedDaemon implements HostDaemon {
   async resizeDisk(id: string, mib: number) {
     this.vm(id).disk_mib = mib;
   }
-  async commitImage(id: string, image: string) {
-    this.vms.delete(id);
+  async commitImage(id: string, image: string, opts?: { keep?: boolean }) {
+    if (!opts?.keep) this.vms.delete(id);
     return { image, size_bytes: 1 };
   }
   async deleteImage(image: string) {

@@ -36,8 +36,8 @@ function fakeHost() {
       const m = /exit (\d+)/.exec(script);
       return { exit_code: m ? Number(m[1]) : 0, exec_ms: 1 };
     },
-    commitImage: async (id: string, image: string) => {
-      calls.push({ method: "commitImage", args: [id, image] });
+    commitImage: async (id: string, image: string, opts?: { keep?: boolean }) => {
+      calls.push({ method: "commitImage", args: opts ? [id, image, opts] : [id, image] });
       return { image, size_bytes: 4096 };
     },
     destroy: async (id: string) => {
@@ -111,6 +111,25 @@ test("a build runs each RUN with its ENV/WORKDIR/USER, logs every line and step,
   assert.equal(t.resolve("u2", "web"), undefined, "another tenant's name is not found");
 });
 
+test("a rebuild that changes the last step re-runs only that step, from the cached layer before it", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const first = t.submit("u1", "c", "FROM nodeops/sandbox:debian\nRUN one\nRUN two\nRUN three\n");
+  assert.equal((await finished(t, first.id)).status, "ready");
+  const layers = h.calls.filter((c) => c.method === "commitImage" && c.args[2]);
+  assert.equal(layers.length, 3, "a layer after each step");
+  h.calls.length = 0;
+  const second = t.submit("u1", "c", "FROM nodeops/sandbox:debian\nRUN one\nRUN two\nRUN changed\n");
+  assert.equal((await finished(t, second.id)).status, "ready");
+  const booted = h.calls.find((c) => c.method === "create")!.args[0] as { image: string };
+  assert.equal(booted.image, (layers[1]!.args as string[])[1], "boots the layer after step two");
+  const ran = h.calls.filter((c) => c.method === "exec").map((c) => (c.args[1] as ExecRequest).argv.at(-1));
+  assert.deepEqual(ran, ["changed"]);
+  const text = t.store.readLog(second.id).map((f) => f.line);
+  assert.equal(text.filter((l) => l === " ---> Using cache").length, 2);
+  assert.equal(t.resolve("u1", "c")?.id, second.id, "the name resolves to the newest ready build");
+});
+
 test("the first failing RUN fails the build with its exit code; later steps never run", async () => {
   const h = fakeHost();
   const { t } = open(h.hosts);
@@ -125,7 +144,8 @@ test("the first failing RUN fails the build with its exit code; later steps neve
     h.calls.some((c) => c.method === "destroy"),
     "the builder is destroyed",
   );
-  assert.ok(!h.calls.some((c) => c.method === "commitImage"));
+  const commits = h.calls.filter((c) => c.method === "commitImage").map((c) => c.args.slice(2));
+  assert.deepEqual(commits, [[{ keep: true }]], "the step that passed is a layer; no template image");
   assert.equal(t.resolve("u1", "bad"), undefined);
 });
 

@@ -6,11 +6,11 @@
  * disk is committed on its host (`HostDaemon.commitImage`) as image `<template id>`, which `create` takes
  * like a built-in (cold boot once, warm snapshot from then on).
  */
-import { StringDecoder } from "node:string_decoder";
-import { type HostDaemon, apiError } from "@createos-sandbox/protocol";
+import { apiError } from "@createos-sandbox/protocol";
 import type { Hosts } from "../hosts.js";
 import type { Logger } from "../log.js";
 import { newTemplateId } from "../ulid.js";
+import { StepFailed, runBuild } from "./build.js";
 import { type BuildPlan, DockerfileError, planDockerfile } from "./dockerfile.js";
 import type { LogFrame, TemplateRow, TemplateStore } from "./store.js";
 
@@ -43,8 +43,6 @@ export function templateSettings(env: NodeJS.ProcessEnv = process.env): Template
 export type FollowEvent = LogFrame | { final: true; status: string };
 
 export const INTERRUPTED = "build interrupted by a server restart";
-
-class StepFailed extends Error {}
 
 export class Templates {
   private readonly followers = new Map<string, Set<(e: FollowEvent) => void>>();
@@ -112,74 +110,28 @@ export class Templates {
   }
 
   private async build(row: TemplateRow, plan: BuildPlan): Promise<void> {
-    const s = this.settings;
-    const total = plan.steps.length + 1;
-    const builder = `tb-${row.id.slice(4)}`;
-    let daemon: HostDaemon | undefined;
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), s.buildTimeoutS * 1000);
-    timer.unref();
+    const log = (level: LogFrame["level"], line: string) => this.emit(row.id, level, line);
     try {
-      const host = this.hosts.place(s.builderMemMib, plan.base);
-      daemon = host.daemon!;
-      this.store.update(row.id, { status: "building", host_id: host.id });
-      this.emit(row.id, "info", `Step 1/${total} : FROM ${plan.base}`);
-      const t0 = Date.now();
-      await daemon.create({
-        sandbox_id: builder,
-        hostname: "builder",
-        image: plan.base,
-        vcpu: s.builderVcpu,
-        mem_mib: s.builderMemMib,
-        disk_mib: s.builderDiskMib,
-        envs: {},
+      const img = await runBuild({
+        row,
+        plan,
+        hosts: this.hosts,
+        store: this.store,
+        settings: this.settings,
+        log,
       });
-      this.emit(row.id, "info", ` ---> builder VM up in ${Date.now() - t0} ms`);
-      for (const [i, step] of plan.steps.entries()) {
-        const label = `Step ${i + 2}/${total} : ${step.text}`;
-        this.emit(row.id, "info", label);
-        if (step.cwd !== "/") await daemon.exec(builder, { argv: ["mkdir", "-p", step.cwd] });
-        const argv = step.user === "root" ? step.argv : ["runuser", "-u", step.user, "--", ...step.argv];
-        const out = new LineSplitter((l) => this.emit(row.id, "info", l));
-        const err = new LineSplitter((l) => this.emit(row.id, "info", l));
-        const ts = Date.now();
-        const res = await daemon.exec(
-          builder,
-          { argv, env: step.env, cwd: step.cwd },
-          { onStdout: (c) => out.push(c), onStderr: (c) => err.push(c) },
-          ac.signal,
-        );
-        out.end();
-        err.end();
-        const secs = ((Date.now() - ts) / 1000).toFixed(1);
-        if (ac.signal.aborted)
-          throw new StepFailed(
-            `${label}: build timed out after ${s.buildTimeoutS} s (CREATEOS_SANDBOX_TEMPLATE_BUILD_TIMEOUT_S)`,
-          );
-        if (res.exit_code !== 0) {
-          const why = res.error ?? (res.signal ? `killed by ${res.signal}` : `exit code ${res.exit_code}`);
-          throw new StepFailed(`${label}: failed with ${why} after ${secs} s`);
-        }
-        this.emit(row.id, "info", ` ---> exit code 0 in ${secs} s`);
-      }
-      if (plan.cwd !== "/") await daemon.exec(builder, { argv: ["mkdir", "-p", plan.cwd] });
-      this.emit(row.id, "info", "Committing the builder's disk as the template image");
-      const img = await daemon.commitImage(builder, row.id);
       this.store.update(row.id, {
         status: "ready",
         ext4_size_bytes: img.size_bytes,
         built_at: new Date().toISOString(),
       });
-      this.emit(row.id, "info", `Successfully built ${row.id} (${img.size_bytes} bytes)`);
+      log("info", `Successfully built ${row.id} (${img.size_bytes} bytes)`);
       this.finish(row.id, "ready");
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      this.emit(row.id, "error", e instanceof StepFailed ? msg : `build failed: ${msg}`);
+      log("error", e instanceof StepFailed ? msg : `build failed: ${msg}`);
       this.store.update(row.id, { status: "failed", status_reason: msg.slice(0, 1000) });
-      await daemon?.destroy(builder).catch(() => undefined);
       this.finish(row.id, "failed");
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -199,22 +151,5 @@ export class Templates {
   /** Refuses new creates from it; sandboxes made from it keep the host image (it stays on the host). */
   delete(row: TemplateRow): void {
     this.store.update(row.id, { deleted_at: new Date().toISOString() });
-  }
-}
-
-/** Bytes → complete lines (the last partial one on `end`), so each log frame is one line of output. */
-class LineSplitter {
-  private buf = "";
-  private readonly dec = new StringDecoder("utf8");
-  constructor(private readonly onLine: (l: string) => void) {}
-  push(chunk: Buffer): void {
-    this.buf += this.dec.write(chunk);
-    const parts = this.buf.split(/\r?\n/);
-    this.buf = parts.pop()!;
-    for (const p of parts) this.onLine(p);
-  }
-  end(): void {
-    if (this.buf) this.onLine(this.buf);
-    this.buf = "";
   }
 }

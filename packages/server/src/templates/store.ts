@@ -43,7 +43,10 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS templates (
   ext4_size_bytes INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, built_at TEXT, dockerfile TEXT NOT NULL,
   env TEXT NOT NULL DEFAULT '{}', cwd TEXT NOT NULL DEFAULT '/', user TEXT NOT NULL DEFAULT 'root',
   host_id TEXT, status_reason TEXT, deleted_at TEXT, image_gone INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id, id);`;
+CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id, id);
+CREATE TABLE IF NOT EXISTS template_layers (
+  hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (hash, host_id));`;
 
 export class TemplateStore {
   private readonly db: Database.Database;
@@ -120,6 +123,26 @@ export class TemplateStore {
     return this.db
       .prepare("SELECT * FROM templates WHERE deleted_at IS NOT NULL AND image_gone = 0 AND status = 'ready'")
       .all() as TemplateRow[];
+  }
+
+  /** The committed disk after the steps hashed into `hash`, on `hostId`. */
+  layer(hash: string, hostId: string): string | undefined {
+    const r = this.db
+      .prepare("SELECT image FROM template_layers WHERE hash = ? AND host_id = ?")
+      .get(hash, hostId) as { image: string } | undefined;
+    return r?.image;
+  }
+
+  putLayer(hash: string, hostId: string, image: string): void {
+    this.db
+      .prepare(
+        "INSERT OR REPLACE INTO template_layers (hash, host_id, image, created_at) VALUES (?, ?, ?, ?)",
+      )
+      .run(hash, hostId, image, new Date().toISOString());
+  }
+
+  dropLayer(hash: string, hostId: string): void {
+    this.db.prepare("DELETE FROM template_layers WHERE hash = ? AND host_id = ?").run(hash, hostId);
   }
 
   appendLog(id: string, frame: LogFrame): void {

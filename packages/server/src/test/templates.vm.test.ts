@@ -163,10 +163,35 @@ test(
     assert.doesNotMatch(badLog, /never|Step 4\/4/, "stops at the first failing step");
 
     assert.equal((await client.templates.get(good.id)).status, "ready");
+    const probe = ["-c", 'echo "$GREETING"; pwd; cat marker.txt'];
     const sb = await client.createSandbox({ shape: "s-1vcpu-1gb", rootfs: "envtpl" });
     try {
-      const r = await sb.runCommand("sh", ["-c", 'echo "$GREETING"; pwd; cat marker.txt']);
-      assert.equal(r.result.stdout, "hello\n/srv/app\nbuilt\n");
+      assert.equal((await sb.runCommand("sh", probe)).result.stdout, "hello\n/srv/app\nbuilt\n");
+      // a rebuild under the same name changing the last step: only that step runs again, new creates get
+      // the new build, the sandbox made from the old one keeps running
+      const df2 =
+        "FROM nodeops/sandbox:debian\nENV GREETING=hello\nWORKDIR /srv/app\nRUN echo rebuilt > marker.txt\n";
+      const again = await client.templates.create({ name: "envtpl", dockerfile: df2 });
+      await settle(again.id);
+      const log2 = await client.templates.logs(again.id);
+      assert.equal((await client.templates.get(again.id)).status, "ready", log2);
+      assert.match(log2, /Step 2\/2 : RUN echo rebuilt > marker.txt\n ---> exit code 0/);
+      // the same Dockerfile again: every step from the cache
+      const cached = await client.templates.create({ name: "envtpl", dockerfile: df2 });
+      await settle(cached.id);
+      assert.match(
+        await client.templates.logs(cached.id),
+        /RUN echo rebuilt > marker.txt\n ---> Using cache/,
+      );
+      const sb2 = await client.createSandbox({ shape: "s-1vcpu-1gb", rootfs: "envtpl" });
+      try {
+        assert.equal(sb2.data.rootfs, cached.id);
+        assert.equal((await sb2.runCommand("sh", probe)).result.stdout, "hello\n/srv/app\nrebuilt\n");
+      } finally {
+        await sb2.destroy();
+      }
+      await client.templates.delete(cached.id);
+      assert.equal((await sb.runCommand("cat", ["marker.txt"])).result.stdout, "built\n");
     } finally {
       await sb.destroy();
     }
