@@ -61,7 +61,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   );
   sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
-  const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings());
+  const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const app: App = {
@@ -134,6 +134,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       }),
     );
     await sandboxes.reconcile(ref);
+    void templates.gcImages().catch((e) => log.warn("template image cleanup failed", { err: e }));
     catalog.ensureDefault(ref, daemon, info.accel);
   };
 

@@ -6,6 +6,7 @@ import { after, test } from "node:test";
 import type { ExecEvents, ExecRequest, HostDaemon } from "@createos-sandbox/protocol";
 import type { HostRef } from "../hosts.js";
 import type { Logger } from "../log.js";
+import type { SandboxRow } from "../store/types.js";
 import { DockerfileError } from "./dockerfile.js";
 import { type FollowEvent, INTERRUPTED, Templates, templateSettings } from "./service.js";
 import { TemplateStore } from "./store.js";
@@ -43,18 +44,26 @@ function fakeHost() {
     destroy: async (id: string) => {
       calls.push({ method: "destroy", args: [id] });
     },
+    deleteImage: async (image: string) => {
+      calls.push({ method: "deleteImage", args: [image] });
+    },
   } as unknown as HostDaemon;
-  const hosts = { place: () => ({ id: "h1", daemon }) as unknown as HostRef };
+  const hosts = { place: () => ({ id: "h1", daemon }) as unknown as HostRef, daemonOf: () => daemon };
   return { calls, hosts, release };
 }
 
 const quiet: Logger = { info() {}, warn() {}, error() {}, now() {} } as unknown as Logger;
 
-function open(hosts: ReturnType<typeof fakeHost>["hosts"], dir?: string) {
+function open(hosts: ReturnType<typeof fakeHost>["hosts"], dir?: string, live: { rootfs: string }[] = []) {
   const d = dir ?? mkdtempSync(join(tmpdir(), "csb-tpl-"));
   if (!dir) dirs.push(d);
   const settings = { ...templateSettings({}), buildsPerUser: 2 };
-  return { dir: d, t: new Templates(new TemplateStore(d), hosts, quiet, settings) };
+  return {
+    dir: d,
+    t: new Templates(new TemplateStore(d), hosts, quiet, settings, {
+      sandboxesInStatus: async () => live as SandboxRow[],
+    }),
+  };
 }
 
 function finished(t: Templates, id: string): Promise<{ frames: FollowEvent[]; status: string }> {
@@ -167,4 +176,24 @@ test("a third concurrent build of one user is refused; builds in flight at a res
   assert.equal(row.status_reason, INTERRUPTED);
   assert.match(t2.store.readLog(a.id).at(-1)!.line, /interrupted by a server restart/);
   h.release();
+});
+
+test("a deleted template's image leaves its host once no live sandbox uses it", async () => {
+  const h = fakeHost();
+  const live: { rootfs: string }[] = [];
+  const { t } = open(h.hosts, undefined, live);
+  const row = t.submit("u1", "g", "FROM nodeops/sandbox:debian\nRUN one\n");
+  await finished(t, row.id);
+  live.push({ rootfs: row.id });
+  t.delete(row);
+  await t.gcImages();
+  assert.equal(t.resolve("u1", row.id), undefined, "new creates refuse it");
+  assert.ok(!h.calls.some((c) => c.method === "deleteImage"), "a sandbox still uses it");
+  live.length = 0;
+  await t.gcImages();
+  assert.deepEqual(
+    h.calls.filter((c) => c.method === "deleteImage"),
+    [{ method: "deleteImage", args: [row.id] }],
+  );
+  assert.equal(t.store.get(row.id)!.image_gone, 1);
 });

@@ -7,8 +7,10 @@
  * like a built-in (cold boot once, warm snapshot from then on).
  */
 import { apiError } from "@createos-sandbox/protocol";
+import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import type { Hosts } from "../hosts.js";
 import type { Logger } from "../log.js";
+import type { Store } from "../store/types.js";
 import { newTemplateId } from "../ulid.js";
 import { StepFailed, runBuild } from "./build.js";
 import { type BuildPlan, DockerfileError, planDockerfile } from "./dockerfile.js";
@@ -49,9 +51,11 @@ export class Templates {
 
   constructor(
     readonly store: TemplateStore,
-    private readonly hosts: Pick<Hosts, "place">,
+    private readonly hosts: Pick<Hosts, "place" | "daemonOf">,
     private readonly log: Logger,
     readonly settings: TemplateSettings,
+    /** The sandbox rows, to know which images are still in use (absent: images are never removed). */
+    private readonly sandboxes?: Pick<Store, "sandboxesInStatus">,
   ) {
     // A build runs in this process only: after a restart nothing will finish it.
     for (const row of store.active()) {
@@ -148,8 +152,26 @@ export class Templates {
     return row ? { cwd: row.cwd, user: row.user } : undefined;
   }
 
-  /** Refuses new creates from it; sandboxes made from it keep the host image (it stays on the host). */
+  /** Refuses new creates from it; sandboxes made from it keep the host image until the last one is gone. */
   delete(row: TemplateRow): void {
     this.store.update(row.id, { deleted_at: new Date().toISOString() });
+    void this.gcImages().catch((e) => this.log.warn("template image cleanup failed", { err: e }));
+  }
+
+  /**
+   * Removes from their hosts the images of deleted templates no live sandbox uses (paused ones boot from
+   * them again). Runs at delete and at start: an image outlives its template until both are past.
+   */
+  async gcImages(): Promise<void> {
+    if (!this.sandboxes) return;
+    const gone = this.store.deletedWithImage();
+    if (!gone.length) return;
+    const live = SANDBOX_STATUSES.filter((st) => st !== "destroyed" && st !== "failed");
+    const used = new Set((await this.sandboxes.sandboxesInStatus(live)).map((r) => r.rootfs));
+    for (const row of gone) {
+      if (used.has(row.id) || !row.host_id) continue;
+      await this.hosts.daemonOf(row.host_id).deleteImage(row.id);
+      this.store.update(row.id, { image_gone: 1 });
+    }
   }
 }
