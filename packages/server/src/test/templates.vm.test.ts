@@ -147,7 +147,10 @@ test(
     });
     assert.equal(third.status, 429);
     assert.ok(Number(third.headers.get("retry-after")) > 0);
-    assert.equal(((await third.json()) as { data: { code: string } }).data.code, "template_builds_busy");
+    assert.match(
+      ((await third.json()) as { data: { template: string } }).data.template,
+      /^concurrent template build limit reached \(2 per user\)/,
+    );
 
     const settle = (id: string) =>
       pollUntil({
