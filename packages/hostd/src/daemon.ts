@@ -112,6 +112,14 @@ export interface OpenOptions {
    * trees no disk backs onto are evicted past it; default `$CREATEOS_SANDBOX_IMAGE_CACHE_MIB`, else 16384.
    */
   imageCacheMib?: number;
+  /**
+   * How a fork gets its parent's RAM: `copy` (default; a sparse copy, a RAM file of its own) or `map` (a
+   * private copy-on-write mapping of a frozen RAM layer, no copy). `map` is opt-in because, on QEMU 7.2,
+   * the layer must be writable by every fork that maps it (no `rom=off`), so a QEMU escape in one fork
+   * could change its siblings' unwritten pages, and a fork's first pause must write all of its RAM into
+   * the state (0.9–1.0 s) and its resume read it back (1.8–3.6 s). Default `$CREATEOS_SANDBOX_FORK_RAM`.
+   */
+  forkRam?: "copy" | "map";
 }
 
 /**
@@ -163,6 +171,7 @@ export class LocalHostDaemon implements HostDaemon {
     await ensurePrivateDir(opts.dataDir);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
+    await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
     await readopt(host);
     capCaches(host);
     host.capConsoles(true);

@@ -10,6 +10,7 @@ import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
 import { type HostRef, Hosts } from "./hosts.js";
 import { createHttp } from "./http/server.js";
+import { Ingress } from "./ingress/proxy.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { catalogRoutes } from "./routes/catalog.js";
@@ -28,6 +29,7 @@ import { streamRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
 import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
+import { startGateway } from "./ssh/gateway.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
 import { Templates, templateSettings } from "./templates/service.js";
@@ -93,7 +95,20 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...consoleRoutes(),
   ];
   const http = await createHttp({ cfg, store, log, metrics, routes });
-  await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  // The edge listeners bind first: a port in use fails the start before the API answers, and what did
+  // bind is closed again so the process can exit.
+  const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  try {
+    gateway = cfg.sshListen ? await startGateway(app, cfg.sshListen) : undefined;
+    await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  } catch (e) {
+    await ingress?.close();
+    await gateway?.close();
+    throw e;
+  }
+  if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
+  if (gateway) log.now("ssh gateway listening", { address: gateway.address, port: gateway.port });
   const port = (http.server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   const metricsServer = cfg.metricsListen ? await serveMetrics(app, cfg.metricsListen) : undefined;
@@ -152,6 +167,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       catalog.stop();
       for (const off of unsubscribe) off();
       metricsServer?.server.close();
+      await ingress?.close();
+      await gateway?.close();
       await http.fastify.close();
       await store.close();
       templates.store.close();

@@ -38,7 +38,7 @@ type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
  */
 export function route(
   spec: `${Method} /${string}`,
-  opts: Pick<Route, "auth" | "body" | "schema" | "upgrade" | "upgradeProto">,
+  opts: Pick<Route, "auth" | "body" | "schema" | "check" | "upgrade" | "upgradeProto">,
   handler?: Handler,
 ): Route {
   const at = spec.indexOf(" ");

@@ -1,14 +1,30 @@
 /** Templates, Dockerfile → rootfs (protocol.md §2.9, §3.2). */
 import { apiError, validationError } from "@createos-sandbox/protocol";
+import { Type } from "@sinclair/typebox";
 import type { Ctx, Route } from "../http/server.js";
+import { str } from "../schema.js";
 import { DOCKERFILE_MAX, DockerfileError } from "../templates/dockerfile.js";
 import type { FollowEvent, Templates } from "../templates/service.js";
 import type { TemplateRow } from "../templates/store.js";
-import { Fields, pageParams } from "../validate.js";
+import { pageParams } from "../validate.js";
 import { page } from "../views.js";
 import { paged, route } from "./common.js";
 
 const TERMINAL = new Set(["ready", "failed"]);
+
+const CreateBody = Type.Object({
+  name: str("name", {
+    required: true,
+    max: 63,
+    re: /^[a-z0-9-]{1,63}$/,
+    reMsg: "name must be 1-63 of [a-z0-9-]",
+  }),
+  dockerfile: Type.Unsafe<string>({
+    ...str("dockerfile", { required: true, max: DOCKERFILE_MAX + 1 }),
+    grammar: "dockerfile",
+  }),
+  base: str("base", { max: 200 }),
+});
 
 export function templateView(row: TemplateRow, withDockerfile = false) {
   return {
@@ -58,19 +74,14 @@ export function templateRoutes(templates?: Templates): Route[] {
         ),
       };
     }),
-    route("POST /v1/templates", { auth: "user", body: "json" }, async (ctx) => {
-      const f = new Fields(ctx.body);
-      const name = f.str("name", {
-        required: true,
-        max: 63,
-        re: /^[a-z0-9-]{1,63}$/,
-        reMsg: "name must be 1-63 of [a-z0-9-]",
-      });
-      const df = f.str("dockerfile", { required: true, max: DOCKERFILE_MAX + 1 });
-      const base = f.str("base", { max: 200 });
-      f.done();
+    route("POST /v1/templates", { auth: "user", body: "json", schema: { body: CreateBody } }, async (ctx) => {
+      const { name, dockerfile, base } = ctx.body as {
+        name: string;
+        dockerfile: string;
+        base?: string | null;
+      };
       try {
-        const row = need().submit(ctx.principal!.user_id, name!, df!, base);
+        const row = need().submit(ctx.principal!.user_id, name, dockerfile, base ?? undefined);
         return { data: templateView(row) };
       } catch (e) {
         if (e instanceof DockerfileError) throw validationError({ dockerfile: e.message });

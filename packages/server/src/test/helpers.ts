@@ -92,6 +92,12 @@ export function waitStarted(p: Logged, re: RegExp): Promise<string> {
   ]);
 }
 
+/** The edge listeners on free ports: their fixed defaults would collide between servers run side by side. */
+export const EPHEMERAL_EDGE = {
+  CREATEOS_SANDBOX_INGRESS_LISTEN: "127.0.0.1:0",
+  CREATEOS_SANDBOX_SSH_LISTEN: "127.0.0.1:0",
+} as const;
+
 export async function startProc(
   opts: {
     env?: Record<string, string>;
@@ -109,6 +115,7 @@ export async function startProc(
     ...(process.env as Record<string, string>),
     CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
     CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+    ...EPHEMERAL_EDGE,
     ...opts.env,
   };
   const p = spawnLogged(["serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], env);
