@@ -32,6 +32,7 @@ import { setBandwidth, setEgress, startNameProxy, takeNetUsage } from "./egress.
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
+import { commitImage, committedImage, deleteImage } from "./images/template.js";
 import { hostPrivateEgress } from "./net/egresscheck.js";
 import { firewallConfig } from "./net/index.js";
 import { readopt } from "./readopt.js";
@@ -151,7 +152,7 @@ export class LocalHostDaemon implements HostDaemon {
 
   static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
     const layout = new Layout(opts.dataDir, opts.cacheDir ?? images.cacheDir());
-    const img: ImagesApi = {
+    const base: ImagesApi = {
       catalog: images.catalog,
       builtImage: images.builtImage,
       ensureImage: images.ensureImage,
@@ -159,6 +160,12 @@ export class LocalHostDaemon implements HostDaemon {
       kernelCmdline: images.kernelCmdline,
       hostKhz: () => images.hostKhz(),
       ...opts.images,
+    };
+    // Committed images (templates) resolve like built-ins; they are not in the catalog `images()` lists.
+    const img: ImagesApi = {
+      ...base,
+      builtImage: (n) => committedImage(layout.root, n) ?? base.builtImage(n),
+      ensureImage: async (n, p) => committedImage(layout.root, n) ?? base.ensureImage(n, p),
     };
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
@@ -274,6 +281,18 @@ export class LocalHostDaemon implements HostDaemon {
 
   setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
     return setBandwidth(this.host, sandboxId, remainingBytes);
+  }
+
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts: { keep?: boolean } = {},
+  ): Promise<{ image: string; size_bytes: number }> {
+    return commitImage(this.host, sandboxId, image, opts, (id) => this.destroy(id));
+  }
+
+  deleteImage(image: string): Promise<void> {
+    return deleteImage(this.host, image);
   }
 
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {

@@ -182,7 +182,7 @@ export class Host {
 
   async resolveImage(name: string) {
     const cat = this.img.catalog();
-    if (!cat.some((i) => i.name === name)) {
+    if (!cat.some((i) => i.name === name) && !this.img.builtImage(name)) {
       throw new HostdError(
         "bad_request",
         `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,

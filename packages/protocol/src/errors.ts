@@ -164,6 +164,12 @@ export const ERROR_CATALOG = {
     message: "buffered exec limit reached ({limit} MiB in flight per tenant); retry later or use stream=true",
     retryAfter: 1,
   },
+  template_builds_busy: {
+    status: 429,
+    field: "template",
+    message: "concurrent template build limit reached ({limit} per user); retry when a build finishes",
+    retryAfter: 30,
+  },
   sandbox_busy: {
     status: 429,
     field: "sandbox",

@@ -127,6 +127,16 @@ export class RemoteHostDaemon implements HostDaemon {
   setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
     return this.call("setBandwidth", [sandboxId, remainingBytes]);
   }
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts?: { keep?: boolean },
+  ): Promise<{ image: string; size_bytes: number }> {
+    return this.call("commitImage", opts ? [sandboxId, image, opts] : [sandboxId, image]);
+  }
+  deleteImage(image: string): Promise<void> {
+    return this.call("deleteImage", [image]);
+  }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);
   }

@@ -51,6 +51,8 @@ export const HOSTD_CALLS = [
   "takeNetUsage",
   "setBandwidth",
   "list",
+  "commitImage",
+  "deleteImage",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];
 

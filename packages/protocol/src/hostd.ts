@@ -239,6 +239,19 @@ export interface HostDaemon {
   destroy(sandboxId: string): Promise<void>;
   /** Delete a snapshot's files. Idempotent. */
   deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
+  /**
+   * Running VM (a template builder) → its root disk, flushed and flattened, becomes image `image` (a
+   * `tpl_…` name the control plane chose); the VM is destroyed, or with `keep` runs on (a build's layer
+   * cache: the disk after each step). `create` then takes `image` like a built-in. When `image` exists
+   * already, answers it.
+   */
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts?: { keep?: boolean },
+  ): Promise<{ image: string; size_bytes: number }>;
+  /** Remove an image `commitImage` made. Idempotent; built-in names are refused. */
+  deleteImage(image: string): Promise<void>;
   /** Running VM: grow its root disk to `diskMib` (> current) live. */
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
   /**

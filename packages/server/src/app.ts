@@ -32,6 +32,8 @@ import { Scheduler } from "./scheduler.js";
 import { startGateway } from "./ssh/gateway.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
+import { Templates, templateSettings } from "./templates/service.js";
+import { TemplateStore } from "./templates/store.js";
 import { TenantStreams } from "./tenant-streams.js";
 
 export interface RunningServer {
@@ -61,6 +63,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   );
   sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
+  const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const app: App = {
@@ -71,6 +74,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     hosts,
     sandboxes,
     tenantStreams: new TenantStreams(cfg),
+    templates,
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
     forgetSandboxCredentials: (id) => http.admission.forget((p) => p.sandbox_id === id),
@@ -83,7 +87,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...networkRoutes(app),
     ...diskRoutes(app),
     ...processRoutes(app),
-    ...templateRoutes(),
+    ...templateRoutes(templates),
     ...sandboxRoutes(app),
     ...streamRoutes(app),
     ...shellWsRoutes(app),
@@ -145,6 +149,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       }),
     );
     await sandboxes.reconcile(ref);
+    void templates.gcImages().catch((e) => log.warn("template image cleanup failed", { err: e }));
     catalog.ensureDefault(ref, daemon, info.accel);
   };
 
@@ -166,6 +171,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       await gateway?.close();
       await http.fastify.close();
       await store.close();
+      templates.store.close();
       log.flush();
     },
   };

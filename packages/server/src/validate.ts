@@ -5,6 +5,7 @@
 import { isIP } from "node:net";
 import { SANDBOX_STATUSES, type SandboxStatus } from "@createos-sandbox/protocol/api";
 import { type Static, Type } from "@sinclair/typebox";
+import { DOCKERFILE_MAX, DockerfileError, planDockerfile } from "./templates/dockerfile.js";
 
 export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const RESOURCE_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -126,27 +127,17 @@ export function mergeSshKeys(existing: string[], added: string[]): string[] {
   return out;
 }
 
-const TEMPLATE_BASES = ["nodeops/sandbox:debian", "nodeops/sandbox:alpine"];
-export const DOCKERFILE_MAX = 64 * 1024;
+export { DOCKERFILE_MAX };
 
-/** Dockerfile rules of protocol.md §2.9; returns the first violation. */
+/** The Dockerfile grammar and template rules (templates/dockerfile.ts); returns the first violation. */
 export function dockerfileError(df: string): string | undefined {
-  if (Buffer.byteLength(df) > DOCKERFILE_MAX) return `dockerfile exceeds ${DOCKERFILE_MAX} bytes`;
-  const lines = df
-    .replace(/\\\r?\n/g, " ")
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith("#"));
-  const froms = lines.filter((l) => /^FROM\s/i.test(l));
-  if (froms.length !== 1) return "dockerfile must have exactly one FROM";
-  const from = froms[0]!.split(/\s+/);
-  if (from.length !== 2 || from[1]!.includes("$"))
-    return "FROM must name one allowlisted base without ARG substitution";
-  if (!TEMPLATE_BASES.includes(from[1]!)) return `FROM base must be one of ${TEMPLATE_BASES.join(", ")}`;
-  if (!/^FROM\s/i.test(lines[0]!)) return "FROM must be the first instruction";
-  if (lines.some((l) => /^(COPY|ADD)\s/i.test(l)))
-    return "COPY and ADD are not allowed (there is no build context)";
-  return undefined;
+  try {
+    planDockerfile(df);
+    return undefined;
+  } catch (e) {
+    if (e instanceof DockerfileError) return e.message;
+    throw e;
+  }
 }
 
 export function absolutePathError(p: string | null, field = "path"): Record<string, string> | undefined {

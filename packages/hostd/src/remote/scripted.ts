@@ -135,6 +135,13 @@ export class ScriptedDaemon implements HostDaemon {
     this.log("setBandwidth", id, remaining);
     this.vm(id).bandwidth_remaining_bytes = remaining;
   }
+  async commitImage(id: string, image: string, opts?: { keep?: boolean }) {
+    if (!opts?.keep) this.vms.delete(id);
+    return { image, size_bytes: 1 };
+  }
+  async deleteImage(image: string) {
+    this.log("deleteImage", image);
+  }
   async list() {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
   }

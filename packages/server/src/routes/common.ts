@@ -7,6 +7,7 @@ import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Sandboxes } from "../sandboxes.js";
 import type { NetworkRow, SandboxRow, Store } from "../store/types.js";
+import type { Templates } from "../templates/service.js";
 import type { TenantStreams } from "../tenant-streams.js";
 import { canonicalNetworkId, canonicalSandboxId } from "../ulid.js";
 import { PageQuery } from "../validate.js";
@@ -20,6 +21,8 @@ export interface App {
   sandboxes: Sandboxes;
   /** Per-tenant caps on open streams and buffered exec output (429 past them). */
   tenantStreams: TenantStreams;
+  /** Template builds and the images they made (absent in tests that build no templates). */
+  templates?: Templates;
   /** The image catalog (engine's when loaded). */
   images(): Promise<RootfsInfo[]>;
   schedulerLastOk(): number | undefined;

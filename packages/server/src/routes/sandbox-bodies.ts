@@ -138,7 +138,11 @@ export async function checkCreate(app: App, ctx: Ctx, errs: Record<string, strin
   const images = await app.images();
   if (!errs.rootfs && b.rootfs != null) {
     const name = b.rootfs || defaultImage(images);
-    if (!images.some((i) => i.name === name)) errs.rootfs = `unknown rootfs: ${name}`;
+    // Not a built-in: one of the caller's ready templates (id, or name → latest ready build), else unknown.
+    if (!images.some((i) => i.name === name) && !app.templates?.resolve(ctx.principal!.user_id, name)) {
+      if (name.startsWith("tpl_")) throw apiError("template_not_found", { id: name.slice(0, 100) });
+      errs.rootfs = `unknown rootfs: ${name}`;
+    }
   }
   if (!errs.region && b.region && b.region !== app.cfg.region)
     errs.region = `region ${b.region} is not served here (this is ${app.cfg.region})`;
@@ -179,19 +183,26 @@ export async function createInput(app: App, ctx: Ctx): Promise<CreateInput> {
   }
   if (b.disks?.length) throw apiError("disks_not_configured");
   const s = shapeById(b.shape)!;
+  const images = await app.images();
+  const rootfs = b.rootfs || defaultImage(images);
+  const tpl = images.some((i) => i.name === rootfs)
+    ? undefined
+    : app.templates?.resolve(ctx.principal!.user_id, rootfs);
   return {
     shape: s.id,
     vcpu: s.vcpu,
     mem_mib: s.mem_mib,
     disk_mib: b.disk_mib ? b.disk_mib : (s.default_disk_mib ?? DEFAULT_DISK_MIB),
-    rootfs: b.rootfs || defaultImage(await app.images()),
+    rootfs: tpl ? tpl.id : rootfs,
     ...(b.name ? { name: b.name } : {}),
-    envs: b.envs ?? {},
+    // the template's ENV under the sandbox's own
+    envs: tpl ? { ...(JSON.parse(tpl.env) as Record<string, string>), ...(b.envs ?? {}) } : (b.envs ?? {}),
     egress: normaliseEgress(b.egress) ?? [],
     ssh_pubkeys: b.ssh_pubkeys ? mergeSshKeys([], b.ssh_pubkeys) : [],
     ingress_enabled: b.ingress_enabled ?? false,
     ...(b.auto_pause_after_seconds != null ? { auto_pause_after_seconds: b.auto_pause_after_seconds } : {}),
-    ...(b.host_id ? { host_id: b.host_id } : {}),
+    // a template's image lives on the host that built it
+    ...(tpl?.host_id ? { host_id: tpl.host_id } : b.host_id ? { host_id: b.host_id } : {}),
     network_ids,
   };
 }

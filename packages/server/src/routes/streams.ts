@@ -59,10 +59,15 @@ export function streamRoutes(app: App): Route[] {
       row = await app.sandboxes.awaitRunning(row, "exec in");
       const daemon = app.sandboxes.daemonFor(row);
       const streaming = ctx.query.stream === "true" || streamFlag === true;
+      // a template's WORKDIR and USER are the defaults of every exec in sandboxes made from it
+      const tpl = app.templates?.execDefaults(row.rootfs);
+      const argv =
+        tpl && tpl.user !== "root" ? ["runuser", "-u", tpl.user, "--", cmd!, ...args] : [cmd!, ...args];
+      const dir = cwd ?? (tpl && tpl.cwd !== "/" ? tpl.cwd : undefined);
       const req = {
-        argv: [cmd!, ...args],
+        argv,
         ...(env ? { env } : {}),
-        ...(cwd ? { cwd } : {}),
+        ...(dir ? { cwd: dir } : {}),
         ...(typeof stdinRaw === "string" && stdinRaw !== "" ? { stdin: Buffer.from(stdinRaw) } : {}),
       };
       const ac = new AbortController();
