@@ -201,7 +201,11 @@ export class Cgroups {
   async remove(name: string): Promise<void> {
     if (!this.available) return;
     checkName(name);
-    await Promise.all(this.dirs(name).map((d) => removeDir(d)));
+    // Every hierarchy is tried; the first failure in `dirs` order is the one reported, so the error
+    // does not depend on which rmdir happened to finish first.
+    const results = await Promise.allSettled(this.dirs(name).map((d) => removeDir(d)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   /** Names of the VM cgroups under this daemon's parent (for leftover cleanup on start). */
