@@ -9,6 +9,7 @@ import { cpus, totalmem } from "node:os";
 import type { Duplex, Readable } from "node:stream";
 import type {
   Accel,
+  DiskMount,
   ExecEvents,
   ExecRequest,
   ExecResult,
@@ -27,6 +28,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
+import { HostDisks } from "./disks/mounts.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
@@ -133,9 +135,11 @@ async function guestPrivateEgress(opts: OpenOptions, log: Logger): Promise<strin
 export class LocalHostDaemon implements HostDaemon {
   readonly hostId: string;
   private readonly io: GuestIo;
+  private readonly disks: HostDisks;
 
   private constructor(private readonly host: Host) {
     this.io = new GuestIo(host);
+    this.disks = new HostDisks(host, this.io);
     this.hostId = host.opts.hostId ?? "local";
   }
 
@@ -227,8 +231,11 @@ export class LocalHostDaemon implements HostDaemon {
     return pause(this.host, sandboxId, snapshotId);
   }
 
-  resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
-    return resume(this.host, snapshot, spec);
+  async resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
+    const rt = await resume(this.host, snapshot, spec);
+    // The guest's s3fs survived the pause in its memory; the namespace it woke in needs the proxy forward.
+    await this.disks.wire(spec.sandbox_id);
+    return rt;
   }
 
   fork(
@@ -239,8 +246,9 @@ export class LocalHostDaemon implements HostDaemon {
     return fork(this.host, parent, child, opts);
   }
 
-  destroy(sandboxId: string): Promise<void> {
-    return destroy(this.host, sandboxId);
+  async destroy(sandboxId: string): Promise<void> {
+    await destroy(this.host, sandboxId);
+    this.disks.forget(sandboxId);
   }
 
   deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
@@ -249,6 +257,18 @@ export class LocalHostDaemon implements HostDaemon {
 
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return resizeDisk(this.host, sandboxId, diskMib);
+  }
+
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void> {
+    return this.disks.mount(sandboxId, mount);
+  }
+
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void> {
+    return this.disks.unmount(sandboxId, mountPath);
+  }
+
+  async setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
+    this.disks.setCredentials(diskId, accessKey, secretKey);
   }
 
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
@@ -291,6 +311,7 @@ export class LocalHostDaemon implements HostDaemon {
     host.closed = true;
     host.capConsoles(false);
     await host.drain();
+    await this.disks.close();
     await host.warmPool.close();
     await host.netPool.close();
     for (const vm of host.vms.values()) vm.agent.close();

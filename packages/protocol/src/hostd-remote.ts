@@ -20,6 +20,7 @@ import {
   parseJson,
 } from "./hostd-wire.js";
 import {
+  type DiskMount,
   type ExecEvents,
   type ExecRequest,
   type ExecResult,
@@ -116,6 +117,15 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
+  }
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void> {
+    return this.call("mountDisk", [sandboxId, mount]);
+  }
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void> {
+    return this.call("unmountDisk", [sandboxId, mountPath]);
+  }
+  setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
+    return this.call("setDiskCredentials", [diskId, accessKey, secretKey]);
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);

@@ -47,6 +47,9 @@ export const HOSTD_CALLS = [
   "deleteSnapshot",
   "listSnapshots",
   "resizeDisk",
+  "mountDisk",
+  "unmountDisk",
+  "setDiskCredentials",
   "list",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];

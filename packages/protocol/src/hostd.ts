@@ -76,6 +76,25 @@ export interface VmRuntime {
   boot: "warm" | "cold" | "resume" | "fork";
 }
 
+/**
+ * An S3 disk to mount in a guest. The keys stay on the host: the guest's FUSE client talks plain HTTP to
+ * the host daemon's disk proxy, which checks the request is inside this mount and re-signs it.
+ */
+export interface DiskMount {
+  disk_id: string;
+  /** Absolute path in the guest. */
+  mount_path: string;
+  /** Bucket prefix exposed at mount_path: relative, no `..`. */
+  sub_path?: string;
+  bucket: string;
+  endpoint: string;
+  region?: string;
+  use_path_style?: boolean;
+  /** Secrets: never logged, never sent into the guest. */
+  access_key: string;
+  secret_key: string;
+}
+
 export interface SnapshotRef {
   snapshot_id: string;
   sandbox_id: string;
@@ -216,6 +235,12 @@ export interface HostDaemon {
   deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
   /** Running VM: grow its root disk to `diskMib` (> current) live. */
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
+  /** Running VM: mount an S3 disk (idempotent by mount path); rejects with the mount's failure. */
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void>;
+  /** Running VM: flush (sync) and unmount what is at `mountPath`, then forget its grant. Idempotent. */
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void>;
+  /** New keys for every mount of `diskId` on this host, in force for the next request. */
+  setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
   /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { HostDaemon } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
+import { Disks } from "./disks/service.js";
 import { type HostRef, Hosts } from "./hosts.js";
 import { createHttp } from "./http/server.js";
 import type { Logger } from "./log.js";
@@ -61,9 +62,12 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   const catalog = new ImageCatalog(log, cfg.defaultImage);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
+  const dbPath = join(cfg.dataDir, "db.sqlite");
+  const disks = new Disks(dbPath, cfg.diskKeyFile ?? join(cfg.dataDir, "disk-key"), !!cfg.diskKeyFile, log);
   const app: App = {
     cfg,
     store,
+    disks,
     log,
     metrics,
     hosts,
@@ -148,6 +152,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       for (const off of unsubscribe) off();
       metricsServer?.server.close();
       await http.fastify.close();
+      disks.close();
       await store.close();
       log.flush();
     },

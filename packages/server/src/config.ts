@@ -54,6 +54,8 @@ export interface ServerConfig {
   /** "local" = open the in-process host daemon; "none" = serve the API without an engine. */
   hostd: "local" | "none";
   defaultImage: string | undefined;
+  /** The disk credentials' AES-256-GCM key: the operator's file, or `<dataDir>/disk-key` made on first start. */
+  diskKeyFile: string | undefined;
 }
 
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -107,5 +109,6 @@ export function loadConfig(
     ingressDomain: env.CREATEOS_SANDBOX_INGRESS_DOMAIN || undefined,
     hostd,
     defaultImage: env.CREATEOS_SANDBOX_DEFAULT_IMAGE || undefined,
+    diskKeyFile: env.CREATEOS_SANDBOX_DISK_KEY_FILE || undefined,
   };
 }

@@ -32,6 +32,7 @@
  *     chain forward (through the namespace, from tap0):
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
+ *       tcp to 10.200.0.1 that our own DNAT sent there           accept (the disk proxy, disks/)
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
  *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
  *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS, plus
@@ -41,7 +42,9 @@
  *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
  *
  * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start):
- *     input:   iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
+ *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the daemon's
+ *              listeners for guests; the namespace lets only its own DNAT through to it)
+ *              iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
  *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
  *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with
  *              a 10.201 source, the namespaces' own comes from 10.200). @host above refuses the same in
@@ -59,7 +62,16 @@ import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
 import { nft, sysctl } from "../sys/index.js";
-import { GATEWAY_IP, GUEST_IP, GUEST_MAC, HOST_VETH_PREFIX, SANDBOX_NET, TAP, VETH_NET } from "./plan.js";
+import {
+  GATEWAY_IP,
+  GUEST_IP,
+  GUEST_MAC,
+  HOST_VETH_PREFIX,
+  PROXY_IP,
+  SANDBOX_NET,
+  TAP,
+  VETH_NET,
+} from "./plan.js";
 
 export const PRIVATE_EGRESS_ENV = "CREATEOS_SANDBOX_PRIVATE_EGRESS";
 
@@ -185,6 +197,7 @@ export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]):
   chain from_guest {
     ct state established,related accept
     meta nfproto != ipv4 goto refuse
+    ip daddr ${PROXY_IP} ct status dnat meta l4proto tcp accept
     ip daddr @never goto refuse
     ip daddr @host goto refuse
     ip daddr @private_egress accept
@@ -205,6 +218,7 @@ export function rootFirewallScript(): string {
     "createos_fw",
     `  chain input {
     type filter hook input priority filter; policy accept;
+    iifname "${HOST_VETH_PREFIX}*" ip saddr ${SANDBOX_NET} ip daddr ${PROXY_IP} meta l4proto tcp accept
     ${fromGuest} goto refuse
   }
   chain forward {

@@ -10,6 +10,7 @@
  *   tap0 (in netns)   169.254.0.22/30   the guest's gateway (and its DNS server in /etc/resolv.conf)
  *   netns csb-<slot>  veth "v0"         10.200.<4·slot+2>/30  ─┐ a /30 per slot inside 10.200.0.0/16
  *   root ns           veth "csbv<slot>" 10.200.<4·slot+1>/30  ─┘ (slot = 1…16383)
+ *   root ns lo        10.200.0.1/32     the daemon's listeners for guests (disk proxy); slot 0 is never a slot
  *   sandbox address   10.201.<slot>     `ip` in the API: the namespace DNATs it to 169.254.0.21 and SNATs
  *                                       the guest's traffic to it; the root namespace routes each
  *                                       10.201.<slot>/32 via the slot's veth
@@ -36,6 +37,11 @@ export const SANDBOX_NET = "10.201.0.0/16";
 /** Both ends of every slot's veth pair. */
 export const VETH_NET = "10.200.0.0/16";
 export const MAX_SLOT = 16383;
+/**
+ * The host daemon's own listeners for guests (the disk proxy, disks/): slot 0 of the veth range, which no
+ * slot uses, on the root namespace's loopback. A namespace DNATs to it; the guest cannot address it.
+ */
+export const PROXY_IP = "10.200.0.1";
 
 const NETNS_PREFIX = "csb-";
 /** Root-namespace ends of the veth pairs are named this plus the slot (`csbv*` matches all of them). */

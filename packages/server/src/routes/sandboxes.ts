@@ -21,6 +21,7 @@ import {
 } from "../validate.js";
 import { bandwidthView, createResponse, page, sandboxView } from "../views.js";
 import { type App, findNetwork, loadSandbox, paged, route } from "./common.js";
+import { mountAtBoot } from "./disks.js";
 
 /** `[]`, `["*"]` and absent all mean "allow all"; stored as `[]`. */
 function normaliseEgress(rules: string[] | undefined): string[] | undefined {
@@ -103,7 +104,8 @@ async function parseCreate(app: App, ctx: Ctx): Promise<CreateInput> {
     if (!n) throw validationError({ networks: `unknown network: ${ref}` });
     network_ids.push(n.id);
   }
-  if (wantsDisks) throw apiError("disks_not_configured");
+  // Unknown disks and colliding mount paths are refused before any VM exists; mounted once it runs.
+  if (wantsDisks) app.disks.resolve(ctx.principal!.user_id, disks as api.DiskAttachment[]);
   const s = shape!;
   return {
     shape: s.id,
@@ -202,6 +204,7 @@ export function sandboxRoutes(app: App): Route[] {
       const input = await parseCreate(app, ctx);
       const row = await app.sandboxes.create(ctx.principal!.user_id, ctx.principal!.user_id, input);
       ctx.logFields.sandbox_id = row.id;
+      await mountAtBoot(app, row, ctx.body);
       return { data: createResponse(row, app.cfg) };
     }),
     route("GET /v1/sandboxes", { auth: "user", body: "none", schema: paged }, async (ctx) => {

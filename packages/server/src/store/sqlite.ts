@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { newKeyId, newUserId } from "../ulid.js";
+import { DISKS_SCHEMA } from "./disks.js";
 import type {
   ApiKeyRow,
   NetworkRow,
@@ -100,6 +101,8 @@ const MIGRATIONS: string[] = [
    CREATE INDEX sandboxes_user_id ON sandboxes(user_id, id);`,
   // The id of the snapshot a pause (or a paused fork) is making, recorded before the host is asked.
   "ALTER TABLE sandboxes ADD COLUMN pending_snapshot_id TEXT;",
+  // S3 disk registrations and attachments (store/disks.ts).
+  DISKS_SCHEMA,
 ];
 
 type Kind = "text" | "num" | "bool" | "json";
