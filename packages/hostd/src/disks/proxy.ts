@@ -19,7 +19,7 @@ import {
 import { request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { UNSIGNED_PAYLOAD, amzDate, bucketUrl, signV4, uriEncode } from "@createos-sandbox/protocol/sigv4";
-import { type Grant, scope } from "./scope.js";
+import { type Grant, copySource, scope } from "./scope.js";
 
 export interface DiskTarget {
   bucket: string;
@@ -123,11 +123,21 @@ export class DiskProxy {
     }
 
     const out = bucketUrl(t, s.key.split("/").map(uriEncode).join("/"));
-    out.search = url.search;
+    if (s.prefix !== undefined) url.searchParams.set("prefix", s.prefix);
+    out.search = url.searchParams.size ? `?${url.searchParams.toString().replace(/\+/g, "%20")}` : "";
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
       if (v === undefined || DROP.has(k)) continue;
       headers[k] = Array.isArray(v) ? v.join(",") : v;
+    }
+    const copy = req.headers["x-amz-copy-source"];
+    if (typeof copy === "string") {
+      const c = copySource(copy, grants, s.grant);
+      if (!c.ok) {
+        s3Error(res, 403, "AccessDenied", c.reason);
+        return;
+      }
+      headers["x-amz-copy-source"] = `/${t.bucket}/${c.key.split("/").map(uriEncode).join("/")}${c.suffix}`;
     }
     headers.host = out.host;
     headers["x-amz-date"] = amzDate(new Date());

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { type Grant, aliasOf, scope } from "./scope.js";
+import { type Grant, aliasOf, copySource, scope } from "./scope.js";
 
 const whole = aliasOf("disk_a", "/mnt/data");
 const part = aliasOf("disk_a", "/mnt/assets");
@@ -44,11 +44,26 @@ test("listings must stay inside the sub_path; bucket changes are refused", () =>
   assert.ok(ok("HEAD", `/${part}/`));
   assert.equal(ok("GET", `/${part}/`, "list-type=2&prefix=project/"), false);
   assert.equal(ok("GET", `/${part}/`, "list-type=2&prefix=project/assets"), false);
-  assert.equal(ok("GET", `/${part}/`, "list-type=2"), false);
+  const bare = scope("GET", `/${part}/`, q("list-type=2"), grants);
+  assert.ok(bare.ok && bare.prefix === "project/assets/", "a bare listing is narrowed to the sub_path");
+  const all = scope("GET", `/${whole}/`, q("list-type=2"), grants);
+  assert.ok(all.ok && all.prefix === undefined, "a whole-bucket mount lists as asked");
   assert.equal(ok("DELETE", `/${whole}/`), false);
   assert.equal(ok("PUT", `/${whole}/`, "policy"), false);
   assert.equal(ok("GET", `/${whole}/`, "acl"), false);
   assert.equal(ok("POST", `/${whole}/`, "delete"), false);
   assert.equal(ok("PUT", `/${whole}/x`, "acl"), false);
   assert.equal(ok("POST", `/${whole}/x`), false);
+});
+
+test("a copy source must be a mount of the same disk, inside its sub_path", () => {
+  const dest = grants.get(part)!;
+  const c = copySource(`/${part}/project/assets/a%20b.png?versionId=1`, grants, dest);
+  assert.ok(c.ok && c.key === "project/assets/a b.png" && c.suffix === "?versionId=1");
+  assert.ok(copySource(`${whole}/anything`, grants, dest).ok, "another mount of the same disk");
+  assert.equal(copySource(`/${part}/project/secret`, grants, dest).ok, false);
+  assert.equal(copySource("/data/x", grants, dest).ok, false, "the real bucket name is no alias");
+  const other = new Map(grants).set("csb-other", { disk_id: "disk_b", mount_path: "/mnt/b" });
+  assert.equal(copySource("/csb-other/x", other, dest).ok, false, "another disk");
+  assert.equal(copySource(`/${whole}/a/../../x`, grants, dest).ok, false);
 });

@@ -13,7 +13,15 @@ export interface Grant {
   sub_path?: string;
 }
 
-export type Scoped = { ok: true; alias: string; grant: Grant; key: string } | { ok: false; reason: string };
+export type Scoped =
+  | {
+      ok: true;
+      alias: string;
+      grant: Grant;
+      key: string /** Replaces the listing's prefix. */;
+      prefix?: string;
+    }
+  | { ok: false; reason: string };
 
 /** The alias bucket name of a mount: stable per (disk, path), a valid bucket name, no secret in it. */
 export function aliasOf(diskId: string, mountPath: string): string {
@@ -62,6 +70,8 @@ export function scope(
     if (method !== "GET" && method !== "HEAD") return { ok: false, reason: `${method} on the bucket` };
     for (const k of query.keys()) if (!BUCKET_READS.has(k)) return { ok: false, reason: `bucket ?${k}` };
     if (sub && method === "GET" && !query.has("location")) {
+      // s3fs checks a sub_path mount with a bare listing of the bucket: it gets the sub_path's instead.
+      if (!query.has("prefix")) return { ok: true, alias, grant, key, prefix: `${sub}/` };
       // `sub` itself without the slash would also list `sub-other/…`: only `sub/…` prefixes.
       if (!(query.get("prefix") ?? "").startsWith(`${sub}/`))
         return { ok: false, reason: "listing outside the mount's sub_path" };
@@ -74,4 +84,34 @@ export function scope(
     return { ok: false, reason: "POST other than a multipart upload" };
   if (!inside(key.replace(/\/$/, ""), sub)) return { ok: false, reason: "key outside the mount's sub_path" };
   return { ok: true, alias, grant, key };
+}
+
+/**
+ * `x-amz-copy-source` (rename, server-side copy) names the source by alias too: it must be a mount of the
+ * same sandbox on the same disk (a copy never leaves the bucket), with the key inside that mount's
+ * sub_path. Returns the source key in the real bucket (and its `?versionId=…`, if any).
+ */
+export function copySource(
+  header: string,
+  grants: Map<string, Grant>,
+  dest: Grant,
+): { ok: true; key: string; suffix: string } | { ok: false; reason: string } {
+  const q = header.indexOf("?");
+  const suffix = q < 0 ? "" : header.slice(q);
+  let path: string;
+  try {
+    path = decodeURIComponent(q < 0 ? header : header.slice(0, q)).replace(/^\/+/, "");
+  } catch {
+    return { ok: false, reason: "bad copy source encoding" };
+  }
+  const slash = path.indexOf("/");
+  const src = slash < 0 ? undefined : grants.get(path.slice(0, slash));
+  if (!src || src.disk_id !== dest.disk_id)
+    return { ok: false, reason: "copy source is not a mount of this disk" };
+  const key = path.slice(slash + 1);
+  if (key.split("/").some((s) => s === "." || s === ".."))
+    return { ok: false, reason: "dot segments in the copy source" };
+  if (!inside(key.replace(/\/$/, ""), src.sub_path))
+    return { ok: false, reason: "copy source outside its mount's sub_path" };
+  return { ok: true, key, suffix };
 }
