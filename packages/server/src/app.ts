@@ -134,6 +134,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       }),
     );
     await sandboxes.reconcile(ref);
+    await disks
+      .remountHost(ref.id, daemon, (id) => store.getSandbox(id))
+      .catch((err) => log.error("disk remount failed", { host_id: ref.id, err }));
     catalog.ensureDefault(ref, daemon, info.accel);
   };
 

@@ -173,6 +173,22 @@ export class Disks {
     }
   }
 
+  /**
+   * A host (re)attached: its daemon may have restarted and lost the mounts' grants, which live in its
+   * memory. Mounting again is idempotent in the guest (a live s3fs is kept) and gives the daemon the grants
+   * and keys back, so the guests' s3fs carry on at their next retry.
+   */
+  async remountHost(
+    hostId: string,
+    daemon: HostDaemon,
+    load: (id: string) => Promise<SandboxRow | undefined>,
+  ) {
+    for (const a of this.store.runningOn(hostId)) {
+      const row = await load(a.sandbox_id);
+      if (row) await this.mount(row, a, daemon);
+    }
+  }
+
   /** Flushes and unmounts, then forgets the attachment. False when there was none. */
   async detach(row: SandboxRow, diskId: string, mountPath: string, daemon?: HostDaemon): Promise<boolean> {
     const path = canonicalMountPath(mountPath);

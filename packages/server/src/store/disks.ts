@@ -128,13 +128,16 @@ export class DiskStore {
     this.db.prepare("UPDATE disks SET deleted_at = ? WHERE id = ?").run(new Date().toISOString(), id);
   }
 
-  /** Sandboxes not destroyed or failed that hold the disk. */
+  /**
+   * Sandboxes that hold the disk: not destroyed or failed, and not being destroyed either (its mounts
+   * are going with its VM), so the seed's destroy-then-delete works without waiting for the teardown.
+   */
   holders(diskId: string): number {
     return (
       this.db
         .prepare(
           `SELECT COUNT(DISTINCT a.sandbox_id) AS n FROM disk_attachments a JOIN sandboxes s ON s.id = a.sandbox_id
-             WHERE a.disk_id = ? AND s.status NOT IN ('destroyed', 'failed')`,
+             WHERE a.disk_id = ? AND s.status NOT IN ('destroying', 'destroyed', 'failed')`,
         )
         .get(diskId) as { n: number }
     ).n;
@@ -163,6 +166,18 @@ export class DiskStore {
       this.db
         .prepare("SELECT * FROM disk_attachments WHERE sandbox_id = ? ORDER BY attached_at, mount_path")
         .all(sandboxId) as Record<string, unknown>[]
+    ).map(toAttachment);
+  }
+
+  /** Attachments of the running sandboxes placed on a host (to mount again when the host comes back). */
+  runningOn(hostId: string): AttachmentRow[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT a.* FROM disk_attachments a JOIN sandboxes s ON s.id = a.sandbox_id
+             WHERE s.status = 'running' AND s.host_id = ? ORDER BY a.sandbox_id, a.attached_at`,
+        )
+        .all(hostId) as Record<string, unknown>[]
     ).map(toAttachment);
   }
 
