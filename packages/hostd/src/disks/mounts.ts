@@ -35,7 +35,7 @@ src=$alias; [ -z "$sub" ] || src="$alias:/$sub"
 log=/run/createos-disks/$alias.log; : > "$log"
 # s3fs checks the bucket after it has gone to the background: its verdict is in the log, or the mount is up.
 s3fs "$src" "$mp" -o url="$url" -o use_path_request_style -o passwd_file="$pw" -o allow_other \\
-  -o umask=0022 -o retries=2 -o connect_timeout=5 -o readwrite_timeout=60 -o stat_cache_expire=2 \\
+  -o umask=0022 -o retries=2 -o connect_timeout=5 -o readwrite_timeout=30 -o stat_cache_expire=2 \\
   -o logfile="$log" -o dbglevel=err >&2
 for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do mountpoint -q "$mp" && exit 0; sleep 0.25; done
 tail -n 3 "$log" | sed 's/^[^ ]* [^ ]* *//' >&2; echo "s3fs did not mount $mp" >&2; exit 1`;

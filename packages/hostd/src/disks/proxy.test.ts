@@ -39,6 +39,7 @@ test("a request signed with dummy keys is re-signed and lands in the real bucket
   assert.equal(direct.body.toString(), "hi there\n");
   const back = await s3Call(base, "GET", `/${whole}/hello.txt`);
   assert.equal(back.status, 200);
+  assert.equal(back.res.headers.connection, "close", "no connection outlives its request (pause/resume)");
   assert.equal(back.body.toString(), "hi there\n");
   const direct403 = await s3Call(s3.endpoint, "GET", "/data/hello.txt");
   assert.equal(direct403.status, 403, "the dummy signature itself is refused by the real server");

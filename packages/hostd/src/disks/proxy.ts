@@ -77,9 +77,12 @@ export class DiskProxy {
   private readonly server: Server;
 
   constructor(private readonly deps: ProxyDeps) {
-    this.server = createServer((req, res) => this.handle(req, res));
-    // s3fs keeps connections open between requests; an idle one costs a socket only.
-    this.server.keepAliveTimeout = 60_000;
+    this.server = createServer((req, res) => {
+      // One connection per request: a guest paused with an idle keep-alive connection would wake up in a
+      // namespace that knows nothing of it and wait out its client's timeout; a local handshake is cheap.
+      res.shouldKeepAlive = false;
+      this.handle(req, res);
+    });
   }
 
   listen(host: string, port = 0): Promise<number> {
