@@ -267,6 +267,10 @@ export class LocalHostDaemon implements HostDaemon {
     return this.disks.unmount(sandboxId, mountPath);
   }
 
+  async diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]> {
+    return this.disks.status(sandboxId);
+  }
+
   async setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
     this.disks.setCredentials(diskId, accessKey, secretKey);
   }

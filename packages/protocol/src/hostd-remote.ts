@@ -124,6 +124,9 @@ export class RemoteHostDaemon implements HostDaemon {
   unmountDisk(sandboxId: string, mountPath: string): Promise<void> {
     return this.call("unmountDisk", [sandboxId, mountPath]);
   }
+  diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]> {
+    return this.call("diskStatus", [sandboxId]);
+  }
   setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
     return this.call("setDiskCredentials", [diskId, accessKey, secretKey]);
   }

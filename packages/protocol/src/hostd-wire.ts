@@ -49,6 +49,7 @@ export const HOSTD_CALLS = [
   "resizeDisk",
   "mountDisk",
   "unmountDisk",
+  "diskStatus",
   "setDiskCredentials",
   "list",
 ] as const;

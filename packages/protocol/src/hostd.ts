@@ -239,6 +239,8 @@ export interface HostDaemon {
   mountDisk(sandboxId: string, mount: DiskMount): Promise<void>;
   /** Running VM: flush (sync) and unmount what is at `mountPath`, then forget its grant. Idempotent. */
   unmountDisk(sandboxId: string, mountPath: string): Promise<void>;
+  /** The sandbox's mounts, each with the disk's failure its latest requests met (keys refused, bucket gone). */
+  diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]>;
   /** New keys for every mount of `diskId` on this host, in force for the next request. */
   setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */

@@ -61,6 +61,8 @@ export class HostDisks {
   /** sandbox id → alias → grant. */
   private readonly grants = new Map<string, Map<string, Grant>>();
   private readonly targets = new Map<string, DiskTarget>();
+  /** Grant → the last failure of the disk itself its requests met (cleared by a success). */
+  private readonly failures = new WeakMap<Grant, string>();
   private proxy: { port: number; proxy: DiskProxy } | undefined;
   private starting: Promise<number> | undefined;
 
@@ -85,6 +87,7 @@ export class HostDisks {
       const proxy = new DiskProxy({
         grantsOf: (a) => this.grantsOf(a),
         target: (id) => this.targets.get(id),
+        outcome: (g, f) => (f ? this.failures.set(g, f) : this.failures.delete(g)),
         log: this.host.log,
       });
       const port = await proxy.listen(PROXY_IP);
@@ -159,6 +162,14 @@ export class HostDisks {
       if (r.exit_code !== 0) throw new HostdError("conflict", `unmount failed: ${failure(r)}`);
     }
     for (const [alias, grant] of g ?? []) if (grant.mount_path === mountPath) g!.delete(alias);
+  }
+
+  /** Each mount of the sandbox with the failure its last requests met, if any. */
+  status(sandboxId: string): { mount_path: string; error?: string }[] {
+    return [...(this.grants.get(sandboxId)?.values() ?? [])].map((g) => {
+      const error = this.failures.get(g);
+      return { mount_path: g.mount_path, ...(error ? { error } : {}) };
+    });
   }
 
   setCredentials(diskId: string, accessKey: string, secretKey: string): void {

@@ -16,6 +16,7 @@ const grants = new Map<string, Grant>([
   [part, { disk_id: "disk_a", mount_path: "/mnt/assets", sub_path: "project/assets" }],
 ]);
 const warnings: string[] = [];
+const failures = new Map<Grant, string>();
 
 before(async () => {
   s3 = await startS3("127.0.0.1", ["data"]);
@@ -23,6 +24,7 @@ before(async () => {
   proxy = new DiskProxy({
     grantsOf: (addr) => (addr === "127.0.0.1" || addr === "::ffff:127.0.0.1" ? grants : undefined),
     target: (id) => (id === "disk_a" ? target : undefined),
+    outcome: (g, f) => (f ? failures.set(g, f) : failures.delete(g)),
     log: { warn: (m, f) => warnings.push(`${m} ${JSON.stringify(f)}`) },
   });
   base = `http://127.0.0.1:${await proxy.listen("127.0.0.1")}`;
@@ -88,10 +90,21 @@ test("rotated keys are used at once: bad ones give the server's 403 through the 
     const r = await s3Call(base, "GET", `/${whole}/hello.txt`);
     assert.equal(r.status, 403);
     assert.match(r.body.toString(), /SignatureDoesNotMatch/);
+    assert.match(failures.get(grants.get(whole)!) ?? "", /refused the disk's credentials/);
   } finally {
     target.secret_key = S3_KEYS.secret_key;
   }
   assert.equal((await s3Call(base, "GET", `/${whole}/hello.txt`)).status, 200);
+  assert.equal(failures.size, 0, "a success clears the mount's failure");
+  assert.equal((await s3Call(base, "GET", `/${whole}/absent.txt`)).status, 404);
+  assert.equal(failures.size, 0, "a missing object is not the disk's failure");
+  target.bucket = "gone";
+  try {
+    assert.equal((await s3Call(base, "GET", `/${whole}/?list-type=2`)).status, 404);
+    assert.equal(failures.get(grants.get(whole)!), `no bucket gone at ${s3.endpoint}`);
+  } finally {
+    target.bucket = "data";
+  }
 });
 
 test("an unreachable endpoint is a 502, and the keys are in no warning", async () => {
@@ -100,6 +113,7 @@ test("an unreachable endpoint is a 502, and the keys are in no warning", async (
   try {
     const r = await s3Call(base, "GET", `/${whole}/hello.txt`);
     assert.equal(r.status, 502);
+    assert.match(failures.get(grants.get(whole)!) ?? "", /unreachable from the host: ECONNREFUSED/);
   } finally {
     target.endpoint = saved;
   }

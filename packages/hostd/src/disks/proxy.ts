@@ -38,7 +38,16 @@ export interface ProxyDeps {
   /** The grants of the sandbox a connection comes from (by its source address), or undefined. */
   grantsOf(remoteAddress: string): Map<string, Grant> | undefined;
   target(diskId: string): DiskTarget | undefined;
+  /** What the endpoint said to a mount's request: a failure that is the disk's, not the object's, or none. */
+  outcome?(grant: Grant, failure: string | undefined): void;
   log: ProxyLog;
+}
+
+/** The mount's own failure an answer shows (keys refused, bucket gone), or undefined when it shows none. */
+export function mountFailure(status: number, bucketLevel: boolean, t: DiskTarget): string | undefined {
+  if (status === 401 || status === 403) return `the endpoint refused the disk's credentials (HTTP ${status})`;
+  if (status === 404 && bucketLevel) return `no bucket ${t.bucket} at ${t.endpoint}`;
+  return undefined;
 }
 
 /** Headers that describe this hop, or that the re-signing replaces. */
@@ -157,12 +166,18 @@ export class DiskProxy {
     const up = (out.protocol === "https:" ? httpsRequest : httpRequest)(out, { method, headers }, (ur) => {
       const h: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !HOP.has(k)) h[k] = v;
-      res.writeHead(ur.statusCode ?? 502, h);
+      const status = ur.statusCode ?? 502;
+      if (status < 300 || status >= 400) this.deps.outcome?.(s.grant, mountFailure(status, s.key === "", t));
+      res.writeHead(status, h);
       ur.pipe(res);
       ur.once("error", () => res.destroy());
     });
     up.once("error", (e) => {
       this.deps.log.warn("disk proxy upstream failed", { disk_id: s.grant.disk_id, err: String(e) });
+      this.deps.outcome?.(
+        s.grant,
+        `the endpoint is unreachable from the host: ${(e as NodeJS.ErrnoException).code ?? e.message}`,
+      );
       if (res.headersSent) res.destroy();
       else s3Error(res, 502, "BadGateway", "the disk's endpoint is unreachable from the host");
     });

@@ -124,6 +124,10 @@ export class ScriptedDaemon implements HostDaemon {
   async unmountDisk(id: string, mountPath: string) {
     this.log("unmountDisk", { id, mountPath });
   }
+  async diskStatus(id: string) {
+    this.vm(id);
+    return [];
+  }
   async setDiskCredentials(diskId: string) {
     this.log("setDiskCredentials", { diskId });
   }

@@ -201,6 +201,21 @@ export class Disks {
     return this.store.detach(row.id, diskId, path);
   }
 
+  /**
+   * Live mounts as the host's proxy last saw them: a disk that broke after it was mounted (keys rotated to
+   * bad ones, the bucket deleted, the endpoint gone) shows `error` with why, and `mounted` again once a
+   * request succeeds. Mounts that failed to mount are the host's no longer and keep their error.
+   */
+  async refresh(row: SandboxRow, daemon: HostDaemon): Promise<void> {
+    const live = await daemon.diskStatus(row.id).catch(() => undefined);
+    for (const l of live ?? []) {
+      const a = this.store.attachments(row.id).find((x) => x.mount_path === l.mount_path);
+      if (!a || a.mount_status === "unmounting" || a.mount_status === "pending") continue;
+      if (l.error && a.mount_error !== l.error) this.store.setStatus(row.id, a.mount_path, "error", l.error);
+      if (!l.error && a.mount_status !== "mounted") this.store.setStatus(row.id, a.mount_path, "mounted");
+    }
+  }
+
   views(sandboxId: string): wire.SandboxDiskView[] {
     return this.store.attachments(sandboxId).map((a) => {
       const d = this.store.byId(a.disk_id)!;

@@ -52,6 +52,7 @@ export function diskRoutes(app: App): Route[] {
     route("GET /v1/sandboxes/:id/disks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
       const row = await loadSandbox(app, ctx);
+      if (row.status === "running") await app.disks.refresh(row, app.sandboxes.daemonFor(row));
       const all = app.disks.views(row.id);
       return { data: page(all.slice(offset, offset + limit), all.length, limit, offset) };
     }),
