@@ -117,6 +117,21 @@ test(
   "the seed recipe, then sub_path, a second sandbox, the S3 API, pause/resume and no key in the guest",
   { timeout: 30 * 60_000 },
   async () => {
+    // Registration checks the bucket on the test host: refused keys, a missing bucket, nothing listening.
+    const reg = (
+      name: string,
+      config: object,
+      credentials = { access_key: keys.access_key, secret_key: keys.secret_key },
+    ) =>
+      call(s.url, "POST", "/v1/disks", { key: s.adminKey, body: { name, kind: "s3", config, credentials } });
+    const base = { bucket: "data", endpoint: ENDPOINT, use_path_style: true };
+    const badKey = await reg("bad", base, { access_key: keys.access_key, secret_key: "wrong" });
+    assert.match(badKey.json.data.credentials, /SignatureDoesNotMatch/);
+    const noBucket = await reg("bad", { ...base, bucket: "absent" });
+    assert.match(noBucket.json.data["config.bucket"], /no bucket absent/);
+    const closed = await reg("bad", { ...base, endpoint: `http://${S3_IP}:9001` });
+    assert.match(closed.json.data["config.endpoint"], /ECONNREFUSED/);
+    assert.deepEqual([badKey.status, noBucket.status, closed.status], [400, 400, 400]);
     const client = createClient();
     // The recipe's body, verbatim from here to its end (its step 5 runs at the end of this test instead,
     // once the assertions that need the registration are done).
@@ -183,6 +198,24 @@ test(
       assert.equal(direct.body.toString(), "hello from the guest\n");
       const asset = await s3Call(ENDPOINT, "GET", "/data/project/assets/b.txt", { keys });
       assert.equal(asset.body.toString(), "asset\n");
+
+      // Keys rotated to bad ones break the live mount at once, and listDisks says why; good ones mend it.
+      await client.disks.rotateCredentials("my-data", {
+        access_key: keys.access_key,
+        secret_key: "not-the-key",
+      });
+      const denied = await sandbox.runCommand("cat", [`${MOUNT}/never-written.txt`]);
+      assert.notEqual(denied.result.exit_code, 0);
+      const broken = (await sandbox.listDisks()).find((d: { mount_path: string }) => d.mount_path === MOUNT);
+      assert.equal(broken.mount_status, "error", JSON.stringify(broken));
+      assert.match(broken.mount_error, /refused the disk's credentials/);
+      await client.disks.rotateCredentials("my-data", {
+        access_key: keys.access_key,
+        secret_key: keys.secret_key,
+      });
+      assert.equal((await sh(sandbox, `cat ${MOUNT}/hello.txt`)).trim(), "hello from the guest");
+      const mended = (await sandbox.listDisks()).find((d: { mount_path: string }) => d.mount_path === MOUNT);
+      assert.equal(mended.mount_status, "mounted", JSON.stringify(mended));
 
       // A root process in the guest finds the key nowhere: environments, files, the mount's config.
       // The pattern arrives on stdin and is kept in /dev/shm (not searched), so no argv carries it.
