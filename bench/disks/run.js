@@ -9,7 +9,7 @@
 // (4 KiB each, closed one by one: s3fs uploads on close) and stats per second. Prints a markdown table.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -60,7 +60,9 @@ const dir = mkdtempSync(join(tmpdir(), "bench-disks-"));
 const d = await LocalHostDaemon.open(openOpts(IMAGE, dir));
 const load0 = loadavg()[0];
 const rows = [];
+let accel = "?";
 try {
+  accel = (await d.info()).accel;
   await d.ensureImage(IMAGE);
   const s = spec(IMAGE, 2048);
   await d.create(s);
