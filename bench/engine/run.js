@@ -14,10 +14,12 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import { LocalHostDaemon } from "../../packages/hostd/dist/index.js";
+import { bareRestore, dropTap, makeTap } from "./bare.js";
 import {
   DIRTY,
   f0,
   f1,
+  f2,
   fileBody,
   firstExec as firstExecIn,
   log,
@@ -85,6 +87,7 @@ function row(what, shape, xs, unit = "ms", note = "") {
   results[`${what} ${shape}`] = { p50: p50(xs), p95: p95(xs), n: xs.length, unit, note };
 }
 
+await makeTap();
 try {
   await d.ensureImage(IMAGE, (p) => log("image:", p.phase, p.message ?? ""));
   // The first create of a shape boots cold and captures the warm snapshot; not counted.
@@ -152,6 +155,10 @@ try {
     // --- pause (128 MiB dirtied in tmpfs before each) / resume to first exec
     const pauses = [];
     const resumes = [];
+    const bareHello = [];
+    const bareExec = [];
+    const bareWall = [];
+    const resumeWall = [];
     const sizes = [];
     const s = spec(mem);
     await d.create(s);
@@ -161,14 +168,42 @@ try {
       const snap = await d.pause(s.sandbox_id);
       pauses.push(performance.now() - t0);
       sizes.push(snap.size_bytes / 2 ** 20);
+      // The floor: the same snapshot restored by a bare QEMU (bare.js), to its agent's hello and first exec.
+      const bare = await bareRestore(dataDir, snap.snapshot_id);
+      bareHello.push(bare.helloMs);
+      bareExec.push(bare.execMs);
+      bareWall.push(bare.execWallMs);
       const t1 = performance.now();
       await d.resume(snap, s);
-      await firstExec(s.sandbox_id);
+      const r = await firstExec(s.sandbox_id);
       resumes.push(performance.now() - t1);
+      resumeWall.push((r.wall_us ?? Number.NaN) / 1000);
     }
     log(`pause ${shape}: p50 ${f0(p50(pauses))}; resume p50 ${f0(p50(resumes))}`);
     row("pause (128 MiB dirty)", shape, pauses, "ms", `snapshot on disk p50 ${f0(p50(sizes))} MiB`);
-    row("resume → first exec", shape, resumes, "ms");
+    const vsBare = (xs) =>
+      `${f2(p50(xs) / p50(bareHello))}× bare → answer, ${f2(p50(xs) / p50(bareExec))}× bare → exec`;
+    row(
+      "bare QEMU restore → first agent answer",
+      shape,
+      bareHello,
+      "ms",
+      "bench/engine/bare.js: no jail, no daemon",
+    );
+    row(
+      "bare QEMU restore → first exec",
+      shape,
+      bareExec,
+      "ms",
+      `the same QEMU, its first \`true\`: agent wall p50 ${f0(p50(bareWall))} ms`,
+    );
+    row(
+      "resume → first exec",
+      shape,
+      resumes,
+      "ms",
+      `${vsBare(resumes)}; first exec's agent wall p50 ${f0(p50(resumeWall))} ms`,
+    );
 
     // --- fork from a paused parent
     await sh(s.sandbox_id, "rm -f /tmp/dirty");
@@ -182,7 +217,34 @@ try {
       forks.push(performance.now() - t0);
       await d.destroy(c.sandbox_id);
     }
-    row("fork → first exec", shape, forks, "ms");
+    row("fork → first exec", shape, forks, "ms", vsBare(forks));
+    // A fork maps its parent's RAM privately: its first pause writes that RAM into the state stream and
+    // the resume after it loads it into a RAM file of its own (snapshot/pause.ts); later ones are as above.
+    const fpause = [];
+    const fresume = [];
+    const fsizes = [];
+    for (let i = 0; i < Math.min(REPS, 3); i++) {
+      const c = spec(mem);
+      await d.fork(parent, c);
+      await sh(c.sandbox_id, DIRTY);
+      const t0 = performance.now();
+      const snap = await d.pause(c.sandbox_id);
+      fpause.push(performance.now() - t0);
+      fsizes.push(snap.size_bytes / 2 ** 20);
+      const t1 = performance.now();
+      await d.resume(snap, c);
+      await firstExec(c.sandbox_id);
+      fresume.push(performance.now() - t1);
+      await d.destroy(c.sandbox_id);
+    }
+    row(
+      "a fork's first pause (128 MiB dirty)",
+      shape,
+      fpause,
+      "ms",
+      `RAM in the state: p50 ${f0(p50(fsizes))} MiB`,
+    );
+    row("resume of it → first exec", shape, fresume, "ms", "loads that RAM into a file of its own");
     await d.resume(parent, s);
 
     // --- exec `true` through the daemon vs the agent's own spawn time
@@ -290,6 +352,7 @@ try {
   for (const v of await d0.list()) await d0.destroy(v.sandbox_id).catch(() => {});
   await d.close();
   await d0.close();
+  await dropTap();
   rmSync(dataDir, { recursive: true, force: true });
   rmSync(dataDir0, { recursive: true, force: true });
 }

@@ -14,12 +14,13 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
+import { netOnBringUp } from "./egress.js";
 import { type Host, type VmParts, cgroupName } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
-import { type AgentLike, connectAgent } from "./vmm/guest.js";
+import { type AgentLike, connectAgentWith } from "./vmm/guest.js";
 
 /** Every wait of the lifecycle, in one place. */
 export const TIMEOUTS = {
@@ -92,7 +93,7 @@ export interface Placed {
 }
 
 /** Boot the image from scratch, or restore this device state (RAM is the RAM file in the VM dir). */
-export type Boot = "cold" | { restore: string };
+export type Boot = "cold" | { restore: string; ramInState?: boolean };
 
 export interface Plan {
   spec: VmSpec;
@@ -136,20 +137,37 @@ export async function bringUp(
       undo.push(() => placed.machine.stop(TIMEOUTS.abortStopMs));
       p = placed;
     } else p = await place(host, plan.spec, start.base, undo);
+    sw.lap("place");
+    // The sandbox's egress allowlist and bandwidth quota are in force before its guest runs (egress.ts).
+    await netOnBringUp(host, p.rec, p.addrs, plan.spec);
     await plan.files(p, undo);
     sw.lap("copy");
     const machine =
       "running" in start
         ? await recgroup(host, p, plan.spec, start.running.machine)
-        : await boot(host, p, plan, start.boot, undo);
+        : await boot(host, p, plan, start.boot, undo, sw.lap);
     sw.lap("restore");
     const kept = "running" in start ? start.running.agent : undefined;
-    const agent = kept ?? (await connectAgent(join(p.dir, "agent.sock"), plan.agentMs));
+    // The identity rides on the hello (one round trip after a restore), except where something must run
+    // before it (a cold boot's warm capture, which must not carry it) or the connection is kept (pooled).
+    const fold = !kept && !plan.afterAgent;
+    const up = kept
+      ? { agent: kept, configured: false }
+      : await connectAgentWith(
+          join(p.dir, "agent.sock"),
+          plan.agentMs,
+          fold ? () => identityParams(plan.spec, plan.identity) : undefined,
+        );
+    const agent = up.agent;
     undo.push(async () => agent.close());
     sw.lap("agent");
+    // Of that, what the guest spent applying the identity (the rest: its wake-up and the round trip).
+    if ("configureUs" in up && up.configureUs !== undefined)
+      sw.laps.guest_configure = Math.round(up.configureUs / 100) / 10;
     const vm: VmParts = { rec: p.rec, dir: p.dir, machine, agent, addrs: p.addrs };
     await plan.afterAgent?.(vm);
-    await identity(agent, plan.spec, plan.identity);
+    // Not folded, or an agent older than the fold (a stale image): the identity as its own call.
+    if (!up.configured) await identity(agent, plan.spec, plan.identity);
     sw.lap("configure");
     if (plan.grow()) await growDisk(vm, plan.spec.disk_mib);
     sw.lap("grow");
@@ -159,6 +177,7 @@ export async function bringUp(
       await writeVmRecord(p.dir, p.rec);
       host.register(vm);
     }
+    sw.lap("register");
     return { vm, laps: sw.laps };
   } catch (e) {
     if (p && e instanceof Error) {
@@ -197,17 +216,26 @@ async function place(host: Host, spec: VmSpec, base: BaseRecord, undo: Undo): Pr
  * QEMU, so the VMM never runs outside it; `inCgroup` checks that (and moves it, should the jailer not
  * have). The cgroup's undo runs after the QEMU stop's, since a cgroup holding a process cannot be removed.
  */
-async function boot(host: Host, p: Placed, plan: Plan, how: Boot, undo: Undo): Promise<Machine> {
+async function boot(
+  host: Host,
+  p: Placed,
+  plan: Plan,
+  how: Boot,
+  undo: Undo,
+  lap: (name: string) => void,
+): Promise<Machine> {
   const cg = cgroupName(p.rec, p.dir);
   await host.cgroups.create(cg, limitsOf(p.rec, plan.spec));
   undo.push(() => host.cgroups.remove(cg));
+  lap("cgroup");
   const m = host.driver.configure(host.machineConfig(p.rec, p.dir, p.addrs));
   undo.push(() => m.stop(TIMEOUTS.abortStopMs));
   if (how === "cold") {
     await m.start();
     await inCgroup(host, cg, m);
   } else {
-    await m.restore(how.restore);
+    await m.restore(how.restore, { ramInState: how.ramInState });
+    lap("launch_state");
     await inCgroup(host, cg, m);
     const runs = plan.guestRuns;
     if (runs) {
@@ -244,9 +272,20 @@ function pidAfterStart(m: Machine): number {
 }
 
 function identity(agent: AgentLike, spec: VmSpec, kind: "configure" | "sync"): Promise<unknown> {
+  const p = identityParams(spec, kind);
+  if (kind === "sync") return agent.sync({ time_ns: p.time_ns, entropy: p.entropy });
+  return agent.configure({
+    hostname: spec.hostname,
+    envs: spec.envs,
+    time_ns: p.time_ns,
+    entropy: p.entropy,
+  });
+}
+
+/** configure's fields for `kind`: sync moves only the clock and the RNG on. */
+function identityParams(spec: VmSpec, kind: "configure" | "sync") {
   const clock = { time_ns: timeNs(), entropy: randomBytes(64).toString("base64") };
-  if (kind === "sync") return agent.sync(clock);
-  return agent.configure({ hostname: spec.hostname, envs: spec.envs, ...clock });
+  return kind === "sync" ? clock : { hostname: spec.hostname, envs: spec.envs, ...clock };
 }
 
 function timeNs(): number {

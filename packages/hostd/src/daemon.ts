@@ -18,6 +18,7 @@ import type {
   HostEvent,
   HostInfo,
   ImageInfo,
+  NetUsage,
   Progress,
   PtyRequest,
   PtySession,
@@ -29,9 +30,11 @@ import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
 import { HostDisks } from "./disks/mounts.js";
+import { setBandwidth, setEgress, startNameProxy, takeNetUsage } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
 import * as images from "./images/index.js";
+import { commitImage, committedImage, deleteImage } from "./images/template.js";
 import { hostPrivateEgress } from "./net/egresscheck.js";
 import { firewallConfig } from "./net/index.js";
 import { readopt } from "./readopt.js";
@@ -113,6 +116,14 @@ export interface OpenOptions {
    * trees no disk backs onto are evicted past it; default `$CREATEOS_SANDBOX_IMAGE_CACHE_MIB`, else 16384.
    */
   imageCacheMib?: number;
+  /**
+   * How a fork gets its parent's RAM: `copy` (default; a sparse copy, a RAM file of its own) or `map` (a
+   * private copy-on-write mapping of a frozen RAM layer, no copy). `map` is opt-in because, on QEMU 7.2,
+   * the layer must be writable by every fork that maps it (no `rom=off`), so a QEMU escape in one fork
+   * could change its siblings' unwritten pages, and a fork's first pause must write all of its RAM into
+   * the state (0.9–1.0 s) and its resume read it back (1.8–3.6 s). Default `$CREATEOS_SANDBOX_FORK_RAM`.
+   */
+  forkRam?: "copy" | "map";
 }
 
 /**
@@ -145,7 +156,7 @@ export class LocalHostDaemon implements HostDaemon {
 
   static async open(opts: OpenOptions): Promise<LocalHostDaemon> {
     const layout = new Layout(opts.dataDir, opts.cacheDir ?? images.cacheDir());
-    const img: ImagesApi = {
+    const base: ImagesApi = {
       catalog: images.catalog,
       builtImage: images.builtImage,
       ensureImage: images.ensureImage,
@@ -154,12 +165,21 @@ export class LocalHostDaemon implements HostDaemon {
       hostKhz: () => images.hostKhz(),
       ...opts.images,
     };
+    // Committed images (templates) resolve like built-ins; they are not in the catalog `images()` lists.
+    const img: ImagesApi = {
+      ...base,
+      builtImage: (n) => committedImage(layout.root, n) ?? base.builtImage(n),
+      ensureImage: async (n, p) => committedImage(layout.root, n) ?? base.ensureImage(n, p),
+    };
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
     const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
     await ensurePrivateDir(opts.dataDir);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
+    await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
+    // Before re-adoption: the re-adopted VMs' allowlists redirect to its ports.
+    await startNameProxy(host);
     await readopt(host);
     capCaches(host);
     host.capConsoles(true);
@@ -275,6 +295,30 @@ export class LocalHostDaemon implements HostDaemon {
     this.disks.setCredentials(diskId, accessKey, secretKey);
   }
 
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return setEgress(this.host, sandboxId, egress);
+  }
+
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return takeNetUsage(this.host, sandboxId);
+  }
+
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return setBandwidth(this.host, sandboxId, remainingBytes);
+  }
+
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts: { keep?: boolean } = {},
+  ): Promise<{ image: string; size_bytes: number }> {
+    return commitImage(this.host, sandboxId, image, opts, (id) => this.destroy(id));
+  }
+
+  deleteImage(image: string): Promise<void> {
+    return deleteImage(this.host, image);
+  }
+
   async list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return [...this.host.vms.values()]
       .filter((v) => !v.gone)
@@ -318,6 +362,7 @@ export class LocalHostDaemon implements HostDaemon {
     await this.disks.close();
     await host.warmPool.close();
     await host.netPool.close();
+    await host.nameProxy?.close();
     for (const vm of host.vms.values()) vm.agent.close();
     // Dropping QMP connections leaves QEMU running; the next daemon re-adopts it.
     for (const vm of host.vms.values()) vm.machine.detach();

@@ -28,6 +28,7 @@ import {
   firewallConfig,
   teardownSlot,
 } from "./net/index.js";
+import type { NameProxy } from "./net/proxy.js";
 import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
@@ -88,6 +89,10 @@ export class Host {
   private readonly pending = new Set<Promise<void>>();
   private accelP: Promise<Accel> | undefined;
   closed = false;
+  /** How forks get their parent's RAM (OpenOptions.forkRam), read once so a bad value fails the open. */
+  readonly forkRam: "copy" | "map";
+  /** The HTTP/TLS name proxy of the egress allowlists (net/proxy.ts); absent if it could not start. */
+  nameProxy: NameProxy | undefined;
   private consoleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -97,6 +102,7 @@ export class Host {
     readonly img: ImagesApi,
     readonly driver: VmmDriver,
   ) {
+    this.forkRam = forkRamMode(opts.forkRam);
     this.slots = new SlotAllocator(() => [...this.vms.values()].map((v) => v.rec.slot));
     this.events.setMaxListeners(0);
     this.netPool = new NetPool(
@@ -176,7 +182,7 @@ export class Host {
 
   async resolveImage(name: string) {
     const cat = this.img.catalog();
-    if (!cat.some((i) => i.name === name)) {
+    if (!cat.some((i) => i.name === name) && !this.img.builtImage(name)) {
       throw new HostdError(
         "bad_request",
         `unknown image ${JSON.stringify(name)}; known: ${cat.map((i) => i.name).join(", ")}`,
@@ -234,7 +240,8 @@ export class Host {
       memMib: rec.mem_mib,
       kernel: rec.kernel,
       cmdline: rec.cmdline,
-      ramPath: join(dir, "ram"),
+      ramPath: rec.ram_base ?? join(dir, "ram"),
+      ramShared: rec.ram_base === undefined,
       diskPath: join(dir, "disk.qcow2"),
       netns: addrs.netns,
       tap: TAP,
@@ -379,4 +386,14 @@ export async function pidOf(dir: string): Promise<number> {
 /** The spec's sandbox as the API reports it once it runs. */
 export function runtimeOf(spec: VmSpec, rec: VmRecord, t0: number, boot: VmRuntime["boot"]): VmRuntime {
   return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms: Math.round(performance.now() - t0), boot };
+}
+
+/** The fork RAM mode: the open option, else `$CREATEOS_SANDBOX_FORK_RAM`, else `copy`. */
+export function forkRamMode(
+  opt: "copy" | "map" | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): "copy" | "map" {
+  const v = opt ?? (env.CREATEOS_SANDBOX_FORK_RAM || "copy");
+  if (v !== "copy" && v !== "map") throw new Error(`CREATEOS_SANDBOX_FORK_RAM must be copy or map, got ${v}`);
+  return v;
 }

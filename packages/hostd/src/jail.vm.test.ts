@@ -33,6 +33,7 @@ function assertJailed(id: string): void {
   const rec = JSON.parse(readFileSync(join(vmDir(id), "vm.json"), "utf8")) as {
     slot: number;
     launch_dir?: string;
+    ram_base?: string;
   };
   const ids = jailIds(rec.slot);
   // a pooled VM keeps the path it was launched at (its dir was renamed into place afterwards)
@@ -55,7 +56,14 @@ function assertJailed(id: string): void {
   const host = statSync("/");
   const jail = statSync(`${root}/`);
   assert.ok(jail.dev !== host.dev || jail.ino !== host.ino, "QEMU's root is the host's /");
-  assert.ok(existsSync(join(root, launch, "ram")), "the VM dir is not in the jail");
+  assert.ok(existsSync(join(root, launch, "disk.qcow2")), "the VM dir is not in the jail");
+  // its RAM: the VM dir's file, or a fork's parent's frozen RAM layer (mapped privately), and only that one
+  const ram = rec.ram_base ?? join(launch, "ram");
+  assert.ok(existsSync(join(root, ram)), `${id}'s RAM ${ram} is not in the jail`);
+  if (rec.ram_base) {
+    assert.deepEqual(readdirSync(join(root, dirname(rec.ram_base))), [basename(rec.ram_base)]);
+    assert.ok(!existsSync(join(root, launch, "ram")), "a fork has a RAM file of its own");
+  }
   assert.ok(!existsSync(join(root, "etc")), "the host's /etc is in the jail");
   assert.deepEqual(readdirSync(join(root, dirname(launch))), [basename(launch)]);
   // its TAP is its uid's to open, so QEMU needs no capability for it
@@ -72,7 +80,7 @@ function assertJailed(id: string): void {
 }
 
 test("the QEMU of a cold-booted, a created, a resumed and a forked VM is jailed", async () => {
-  const d = await LocalHostDaemon.open(openOpts(dataDir));
+  const d = await LocalHostDaemon.open({ ...openOpts(dataDir), forkRam: "map" });
   try {
     await d.ensureImage(TEST_IMAGE);
     await createForkResume(d);

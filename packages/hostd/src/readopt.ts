@@ -10,9 +10,9 @@ import { existsSync } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { TIMEOUTS } from "./bringup.js";
+import { hostPolicy } from "./egress.js";
 import { type Host, cgroupName, pidOf } from "./host.js";
-import { startResolver } from "./net/dns.js";
-import { slotAddrs, teardownSlot } from "./net/index.js";
+import { applyEgress, slotAddrs, teardownSlot } from "./net/index.js";
 import {
   GONE_PREFIX,
   POOL_PREFIX,
@@ -96,9 +96,13 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
     machine = undefined;
   }
   if (machine && agent) {
-    // Its resolver outlived the old daemon with the namespace; a namespace made before resolvers existed gets one.
-    await startResolver(addrs).catch((e) =>
-      host.log.warn("no DNS resolver for a re-adopted VM", { sandbox_id: rec.sandbox_id, error: String(e) }),
+    // Its resolver and egress table outlived the old daemon with the namespace; they are put in force
+    // again from the record (a namespace made before resolvers existed gets one).
+    await applyEgress(addrs, hostPolicy(host, rec.egress), host.nameProxy?.ports).catch((e) =>
+      host.log.warn("no DNS resolver or egress rules for a re-adopted VM", {
+        sandbox_id: rec.sandbox_id,
+        error: String(e),
+      }),
     );
     host.register({ rec, dir, machine, agent, addrs });
     host.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });

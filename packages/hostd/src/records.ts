@@ -59,6 +59,13 @@ export interface VmRecord extends BaseRecord {
   state?: "starting" | "running";
   /** The snapshot a resume is starting this VM from (its files are that snapshot's until it runs). */
   from_snapshot?: string;
+  /**
+   * A fork's RAM: its parent's frozen RAM layer (`ram-layers/<id>.ram`), mapped privately (copy-on-write)
+   * instead of a `ram` file of its own in the VM dir. Layer gc keeps the layer while a record names it.
+   */
+  ram_base?: string;
+  /** The egress allowlist in force (net/egress.ts); absent: allow all. Re-applied on re-adoption. */
+  egress?: string[];
 }
 
 /**
@@ -84,6 +91,18 @@ export interface SnapMeta extends BaseRecord {
   frozen?: boolean;
   /** A `start_paused` fork that never ran: its first resume applies the child's identity (configure). */
   needs_configure?: boolean;
+  /**
+   * The RAM file frozen for forks (`ram-layers/<id>.ram`, a hard link of this snapshot's `ram` made by the
+   * first fork): forks map it privately, so it must never be written again. A resume of this snapshot
+   * therefore copies `ram` rather than renaming it, and a re-save of the state (whose RAM then differs)
+   * drops this field so the next fork freezes anew.
+   */
+  ram_layer?: string;
+  /**
+   * The device state carries the RAM (a pause of a fork, whose private RAM block is not "shared" to QEMU);
+   * `ram` is then an empty sparse file the restore loads the RAM into.
+   */
+  ram_in_state?: boolean;
   pause_ms: number;
   created_at: string;
   state?: SnapState;
@@ -150,6 +169,8 @@ export class Layout {
   readonly vms: string;
   readonly snaps: string;
   readonly layers: string;
+  /** Frozen RAM files forks map privately (0700: each file is writable by the forks' jail uids). */
+  readonly ramLayers: string;
   readonly warm: string;
   readonly netpool: string;
   /** What re-adoption found and could not explain: moved aside, never deleted. */
@@ -163,6 +184,7 @@ export class Layout {
     this.vms = join(this.root, "vms");
     this.snaps = join(this.root, "snapshots");
     this.layers = join(this.root, "layers");
+    this.ramLayers = join(this.root, "ram-layers");
     this.warm = join(cache, "warm");
     this.netpool = join(this.root, "netpool.json");
     this.quarantine = join(this.root, "quarantine");

@@ -288,7 +288,12 @@ export interface RpcResponse {
   error?: RpcError;
 }
 
-export interface HelloParams {
+/**
+ * `hello`'s params. The identity fields are configure's (ConfigureParams): a new agent applies them before
+ * it answers, so a restore needs no second round trip; an older agent ignores them and answers without
+ * `configured`, and the host then sends configure (or sync) as before.
+ */
+export interface HelloParams extends ConfigureParams {
   version: number;
 }
 export interface HelloResult {
@@ -299,6 +304,13 @@ export interface HelloResult {
   pid: number;
   /** Problems the agent found in its guest at boot (e.g. no timer interrupts); absent when none. */
   warnings?: string[];
+  /** Present when the hello carried an identity: true once applied, false with `configure_error`. */
+  configured?: boolean;
+  configure_error?: RpcError;
+  /** As sync's, when the hello carried a clock. */
+  skew_ms?: number;
+  /** How long applying the identity took inside the guest, µs. */
+  configure_us?: number;
 }
 
 export interface ConfigureParams {

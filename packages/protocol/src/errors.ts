@@ -89,6 +89,11 @@ export const ERROR_CATALOG = {
   },
   route_not_found: { status: 404, field: "route", message: "no route for {method} {path}" },
   sandbox_not_found: { status: 404, field: "sandbox", message: "sandbox {id} not found" },
+  ingress_not_found: {
+    status: 404,
+    field: "host",
+    message: "no sandbox serves {host}: the sandbox does not exist or its ingress is off",
+  },
   network_not_found: { status: 404, field: "network", message: "network {id} not found" },
   disk_not_found: { status: 404, field: "disk", message: "disk {id} not found" },
   disk_not_attached: { status: 404, field: "disk", message: "disk {id} is not attached at {path}" },
@@ -193,6 +198,12 @@ export const ERROR_CATALOG = {
     message: "buffered exec limit reached ({limit} MiB in flight per tenant); retry later or use stream=true",
     retryAfter: 1,
   },
+  template_builds_busy: {
+    status: 429,
+    field: "template",
+    message: "concurrent template build limit reached ({limit} per user); retry when a build finishes",
+    retryAfter: 30,
+  },
   sandbox_busy: {
     status: 429,
     field: "sandbox",
@@ -210,6 +221,11 @@ export const ERROR_CATALOG = {
     field: "",
     message: "could not connect to port {port} in the sandbox",
   },
+  ingress_no_listener: {
+    status: 502,
+    field: "",
+    message: "nothing is listening on port {port} in sandbox {id}",
+  },
   host_unavailable: { status: 503, field: "", message: "no usable host: {reason}", retryAfter: 5 },
   host_capacity: { status: 503, field: "", message: "no host capacity: {reason}", retryAfter: 5 },
   // Permanent until the disks issue lands, yet clients retry every 503 after waiting Retry-After
@@ -225,6 +241,11 @@ export const ERROR_CATALOG = {
     field: "",
     message: "the sandbox's agent did not answer: {reason}",
     retryAfter: 2,
+  },
+  ingress_timeout: {
+    status: 504,
+    field: "",
+    message: "sandbox {id} did not answer on port {port} within {seconds} s",
   },
 } as const satisfies Record<string, ErrorSpec>;
 

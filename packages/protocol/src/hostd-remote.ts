@@ -30,6 +30,7 @@ import {
   type HostInfo,
   HostdError,
   type ImageInfo,
+  type NetUsage,
   type Progress,
   type PtyRequest,
   type PtySession,
@@ -129,6 +130,25 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
     return this.call("setDiskCredentials", [diskId, accessKey, secretKey]);
+  }
+  setEgress(sandboxId: string, egress: string[]): Promise<void> {
+    return this.call("setEgress", [sandboxId, egress]);
+  }
+  takeNetUsage(sandboxId: string): Promise<NetUsage> {
+    return this.call("takeNetUsage", [sandboxId]);
+  }
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
+    return this.call("setBandwidth", [sandboxId, remainingBytes]);
+  }
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts?: { keep?: boolean },
+  ): Promise<{ image: string; size_bytes: number }> {
+    return this.call("commitImage", opts ? [sandboxId, image, opts] : [sandboxId, image]);
+  }
+  deleteImage(image: string): Promise<void> {
+    return this.call("deleteImage", [image]);
   }
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]> {
     return this.call("list", []);

@@ -51,7 +51,12 @@ export const HOSTD_CALLS = [
   "unmountDisk",
   "diskStatus",
   "setDiskCredentials",
+  "setEgress",
+  "takeNetUsage",
+  "setBandwidth",
   "list",
+  "commitImage",
+  "deleteImage",
 ] as const;
 export type HostdCall = (typeof HOSTD_CALLS)[number];
 

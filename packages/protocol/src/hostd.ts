@@ -64,6 +64,31 @@ export interface VmSpec {
   cpu_quota_pct?: number;
   /** Sandbox-wide env given to every exec; values are secrets — never logged. */
   envs: Record<string, string>;
+  /**
+   * The egress allowlist (./egress.ts), in force before the guest runs; absent, `[]` or `["*"]`: allow
+   * all. The control plane passes the sandbox's stored list on create, resume and fork.
+   */
+  egress?: string[];
+  /**
+   * Bytes the guest may still send to the outside world before that traffic stops (the control plane's
+   * quota minus its ledger); absent or negative: unmetered. Exec, files, shells and tunnels never count.
+   */
+  bandwidth_remaining_bytes?: number;
+}
+
+/** A running VM's network counters since the previous `takeNetUsage` (or since it started on this host). */
+export interface NetUsage {
+  /** Bytes the guest sent to the outside world (what the quota meters). */
+  egress_bytes: number;
+  /** Bytes it received from there. */
+  ingress_bytes: number;
+  /** Packets the egress allowlist refused. */
+  denied_packets: number;
+  /**
+   * The quota has stopped the guest's outside traffic (possibly a few KiB short of it in counted bytes:
+   * the packet that crosses it is dropped whole).
+   */
+  capped?: boolean;
 }
 
 export interface VmRuntime {
@@ -233,6 +258,19 @@ export interface HostDaemon {
   destroy(sandboxId: string): Promise<void>;
   /** Delete a snapshot's files. Idempotent. */
   deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
+  /**
+   * Running VM (a template builder) → its root disk, flushed and flattened, becomes image `image` (a
+   * `tpl_…` name the control plane chose); the VM is destroyed, or with `keep` runs on (a build's layer
+   * cache: the disk after each step). `create` then takes `image` like a built-in. When `image` exists
+   * already, answers it.
+   */
+  commitImage(
+    sandboxId: string,
+    image: string,
+    opts?: { keep?: boolean },
+  ): Promise<{ image: string; size_bytes: number }>;
+  /** Remove an image `commitImage` made. Idempotent; built-in names are refused. */
+  deleteImage(image: string): Promise<void>;
   /** Running VM: grow its root disk to `diskMib` (> current) live. */
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
   /** Running VM: mount an S3 disk (idempotent by mount path); rejects with the mount's failure. */
@@ -243,6 +281,19 @@ export interface HostDaemon {
   diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]>;
   /** New keys for every mount of `diskId` on this host, in force for the next request. */
   setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void>;
+  /**
+   * Running VM: replace its egress allowlist (./egress.ts) atomically and live; the guest sees it within
+   * milliseconds, established flows to a destination no longer listed are cut. Rejects a bad rule with
+   * `bad_request` naming it. Kept across re-adoption; the control plane passes it again on resume/fork.
+   */
+  setEgress(sandboxId: string, egress: string[]): Promise<void>;
+  /** Running VM: its network counters since the previous call, which zeroes them (the caller keeps the sum). */
+  takeNetUsage(sandboxId: string): Promise<NetUsage>;
+  /**
+   * Running VM: the bytes it may still send to the outside world (negative: unmetered), in force at once;
+   * past them its outside traffic stops until this is called again with more.
+   */
+  setBandwidth(sandboxId: string, remainingBytes: number): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
   /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */

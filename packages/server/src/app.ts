@@ -11,6 +11,7 @@ import { ImageCatalog } from "./default-image.js";
 import { Disks } from "./disks/service.js";
 import { type HostRef, Hosts } from "./hosts.js";
 import { createHttp } from "./http/server.js";
+import { Ingress } from "./ingress/proxy.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { catalogRoutes } from "./routes/catalog.js";
@@ -29,8 +30,11 @@ import { streamRoutes } from "./routes/streams.js";
 import { templateRoutes } from "./routes/templates.js";
 import { Sandboxes } from "./sandboxes.js";
 import { Scheduler } from "./scheduler.js";
+import { startGateway } from "./ssh/gateway.js";
 import { SqliteStore } from "./store/sqlite.js";
 import type { Store } from "./store/types.js";
+import { Templates, templateSettings } from "./templates/service.js";
+import { TemplateStore } from "./templates/store.js";
 import { TenantStreams } from "./tenant-streams.js";
 
 export interface RunningServer {
@@ -60,6 +64,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   );
   sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
+  const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const dbPath = join(cfg.dataDir, "db.sqlite");
@@ -73,6 +78,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     hosts,
     sandboxes,
     tenantStreams: new TenantStreams(cfg),
+    templates,
     images: async () => catalog.images(),
     schedulerLastOk: () => scheduler.lastOk(),
     forgetSandboxCredentials: (id) => http.admission.forget((p) => p.sandbox_id === id),
@@ -85,7 +91,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...networkRoutes(app),
     ...diskRoutes(app),
     ...processRoutes(app),
-    ...templateRoutes(),
+    ...templateRoutes(templates),
     ...sandboxRoutes(app),
     ...streamRoutes(app),
     ...shellWsRoutes(app),
@@ -93,7 +99,20 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     ...consoleRoutes(),
   ];
   const http = await createHttp({ cfg, store, log, metrics, routes });
-  await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  // The edge listeners bind first: a port in use fails the start before the API answers, and what did
+  // bind is closed again so the process can exit.
+  const ingress = cfg.ingressListen ? await new Ingress(app).listen(cfg.ingressListen) : undefined;
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  try {
+    gateway = cfg.sshListen ? await startGateway(app, cfg.sshListen) : undefined;
+    await http.fastify.listen({ port: cfg.port, host: cfg.host });
+  } catch (e) {
+    await ingress?.close();
+    await gateway?.close();
+    throw e;
+  }
+  if (ingress) log.now("ingress listening", { url: ingress.url, domain: cfg.ingressDomain });
+  if (gateway) log.now("ssh gateway listening", { address: gateway.address, port: gateway.port });
   const port = (http.server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   const metricsServer = cfg.metricsListen ? await serveMetrics(app, cfg.metricsListen) : undefined;
@@ -137,6 +156,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     await disks
       .remountHost(ref.id, daemon, (id) => store.getSandbox(id))
       .catch((err) => log.error("disk remount failed", { host_id: ref.id, err }));
+    void templates.gcImages().catch((e) => log.warn("template image cleanup failed", { err: e }));
     catalog.ensureDefault(ref, daemon, info.accel);
   };
 
@@ -154,9 +174,12 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       catalog.stop();
       for (const off of unsubscribe) off();
       metricsServer?.server.close();
+      await ingress?.close();
+      await gateway?.close();
       await http.fastify.close();
       disks.close();
       await store.close();
+      templates.store.close();
       log.flush();
     },
   };

@@ -27,8 +27,6 @@ export const FALLBACK_ROOTFS: readonly RootfsInfo[] = [
   { name: "nodeops/sandbox:debian", description: "Template base image (Debian 12)" },
 ];
 
-export const DEFAULT_BANDWIDTH_QUOTA = 5 * 1024 ** 3;
-
 const ADJECTIVES = [
   "brave",
   "calm",

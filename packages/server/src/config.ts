@@ -49,8 +49,28 @@ export interface ServerConfig {
   maxHeaderBytes: number;
   /** Seconds between heartbeats on a quiet exec stream. */
   execHeartbeatMs: number;
-  /** Public domain for ingress URLs; ingress URLs are omitted when unset. */
-  ingressDomain: string | undefined;
+  /** `host:port` of the ingress proxy (`ingress/`); undefined = off. */
+  ingressListen: string | undefined;
+  /** Domain of ingress hostnames `<ulid>-<port>.<domain>`; `localhost` needs no DNS. */
+  ingressDomain: string;
+  /** PEM certificate (a wildcard for the domain) and key: the proxy then serves TLS. */
+  ingressTlsCert: string | undefined;
+  ingressTlsKey: string | undefined;
+  /** Port in the URLs handed out, when clients reach the proxy through another port (a load balancer). */
+  ingressPublicPort: number | undefined;
+  /** How long a request waits for a woken (or starting) sandbox's port to answer, then 504. */
+  ingressWakeTimeoutMs: number;
+  /** How long the guest has to send a response's headers, then 504. */
+  ingressResponseTimeoutMs: number;
+  /**
+   * Filled in at start once the ingress listener is bound: the `scheme://` and `:port` suffix the
+   * templates use (views.ts). Undefined while ingress is off, so no template is handed out.
+   */
+  ingressOrigin?: { scheme: "http" | "https"; port: string };
+  /** `host:port` of the SSH gateway (`ssh/`); undefined = off. */
+  sshListen: string | undefined;
+  /** A gateway connection that has not logged in within this is closed. */
+  sshLoginGraceMs: number;
   /** "local" = open the in-process host daemon; "none" = serve the API without an engine. */
   hostd: "local" | "none";
   defaultImage: string | undefined;
@@ -70,11 +90,20 @@ function num(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   return n;
 }
 
+/** A listener setting: its default when unset, undefined (off) for `off`. */
+function listen(env: NodeJS.ProcessEnv, name: string, fallback: string): string | undefined {
+  const raw = env[name];
+  if (raw === "off") return undefined;
+  return raw || fallback;
+}
+
 export function loadConfig(
   flags: { dataDir?: string; host?: string; port?: number },
   env: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
   const hostd = env.CREATEOS_SANDBOX_HOSTD ?? "local";
+  if (!env.CREATEOS_SANDBOX_INGRESS_TLS_CERT !== !env.CREATEOS_SANDBOX_INGRESS_TLS_KEY)
+    throw new Error("CREATEOS_SANDBOX_INGRESS_TLS_CERT and _KEY must be set together");
   if (hostd !== "local" && hostd !== "none") throw new Error("CREATEOS_SANDBOX_HOSTD must be local or none");
   return {
     dataDir: flags.dataDir ?? defaultDataDir(env),
@@ -106,7 +135,17 @@ export function loadConfig(
     maxJsonBodyBytes: 1024 * 1024,
     maxHeaderBytes: 16 * 1024,
     execHeartbeatMs: num(env, "CREATEOS_SANDBOX_EXEC_HEARTBEAT_MS", 5000),
-    ingressDomain: env.CREATEOS_SANDBOX_INGRESS_DOMAIN || undefined,
+    ingressListen: listen(env, "CREATEOS_SANDBOX_INGRESS_LISTEN", "127.0.0.1:8081"),
+    ingressDomain: (env.CREATEOS_SANDBOX_INGRESS_DOMAIN || "localhost").toLowerCase().replace(/^\.+/, ""),
+    ingressTlsCert: env.CREATEOS_SANDBOX_INGRESS_TLS_CERT || undefined,
+    ingressTlsKey: env.CREATEOS_SANDBOX_INGRESS_TLS_KEY || undefined,
+    ingressPublicPort: env.CREATEOS_SANDBOX_INGRESS_PUBLIC_PORT
+      ? num(env, "CREATEOS_SANDBOX_INGRESS_PUBLIC_PORT", 0)
+      : undefined,
+    ingressWakeTimeoutMs: num(env, "CREATEOS_SANDBOX_INGRESS_WAKE_TIMEOUT_MS", 60_000),
+    ingressResponseTimeoutMs: num(env, "CREATEOS_SANDBOX_INGRESS_RESPONSE_TIMEOUT_MS", 60_000),
+    sshListen: listen(env, "CREATEOS_SANDBOX_SSH_LISTEN", "127.0.0.1:2222"),
+    sshLoginGraceMs: num(env, "CREATEOS_SANDBOX_SSH_LOGIN_GRACE_MS", 30_000),
     hostd,
     defaultImage: env.CREATEOS_SANDBOX_DEFAULT_IMAGE || undefined,
     diskKeyFile: env.CREATEOS_SANDBOX_DISK_KEY_FILE || undefined,

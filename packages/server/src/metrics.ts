@@ -39,6 +39,18 @@ export class Metrics {
     labelNames: ["op"],
     registers: [this.registry],
   });
+  /** Guest traffic the hosts counted (netpolicy.ts folds it in): bytes by direction, allowlist refusals. */
+  private readonly guestBytes = new Counter({
+    name: "createos_sandbox_network_bytes_total",
+    help: "Bytes guests exchanged with the outside world, by direction (egress is what quotas meter).",
+    labelNames: ["direction"],
+    registers: [this.registry],
+  });
+  private readonly guestDenied = new Counter({
+    name: "createos_sandbox_egress_denied_packets_total",
+    help: "Guest packets the egress allowlists refused.",
+    registers: [this.registry],
+  });
   private readonly gauges = new Map<string, Gauge>();
   /** Label-bound series per (method, route[, status]), resolved once: this runs on every request. */
   private readonly bound = new Map<string, unknown>();
@@ -53,6 +65,12 @@ export class Metrics {
 
   private gauge(name: string, help: string, labelNames: string[] = []): Gauge {
     return memo(this.gauges, name, () => new Gauge({ name, help, labelNames, registers: [this.registry] }));
+  }
+
+  netUsage(u: { egress_bytes: number; ingress_bytes: number; denied_packets: number }): void {
+    if (u.egress_bytes > 0) this.guestBytes.labels("egress").inc(u.egress_bytes);
+    if (u.ingress_bytes > 0) this.guestBytes.labels("ingress").inc(u.ingress_bytes);
+    if (u.denied_packets > 0) this.guestDenied.inc(u.denied_packets);
   }
 
   request(route: string, method: string, status: number, seconds: number): void {

@@ -1,6 +1,7 @@
 /** New sandbox rows (a create's, a fork's child) and what a row asks the host daemon to run. */
 import type { VmSpec } from "@createos-sandbox/protocol";
-import { DEFAULT_BANDWIDTH_QUOTA, shapeById } from "./catalog.js";
+import { shapeById } from "./catalog.js";
+import { defaultBandwidthQuota, remainingBytes } from "./netpolicy.js";
 import type { SandboxRow } from "./store/types.js";
 
 export interface CreateInput {
@@ -62,7 +63,7 @@ export function childRow(
     envs: input.envs ?? parent.envs,
     ssh_pubkeys: input.ssh_pubkeys ?? parent.ssh_pubkeys,
     ingress_enabled: input.ingress_enabled ?? parent.ingress_enabled,
-    bandwidth_quota_bytes: input.bandwidth_quota_bytes ?? DEFAULT_BANDWIDTH_QUOTA,
+    bandwidth_quota_bytes: input.bandwidth_quota_bytes ?? defaultBandwidthQuota(),
     bandwidth_used_bytes: 0,
     bandwidth_ingress_bytes: 0,
     last_activity_at: Date.now(),
@@ -96,7 +97,7 @@ export function createRow(
     egress: input.egress,
     envs: input.envs,
     ssh_pubkeys: input.ssh_pubkeys,
-    bandwidth_quota_bytes: DEFAULT_BANDWIDTH_QUOTA,
+    bandwidth_quota_bytes: defaultBandwidthQuota(),
     bandwidth_used_bytes: 0,
     bandwidth_ingress_bytes: 0,
     last_activity_at: Date.now(),
@@ -117,6 +118,10 @@ export function vmSpec(row: SandboxRow): VmSpec {
     disk_mib: row.disk_mib,
     envs: row.envs,
   };
+  // Enforced by the host before the guest runs, on create, resume and fork alike.
+  if (row.egress.length > 0) spec.egress = row.egress;
+  // Metered: what is left of the quota (a fork's own ledger starts at zero), stopped at by the host.
+  if (row.bandwidth_quota_bytes >= 0) spec.bandwidth_remaining_bytes = remainingBytes(row);
   // The host daemon caps the VM's CPU at this (its cgroup); without it, at one core per vCPU.
   const quota = shapeById(row.shape)?.cpu_quota_pct;
   if (quota !== undefined) spec.cpu_quota_pct = quota;

@@ -14,6 +14,7 @@ import type { HostRef, Hosts } from "./hosts.js";
 import { type Claim, checkTenantLimits } from "./limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import { NetLedger } from "./netpolicy.js";
 import { reconcileHost } from "./reconcile.js";
 import { type CreateInput, type ForkInput, childRow, createRow, vmSpec } from "./rows.js";
 import { type Plan, plan } from "./state.js";
@@ -37,6 +38,8 @@ export class Sandboxes {
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Open shells, tunnels and exec streams per sandbox: a sandbox with one is never idle. */
   readonly openStreams = new Map<string, number>();
+  /** The bandwidth ledger and refusal counts (netpolicy.ts). */
+  readonly net: NetLedger;
 
   constructor(
     private readonly store: Store,
@@ -44,7 +47,9 @@ export class Sandboxes {
     private readonly cfg: ServerConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.net = new NetLedger(store, metrics);
+  }
 
   /** The daemon of the sandbox's host, or a 503 before anything changed (so the client's retry is safe). */
   daemonFor(row: Pick<SandboxRow, "host_id">): HostDaemon {
@@ -183,6 +188,10 @@ export class Sandboxes {
     if (row.status !== "pausing") return;
     const snapId = row.pending_snapshot_id ?? newSnapshotId();
     if (!row.pending_snapshot_id) await this.store.updateSandbox(id, { pending_snapshot_id: snapId });
+    // The namespace and its byte counters go with the VM: into the ledger first (netpolicy.ts).
+    await this.net
+      .fold(daemon, row)
+      .catch((e) => this.log.warn("bandwidth fold failed", { sandbox_id: id, err: errText(e) }));
     let snap: SnapshotRef;
     try {
       snap = await this.vm("pause", () => daemon.pause(id, snapId));

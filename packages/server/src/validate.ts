@@ -1,13 +1,11 @@
 /**
- * Input checks. Queries and path parameters are JSON Schemas (TypeBox, so each route's types come from the
- * same source) compiled by Ajv; their failures are mapped to the field-level reasons below. Bodies are read
- * with the small field readers (`Fields`), which also run the grammar checks (egress rules, SSH keys, envs)
- * a schema cannot phrase. Every failure names its field; all failures of one body are reported together.
+ * Input grammars a JSON Schema cannot phrase (egress rules, SSH keys, envs, paths), which the schemas
+ * (schema.ts) call as the `grammar` keyword, and the queries shared by several routes.
  */
 import { isIP } from "node:net";
-import { type ApiError, validationError } from "@createos-sandbox/protocol";
+import { SANDBOX_STATUSES, type SandboxStatus } from "@createos-sandbox/protocol/api";
 import { type Static, Type } from "@sinclair/typebox";
-import { Ajv, type ErrorObject } from "ajv";
+import { DOCKERFILE_MAX, DockerfileError, planDockerfile } from "./templates/dockerfile.js";
 
 export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const RESOURCE_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -17,110 +15,6 @@ export const ENV_MAX_VALUE_BYTES = 4096;
 export const ENV_MAX_TOTAL_BYTES = 65536;
 export const MAX_EGRESS_RULES = 256;
 export const MAX_SSH_KEYS = 64;
-
-export interface StrOpts {
-  required?: boolean;
-  max?: number;
-  re?: RegExp;
-  /** The message when `re` does not match. */
-  reMsg?: string;
-}
-
-export interface IntOpts {
-  required?: boolean;
-  min?: number;
-  max?: number;
-  /** The message when the value is outside [min, max]. */
-  rangeMsg?: string;
-}
-
-export class Fields {
-  readonly errs: Record<string, string> = {};
-  readonly raw: Record<string, unknown>;
-
-  constructor(body: unknown) {
-    if (body === undefined || body === null) this.raw = {};
-    else if (typeof body === "object" && !Array.isArray(body)) this.raw = body as Record<string, unknown>;
-    else {
-      this.raw = {};
-      this.errs.body = "request body must be a JSON object";
-    }
-  }
-
-  has(name: string): boolean {
-    return this.raw[name] !== undefined && this.raw[name] !== null;
-  }
-
-  fail(name: string, msg: string): undefined {
-    this.errs[name] ??= msg;
-    return undefined;
-  }
-
-  str(name: string, opts: StrOpts = {}): string | undefined {
-    const v = this.raw[name];
-    if (v === undefined || v === null || v === "") {
-      return opts.required ? this.fail(name, `${name} is required`) : undefined;
-    }
-    if (typeof v !== "string") return this.fail(name, `${name} must be a string`);
-    if (opts.max !== undefined && v.length > opts.max)
-      return this.fail(name, `${name} must be at most ${opts.max} characters`);
-    if (opts.re && !opts.re.test(v)) return this.fail(name, opts.reMsg ?? `${name} has an invalid format`);
-    return v;
-  }
-
-  int(name: string, opts: IntOpts = {}): number | undefined {
-    const v = this.raw[name];
-    if (v === undefined || v === null)
-      return opts.required ? this.fail(name, `${name} is required`) : undefined;
-    if (typeof v !== "number" || !Number.isSafeInteger(v))
-      return this.fail(name, `${name} must be an integer`);
-    if ((opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
-      return this.fail(
-        name,
-        opts.rangeMsg ?? `${name} must be between ${opts.min ?? "-∞"} and ${opts.max ?? "∞"}`,
-      );
-    }
-    return v;
-  }
-
-  bool(name: string): boolean | undefined {
-    const v = this.raw[name];
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== "boolean") return this.fail(name, `${name} must be true or false`);
-    return v;
-  }
-
-  strings(
-    name: string,
-    opts: { max: number; item?: (s: string) => string | undefined },
-  ): string[] | undefined {
-    const v = this.raw[name];
-    if (v === undefined || v === null) return undefined;
-    if (!Array.isArray(v)) return this.fail(name, `${name} must be an array of strings`);
-    if (v.length > opts.max) return this.fail(name, `${name} may hold at most ${opts.max} entries`);
-    const out: string[] = [];
-    for (const item of v) {
-      if (typeof item !== "string") return this.fail(name, `${name} must be an array of strings`);
-      const err = opts.item?.(item);
-      if (err) return this.fail(name, err);
-      out.push(item);
-    }
-    return out;
-  }
-
-  envs(name: string): Record<string, string> | undefined {
-    const v = this.raw[name];
-    if (v === undefined || v === null) return undefined;
-    const err = checkEnvs(v, name);
-    if (err) return this.fail(name, err);
-    return v as Record<string, string>;
-  }
-
-  /** Throws the collected field errors as one 400. */
-  done(): void {
-    if (Object.keys(this.errs).length > 0) throw validationError(this.errs);
-  }
-}
 
 export function checkEnvs(v: unknown, name: string): string | undefined {
   if (typeof v !== "object" || v === null || Array.isArray(v))
@@ -233,6 +127,19 @@ export function mergeSshKeys(existing: string[], added: string[]): string[] {
   return out;
 }
 
+export { DOCKERFILE_MAX };
+
+/** The Dockerfile grammar and template rules (templates/dockerfile.ts); returns the first violation. */
+export function dockerfileError(df: string): string | undefined {
+  try {
+    planDockerfile(df);
+    return undefined;
+  } catch (e) {
+    if (e instanceof DockerfileError) return e.message;
+    throw e;
+  }
+}
+
 export function absolutePathError(p: string | null, field = "path"): Record<string, string> | undefined {
   if (p === null || p === "") return { [field]: `${field} is required` };
   if (!p.startsWith("/")) return { [field]: `${field} must be absolute: ${JSON.stringify(p.slice(0, 200))}` };
@@ -241,32 +148,30 @@ export function absolutePathError(p: string | null, field = "path"): Record<stri
   return undefined;
 }
 
-/** Ajv for route schemas: every failure reported (not just the first), messages from `x-msg`. */
-export const schemaAjv = new Ajv({ allErrors: true, strict: false, verbose: true, coerceTypes: false });
-
-/** Ajv failures as one field-level 400: the first failure of each field, in our words. */
-export function schemaErrors(errors: ErrorObject[]): ApiError {
-  const out: Record<string, string> = {};
-  for (const e of errors) {
-    const path = e.instancePath.split("/").slice(1);
-    if (e.keyword === "required") path.push((e.params as { missingProperty: string }).missingProperty);
-    const field = path.join(".") || "body";
-    const name = path.at(-1) ?? "body";
-    const custom = (e.parentSchema as { "x-msg"?: string } | undefined)?.["x-msg"];
-    out[field] ??=
-      e.keyword === "required" ? `${name} is required` : (custom ?? `${name} ${e.message ?? "is invalid"}`);
-  }
-  return validationError(out);
-}
-
 const uint = (name: string) =>
   Type.Optional(Type.String({ pattern: "^(\\d{1,9})?$", "x-msg": `${name} must be a non-negative integer` }));
 
 /** `?limit=&offset=` of every list route. */
 export const PageQuery = Type.Object({ limit: uint("limit"), offset: uint("offset") });
 
-/** `?path=` of the file routes: an absolute path (the message names what is wrong with it). */
-export const FileQuery = Type.Object({ path: Type.Optional(Type.String()) });
+/**
+ * `?status=` of the sandbox list beside the page: one of the statuses, or empty for all. It is looked at only
+ * once `limit` and `offset` are well-formed, as it always was.
+ */
+export const SandboxListQuery = Type.Object(PageQuery.properties, {
+  if: PageQuery,
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then, never awaited
+  then: Type.Object({
+    status: Type.Optional(
+      Type.Unsafe<SandboxStatus | "">({
+        type: "string",
+        enum: ["", ...SANDBOX_STATUSES],
+        "x-msg": "unknown status: {value}",
+      }),
+    ),
+  }),
+});
+export type SandboxListQuery = Static<typeof PageQuery> & { status?: SandboxStatus | "" };
 
 export interface PageParams {
   limit: number;

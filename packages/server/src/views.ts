@@ -1,6 +1,7 @@
 import type { api } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
-import type { NetworkRow, SandboxRow } from "./store/types.js";
+import { ingressTemplate } from "./ingress/host.js";
+import type { NetworkRow, Page, SandboxRow } from "./store/types.js";
 
 /** The API projection of a row: optional fields omitted when unset, env values never included. */
 export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView {
@@ -37,9 +38,47 @@ export function sandboxView(row: SandboxRow, cfg: ServerConfig): api.SandboxView
   return v;
 }
 
-function ingressTemplate(row: SandboxRow, cfg: ServerConfig): string | undefined {
-  if (!row.ingress_enabled || !cfg.ingressDomain) return undefined;
-  return `https://${row.id.slice(3)}-<port>.${cfg.ingressDomain}`;
+const texts = new WeakMap<ServerConfig, WeakMap<object, string>>();
+
+/**
+ * `make()`, kept per object: a row or a page from the store is frozen (store/schema.ts, store/cache.ts) and
+ * replaced by a new object when it changes, so its text cannot go stale. Others are not kept.
+ */
+function kept(of: object, cfg: ServerConfig, make: () => string): string {
+  if (!Object.isFrozen(of)) return make();
+  let mine = texts.get(cfg);
+  if (!mine) {
+    mine = new WeakMap();
+    texts.set(cfg, mine);
+  }
+  let text = mine.get(of);
+  if (text === undefined) {
+    text = make();
+    mine.set(of, text);
+  }
+  return text;
+}
+
+/** `JSON.stringify(sandboxView(row))`, kept per row object. */
+export function sandboxViewJson(row: SandboxRow, cfg: ServerConfig): string {
+  return kept(row, cfg, () => JSON.stringify(sandboxView(row, cfg)));
+}
+
+/** `JSON.stringify(page(views of p))`, kept per page object (the store keeps one per query). */
+export function sandboxPageJson(
+  p: Page<SandboxRow>,
+  limit: number,
+  offset: number,
+  cfg: ServerConfig,
+): string {
+  const make = () =>
+    pageJson(
+      p.rows.map((r) => sandboxViewJson(r, cfg)),
+      p.total,
+      limit,
+      offset,
+    );
+  return kept(p, cfg, make);
 }
 
 /** Create answers the full view plus the create-only fields, so a client seeding its handle from it has all. */
@@ -89,4 +128,10 @@ export function networkView(
 
 export function page<T>(items: T[], total: number, limit: number, offset: number): api.Page<T> {
   return { data: items, pagination: { total, limit, offset, count: items.length } };
+}
+
+/** The text of `page()` over items already serialised: what `JSON.stringify(page(…))` gives, byte for byte. */
+export function pageJson(items: string[], total: number, limit: number, offset: number): string {
+  const { pagination } = page(items, total, limit, offset);
+  return `{"data":[${items.join(",")}],"pagination":${JSON.stringify(pagination)}}`;
 }

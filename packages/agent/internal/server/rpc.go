@@ -59,6 +59,22 @@ func (s *Server) handleRPC(ss *session, w io.Writer, payload []byte) {
 		if len(s.cfg.Warnings) > 0 {
 			res["warnings"] = s.cfg.Warnings
 		}
+		// A hello may carry the identity (configure's fields): applied before the reply, so the host's
+		// first exec after a restore needs no second round trip. An older host sends none.
+		var p configureParams
+		if len(req.Params) > 0 && json.Unmarshal(req.Params, &p) == nil && p.identity() {
+			res["configured"] = true
+			t0 := time.Now()
+			skew, rerr := s.configure(&p)
+			// The guest's own share of the hello, for the host's step laps (where a restore's ms go).
+			res["configure_us"] = time.Since(t0).Microseconds()
+			if rerr != nil {
+				res["configured"] = false
+				res["configure_error"] = rerr
+			} else if p.TimeNs > 0 {
+				res["skew_ms"] = skew
+			}
+		}
 		reply(ns, res, nil)
 		s.flushPending(ns)
 	case "quiesce":
@@ -132,43 +148,15 @@ func (s *Server) slowRPC(method string, raw json.RawMessage) (interface{}, *rpcE
 	}
 	switch method {
 	case "configure":
-		if p.Envs != nil {
-			s.envMu.Lock()
-			s.envs = p.Envs
-			s.envMu.Unlock()
-		}
-		if p.Hostname != nil && *p.Hostname != "" && s.cfg.System {
-			if err := syscall.Sethostname([]byte(*p.Hostname)); err != nil {
-				return nil, &rpcError{Message: "sethostname: " + err.Error(), Code: errnoCode(err)}
-			}
-			_ = os.WriteFile("/etc/hostname", []byte(*p.Hostname+"\n"), 0o644)
-			setHostsEntry(*p.Hostname)
-		}
-		if p.TimeNs > 0 {
-			s.setClock(p.TimeNs)
-		}
-		if p.Entropy != "" {
-			if err := s.addEntropy(p.Entropy); err != nil {
-				return nil, &rpcError{Message: "entropy: " + err.Error(), Code: errnoCode(err)}
-			}
-		}
-		if p.Net != nil && len(p.Net.DNS) > 0 && s.cfg.System {
-			var b strings.Builder
-			for _, d := range p.Net.DNS {
-				fmt.Fprintf(&b, "nameserver %s\n", d)
-			}
-			_ = os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644)
+		if _, rerr := s.configure(&p); rerr != nil {
+			return nil, rerr
 		}
 		return map[string]interface{}{"ok": true}, nil
 	case "sync":
-		var skew int64
-		if p.TimeNs > 0 {
-			skew = s.setClock(p.TimeNs)
-		}
-		if p.Entropy != "" {
-			if err := s.addEntropy(p.Entropy); err != nil {
-				return nil, &rpcError{Message: "entropy: " + err.Error(), Code: errnoCode(err)}
-			}
+		// Clock and RNG only: configure without the identity fields, which sync's params never carry.
+		skew, rerr := s.configure(&configureParams{TimeNs: p.TimeNs, Entropy: p.Entropy})
+		if rerr != nil {
+			return nil, rerr
 		}
 		return map[string]interface{}{"ok": true, "skew_ms": skew}, nil
 	case "resize_fs":
@@ -204,6 +192,45 @@ func (s *Server) slowRPC(method string, raw json.RawMessage) (interface{}, *rpcE
 		return map[string]interface{}{"ok": true}, nil
 	}
 	return nil, &rpcError{Message: "unknown method " + strconv.Quote(method), Code: "ENOSYS"}
+}
+
+// identity: whether the params carry anything configure applies (a bare hello carries none of it).
+func (p *configureParams) identity() bool {
+	return p.Hostname != nil || p.Envs != nil || p.TimeNs > 0 || p.Entropy != "" || p.Net != nil
+}
+
+// configure applies what `configure` (and hello's identity, and sync's clock and RNG) carries; returns the
+// clock's skew before it was set, ms (host − guest; 0 without a clock).
+func (s *Server) configure(p *configureParams) (int64, *rpcError) {
+	if p.Envs != nil {
+		s.envMu.Lock()
+		s.envs = p.Envs
+		s.envMu.Unlock()
+	}
+	if p.Hostname != nil && *p.Hostname != "" && s.cfg.System {
+		if err := syscall.Sethostname([]byte(*p.Hostname)); err != nil {
+			return 0, &rpcError{Message: "sethostname: " + err.Error(), Code: errnoCode(err)}
+		}
+		_ = os.WriteFile("/etc/hostname", []byte(*p.Hostname+"\n"), 0o644)
+		setHostsEntry(*p.Hostname)
+	}
+	var skew int64
+	if p.TimeNs > 0 {
+		skew = s.setClock(p.TimeNs)
+	}
+	if p.Entropy != "" {
+		if err := s.addEntropy(p.Entropy); err != nil {
+			return 0, &rpcError{Message: "entropy: " + err.Error(), Code: errnoCode(err)}
+		}
+	}
+	if p.Net != nil && len(p.Net.DNS) > 0 && s.cfg.System {
+		var b strings.Builder
+		for _, d := range p.Net.DNS {
+			fmt.Fprintf(&b, "nameserver %s\n", d)
+		}
+		_ = os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644)
+	}
+	return skew, nil
 }
 
 // setClock sets the wall clock (when allowed) and returns how far the guest was off, ms (host − guest).

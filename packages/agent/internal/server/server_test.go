@@ -324,3 +324,34 @@ func TestExecEnvNamesTheCABundleWhenPresent(t *testing.T) {
 		t.Errorf("sandbox env overridden: %q", got)
 	}
 }
+
+// A hello that carries the identity (PROTOCOL.md `hello`) applies it before the reply: the next exec on
+// the new session already sees the envs, and the reply says so. A bare hello (an older host) applies none.
+func TestHelloCarriesIdentity(t *testing.T) {
+	tc := start(t)
+	tc.send(wire.JSON(wire.KindRPC, 0, map[string]interface{}{"id": 2, "method": "hello", "params": map[string]interface{}{
+		"version": 1, "envs": map[string]string{"FROM_HELLO": "yes"}, "time_ns": time.Now().UnixNano(),
+	}}))
+	var hello struct {
+		ID     int                    `json:"id"`
+		Result map[string]interface{} `json:"result"`
+	}
+	if f := tc.next(); f.Kind != wire.KindRPC || json.Unmarshal(f.Payload, &hello) != nil || hello.ID != 2 {
+		t.Fatalf("hello reply: %s %s", f.Kind, f.Payload)
+	}
+	if hello.Result["configured"] != true || hello.Result["skew_ms"] == nil || hello.Result["configure_us"] == nil {
+		t.Fatalf("hello result %v", hello.Result)
+	}
+	tc.send(wire.JSON(wire.KindOpen, 1, map[string]interface{}{"op": "exec", "argv": []string{"sh", "-c", "echo $FROM_HELLO"}}))
+	if out, _, _, _ := tc.run(1); string(out) != "yes\n" {
+		t.Fatalf("envs from hello: %q", out)
+	}
+	tc.send(wire.JSON(wire.KindRPC, 0, map[string]interface{}{"id": 3, "method": "hello", "params": map[string]int{"version": 1}}))
+	if f := tc.next(); bytes.Contains(f.Payload, []byte(`"configured"`)) {
+		t.Fatalf("a bare hello reported a configure: %s", f.Payload)
+	}
+	tc.send(wire.JSON(wire.KindOpen, 3, map[string]interface{}{"op": "exec", "argv": []string{"sh", "-c", "echo $FROM_HELLO"}}))
+	if out, _, _, _ := tc.run(3); string(out) != "yes\n" {
+		t.Fatalf("a bare hello must keep the envs: %q", out)
+	}
+}

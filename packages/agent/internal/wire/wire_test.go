@@ -54,6 +54,8 @@ func build() golden {
 		frameOf("ctrl", KindCtrl, 2, []byte(`{"signal":"SIGINT"}`)),
 		frameOf("window 256KiB", KindWindow, 5, []byte{0, 4, 0, 0}),
 		frameOf("payload with magics", KindStdout, 9, big),
+		frameOf("rpc hello with identity", KindRPC, 0, []byte(`{"id":1,"method":"hello","params":{"version":1,`+
+			`"hostname":"sb-1","envs":{"K":"V"},"time_ns":1767225600000000000,"entropy":"AAEC"}}`)),
 	}
 	cat := func(fs ...goldenFrame) string {
 		s := ""

@@ -141,11 +141,19 @@ describe("e2e against the real server (no VM engine)", () => {
 
   it("template and disk commands show the server's refusal in one line", async () => {
     const df = path.join(home, "Dockerfile");
-    fs.writeFileSync(df, "FROM nodeops/sandbox:debian\nRUN echo hi\n");
+    fs.writeFileSync(df, "FROM nodeops/sandbox:debian\nCOPY . /\n");
     const sub = await runCli(["sb", "template", "submit", "my-tpl", "-f", df, "-o", "table"], { env });
     assert.equal(sub.code, 1);
-    assert.match(sub.stderr, /^error: .*template/);
+    assert.match(sub.stderr, /^error: .*COPY is not allowed/);
     assert.equal(sub.stderr.trim().split("\n").length, 1);
+    // accepted, then streamed until the build ends: here without an engine it fails, exit 1
+    fs.writeFileSync(df, "FROM nodeops/sandbox:debian\nRUN echo hi\n");
+    const built = await runCli(["sb", "template", "submit", "my-tpl", "-f", df, "-o", "table"], { env });
+    assert.equal(built.code, 1, built.stderr);
+    assert.match(built.stdout, /^build failed: no usable host/);
+    assert.match(built.stderr, /^Submitted my-tpl \(tpl_\w+\)\nTemplate tpl_\w+ build failed\n$/);
+    const json = await runCli(["sb", "template", "submit", "my-tpl2", "-f", df, "-o", "json"], { env });
+    assert.equal(JSON.parse(json.stdout).status, "failed", "the final view");
     const dc = await runCli(
       [
         "sb",

@@ -358,6 +358,7 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     const none = await cli(["sb", "firewall", "show", "e2e-box", "-o", "table"]);
     assert.equal(none.code, 0, none.stderr);
     assert.match(none.stdout, /all outbound traffic is allowed/);
+    assert.match(none.stdout, /^Bandwidth: /m);
     const set = await ok(["sandbox", "firewall", "set", "e2e-box", "pypi.org", "github.com"]);
     assert.deepEqual(set.egress, ["pypi.org", "github.com"]);
     assert.deepEqual((await ok(["sb", "firewall", "show", "e2e-box"])).egress, ["pypi.org", "github.com"]);
@@ -367,8 +368,12 @@ describe("e2e against the real server with VMs", { timeout: 40 * 60_000 }, () =>
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: /);
     assert.deepEqual((await ok(["sandbox", "firewall", "clear", "e2e-box", "--yes"])).egress, []);
-    const noYes = await cli(["sb", "firewall", "clear", "e2e-box", "-o", "table"]);
-    assert.equal(noYes.code, 2);
+    // off a terminal, as in a script, clear needs no flag
+    await ok(["sandbox", "firewall", "set", "e2e-box", "pypi.org"]);
+    const plain = await cli(["sb", "firewall", "clear", "e2e-box", "-o", "table"]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /cleared: all outbound traffic allowed/);
+    assert.deepEqual((await ok(["sb", "firewall", "show", "e2e-box"])).egress, []);
   });
 
   it("tunnel: prints tunnel_started, forwards TCP, stops on Ctrl-C", async () => {

@@ -128,6 +128,9 @@ export async function startServer(opts: { engine: boolean; readyTimeoutMs?: numb
           : {}),
         CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: key,
         CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+        // Fixed default ports would collide between servers started side by side.
+        CREATEOS_SANDBOX_INGRESS_LISTEN: "127.0.0.1:0",
+        CREATEOS_SANDBOX_SSH_LISTEN: "127.0.0.1:0",
       }),
       stdio: ["ignore", "pipe", "pipe"],
     },

@@ -21,6 +21,26 @@ test("hello answers with the agent's identity", async () => {
   assert.equal(h.pid, ta.agent.pid);
 });
 
+test("a hello carrying the identity applies it before answering; a bare hello neither applies nor undoes it", async () => {
+  let attempts = 0;
+  const h = await client.hello({
+    timeoutMs: 5000,
+    identity: () => {
+      attempts++;
+      return { envs: { FROM_HELLO: "yes" }, time_ns: Date.now() * 1e6 };
+    },
+  });
+  assert.equal(h.configured, true);
+  assert.equal(typeof h.skew_ms, "number");
+  assert.equal(typeof h.configure_us, "number");
+  assert.ok(attempts >= 1);
+  assert.equal((await run(["sh", "-c", "echo $FROM_HELLO"])).stdout, "yes\n");
+  const bare = await client.hello({ timeoutMs: 5000 });
+  assert.equal(bare.configured, undefined);
+  assert.equal((await run(["sh", "-c", "echo $FROM_HELLO"])).stdout, "yes\n");
+  await client.configure({ envs: {} });
+});
+
 test("hello times out with agent_unreachable when nobody listens", async () => {
   const c = new AgentClient(join(tmp, "nobody.sock"));
   const t0 = Date.now();

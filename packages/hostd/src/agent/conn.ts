@@ -8,6 +8,7 @@ import net from "node:net";
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentEvent,
+  type ConfigureParams,
   type HelloParams,
   type HelloResult,
   type OpenRequest,
@@ -44,6 +45,15 @@ export function envLimits(env: NodeJS.ProcessEnv = process.env): {
     maxChannels: num(env.CREATEOS_SANDBOX_MAX_STREAMS_PER_SANDBOX, 256),
     maxBufferedBytes: num(env.CREATEOS_SANDBOX_MAX_EXEC_BUFFER_MIB_PER_SANDBOX, 64) * 1024 * 1024,
   };
+}
+
+export interface HelloOptions {
+  timeoutMs?: number;
+  /**
+   * configure's fields to send with this hello (PROTOCOL.md `hello`), made anew for each attempt. Only
+   * an explicit hello carries them: the reconnects operations make on their own never re-apply an identity.
+   */
+  identity?: () => ConfigureParams;
 }
 
 /** Opens a channel on the live connection (connecting first when there is none). */
@@ -109,8 +119,9 @@ export class AgentConnection extends EventEmitter {
    * probe after boot or restore. Each attempt that gets no answer in time reconnects, so a hello
    * stuck in a socket nobody reads yet is dropped rather than answered late.
    */
-  async waitReady(opts?: number | { timeoutMs?: number }): Promise<HelloResult> {
+  async waitReady(opts?: number | HelloOptions): Promise<HelloResult> {
     const timeoutMs = (typeof opts === "number" ? opts : opts?.timeoutMs) ?? this.readyTimeoutMs;
+    const identity = typeof opts === "number" ? undefined : opts?.identity;
     this.closedByUser = false;
     const deadline = Date.now() + timeoutMs;
     const attemptMs = () => Math.max(1, Math.min(this.helloAttemptMs, deadline - Date.now()));
@@ -120,7 +131,8 @@ export class AgentConnection extends EventEmitter {
       let conn: Mux | undefined;
       try {
         conn = await this.dial(attemptMs());
-        const params: HelloParams = { version: AGENT_PROTOCOL_VERSION };
+        // Made per attempt: a retried hello carries the clock of its own moment.
+        const params: HelloParams = { ...identity?.(), version: AGENT_PROTOCOL_VERSION };
         const res = await conn.rpc(this.nextRpcId++, "hello", params, attemptMs());
         if (conn.closed) throw unreachable("agent connection closed");
         const old = this.conn;
@@ -182,7 +194,7 @@ export class AgentConnection extends EventEmitter {
   protected readonly openChannel: OpenChannel = async (req) => (await this.session()).open(req);
 
   /** Says hello on a fresh connection (closing the current one: its channels are gone). */
-  async hello(opts?: number | { timeoutMs?: number }): Promise<HelloResult> {
+  async hello(opts?: number | HelloOptions): Promise<HelloResult> {
     this.conn?.shutdown(unreachable("reconnecting"));
     return this.waitReady(opts);
   }

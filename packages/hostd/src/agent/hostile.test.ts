@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { HostdError, INITIAL_WINDOW } from "@createos-sandbox/protocol";
-import { connectAgent } from "../vmm/guest.js";
+import { connectAgent, connectAgentWith } from "../vmm/guest.js";
 import { AgentClient, type AgentClientOptions } from "./client.js";
 import { until } from "./testagent.js";
 
@@ -205,4 +205,23 @@ test("an agent that never answers an OPEN: writeFile and the others fail after t
   await Promise.all(calls.map((c) => assert.rejects(c, isUnreachable(/did not answer .* within 400 ms/))));
   assert.ok(Date.now() - t0 < 3000);
   h.stop();
+});
+
+test("an agent older than hello's identity (a stale image) answers without `configured`: the host configures it itself", async () => {
+  const h = await hostile("silent");
+  try {
+    let made = 0;
+    const identity = () => {
+      made++;
+      return { hostname: "sb", envs: {}, time_ns: Date.now() * 1e6, entropy: "AAEC" };
+    };
+    const up = await connectAgentWith(h.sock, 3000, identity);
+    assert.ok(made >= 1, "the hello carried the identity");
+    assert.equal(up.configured, false);
+    // What bring-up then sends (bringup.ts `identity`): answered as any RPC.
+    await up.agent.configure({ hostname: "sb", envs: {}, time_ns: Date.now() * 1e6, entropy: "AAEC" });
+    up.agent.close();
+  } finally {
+    h.stop();
+  }
 });

@@ -155,6 +155,9 @@ export function conformance(label: string, open: () => Promise<Opened>): void {
         ["connectTcp", () => d.connectTcp(ghost, 22)],
         ["pause", () => d.pause(ghost)],
         ["resizeDisk", () => d.resizeDisk(ghost, 4096)],
+        ["setEgress", () => d.setEgress(ghost, ["pypi.org"])],
+        ["takeNetUsage", () => d.takeNetUsage(ghost)],
+        ["setBandwidth", () => d.setBandwidth(ghost, 1024)],
       ];
       for (const [what, op] of ops) await rejectsWith(op(), "not_found", `${what} on an unknown sandbox`);
       const ref: SnapshotRef = {

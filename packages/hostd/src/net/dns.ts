@@ -23,7 +23,9 @@ import { mkdir, rm } from "node:fs/promises";
 import { isIPv4 } from "node:net";
 import { join } from "node:path";
 import { HostdError } from "@createos-sandbox/protocol";
+import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
 import { nft, nftCmd, procCmdline, procGone, run, signal, spawnDaemon, which } from "../sys/index.js";
+import { resolverNameArgs } from "./egress.js";
 import { GATEWAY_IP, type SlotAddrs, TAP, netnsName } from "./plan.js";
 
 /** Pid files of the resolvers, one per namespace name (namespace names are host-wide, so is this). */
@@ -98,8 +100,18 @@ function resolverUser(): string[] {
   return [hasDnsmasq ? "--user=dnsmasq" : "--user=nobody", "--group=nogroup"];
 }
 
-/** dnsmasq's argv for one namespace (without the program name). */
-export function dnsmasqArgs(netns: string, upstreams: Upstream[], user = resolverUser()): string[] {
+const ALLOW_ALL: EgressPolicy = { all: true };
+
+/**
+ * dnsmasq's argv for one namespace (without the program name); `policy` is the sandbox's egress allowlist,
+ * whose names alone it answers when there is one (net/egress.ts).
+ */
+export function dnsmasqArgs(
+  netns: string,
+  upstreams: Upstream[],
+  user = resolverUser(),
+  policy: EgressPolicy = ALLOW_ALL,
+): string[] {
   return [
     "--conf-file=/dev/null", // nothing from /etc/dnsmasq.conf or /etc/dnsmasq.d
     "--bind-interfaces",
@@ -108,7 +120,10 @@ export function dnsmasqArgs(netns: string, upstreams: Upstream[], user = resolve
     "--port=53",
     "--no-resolv",
     "--no-poll",
-    ...upstreams.map((u) => `--server=${u.ip}#${u.port}`),
+    ...resolverNameArgs(
+      policy,
+      upstreams.map((u) => `${u.ip}#${u.port}`),
+    ),
     // names the host resolves locally; dnsmasq re-reads the file on SIGHUP
     "--no-hosts",
     "--addn-hosts=/etc/hosts",
@@ -168,15 +183,28 @@ export function resolverPid(netns: string): number | undefined {
   return pid > 0 && isResolverOf(pid, netns) ? pid : undefined;
 }
 
+/** Whether the namespace's resolver runs, with the options `policy` asks for. */
+export function resolverServes(netns: string, policy: EgressPolicy = ALLOW_ALL): boolean {
+  const pid = resolverPid(netns);
+  if (pid === undefined) return false;
+  const want = dnsmasqArgs(netns, dnsUpstreams(), resolverUser(), policy);
+  return (procCmdline(pid)?.slice(1) ?? []).join("\0") === want.join("\0");
+}
+
 /** Is `pid` the dnsmasq we started for `netns` (its argv names that namespace's pid file)? */
 export function isResolverOf(pid: number, netns: string): boolean {
   if (procGone(pid)) return false;
   return procCmdline(pid)?.includes(`--pid-file=${pidFileOf(netns)}`) ?? false;
 }
 
-/** Starts the slot's resolver and its redirect; a no-op when one already runs (re-adoption). */
-export async function startResolver(a: SlotAddrs): Promise<void> {
-  if (resolverPid(a.netns) !== undefined) return;
+/**
+ * Starts the slot's resolver and its redirect; a no-op when one already runs with the same options
+ * (re-adoption), a restart when `policy` asks for other names (an egress change: the guest's lookups
+ * fail for the few milliseconds in between, and are retried by its resolver library).
+ */
+export async function startResolver(a: SlotAddrs, policy: EgressPolicy = ALLOW_ALL): Promise<void> {
+  if (resolverServes(a.netns, policy)) return;
+  if (resolverPid(a.netns) !== undefined) await stopResolver(a.slot);
   const dnsmasq = which("dnsmasq");
   if (!dnsmasq)
     throw new HostdError(
@@ -192,7 +220,10 @@ export async function startResolver(a: SlotAddrs): Promise<void> {
   if (!have) await nft(redirectRules(), a.netns);
   await mkdir(RESOLVER_RUN_DIR, { recursive: true, mode: 0o755 });
   // dnsmasq's parent exits once the sockets are bound and the pid file is written (or with the error)
-  await spawnDaemon(dnsmasq, dnsmasqArgs(a.netns, upstreams), { netns: a.netns, timeoutMs: 10_000 });
+  await spawnDaemon(dnsmasq, dnsmasqArgs(a.netns, upstreams, resolverUser(), policy), {
+    netns: a.netns,
+    timeoutMs: 10_000,
+  });
 }
 
 /** Stops the slot's resolver (before its namespace goes, or it would keep the namespace alive). */

@@ -32,7 +32,7 @@
  *     chain forward (through the namespace, from tap0):
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
- *       tcp to 10.200.0.1 that our own DNAT sent there           accept (the disk proxy, disks/)
+ *       tcp to 10.200.0.1 that our own DNAT sent there           accept (name proxy net/proxy.ts, disk proxy disks/)
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
  *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
  *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS, plus
@@ -42,8 +42,8 @@
  *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
  *
  * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start):
- *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the daemon's
- *              listeners for guests; the namespace lets only its own DNAT through to it)
+ *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the proxies'
+ *              address, names and disks; the namespace lets only its own DNAT through to it)
  *              iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
  *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
  *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with
@@ -61,6 +61,7 @@
 import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
+import { PRIVATE_RANGES } from "@createos-sandbox/protocol/egress";
 import { nft, sysctl } from "../sys/index.js";
 import {
   GATEWAY_IP,
@@ -76,28 +77,13 @@ import {
 export const PRIVATE_EGRESS_ENV = "CREATEOS_SANDBOX_PRIVATE_EGRESS";
 
 /**
- * Destinations no guest reaches unless the operator lists them: IANA's special-purpose ranges that are not
+ * Destinations no guest reaches unless the operator lists them (the list lives with the egress rules, which
+ * refuse a rule inside one of them): IANA's special-purpose ranges that are not
  * globally routable (RFC 6890 and successors) plus multicast: this network, RFC 1918, CGNAT, loopback,
  * link-local (cloud metadata at 169.254.169.254), IETF protocol assignments, the documentation nets, the
  * 6to4 relay anycast, benchmarking, multicast, reserved and limited broadcast.
  */
-export const DENIED = [
-  "0.0.0.0/8",
-  "10.0.0.0/8",
-  "100.64.0.0/10",
-  "127.0.0.0/8",
-  "169.254.0.0/16",
-  "172.16.0.0/12",
-  "192.0.0.0/24",
-  "192.0.2.0/24",
-  "192.88.99.0/24",
-  "192.168.0.0/16",
-  "198.18.0.0/15",
-  "198.51.100.0/24",
-  "203.0.113.0/24",
-  "224.0.0.0/4",
-  "240.0.0.0/4",
-];
+export const DENIED: readonly string[] = PRIVATE_RANGES;
 
 /** Never reachable from a guest, whatever the operator lists: the veths and every sandbox's address. */
 export const NEVER = [VETH_NET, SANDBOX_NET];

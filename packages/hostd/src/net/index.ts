@@ -7,16 +7,21 @@
 import { existsSync, readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
+import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
-import { nonResolverPids, startResolver, stopResolver } from "./dns.js";
+import { nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
+import { applyEgressTable } from "./egress.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
+import { setQuota } from "./meter.js";
 import {
   GATEWAY_IP,
+  GATEWAY_MAC,
   GUEST_IP,
   HOST_VETH_PREFIX,
   MAX_SLOT,
   NS_VETH,
+  PROXY_IP,
   SANDBOX_NET,
   type SlotAddrs,
   TAP,
@@ -24,6 +29,7 @@ import {
   slotAddrs,
   slotOfNetns,
 } from "./plan.js";
+import type { ProxyPorts } from "./proxy.js";
 
 export {
   GATEWAY_IP,
@@ -89,6 +95,8 @@ let rootReady: Promise<void> | undefined;
 export function ensureRootNet(): Promise<void> {
   rootReady ??= (async () => {
     await sysctl("net.ipv4.ip_forward", "1");
+    // The name proxies' address (net/proxy.ts); `replace` makes it idempotent.
+    await ip("addr", "replace", `${PROXY_IP}/32`, "dev", "lo");
     const have = await nftCmd(["list", "table", "ip", "createos"]).then(
       () => true,
       () => false,
@@ -138,6 +146,7 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
       "link set lo up",
       // owned by the VM's uid: its jailed QEMU opens it without any capability (vmm/jail.ts)
       `tuntap add dev ${TAP} mode tap user ${jailIds(slot).uid} group ${jailIds(slot).gid}`,
+      `link set ${TAP} address ${GATEWAY_MAC}`,
       `addr add ${GATEWAY_IP}/30 dev ${TAP}`,
       `link set ${TAP} up`,
     ].join("\n");
@@ -164,8 +173,10 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
 `,
       a.netns,
     );
-    // What the guest may send (net/firewall.ts); in place before any VM uses the namespace.
+    // What the guest may send (net/firewall.ts); in place before any VM uses the namespace. Its bytes
+    // are counted from the start (net/meter.ts); a metered sandbox's quota is added when it gets the slot.
     await applySlotFirewall(a.netns, fw);
+    await setQuota(a.netns, -1);
     await startResolver(a);
     return a;
   } catch (e) {
@@ -194,6 +205,17 @@ export async function teardownSlot(slot: number): Promise<void> {
   // The batch's errors are not told apart from "already gone": a namespace still there is deleted once
   // more, alone, so that its failure is reported.
   if (existsSync(netns)) await ip("netns", "del", a.netns);
+}
+
+/**
+ * Puts `policy` in force in the slot's namespace (net/egress.ts): the resolver that served the old names is
+ * stopped first, so it cannot pin an address of a name no longer listed into the new sets; then the
+ * table is replaced in one batch and the resolver started with the new names.
+ */
+export async function applyEgress(a: SlotAddrs, policy: EgressPolicy, proxy?: ProxyPorts): Promise<void> {
+  if (!resolverServes(a.netns, policy)) await stopResolver(a.slot);
+  await applyEgressTable(a.netns, policy, proxy);
+  await startResolver(a, policy);
 }
 
 const POOL_ALIAS = "createos-pool:";

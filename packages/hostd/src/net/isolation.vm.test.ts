@@ -17,6 +17,7 @@ import { type Server, connect, createServer } from "node:net";
 import { after, before, test } from "node:test";
 import { LocalHostDaemon } from "../daemon.js";
 import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
+import { freeOctet, hostAddrs } from "./testhosts.js";
 import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
 
 const dataDir = tempDataDir("iso");
@@ -35,23 +36,8 @@ let tcp: Server | undefined;
 const udp = createSocket("udp4");
 let port = 0;
 
-function hostAddrs(): string[] {
-  const out = execFileSync("ip", ["-4", "-o", "addr", "show"], { encoding: "utf8" });
-  // A guest's 127/8 is its own loopback: those packets never leave it.
-  return [...out.matchAll(/ inet (\d+\.\d+\.\d+\.\d+)\//g)]
-    .map((m) => m[1] ?? "")
-    .filter((ip) => ip !== "" && !ip.startsWith("127."));
-}
-
-/** A /30 in 10.77.0.0/16 that no address of this machine is in. */
-function freeTestNet(): number {
-  const used = hostAddrs();
-  for (let i = 0; i < 256; i++) {
-    const n = (process.pid + i) % 256;
-    if (!used.some((ip) => ip.startsWith(`10.77.${n}.`) || ip.startsWith(`10.78.${n}.`))) return n;
-  }
-  throw new Error("no free 10.77.<n>.0/30 for the test host");
-}
+/** A /30 in 10.77.0.0/16 that no address of this machine is in (nor its 10.78 twin). */
+const freeTestNet = () => freeOctet(["10.77", "10.78"]);
 
 async function probe(id: string, targets: string[]) {
   const r = await run(d as LocalHostDaemon, id, ["python3", "-c", PROBE_PY, ...targets]);

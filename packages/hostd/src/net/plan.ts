@@ -7,10 +7,12 @@
  * restored or forked VM needs no re-addressing (E2B's design, packages/orchestrator/pkg/sandbox/network):
  *
  *   guest eth0        169.254.0.21/30   kernel `ip=`, MAC 02:fc:00:00:00:01: identical in every VM
- *   tap0 (in netns)   169.254.0.22/30   the guest's gateway (and its DNS server in /etc/resolv.conf)
+ *   tap0 (in netns)   169.254.0.22/30   the guest's gateway (and its DNS server in /etc/resolv.conf),
+ *                                       MAC 02:fc:00:00:00:02 in every namespace
  *   netns csb-<slot>  veth "v0"         10.200.<4·slot+2>/30  ─┐ a /30 per slot inside 10.200.0.0/16
  *   root ns           veth "csbv<slot>" 10.200.<4·slot+1>/30  ─┘ (slot = 1…16383)
- *   root ns lo        10.200.0.1/32     the daemon's listeners for guests (disk proxy); slot 0 is never a slot
+ *   root ns lo        10.200.0.1/32     the name proxy for HTTP/TLS (net/proxy.ts) and the disk proxy (disks/);
+ *                                       slot 0 is never a slot
  *   sandbox address   10.201.<slot>     `ip` in the API: the namespace DNATs it to 169.254.0.21 and SNATs
  *                                       the guest's traffic to it; the root namespace routes each
  *                                       10.201.<slot>/32 via the slot's veth
@@ -28,6 +30,12 @@ export const GATEWAY_IP = "169.254.0.22";
 /** The /30 that guest and gateway share, as the kernel's `ip=` wants it. */
 export const GUEST_NETMASK = "255.255.255.252";
 export const GUEST_MAC = "02:fc:00:00:00:01";
+/**
+ * tap0's MAC, the same in every namespace: a resumed or forked guest keeps its ARP entry for the gateway,
+ * which must stay valid in the namespace it lands in (else it talks to a MAC that is gone until the entry
+ * expires, tens of seconds).
+ */
+export const GATEWAY_MAC = "02:fc:00:00:00:02";
 /** The TAP device inside each sandbox namespace. */
 export const TAP = "tap0";
 /** The namespace end of the veth pair. */
@@ -38,8 +46,8 @@ export const SANDBOX_NET = "10.201.0.0/16";
 export const VETH_NET = "10.200.0.0/16";
 export const MAX_SLOT = 16383;
 /**
- * The host daemon's own listeners for guests (the disk proxy, disks/): slot 0 of the veth range, which no
- * slot uses, on the root namespace's loopback. A namespace DNATs to it; the guest cannot address it.
+ * The name proxy's address (net/proxy.ts): slot 0 of the veth range, which no slot uses, on the root
+ * namespace's loopback.
  */
 export const PROXY_IP = "10.200.0.1";
 

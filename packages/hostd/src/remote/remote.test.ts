@@ -108,6 +108,17 @@ describe("host daemon over HTTP", () => {
       method: "unmountDisk",
       args: [{ id: "a", mountPath: "/mnt/d" }],
     });
+    await remote.setEgress("a", ["pypi.org", "1.1.1.1:53"]);
+    assert.deepEqual(daemon.vms.get("a")?.egress, ["pypi.org", "1.1.1.1:53"]);
+    await remote.setBandwidth("a", 4096);
+    assert.equal(daemon.vms.get("a")?.bandwidth_remaining_bytes, 4096);
+    daemon.usage.set("a", { egress_bytes: 10, ingress_bytes: 20, denied_packets: 3 });
+    assert.deepEqual(await remote.takeNetUsage("a"), {
+      egress_bytes: 10,
+      ingress_bytes: 20,
+      denied_packets: 3,
+    });
+    await assert.rejects(remote.setEgress("nope", []), (e) => code(e) === "not_found");
   });
 
   test("ensureImage streams progress and failures", async () => {

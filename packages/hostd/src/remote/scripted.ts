@@ -131,6 +131,32 @@ export class ScriptedDaemon implements HostDaemon {
   async setDiskCredentials(diskId: string) {
     this.log("setDiskCredentials", { diskId });
   }
+  async setEgress(id: string, egress: string[]) {
+    this.log("setEgress", id, egress);
+    this.vm(id).egress = egress;
+  }
+  /** What the next takeNetUsage of a VM answers (then zeroed, as the host's counters are). */
+  readonly usage = new Map<
+    string,
+    { egress_bytes: number; ingress_bytes: number; denied_packets: number; capped?: boolean }
+  >();
+  async takeNetUsage(id: string) {
+    this.vm(id);
+    const u = this.usage.get(id) ?? { egress_bytes: 0, ingress_bytes: 0, denied_packets: 0 };
+    this.usage.delete(id);
+    return u;
+  }
+  async setBandwidth(id: string, remaining: number) {
+    this.log("setBandwidth", id, remaining);
+    this.vm(id).bandwidth_remaining_bytes = remaining;
+  }
+  async commitImage(id: string, image: string, opts?: { keep?: boolean }) {
+    if (!opts?.keep) this.vms.delete(id);
+    return { image, size_bytes: 1 };
+  }
+  async deleteImage(image: string) {
+    this.log("deleteImage", image);
+  }
   async list() {
     return [...this.vms.keys()].map((sandbox_id) => ({ sandbox_id, ip: "10.201.0.1", pid: 1 }));
   }

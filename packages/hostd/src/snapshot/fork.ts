@@ -1,6 +1,7 @@
 /**
- * Fork: the parent snapshot's top disk layer is frozen (once) and the child gets a sparse copy of its RAM
- * file and an overlay of its own, restores, and is configured with its own identity. The parent stays
+ * Fork: the parent snapshot's top disk layer and RAM file are frozen (once) and the child maps that RAM
+ * privately, copy-on-write (no copy: memory.ts), gets an overlay of its own, restores, and is configured
+ * with its own identity. The parent stays
  * resumable and forkable. `start_paused` only writes the child's snapshot dir (pending until every file is
  * copied, then complete), under the id the control plane chose. Idempotent by the child: a repeat joins the
  * fork in flight, or answers the child VM or snapshot it made.
@@ -27,7 +28,7 @@ import {
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import { cpSparse } from "../sys/index.js";
-import { freezeParent } from "./layers.js";
+import { freezeParent, freezeRam } from "./layers.js";
 
 export interface ForkOpts {
   start_paused?: boolean;
@@ -65,34 +66,44 @@ async function forkNew(
     throw new HostdError("bad_request", "a fork's disk_mib cannot be smaller than its parent's");
   const psdir = host.layout.snapDir(meta0.snapshot_id);
   /**
-   * Under the parent's lock (a resume of the parent consumes its files): freeze its disk, copy its RAM
-   * file, device state and top layer into `dest`. Once frozen, the parent's top layer is an empty
-   * overlay on the frozen layer, so a copy of it is the child's overlay, without a qemu-img run.
+   * Under the parent's lock (a resume of the parent consumes its files): freeze its disk, copy its device
+   * state and top layer into `dest`, and its RAM: frozen and mapped (`ram_base`) when the daemon's
+   * `forkRam` is `map`, or copied: by default (host.ts says why), and where the child needs a file of its
+   * own (a `start_paused` child's snapshot dir; a parent whose state carries its RAM, whose `ram` is empty). Once frozen, the parent's top layer is an empty overlay on the frozen
+   * layer, so a copy of it is the child's overlay, without a qemu-img run.
    */
-  const copyParent = (dest: string) =>
+  const copyParent = (dest: string, mapRam: boolean) =>
     host.withSnapLock(parent.snapshot_id, async () => {
       const m = await snapMeta(host.layout, parent);
       const f = await freezeParent(host, m);
+      const map = mapRam && !m.ram_in_state;
+      const ramBase = map ? await freezeRam(host, m) : undefined;
       await Promise.all([
-        cpSparse(join(psdir, "ram"), join(dest, "ram")),
+        map ? undefined : cpSparse(join(psdir, "ram"), join(dest, "ram")),
         copyFile(join(psdir, "state"), join(dest, "state")),
         copyFile(join(psdir, "disk.qcow2"), join(dest, "disk.qcow2")),
       ]);
-      return { meta: m, ...f };
+      return { meta: m, ramBase, ...f };
     });
   if (opts.start_paused)
-    return { snapshot: await forkPaused(host, child, opts.snapshot_id, meta0, t0, copyParent) };
+    return {
+      snapshot: await forkPaused(host, child, opts.snapshot_id, meta0, t0, (dest) => copyParent(dest, false)),
+    };
 
   host.checkCapacity(meta0.mem_mib);
   return host.withReservedId(child.sandbox_id, async () => {
     let parentDisk = meta0.disk_mib;
     const { vm, laps } = await bringUp(host, {
       spec: child,
-      start: { base: baseOf(meta0), boot: { restore: join(host.layout.vmDir(child.sandbox_id), "state") } },
+      start: {
+        base: baseOf(meta0),
+        boot: { restore: join(host.layout.vmDir(child.sandbox_id), "state"), ramInState: meta0.ram_in_state },
+      },
       files: async (p) => {
-        const { meta, chain } = await copyParent(p.dir);
+        const { meta, chain, ramBase } = await copyParent(p.dir, host.forkRam === "map");
         parentDisk = meta.disk_mib;
         p.rec.chain = chain;
+        p.rec.ram_base = ramBase;
         await writeVmRecord(p.dir, p.rec);
         crashPoint("fork.after_copy");
       },
@@ -143,6 +154,8 @@ async function forkPaused(
       // The child's own identity is applied by configure when it is resumed.
       hostname: child.hostname,
       needs_configure: true,
+      // Its `ram` is a copy of its own: the parent's RAM layer is not this snapshot's.
+      ram_layer: undefined,
       disk_mib: child.disk_mib,
       chain,
       frozen: true,

@@ -59,32 +59,63 @@ async function freezeInto(
   return { base: layer, chain };
 }
 
-/** Every backing file a VM (running, pooled or on record) or a snapshot backs onto. */
+/**
+ * Freezes the snapshot's RAM file for forks (once): a hard link in ram-layers/, named in meta.json before
+ * any fork maps it (a crash before that leaves a link nothing names, which gc removes). Root owns it, and
+ * every fork's jail uid may open it read-write (QEMU 7.2 opens a share=off backing file O_RDWR, though it
+ * never writes it: only 8.2's `rom=off` maps a read-only file writably); the dir is 0700, and a jail mounts
+ * only its own parent's layer.
+ */
+export async function freezeRam(host: Host, meta: SnapMeta): Promise<string> {
+  if (meta.ram_layer) return meta.ram_layer;
+  const layer = join(host.layout.ramLayers, `${randomUUID()}.ram`);
+  host.freezing.add(layer);
+  try {
+    const sdir = host.layout.snapDir(meta.snapshot_id);
+    await link(join(sdir, "ram"), layer);
+    await chown(layer, 0, 0);
+    await chmod(layer, 0o666);
+    await fsyncDir(host.layout.ramLayers);
+    const updated: SnapMeta = { ...meta, ram_layer: layer };
+    await writeSnapMeta(sdir, updated);
+    Object.assign(meta, updated);
+    return layer;
+  } finally {
+    host.freezing.delete(layer);
+  }
+}
+
+/** Every backing file (disk layer or RAM layer) a VM (running, pooled or on record) or a snapshot uses. */
 export async function usedLayers(host: Host): Promise<Set<string>> {
   const { layout } = host;
   const used = new Set<string>();
-  for (const v of host.vms.values()) for (const l of v.rec.chain) used.add(l);
-  for (const name of await readdir(layout.vms).catch(() => [] as string[])) {
-    const r = await readVmRecord(join(layout.vms, name));
+  const add = (r: { chain?: string[]; ram_base?: string; ram_layer?: string } | undefined) => {
     for (const l of r?.chain ?? []) used.add(l);
-  }
+    if (r?.ram_base) used.add(r.ram_base);
+    if (r?.ram_layer) used.add(r.ram_layer);
+  };
+  for (const v of host.vms.values()) add(v.rec);
+  for (const name of await readdir(layout.vms).catch(() => [] as string[]))
+    add(await readVmRecord(join(layout.vms, name)));
   for (const name of await readdir(layout.snaps).catch(() => [] as string[])) {
     const m = await readSnapMeta(join(layout.snaps, name));
     if (!m && !name.endsWith(".tmp")) continue;
-    for (const l of m?.chain ?? []) used.add(l);
+    add(m);
   }
   return used;
 }
 
-/** Deletes frozen layers no VM or snapshot backs onto any more. */
+/** Deletes frozen disk and RAM layers no VM or snapshot uses any more. */
 export async function gcLayers(host: Host): Promise<void> {
   const { layout } = host;
   const used = await usedLayers(host);
-  for (const name of await readdir(layout.layers).catch(() => [] as string[])) {
-    const p = join(layout.layers, name);
-    // A layer being frozen is not in any meta.json yet.
-    if (used.has(p) || host.freezing.has(p)) continue;
-    await rm(p, { force: true });
+  for (const dir of [layout.layers, layout.ramLayers]) {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const p = join(dir, name);
+      // A layer being frozen is not in any meta.json yet.
+      if (used.has(p) || host.freezing.has(p)) continue;
+      await rm(p, { force: true });
+    }
   }
 }
 

@@ -7,10 +7,10 @@
  * made. What is left (QEMU's exit, its cgroup, the namespace, the old VM dir) finishes in the background.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
-import { TIMEOUTS, now, stopwatch } from "../bringup.js";
+import { MIB, TIMEOUTS, now, stopwatch } from "../bringup.js";
 import { type Host, type Vm, cgroupName } from "../host.js";
 import {
   type SnapMeta,
@@ -25,6 +25,7 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { gcLayers } from "./layers.js";
 
 /** The files a pause moves from the VM dir into the snapshot dir (re-adoption finishes the move). */
 export const SNAP_FILES = ["ram", "disk.qcow2"] as const;
@@ -65,6 +66,8 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
     pause_ms: 0,
     created_at: new Date().toISOString(),
     state: "pending",
+    // A fork maps its parent's RAM layer privately: QEMU's stream carries its RAM (memory.ts).
+    ram_in_state: vm.rec.ram_base ? true : undefined,
   };
   await writeSnapMeta(sdir, meta);
   const sw = stopwatch();
@@ -97,14 +100,29 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
     await host.removeCgroup(cgroup);
     await host.releaseSlot(vm.rec.slot);
     await rm(trash, { recursive: true, force: true });
+    // A fork's record named its parent's RAM layer: maybe the last one that did.
+    if (vm.rec.ram_base) await gcLayers(host);
   });
   host.log.info("VM paused", { sandbox_id: sandboxId, snapshot_id: snapId, pause_ms, ...sw.laps });
   return ref;
 }
 
+/** A sparse RAM file of the guest's size, all holes (what a restore of a stream with RAM fills). */
+async function emptyRam(path: string, memMib: number): Promise<void> {
+  const f = await open(path, "w", 0o600);
+  try {
+    await f.truncate(memMib * MIB);
+    await f.sync();
+  } finally {
+    await f.close();
+  }
+}
+
 /** Stops the guest and writes its device state to `sdir`, with RAM and disk flushed; undone on failure. */
 async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>): Promise<void> {
   const ram = join(vm.dir, "ram");
+  // A private RAM mapping: the RAM goes into the state; `ram` is the empty file the resume loads it into.
+  if (vm.rec.ram_base) await emptyRam(ram, vm.rec.mem_mib);
   try {
     // Most of a pause is flushing the RAM file's dirty pages: start while the agent quiesces (what the
     // guest dirties meanwhile is caught by the second flush, after the vCPUs stopped).

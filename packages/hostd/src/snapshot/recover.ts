@@ -109,8 +109,10 @@ async function recoverOne(host: Host, name: string, sdir: string): Promise<void>
       await fsyncDir(layout.snaps);
       return;
     case "resave":
+      // The state now matches the RAM the guest ran on, no longer a frozen RAM layer, and no longer
+      // carries the RAM (the resumed VM's is a shared file): the next fork freezes anew.
       if (rec && (await resaveAdopted(host, rec, vmDir, sdir, pid)))
-        return giveBackAll(host, sdir, meta, rec);
+        return giveBackAll(host, sdir, { ...meta, ram_layer: undefined, ram_in_state: undefined }, rec);
       return lost(host, sdir, meta, rec);
     case "lost":
       return lost(host, sdir, meta, rec);

@@ -1,6 +1,7 @@
 /**
  * Resume: the snapshot's RAM file and top disk layer are renamed into the new VM dir (a `share=on` RAM
- * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. The snapshot is
+ * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. A snapshot whose
+ * RAM forks map (`ram_layer`) has its RAM file copied instead: the frozen file must never be written. The snapshot is
  * consumed only once the VM runs: until the guest's first instruction its files go back unchanged on any
  * failure; after it, the device state is saved again first (`resave`), so what goes back is consistent.
  * Idempotent by the sandbox id: a repeat joins the resume in flight or answers the VM it started.
@@ -8,7 +9,7 @@
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
-import { TIMEOUTS, bringUp, now } from "../bringup.js";
+import { TIMEOUTS, bringUp, now, stopwatch } from "../bringup.js";
 import { type Host, runtimeOf } from "../host.js";
 import {
   type SnapMeta,
@@ -21,7 +22,9 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { cpSparse } from "../sys/index.js";
 import type { Machine } from "../vmm/driver.js";
+import { gcLayers } from "./layers.js";
 import { SNAP_FILES } from "./pause.js";
 
 export function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
@@ -45,9 +48,9 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
   const mark = (state: SnapMeta["state"]) => writeSnapMeta(sdir, { ...meta, state });
   await mark("resuming");
   let consumed = false;
-  const { vm } = await bringUp(host, {
+  const { vm, laps } = await bringUp(host, {
     spec,
-    start: { base: baseOf(meta), boot: { restore: join(sdir, "state") } },
+    start: { base: baseOf(meta), boot: { restore: join(sdir, "state"), ramInState: meta.ram_in_state } },
     files: async (p, undo) => {
       p.rec.from_snapshot = meta.snapshot_id;
       await writeVmRecord(p.dir, p.rec);
@@ -62,7 +65,10 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
             sandbox_id: spec.sandbox_id,
           });
       });
-      for (const f of SNAP_FILES) await rename(join(sdir, f), join(p.dir, f));
+      for (const f of SNAP_FILES) {
+        if (f === "ram" && meta.ram_layer) await cpSparse(join(sdir, f), join(p.dir, f));
+        else await rename(join(sdir, f), join(p.dir, f));
+      }
       await Promise.all([fsyncDir(sdir), fsyncDir(p.dir)]);
       crashPoint("resume.after_rename");
     },
@@ -74,6 +80,9 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
       undo: async (m) => {
         await resave(m, sdir, join(host.layout.vmDir(spec.sandbox_id)));
         consumed = false;
+        // The RAM given back is the copy the guest ran on: no longer the frozen layer's.
+        meta.ram_layer = undefined;
+        meta.ram_in_state = undefined;
       },
     },
     agentMs: TIMEOUTS.restoreAgentMs,
@@ -83,10 +92,14 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
     grow: () => spec.disk_mib > meta.disk_mib,
     register: true,
   });
+  const sw = stopwatch();
   await rm(sdir, { recursive: true, force: true });
   await fsyncDir(host.layout.snaps);
+  // Its RAM layer may now be named by nothing (no fork left).
+  if (meta.ram_layer) host.background(() => gcLayers(host));
+  sw.lap("drop_snapshot");
   const rt = runtimeOf(spec, vm.rec, t0, "resume");
-  host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms });
+  host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms, ...laps, ...sw.laps });
   return rt;
 }
 

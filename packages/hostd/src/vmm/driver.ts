@@ -21,6 +21,11 @@ export interface MachineConfig {
   cmdline: string;
   /** Guest RAM file (shared mapping: it *is* the guest's memory, and the snapshot of it). */
   ramPath: string;
+  /**
+   * false: `ramPath` is a frozen RAM layer (a fork's parent) mapped privately, copy-on-write; it is never
+   * written, and the migration stream carries the RAM. Default true.
+   */
+  ramShared?: boolean;
   /** Top qcow2 layer of the root disk (writable). */
   diskPath: string;
   /** Network namespace to run the VMM in; its TAP is `tap`. */
@@ -34,6 +39,11 @@ export interface MachineConfig {
   tbSizeMib?: number;
   /** The VMM's own uid/gid and where its jailer is built (vmm/jail.ts). */
   jail: JailConfig;
+}
+
+export interface RestoreOptions {
+  /** The stream carries the RAM (it was saved from a private mapping): it is loaded into the RAM file. */
+  ramInState?: boolean;
 }
 
 export type MachineState = "configured" | "running" | "paused" | "stopped";
@@ -54,7 +64,7 @@ export interface Machine {
   /** configured → running: cold boot. */
   start(): Promise<void>;
   /** configured → paused: a new VMM whose devices and vCPUs come from `statePath` (RAM is the RAM file). */
-  restore(statePath: string): Promise<void>;
+  restore(statePath: string, opts?: RestoreOptions): Promise<void>;
   /** paused → running. */
   resume(): Promise<void>;
   /** running → paused: vCPUs stopped, devices quiet. */

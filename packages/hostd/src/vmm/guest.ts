@@ -5,15 +5,18 @@
  */
 import type { Duplex, Readable } from "node:stream";
 import {
+  type ConfigureParams,
   type ExecEvents,
   type ExecRequest,
   type ExecResult,
   type FileStat,
+  type HelloResult,
   HostdError,
   type PtyRequest,
   type PtySession,
 } from "@createos-sandbox/protocol";
 import { AgentClient, toHostdError } from "../agent/client.js";
+import { rpcError } from "../agent/errors.js";
 
 export interface AgentLike {
   hello(): Promise<void>;
@@ -39,15 +42,33 @@ export interface AgentLike {
 
 /** Connects to the agent socket and waits until the agent answers `hello` (the readiness probe). */
 export async function connectAgent(socketPath: string, timeoutMs: number): Promise<AgentLike> {
+  return (await connectAgentWith(socketPath, timeoutMs)).agent;
+}
+
+/**
+ * connectAgent whose hello carries `identity` (configure's fields, made per attempt): `configured` says
+ * whether the agent applied it. An agent from before hello carried it (a stale image) answers without
+ * saying so, and the caller then sends configure or sync itself.
+ */
+export async function connectAgentWith(
+  socketPath: string,
+  timeoutMs: number,
+  identity?: () => ConfigureParams,
+): Promise<{ agent: AgentLike; configured: boolean; configureUs?: number }> {
   const c = new AgentClient(socketPath);
+  let hello: HelloResult;
   try {
-    await c.hello({ timeoutMs });
+    hello = await c.hello({ timeoutMs, identity });
   } catch (e) {
     c.close();
     throw new HostdError(
       "agent_unreachable",
       `the guest agent did not answer within ${timeoutMs} ms (${(e as Error).message}); see console.log in the VM dir`,
     );
+  }
+  if (hello.configured === false) {
+    c.close();
+    throw toHostdError(rpcError(hello.configure_error ?? { message: "configure failed" }));
   }
   const w = async <T>(p: Promise<T>): Promise<T> => {
     try {
@@ -56,7 +77,7 @@ export async function connectAgent(socketPath: string, timeoutMs: number): Promi
       throw toHostdError(e);
     }
   };
-  return {
+  const agent: AgentLike = {
     hello: async () => {
       await w(c.hello({ timeoutMs: 10_000 }));
     },
@@ -89,4 +110,6 @@ export async function connectAgent(socketPath: string, timeoutMs: number): Promi
     },
     close: () => c.close(),
   };
+  const us = Number(hello.configure_us);
+  return { agent, configured: hello.configured === true, configureUs: Number.isFinite(us) ? us : undefined };
 }

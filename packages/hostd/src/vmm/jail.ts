@@ -142,15 +142,17 @@ export function jailArgv(
  */
 export async function ownVmFiles(
   dir: string,
-  files: { ram: string; others: string[] },
+  files: { ram?: string; others: string[] },
   ids: { uid: number; gid: number },
 ): Promise<void> {
   await chown(dir, ids.uid, ids.gid);
   await chmod(dir, 0o700);
-  // A cold boot has no RAM file yet: made empty here with our mode, QEMU sizes it (ftruncate) at start.
-  await (await open(files.ram, "a", 0o600)).close();
-  await chown(files.ram, ids.uid, ids.gid);
-  await chmod(files.ram, 0o600);
+  if (files.ram) {
+    // A cold boot has no RAM file yet: made empty here with our mode, QEMU sizes it (ftruncate) at start.
+    await (await open(files.ram, "a", 0o600)).close();
+    await chown(files.ram, ids.uid, ids.gid);
+    await chmod(files.ram, 0o600);
+  }
   for (const f of files.others) {
     try {
       await chown(f, ids.uid, ids.gid);

@@ -22,7 +22,14 @@ import { netArgs } from "./devices/net.js";
 import { rngArgs } from "./devices/rng.js";
 import { sandboxArgs } from "./devices/sandbox.js";
 import { agentChannelArgs } from "./devices/serial.js";
-import type { Machine, MachineConfig, MachinePaths, MachineState, VmmDriver } from "./driver.js";
+import type {
+  Machine,
+  MachineConfig,
+  MachinePaths,
+  MachineState,
+  RestoreOptions,
+  VmmDriver,
+} from "./driver.js";
 import { backingChain, clearPidfile, ensureJailer, jailArgv, ownVmFiles } from "./jail.js";
 import { receiveState, sendState } from "./migration.js";
 import { probeAccel } from "./probe.js";
@@ -103,12 +110,14 @@ class QemuMachine implements Machine {
     await rm(this.paths.agent, { force: true });
     await clearPidfile(this.paths.pidfile);
     const jailer = await ensureJailer(c.jail.cacheDir);
-    await ownVmFiles(c.dir, { ram: c.ramPath, others: [c.diskPath, this.paths.console] }, c.jail);
+    // A private RAM layer is shared by the forks of one parent: never given to one VM's uid (layers.ts).
+    const ram = c.ramShared === false ? undefined : c.ramPath;
+    await ownVmFiles(c.dir, { ram, others: [c.diskPath, this.paths.console] }, c.jail);
     const mounts = {
       cg: c.jail.cgroups,
       netns: c.netns ? `/run/netns/${c.netns}` : undefined,
       ro: [c.kernel, ...(await backingChain(c.diskPath))],
-      rw: [c.dir],
+      rw: [c.dir, ...(c.ramShared === false ? [c.ramPath] : [])],
       dev: [
         "/dev/null",
         "/dev/urandom",
@@ -153,13 +162,10 @@ class QemuMachine implements Machine {
 
   async attach(qmp: QmpClient): Promise<void> {
     this.qmp = qmp;
-    // Device state only; RAM stays in the shared file. Set once so pause needs no extra round trip.
-    await qmp.execute("migrate-set-capabilities", {
-      capabilities: [
-        { capability: "x-ignore-shared", state: true },
-        { capability: "events", state: true },
-      ],
-    });
+    // Device state only; RAM stays in the shared file. Set once so pause needs no extra round trip. Also
+    // for a private RAM mapping (a fork): QEMU checks that a stream's capabilities match the restoring
+    // side's, and the parent's stream was saved with it on (its RAM block private, its pages not sent).
+    await ignoreShared(qmp, true);
     this.watch();
   }
 
@@ -202,18 +208,22 @@ class QemuMachine implements Machine {
     }
   }
 
-  async restore(statePath: string): Promise<void> {
+  async restore(statePath: string, opts: RestoreOptions = {}): Promise<void> {
     this.need("configured");
     this.state = "paused";
     try {
       await this.launch(true);
       const q = this.q;
+      // A stream that carries the RAM loads it into the (shared) RAM file: the capability must be off
+      // for that, and back on afterwards so this VM's own pauses save device state only.
+      if (opts.ramInState) await ignoreShared(q, false);
       const done = this.migrationDone(q, 60_000);
       const sock = migrationSocket(this.config.dir);
       await q.execute("migrate-incoming", { uri: `unix:${sock}` });
       await sendState(sock, statePath, 10_000);
       await done;
       await rm(sock, { force: true });
+      if (opts.ramInState) await ignoreShared(q, true);
     } catch (e) {
       await this.stop(0);
       throw e;
@@ -271,6 +281,9 @@ class QemuMachine implements Machine {
   async snapshot(statePath: string): Promise<void> {
     this.need("paused");
     const q = this.q;
+    // A private RAM mapping is not in a file of this VM's: its pages go into the stream, saved with the
+    // capability off so that the restoring side, whose RAM is a shared file again, loads them into it.
+    if (this.config.ramShared === false) await ignoreShared(q, false);
     const rx = await receiveState(migrationSocket(this.config.dir), statePath, this.config.jail);
     try {
       const done = this.migrationDone(q, 60_000);
@@ -309,6 +322,19 @@ class QemuMachine implements Machine {
     this.state = "stopped";
     if (!this.watching) this.resolveExited("stopped");
   }
+}
+
+/** `x-ignore-shared` (RAM of shared RAM blocks stays out of the stream) on or off; events always on. */
+async function ignoreShared(qmp: QmpClient, on: boolean): Promise<void> {
+  await qmp.execute("migrate-set-capabilities", {
+    capabilities: [
+      { capability: "x-ignore-shared", state: on },
+      { capability: "events", state: true },
+    ],
+  });
+  // A stream that carries RAM crosses a local socket from a stopped guest: QEMU's default bandwidth cap
+  // (128 MiB/s, meant for live migration over a network) would be most of the pause.
+  if (!on) await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
 }
 
 /** True when `pid` is a QEMU of ours serving the VM in `dir`. */

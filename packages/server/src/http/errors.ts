@@ -1,8 +1,7 @@
-/** Every error a client sees, as a JSend envelope: our catalog errors, Fastify's own, schema failures. */
+/** Every error a client sees, as a JSend envelope: our catalog errors (schema failures are too), Fastify's own. */
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import { ApiError, apiError } from "@createos-sandbox/protocol";
-import { schemaErrors } from "../validate.js";
 
 export interface JSendOut {
   status: number;
@@ -13,8 +12,7 @@ export interface JSendOut {
 }
 
 /** Fastify's framework errors that a client can cause, in our catalog's words. */
-function fromFastify(err: { code?: string; validation?: unknown; message?: string }): ApiError | undefined {
-  if (Array.isArray(err.validation)) return schemaErrors(err.validation);
+function fromFastify(err: { code?: string }): ApiError | undefined {
   switch (err.code) {
     case "FST_ERR_BAD_URL":
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":

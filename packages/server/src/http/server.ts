@@ -8,7 +8,8 @@
  */
 import { type IncomingMessage, type Server, ServerResponse, createServer } from "node:http";
 import type { Duplex } from "node:stream";
-import { apiError } from "@createos-sandbox/protocol";
+import { type ApiError, apiError } from "@createos-sandbox/protocol";
+import type { TSchema } from "@sinclair/typebox";
 import Fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -18,9 +19,9 @@ import Fastify, {
 import type { ServerConfig } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import { compileSchema, orderedFailure } from "../schema.js";
 import type { Principal, Store } from "../store/types.js";
 import { ulid } from "../ulid.js";
-import { schemaAjv } from "../validate.js";
 import { Admission } from "./auth.js";
 import { readJson } from "./body.js";
 import {
@@ -53,11 +54,11 @@ export interface Ctx {
   logFields: Record<string, unknown>;
 }
 
-export interface Reply {
-  status?: number;
-  data: unknown;
-  headers?: Record<string, string>;
-}
+/** The JSend `data`, or its JSON text already made (views.ts keeps the sandbox views' texts). */
+export type Reply = { status?: number; headers?: Record<string, string> } & (
+  | { data: unknown; json?: undefined }
+  | { json: string; data?: undefined }
+);
 
 /** Returns a JSend success, or undefined once it has sent or hijacked the response itself. */
 export type Handler = (ctx: Ctx) => Promise<Reply | undefined>;
@@ -84,6 +85,12 @@ export interface Route {
   auth: AuthMode;
   body: "json" | "raw" | "none";
   schema?: FastifySchema;
+  /**
+   * The checks of a body its schema cannot make (lookups, rules across fields), run also when the schema
+   * failed, so that one 400 names every field as before: it adds failures to `errs` for fields that have
+   * none yet, and the route answers 400 if there are any.
+   */
+  check?: (ctx: Ctx, errs: Record<string, string>) => void | Promise<void>;
   handler?: Handler;
   /** Set on the routes that answer an upgrade; a request that is not one is refused. */
   upgrade?: (u: UpgradeCtx) => Promise<void>;
@@ -161,7 +168,7 @@ export async function createHttp(
       rawResponse(socket, renderError(apiError(code)), nextReqId());
     },
   });
-  app.setValidatorCompiler(({ schema }) => schemaAjv.compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => compileSchema(schema as TSchema, httpPart ?? ""));
 
   const sendError = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
     const out = renderError(err);
@@ -240,6 +247,7 @@ function register(app: FastifyInstance, r: Route): void {
     url: r.pattern,
     config: { auth: r.auth, body: r.body },
     ...(r.schema ? { schema: r.schema } : {}),
+    ...(r.check ? { attachValidation: true } : {}),
     handler: async (req, reply) => {
       const ctx: Ctx = {
         req,
@@ -252,6 +260,7 @@ function register(app: FastifyInstance, r: Route): void {
         logFields: req.logFields,
         ...(req.principal ? { principal: req.principal } : {}),
       };
+      if (r.check) await runCheck(r, ctx, req.validationError as ApiError | undefined);
       const up = (req.raw as UpgradeReq)[UPGRADE];
       if (r.upgrade) {
         const proto = r.upgradeProto ?? "tcp-tunnel";
@@ -281,9 +290,21 @@ function register(app: FastifyInstance, r: Route): void {
       if (out === undefined) return reply;
       if (out.status) reply.code(out.status);
       if (out.headers) reply.headers(out.headers);
-      return { status: "success", data: out.data };
+      if (out.json === undefined) return { status: "success", data: out.data };
+      // A string with a JSON content type is sent as it is.
+      reply.type("application/json; charset=utf-8");
+      return `{"status":"success","data":${out.json}}`;
     },
   });
+}
+
+async function runCheck(r: Route, ctx: Ctx, failed: ApiError | undefined): Promise<void> {
+  const errs = { ...failed?.data };
+  const b = ctx.body;
+  if (typeof b !== "object" || b === null || Array.isArray(b)) ctx.body = {};
+  await r.check!(ctx, errs);
+  const props = (r.schema?.body as { properties?: object } | undefined)?.properties ?? {};
+  if (Object.keys(errs).length > 0) throw orderedFailure(errs, Object.keys(props));
 }
 
 function accept(reply: FastifyReply, socket: Duplex, write101: boolean): Duplex {

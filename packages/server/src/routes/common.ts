@@ -8,6 +8,7 @@ import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Sandboxes } from "../sandboxes.js";
 import type { NetworkRow, SandboxRow, Store } from "../store/types.js";
+import type { Templates } from "../templates/service.js";
 import type { TenantStreams } from "../tenant-streams.js";
 import { canonicalNetworkId, canonicalSandboxId } from "../ulid.js";
 import { PageQuery } from "../validate.js";
@@ -23,6 +24,8 @@ export interface App {
   disks: Disks;
   /** Per-tenant caps on open streams and buffered exec output (429 past them). */
   tenantStreams: TenantStreams;
+  /** Template builds and the images they made (absent in tests that build no templates). */
+  templates?: Templates;
   /** The image catalog (engine's when loaded). */
   images(): Promise<RootfsInfo[]>;
   schedulerLastOk(): number | undefined;
@@ -38,7 +41,7 @@ type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
  */
 export function route(
   spec: `${Method} /${string}`,
-  opts: Pick<Route, "auth" | "body" | "schema" | "upgrade" | "upgradeProto">,
+  opts: Pick<Route, "auth" | "body" | "schema" | "check" | "upgrade" | "upgradeProto">,
   handler?: Handler,
 ): Route {
   const at = spec.indexOf(" ");

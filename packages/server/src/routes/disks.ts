@@ -1,16 +1,62 @@
 /**
- * Disks, S3-compatible buckets (protocol.md §2.6, §2.8): every request is validated first (the checks
+ * Disks, S3-compatible buckets (protocol.md §2.6, §2.8): every request is validated first (the schemas
  * below), then served by disks/service.ts — registrations checked against the bucket, keys sealed at rest,
  * attachments mounted on the sandbox's host.
  */
 import { apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
+import { type TObject, Type } from "@sinclair/typebox";
 import { diskView } from "../disks/service.js";
 import type { Ctx, Route } from "../http/server.js";
+import { str } from "../schema.js";
 import type { SandboxRow } from "../store/types.js";
-import { Fields, RESOURCE_NAME_RE, absolutePathError, pageParams } from "../validate.js";
+import { absolutePathError, pageParams } from "../validate.js";
 import { page } from "../views.js";
 import { type App, loadSandbox, paged, requireRunning, route, userOf } from "./common.js";
-import { checkDiskAttachment } from "./sandboxes.js";
+import { resourceName } from "./networks.js";
+import { diskAttachment } from "./sandbox-bodies.js";
+
+const CREDENTIALS = "credentials {access_key, secret_key} are required";
+const Credentials = Type.Object(
+  {
+    access_key: str("access_key", { required: true, msg: "access_key is required" }),
+    secret_key: str("secret_key", { required: true, msg: "secret_key is required" }),
+  },
+  { "x-msg": { type: CREDENTIALS, present: CREDENTIALS } },
+);
+const S3_CONFIG = "config {bucket, endpoint} is required";
+const S3Config = Type.Object(
+  {
+    bucket: str("bucket", {
+      required: true,
+      re: /^[a-z0-9][a-z0-9.-]{1,62}$/,
+      msg: "bucket must be a valid S3 bucket name",
+    }),
+    endpoint: Type.Unsafe<string>({
+      type: "string",
+      grammar: "httpUrl",
+      "x-msg": "endpoint must be an http(s) URL",
+    }),
+    region: Type.Optional(Type.String({ "x-msg": "region must be a string" })),
+    use_path_style: Type.Optional(Type.Boolean({ "x-msg": "use_path_style must be true or false" })),
+  },
+  { "x-msg": { type: S3_CONFIG, present: S3_CONFIG } },
+);
+const KIND = str("kind", { required: true });
+const CreateBody = Type.Object({
+  name: resourceName(),
+  kind: KIND,
+  config: S3Config,
+  credentials: Credentials,
+});
+const PatchBody = Type.Object({ credentials: Credentials });
+const AttachBody = Type.Object(diskAttachment("disk"));
+const json = (body: TObject) => ({ auth: "user", body: "json", schema: { body } }) as const;
+
+/** One kind so far; the message names the kind asked for, which a schema's message cannot. */
+function checkKind(ctx: Ctx, errs: Record<string, string>): void {
+  const { kind } = ctx.body as { kind?: string };
+  if (!errs.kind && kind !== "s3") errs.kind = `unknown kind: ${kind!.slice(0, 50)} (only s3)`;
+}
 
 export function diskRoutes(app: App): Route[] {
   return [
@@ -19,28 +65,14 @@ export function diskRoutes(app: App): Route[] {
       const res = app.disks.store.list(userOf(ctx), limit, offset);
       return { data: page(res.rows.map(diskView), res.total, limit, offset) };
     }),
-    route("POST /v1/disks", { auth: "user", body: "json" }, async (ctx) => {
-      const f = new Fields(ctx.body);
-      f.str("name", {
-        required: true,
-        max: 63,
-        re: RESOURCE_NAME_RE,
-        reMsg: "name must match ^[a-z0-9][a-z0-9-]{0,62}$",
-      });
-      const kind = f.str("kind", { required: true });
-      if (kind && kind !== "s3") f.fail("kind", `unknown kind: ${kind.slice(0, 50)} (only s3)`);
-      checkS3(f);
-      f.done();
+    route("POST /v1/disks", { ...json(CreateBody), check: checkKind }, async (ctx) => {
       const d = await app.disks.create(userOf(ctx), ctx.body as wire.DiskCreateRequest);
       return { data: diskView(d) };
     }),
     route("GET /v1/disks/:ref", { auth: "user", body: "none" }, async (ctx) => ({
       data: diskView(app.disks.find(userOf(ctx), ctx.params.ref!)),
     })),
-    route("PATCH /v1/disks/:ref", { auth: "user", body: "json" }, async (ctx) => {
-      const f = new Fields(ctx.body);
-      checkCredentials(f);
-      f.done();
+    route("PATCH /v1/disks/:ref", json(PatchBody), async (ctx) => {
       const d = app.disks.find(userOf(ctx), ctx.params.ref!);
       await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveDaemons(app));
       return { data: diskView(d) };
@@ -56,10 +88,7 @@ export function diskRoutes(app: App): Route[] {
       const all = app.disks.views(row.id);
       return { data: page(all.slice(offset, offset + limit), all.length, limit, offset) };
     }),
-    route("POST /v1/sandboxes/:id/disks", { auth: "user", body: "json" }, async (ctx) => {
-      const f = new Fields(ctx.body);
-      checkDiskAttachment(f, f.raw, "disk");
-      f.done();
+    route("POST /v1/sandboxes/:id/disks", json(AttachBody), async (ctx) => {
       const row = await loadSandbox(app, ctx);
       const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment]);
       requireRunning(row, "attach a disk to");
@@ -102,42 +131,4 @@ async function detach(app: App, ctx: Ctx, row: SandboxRow): Promise<boolean> {
   const ok = await app.disks.detach(row, diskId, path, running ? app.sandboxes.daemonFor(row) : undefined);
   if (!ok) throw apiError("disk_not_attached", { id: diskId.slice(0, 100), path: path.slice(0, 200) });
   return ok;
-}
-
-function checkCredentials(f: Fields): void {
-  const c = f.raw.credentials;
-  if (typeof c !== "object" || c === null || Array.isArray(c)) {
-    f.fail("credentials", "credentials {access_key, secret_key} are required");
-    return;
-  }
-  const { access_key, secret_key } = c as Record<string, unknown>;
-  if (typeof access_key !== "string" || !access_key)
-    f.fail("credentials.access_key", "access_key is required");
-  if (typeof secret_key !== "string" || !secret_key)
-    f.fail("credentials.secret_key", "secret_key is required");
-}
-
-function checkS3(f: Fields): void {
-  const c = f.raw.config;
-  if (typeof c !== "object" || c === null || Array.isArray(c))
-    f.fail("config", "config {bucket, endpoint} is required");
-  else {
-    const { bucket, endpoint, region, use_path_style } = c as Record<string, unknown>;
-    if (typeof bucket !== "string" || !/^[a-z0-9][a-z0-9.-]{1,62}$/.test(bucket)) {
-      f.fail("config.bucket", "bucket must be a valid S3 bucket name");
-    }
-    let okUrl = false;
-    try {
-      okUrl = typeof endpoint === "string" && /^https?:$/.test(new URL(endpoint).protocol);
-    } catch {
-      okUrl = false;
-    }
-    if (!okUrl) f.fail("config.endpoint", "endpoint must be an http(s) URL");
-    if (region !== undefined && typeof region !== "string")
-      f.fail("config.region", "region must be a string");
-    if (use_path_style !== undefined && typeof use_path_style !== "boolean") {
-      f.fail("config.use_path_style", "use_path_style must be true or false");
-    }
-  }
-  checkCredentials(f);
 }

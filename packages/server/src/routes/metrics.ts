@@ -31,10 +31,13 @@ export function metricsRoutes(app: App): Route[] {
 }
 
 /** `host:port` (`[v6]:port`) → the listen arguments; throws on anything else. */
-export function parseListen(spec: string): { host: string; port: number } {
+export function parseListen(
+  spec: string,
+  name = "CREATEOS_SANDBOX_METRICS_LISTEN",
+): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(spec);
   const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`CREATEOS_SANDBOX_METRICS_LISTEN must be host:port, got ${spec}`);
+  if (!m || port > 65535) throw new Error(`${name} must be host:port, got ${spec}`);
   return { host: (m[1] ?? m[2])!, port };
 }
 

@@ -7,10 +7,13 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { StringDecoder } from "node:string_decoder";
 import { ApiError, type ExecRequest, apiError, validationError } from "@createos-sandbox/protocol";
+import { type Static, Type } from "@sinclair/typebox";
 import { mapHostdError } from "../hosterr.js";
 import type { Ctx, Query, Route, UpgradeCtx } from "../http/server.js";
+import { bool, envs, str, strings } from "../schema.js";
+import { splice } from "../splice.js";
 import type { SandboxRow } from "../store/types.js";
-import { Fields, absolutePathError } from "../validate.js";
+import { absolutePathError } from "../validate.js";
 import { type App, loadSandbox, route } from "./common.js";
 import { linkShell, openRuntime, openShell, typeInto } from "./pty.js";
 
@@ -24,20 +27,26 @@ function filePath(query: Query): string {
   return path!;
 }
 
+const ExecBody = Type.Object({
+  cmd: str("cmd", { required: true, max: 4096 }),
+  args: strings("args", { max: 4096 }),
+  stdin: Type.Optional(
+    Type.Unsafe<string | null>({ type: ["string", "null"], "x-msg": "stdin must be a string" }),
+  ),
+  env: envs("env"),
+  stream: bool("stream"),
+  cwd: str("cwd", { max: 4096, re: /^\//, reMsg: "cwd must be an absolute path" }),
+});
+const exec = { auth: "runtime", body: "json", schema: { body: ExecBody } } as const;
+
 export function streamRoutes(app: App): Route[] {
   return [
-    route("POST /v1/sandboxes/:id/exec", { auth: "runtime", body: "json" }, async (ctx) => {
-      const f = new Fields(ctx.body);
-      const cmd = f.str("cmd", { required: true, max: 4096 });
-      const args = f.strings("args", { max: 4096 }) ?? [];
-      const stdinRaw = f.raw.stdin;
-      if (stdinRaw !== undefined && stdinRaw !== null && typeof stdinRaw !== "string")
-        f.fail("stdin", "stdin must be a string");
-      const env = f.envs("env");
-      const streamFlag = f.bool("stream");
-      const cwd = f.str("cwd", { max: 4096 });
-      if (cwd && !cwd.startsWith("/")) f.fail("cwd", "cwd must be an absolute path");
-      f.done();
+    route("POST /v1/sandboxes/:id/exec", exec, async (ctx) => {
+      const b = ctx.body as Static<typeof ExecBody>;
+      const { cmd, stdin: stdinRaw, cwd } = b;
+      const args = b.args ?? [];
+      const env = b.env ?? undefined;
+      const streamFlag = b.stream;
       let row = await loadSandbox(app, ctx);
       if (env) {
         const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
@@ -50,10 +59,15 @@ export function streamRoutes(app: App): Route[] {
       row = await app.sandboxes.awaitRunning(row, "exec in");
       const daemon = app.sandboxes.daemonFor(row);
       const streaming = ctx.query.stream === "true" || streamFlag === true;
+      // a template's WORKDIR and USER are the defaults of every exec in sandboxes made from it
+      const tpl = app.templates?.execDefaults(row.rootfs);
+      const argv =
+        tpl && tpl.user !== "root" ? ["runuser", "-u", tpl.user, "--", cmd!, ...args] : [cmd!, ...args];
+      const dir = cwd ?? (tpl && tpl.cwd !== "/" ? tpl.cwd : undefined);
       const req = {
-        argv: [cmd!, ...args],
+        argv,
         ...(env ? { env } : {}),
-        ...(cwd ? { cwd } : {}),
+        ...(dir ? { cwd: dir } : {}),
         ...(typeof stdinRaw === "string" && stdinRaw !== "" ? { stdin: Buffer.from(stdinRaw) } : {}),
       };
       const ac = new AbortController();
@@ -330,30 +344,9 @@ function tunnel(app: App) {
     const sock = u.accept();
     app.sandboxes.streamOpened(row.id);
     if (u.head.length) conn.write(u.head);
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
+    splice(sock, conn, () => {
       claim.release();
       app.sandboxes.streamClosed(row.id);
-    };
-    const kill = () => {
-      conn.destroy();
-      sock.destroy();
-      finish();
-    };
-    // pipe() forwards a FIN as end() on the other side and keeps the reverse direction flowing.
-    sock.pipe(conn);
-    conn.pipe(sock);
-    sock.on("error", kill);
-    conn.on("error", kill);
-    sock.on("close", () => {
-      conn.destroy();
-      finish();
-    });
-    conn.on("close", () => {
-      if (!sock.writableEnded) sock.end();
-      finish();
     });
   };
 }

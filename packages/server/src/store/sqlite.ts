@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
+import { chmodSync, existsSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { newKeyId, newUserId } from "../ulid.js";
-import { DISKS_SCHEMA } from "./disks.js";
+import { RowCache } from "./cache.js";
+import { COLUMN_NAMES, SANDBOX_COLUMNS, migrate, privateDir, rowToSandbox, toDb } from "./schema.js";
 import type {
   ApiKeyRow,
   NetworkRow,
@@ -18,154 +19,6 @@ import type {
   UserRow,
 } from "./types.js";
 
-/** The data dir: made 0700, and kept so when it is ours (hostd's sys/fs.ts `ensurePrivateDir`, in sync). */
-export function privateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const s = statSync(dir);
-  if (s.uid === process.getuid?.() && (s.mode & 0o077) !== 0) chmodSync(dir, 0o700);
-}
-
-/** Numbered migrations; applied in order inside one transaction each, recorded in `schema_migrations`. */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE users (
-     id TEXT PRIMARY KEY,
-     name TEXT NOT NULL UNIQUE,
-     created_at TEXT NOT NULL
-   );
-   CREATE TABLE api_keys (
-     id TEXT PRIMARY KEY,
-     user_id TEXT NOT NULL REFERENCES users(id),
-     prefix TEXT NOT NULL,
-     hash TEXT NOT NULL UNIQUE,
-     created_at TEXT NOT NULL,
-     revoked_at TEXT
-   );
-   CREATE TABLE sandboxes (
-     id TEXT PRIMARY KEY,
-     user_id TEXT NOT NULL REFERENCES users(id),
-     name TEXT NOT NULL,
-     status TEXT NOT NULL,
-     shape TEXT NOT NULL,
-     rootfs TEXT NOT NULL,
-     vcpu INTEGER NOT NULL,
-     mem_mib INTEGER NOT NULL,
-     disk_mib INTEGER NOT NULL,
-     region TEXT NOT NULL,
-     ip TEXT,
-     host_id TEXT,
-     spawn_ms REAL,
-     created_at TEXT NOT NULL,
-     created_by TEXT,
-     running_at TEXT,
-     paused_at TEXT,
-     last_resumed_at TEXT,
-     destroyed_at TEXT,
-     forked_from TEXT,
-     auto_pause_after_seconds INTEGER,
-     ingress_enabled INTEGER NOT NULL DEFAULT 0,
-     egress TEXT NOT NULL DEFAULT '[]',
-     envs TEXT NOT NULL DEFAULT '{}',
-     ssh_pubkeys TEXT NOT NULL DEFAULT '[]',
-     snapshot TEXT,
-     bandwidth_quota_bytes INTEGER NOT NULL,
-     bandwidth_used_bytes INTEGER NOT NULL DEFAULT 0,
-     bandwidth_ingress_bytes INTEGER NOT NULL DEFAULT 0,
-     last_activity_at INTEGER NOT NULL,
-     status_reason TEXT,
-     access_token_hash TEXT,
-     access_token_hint TEXT,
-     access_token_created_at TEXT,
-     access_token_rotated_at TEXT
-   );
-   CREATE INDEX sandboxes_user ON sandboxes(user_id, created_at);
-   CREATE INDEX sandboxes_status ON sandboxes(status);
-   CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes(user_id, name)
-     WHERE status NOT IN ('destroyed', 'failed');
-   CREATE UNIQUE INDEX sandboxes_access_token ON sandboxes(access_token_hash)
-     WHERE access_token_hash IS NOT NULL;
-   CREATE TABLE networks (
-     id TEXT PRIMARY KEY,
-     user_id TEXT NOT NULL REFERENCES users(id),
-     name TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     UNIQUE (user_id, name)
-   );
-   CREATE TABLE network_members (
-     network_id TEXT NOT NULL REFERENCES networks(id),
-     sandbox_id TEXT NOT NULL REFERENCES sandboxes(id),
-     attached_at TEXT NOT NULL,
-     PRIMARY KEY (network_id, sandbox_id)
-   );`,
-  // Lists page newest first by id (ULIDs sort by creation time), straight off this index, no sort step.
-  `DROP INDEX sandboxes_user;
-   CREATE INDEX sandboxes_user_id ON sandboxes(user_id, id);`,
-  // The id of the snapshot a pause (or a paused fork) is making, recorded before the host is asked.
-  "ALTER TABLE sandboxes ADD COLUMN pending_snapshot_id TEXT;",
-  // S3 disk registrations and attachments (store/disks.ts).
-  DISKS_SCHEMA,
-];
-
-type Kind = "text" | "num" | "bool" | "json";
-const SANDBOX_COLUMNS: Record<keyof SandboxRow, Kind> = {
-  id: "text",
-  user_id: "text",
-  name: "text",
-  status: "text",
-  shape: "text",
-  rootfs: "text",
-  vcpu: "num",
-  mem_mib: "num",
-  disk_mib: "num",
-  region: "text",
-  ip: "text",
-  host_id: "text",
-  spawn_ms: "num",
-  created_at: "text",
-  created_by: "text",
-  running_at: "text",
-  paused_at: "text",
-  last_resumed_at: "text",
-  destroyed_at: "text",
-  forked_from: "text",
-  auto_pause_after_seconds: "num",
-  ingress_enabled: "bool",
-  egress: "json",
-  envs: "json",
-  ssh_pubkeys: "json",
-  snapshot: "json",
-  pending_snapshot_id: "text",
-  bandwidth_quota_bytes: "num",
-  bandwidth_used_bytes: "num",
-  bandwidth_ingress_bytes: "num",
-  last_activity_at: "num",
-  status_reason: "text",
-  access_token_hash: "text",
-  access_token_hint: "text",
-  access_token_created_at: "text",
-  access_token_rotated_at: "text",
-};
-const COLUMN_NAMES = Object.keys(SANDBOX_COLUMNS) as (keyof SandboxRow)[];
-const TERMINAL: SandboxStatus[] = ["destroyed", "failed"];
-
-function toDb(kind: Kind, v: unknown): unknown {
-  if (v === undefined || v === null) return null;
-  if (kind === "bool") return v ? 1 : 0;
-  if (kind === "json") return JSON.stringify(v);
-  return v;
-}
-
-function rowToSandbox(r: Record<string, unknown>): SandboxRow {
-  const out: Record<string, unknown> = {};
-  for (const col of COLUMN_NAMES) {
-    const v = r[col];
-    if (v === null || v === undefined) continue;
-    const kind = SANDBOX_COLUMNS[col];
-    out[col] = kind === "bool" ? v === 1 : kind === "json" ? JSON.parse(v as string) : v;
-  }
-  out.ingress_enabled ??= false;
-  return out as unknown as SandboxRow;
-}
-
 export function hashSecret(secret: string): string {
   return createHash("sha256").update(secret).digest("hex");
 }
@@ -175,6 +28,8 @@ const now = () => new Date().toISOString();
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts: Record<string, Database.Statement>;
+  /** Materialised rows (cache.ts): every sandbox write below ends in `rows.forget(id)`. */
+  private readonly rows: RowCache;
 
   /** Prepared statements by SQL text: preparing costs more than running a point query. */
   private readonly cache = new Map<string, Database.Statement>();
@@ -190,13 +45,13 @@ export class SqliteStore implements Store {
 
   private constructor(db: Database.Database) {
     this.db = db;
+    this.rows = new RowCache(db);
     const p = (sql: string) => db.prepare(sql);
     this.stmts = {
       keyByHash: p("SELECT k.id, k.user_id FROM api_keys k WHERE k.hash = ? AND k.revoked_at IS NULL"),
       tokenByHash: p(
         `SELECT id, user_id FROM sandboxes WHERE access_token_hash = ? AND status NOT IN ('destroyed','failed')`,
       ),
-      getSandbox: p("SELECT * FROM sandboxes WHERE id = ?"),
       byIp: p(
         `SELECT * FROM sandboxes WHERE user_id = ? AND ip = ? ORDER BY (status IN ('destroyed','failed')), created_at DESC LIMIT 1`,
       ),
@@ -290,16 +145,27 @@ export class SqliteStore implements Store {
     return undefined;
   }
 
+  /** Runs a write of row `id`, then drops the cached row, also when the write failed or changed nothing. */
+  private writing<T>(id: string, write: () => T): T {
+    try {
+      return write();
+    } finally {
+      this.rows.forget(id);
+    }
+  }
+
   async insertSandbox(row: SandboxRow): Promise<void> {
     const cols = COLUMN_NAMES.filter((c) => row[c] !== undefined);
-    this.q(`INSERT INTO sandboxes (${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(
-      ...cols.map((c) => toDb(SANDBOX_COLUMNS[c], row[c])),
+    this.writing(row.id, () =>
+      this.q(`INSERT INTO sandboxes (${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(
+        ...cols.map((c) => toDb(SANDBOX_COLUMNS[c], row[c])),
+      ),
     );
   }
 
   async getSandbox(id: string): Promise<SandboxRow | undefined> {
-    const r = this.stmts.getSandbox!.get(id) as Record<string, unknown> | undefined;
-    return r ? rowToSandbox(r) : undefined;
+    this.rows.sync();
+    return this.rows.get(id);
   }
 
   async getSandboxByIp(userId: string, ip: string): Promise<SandboxRow | undefined> {
@@ -308,16 +174,24 @@ export class SqliteStore implements Store {
   }
 
   async listSandboxes(userId: string, q: PageQuery & { status?: SandboxStatus }): Promise<Page<SandboxRow>> {
-    const where = q.status ? "user_id = ? AND status = ?" : "user_id = ?";
-    const args: unknown[] = q.status ? [userId, q.status] : [userId];
-    const total = (this.q(`SELECT COUNT(*) AS n FROM sandboxes WHERE ${where}`).get(...args) as { n: number })
-      .n;
-    const rows = this.q(`SELECT * FROM sandboxes WHERE ${where} ORDER BY id DESC LIMIT ? OFFSET ?`).all(
-      ...args,
-      q.limit,
-      q.offset,
-    ) as Record<string, unknown>[];
-    return { rows: rows.map(rowToSandbox), total };
+    this.rows.sync();
+    return this.rows.page(`${userId} ${q.status ?? ""} ${q.limit} ${q.offset}`, () => {
+      const where = q.status ? "user_id = ? AND status = ?" : "user_id = ?";
+      const args: unknown[] = q.status ? [userId, q.status] : [userId];
+      const total = this.q(`SELECT COUNT(*) FROM sandboxes WHERE ${where}`)
+        .pluck()
+        .get(...args) as number;
+      // Only the ids: the rows come from the cache (a page of 50 full rows read and decoded cost ~1 ms).
+      const ids = this.q(`SELECT id FROM sandboxes WHERE ${where} ORDER BY id DESC LIMIT ? OFFSET ?`)
+        .pluck()
+        .all(...args, q.limit, q.offset) as string[];
+      const rows: SandboxRow[] = [];
+      for (const id of ids) {
+        const row = this.rows.get(id);
+        if (row) rows.push(row);
+      }
+      return { rows, total };
+    });
   }
 
   async sandboxesInStatus(statuses: SandboxStatus[]): Promise<SandboxRow[]> {
@@ -374,19 +248,21 @@ export class SqliteStore implements Store {
   async updateSandbox(id: string, patch: SandboxPatch): Promise<void> {
     const { sets, args } = this.patchSql(patch);
     if (sets.length === 0) return;
-    this.q(`UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ?`).run(...args, id);
+    this.writing(id, () => this.q(`UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ?`).run(...args, id));
   }
 
   async transition(id: string, from: SandboxStatus[], patch: SandboxPatch): Promise<boolean> {
     const { sets, args } = this.patchSql(patch);
-    const res = this.q(
-      `UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ? AND status IN (${from.map(() => "?").join(",")})`,
-    ).run(...args, id, ...from);
+    const res = this.writing(id, () =>
+      this.q(
+        `UPDATE sandboxes SET ${sets.join(", ")} WHERE id = ? AND status IN (${from.map(() => "?").join(",")})`,
+      ).run(...args, id, ...from),
+    );
     return res.changes === 1;
   }
 
   async touchActivity(id: string, atMs: number): Promise<void> {
-    this.stmts.touch!.run(atMs, id);
+    this.writing(id, () => this.stmts.touch!.run(atMs, id));
   }
 
   async idleSandboxes(nowMs: number): Promise<SandboxRow[]> {
@@ -457,22 +333,4 @@ export class SqliteStore implements Store {
       }[]
     ).map((r) => r.network_id);
   }
-}
-
-export { TERMINAL };
-
-function migrate(db: Database.Database): void {
-  db.exec(
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-  );
-  // IMMEDIATE: two processes starting at once must not both apply migration N.
-  const apply = db.transaction(() => {
-    const current =
-      (db.prepare("SELECT MAX(version) AS v FROM schema_migrations").get() as { v: number | null }).v ?? 0;
-    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
-      db.exec(MIGRATIONS[v - 1]!);
-      db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(v, now());
-    }
-  });
-  apply.immediate();
 }

@@ -312,11 +312,36 @@ describe("control plane without an engine", () => {
       key,
       body: { name: "t1", dockerfile: "FROM nodeops/sandbox:debian\nRUN true" },
     });
-    assert.equal(ok.status, 501);
-    assert.match(ok.json.message, /templates issue/);
+    // accepted at once; with no host to build on the build fails, saying why
+    assert.equal(ok.status, 200);
+    assert.equal(ok.json.data.status, "pending");
+    assert.match(ok.json.data.id, /^tpl_[0-9a-z]{26}$/);
+    assert.equal(ok.json.data.ext4_size_bytes, 0);
     const list = await call(s.url, "GET", "/v1/templates", { key });
-    assert.deepEqual(list.json.data, { data: [], pagination: { total: 0, limit: 50, offset: 0, count: 0 } });
+    assert.deepEqual(list.json.data.pagination, { total: 1, limit: 50, offset: 0, count: 1 });
+    assert.equal(list.json.data.data[0].id, ok.json.data.id);
+    // a name resolves to its latest ready build only
     assert.equal((await call(s.url, "GET", "/v1/templates/t1", { key })).status, 404);
+    const byId = await call(s.url, "GET", `/v1/templates/${ok.json.data.id}?include=dockerfile`, { key });
+    assert.equal(byId.json.data.dockerfile, "FROM nodeops/sandbox:debian\nRUN true");
+    for (
+      let i = 0;
+      i < 50 &&
+      (await call(s.url, "GET", `/v1/templates/${ok.json.data.id}`, { key })).json.data.status !== "failed";
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 100));
+    const failed = await call(s.url, "GET", `/v1/templates/${ok.json.data.id}`, { key });
+    assert.equal(failed.json.data.status, "failed");
+    const text = await fetch(`${s.url}/v1/templates/${ok.json.data.id}/logs`, {
+      headers: { "x-api-key": key },
+    });
+    assert.match(await text.text(), /build failed: .*host/);
+    const other = await newUser(s.dataDir, "tplother");
+    assert.equal((await call(s.url, "GET", `/v1/templates/${ok.json.data.id}`, { key: other })).status, 404);
+    const del = await call(s.url, "DELETE", `/v1/templates/${ok.json.data.id}`, { key });
+    assert.equal(del.json.data.status, "destroyed");
+    assert.equal((await call(s.url, "GET", `/v1/templates/${ok.json.data.id}`, { key })).status, 404);
   });
 
   it("method not allowed is 405 with Allow; unknown routes 404 JSend", async () => {

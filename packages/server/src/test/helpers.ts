@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import type { HostDaemon } from "@createos-sandbox/protocol";
 
 export const MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "main.js");
 const pexec = promisify(execFile);
@@ -92,6 +93,12 @@ export function waitStarted(p: Logged, re: RegExp): Promise<string> {
   ]);
 }
 
+/** The edge listeners on free ports: their fixed defaults would collide between servers run side by side. */
+export const EPHEMERAL_EDGE = {
+  CREATEOS_SANDBOX_INGRESS_LISTEN: "127.0.0.1:0",
+  CREATEOS_SANDBOX_SSH_LISTEN: "127.0.0.1:0",
+} as const;
+
 export async function startProc(
   opts: {
     env?: Record<string, string>;
@@ -109,6 +116,7 @@ export async function startProc(
     ...(process.env as Record<string, string>),
     CREATEOS_SANDBOX_BOOTSTRAP_API_KEY: adminKey,
     CREATEOS_SANDBOX_HOSTD: opts.engine ? "local" : "none",
+    ...EPHEMERAL_EDGE,
     ...opts.env,
   };
   const p = spawnLogged(["serve", "--port", "0", "--data-dir", dataDir, ...(opts.args ?? [])], env);
@@ -210,3 +218,15 @@ export const SANDBOX_ROUTES: readonly (readonly [string, string, unknown?])[] = 
   ["DELETE", "/networks/x"],
   ["GET", "/disks"],
 ];
+
+/** Attaches a (scripted) host daemon to an in-process server and waits until the server counts it ready. */
+export async function attachReady(
+  srv: { attachHost(d: HostDaemon): Promise<unknown>; app: { hosts: { anyReady(): boolean } } },
+  daemon: HostDaemon,
+): Promise<void> {
+  await srv.attachHost(daemon);
+  for (let i = 0; !srv.app.hosts.anyReady(); i++) {
+    if (i > 100) throw new Error("the scripted host never became ready");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

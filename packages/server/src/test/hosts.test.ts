@@ -17,7 +17,7 @@ import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
 import { createLogger } from "../log.js";
 import { SqliteStore } from "../store/sqlite.js";
-import { call } from "./helpers.js";
+import { EPHEMERAL_EDGE, call } from "./helpers.js";
 
 const TOKEN = "hosts-test-token-0123456789";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -66,7 +66,10 @@ describe("control plane with two remote host daemons", () => {
   before(async () => {
     await a.start();
     await b.start();
-    const cfg = loadConfig({ dataDir, port: 0 }, { CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS: "200" });
+    const cfg = loadConfig(
+      { dataDir, port: 0 },
+      { ...EPHEMERAL_EDGE, CREATEOS_SANDBOX_SCHEDULER_INTERVAL_MS: "200" },
+    );
     const store = SqliteStore.open(join(dataDir, "db.sqlite"));
     const user = await store.createUser("alice");
     key = `skp_${"k".repeat(32)}`;

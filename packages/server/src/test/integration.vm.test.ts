@@ -198,23 +198,27 @@ describe("published SDK against the real server and engine", { timeout: 30 * 60_
   });
 
   it("egress, bandwidth, ssh keys, auto-pause setting, resize", async () => {
-    assert.deepEqual(await sb.getEgress(), { id: sb.id, egress: ["example.com:443"] });
-    assert.deepEqual((await sb.setEgress(["10.0.0.0/8:443", "*.npmjs.org"])).egress, [
-      "10.0.0.0/8:443",
+    const eg = await sb.getEgress();
+    assert.deepEqual([eg.id, eg.egress], [sb.id, ["example.com:443"]]);
+    assert.deepEqual((await sb.setEgress(["1.1.1.0/24:443", "*.npmjs.org"])).egress, [
+      "1.1.1.0/24:443",
       "*.npmjs.org",
     ]);
     await assert.rejects(sb.setEgress(["bad rule!"]), CreateosSandboxValidationError);
+    // a private range the operator did not list as CREATEOS_SANDBOX_PRIVATE_EGRESS
+    await assert.rejects(sb.setEgress(["10.0.0.0/8:443"]), CreateosSandboxValidationError);
     assert.deepEqual((await sb.setEgress(null)).egress, []);
     const bw = await sb.getBandwidth();
+    // metered from the start: whatever the guest sent since it booted is counted
     assert.deepEqual(bw, {
       id: sb.id,
-      quota_bytes: 5 * 1024 ** 3,
-      used_bytes: 0,
-      ingress_bytes: 0,
-      remaining_bytes: 5 * 1024 ** 3,
+      quota_bytes: 10 * 1024 ** 3,
+      used_bytes: bw.used_bytes,
+      ingress_bytes: bw.ingress_bytes,
+      remaining_bytes: 10 * 1024 ** 3 - bw.used_bytes,
       capped: false,
     });
-    assert.equal((await sb.rechargeBandwidth(1000)).quota_bytes, 5 * 1024 ** 3 + 1000);
+    assert.equal((await sb.rechargeBandwidth(1000)).quota_bytes, 10 * 1024 ** 3 + 1000);
     await assert.rejects(sb.rechargeBandwidth(-5), CreateosSandboxValidationError);
     const other = randomEd25519();
     assert.deepEqual(await sb.addSSHPubkeys([ED25519, other, other]), { count: 2 });

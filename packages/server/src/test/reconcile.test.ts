@@ -18,7 +18,7 @@ import { createRow } from "../rows.js";
 import { SqliteStore } from "../store/sqlite.js";
 import type { SandboxRow, SandboxStatus } from "../store/types.js";
 import { newSandboxId } from "../ulid.js";
-import { call } from "./helpers.js";
+import { EPHEMERAL_EDGE, call } from "./helpers.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const [id_lost, id_pausing, id_child, id_parent, id_resuming, id_nobody] = [1, 2, 3, 4, 5, 6].map(() =>
@@ -84,7 +84,7 @@ test("reconcile finishes accepted work by its recorded ids and matches snapshots
   // A snapshot no row names.
   daemon.snaps.set("snap-orphan", ref("snap-orphan", id_nobody));
 
-  const cfg = loadConfig({ dataDir, port: 0 }, {});
+  const cfg = loadConfig({ dataDir, port: 0 }, { ...EPHEMERAL_EDGE });
   srv = await startServer(
     cfg,
     createLogger(() => undefined),

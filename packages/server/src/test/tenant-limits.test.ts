@@ -15,7 +15,7 @@ import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
 import { createLogger } from "../log.js";
 import { SqliteStore } from "../store/sqlite.js";
-import { call } from "./helpers.js";
+import { EPHEMERAL_EDGE, attachReady, call } from "./helpers.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -29,6 +29,7 @@ describe("per-tenant limits", () => {
     const cfg = loadConfig(
       { dataDir, port: 0 },
       {
+        ...EPHEMERAL_EDGE,
         CREATEOS_SANDBOX_MAX_SANDBOXES_PER_TENANT: "4",
         CREATEOS_SANDBOX_MAX_DISK_MIB_PER_TENANT: "5000",
         // The scripted daemon's snapshots are 1 byte each.
@@ -47,11 +48,7 @@ describe("per-tenant limits", () => {
       createLogger(() => undefined),
       store,
     );
-    await srv.attachHost(daemon);
-    for (let i = 0; !srv.app.hosts.anyReady(); i++) {
-      if (i > 100) throw new Error("the scripted host never became ready");
-      await sleep(100);
-    }
+    await attachReady(srv, daemon);
   });
   after(async () => {
     await srv.close();

@@ -1,6 +1,7 @@
 import { bool } from "../../framework/args.js";
 import type { Command, Group } from "../../framework/command.js";
-import { boxArg, confirmOrYes, label, yesFlag } from "./common.js";
+import { boxArg, label, yesFlag } from "./common.js";
+import { bandwidthLine } from "./get.js";
 
 const ANY = ["running", "paused", "pausing", "resuming", "creating", "forking", "error"] as const;
 
@@ -22,7 +23,14 @@ const show: Command = {
   async run(ctx, { positionals }) {
     const sb = await boxArg(ctx, positionals[0], [...ANY], "show the firewall of");
     const view = await sb.getEgress();
-    ctx.out.result(view, () => rulesText(view.egress));
+    // Usage, quota and capped next to the rules; a server without bandwidth must not break `show`.
+    const bandwidth = await sb.getBandwidth().catch(() => undefined);
+    const doc = { ...view, ...(bandwidth ? { bandwidth } : {}) };
+    ctx.out.result(doc, () =>
+      bandwidth
+        ? `${rulesText(view.egress)}\nBandwidth: ${bandwidthLine(bandwidth)}`
+        : rulesText(view.egress),
+    );
     return 0;
   },
 };
@@ -63,8 +71,10 @@ const clear: Command = {
   examples: ["createos sandbox firewall clear my-box", "createos sandbox firewall clear my-box --yes"],
   async run(ctx, { flags, positionals }) {
     const sb = await boxArg(ctx, positionals[0], [...ANY], "clear the firewall of");
+    // Asked on a terminal only: in a script (the docs' `firewall clear my-box`) it just clears, since
+    // nothing is lost that `firewall set` cannot put back.
     const question = `Allow all outbound traffic from ${label(sb.data)}?`;
-    if (!(await confirmOrYes(ctx, bool(flags, "yes"), question))) return 1;
+    if (ctx.interactive && !bool(flags, "yes") && !(await ctx.prompt.confirm(question))) return 1;
     const view = await sb.setEgress([]);
     ctx.out.result({ action: "egress_cleared", ...view }, () =>
       ctx.out.success(`Firewall of ${label(sb.data)} cleared: all outbound traffic allowed`),

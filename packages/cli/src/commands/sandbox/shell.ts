@@ -9,6 +9,7 @@ import { sh, shq } from "../../lib/api.js";
 import { homeDir } from "../../lib/config.js";
 import type { Sandbox } from "../../lib/sdk.js";
 import { boxArg, label, requireRunning } from "./common.js";
+import { ensureKeyListed, gatewaySshArgs, identityArgs, parseGateway } from "./gateway.js";
 
 /** Keyless PTY through the control plane (protocol.md §3.4). */
 async function keylessShell(ctx: Context, sb: Sandbox): Promise<number> {
@@ -117,21 +118,30 @@ export function sshArgs(port: number, user: string, keyPath: string, extra: stri
     String(port),
     "-l",
     user,
-    "-i",
-    keyPath,
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "IdentityAgent=none",
+    ...identityArgs(keyPath),
     "-o",
     "StrictHostKeyChecking=no",
     "-o",
     "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
     ...extra,
     "127.0.0.1",
   ];
+}
+
+/** Runs the system `ssh` on our terminal; its exit code becomes ours. */
+async function runSsh(args: string[]): Promise<number> {
+  const child = spawn("ssh", args, { stdio: "inherit" });
+  // ssh owns the terminal now; our own Ctrl-C must not kill us before it.
+  const ignore = () => {};
+  process.on("SIGINT", ignore);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.once("error", (err) => reject(new CliError(`cannot run ssh: ${err.message}`)));
+      child.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + 15 : 1)));
+    });
+  } finally {
+    process.off("SIGINT", ignore);
+  }
 }
 
 async function sshShell(ctx: Context, sb: Sandbox, keyPath: string, user: string): Promise<number> {
@@ -139,19 +149,19 @@ async function sshShell(ctx: Context, sb: Sandbox, keyPath: string, user: string
     prepareSsh(ctx, sb, keyPath, user),
   );
   try {
-    const child = spawn("ssh", sshArgs(t.port, user, keyPath), { stdio: "inherit" });
-    // ssh owns the terminal now; our own Ctrl-C must not kill us before it.
-    const ignore = () => {};
-    process.on("SIGINT", ignore);
-    const code = await new Promise<number>((resolve, reject) => {
-      child.once("error", (err) => reject(new CliError(`cannot run ssh: ${err.message}`)));
-      child.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + 15 : 1)));
-    });
-    process.off("SIGINT", ignore);
-    return code;
+    return await runSsh(sshArgs(t.port, user, keyPath));
   } finally {
     await t.close();
   }
+}
+
+/** `shell --ssh` with a gateway configured: through the server's SSH gateway (gateway.ts). */
+async function gatewayShell(ctx: Context, sb: Sandbox, keyPath: string, user: string, spec: string) {
+  const gw = parseGateway(spec, ctx.commandPath);
+  await ctx.out.step(`Authorising ${path.basename(keyPath)} on ${label(sb.data)}`, () =>
+    ensureKeyListed(sb, keyPath, ctx.commandPath),
+  );
+  return runSsh(gatewaySshArgs(gw, sb.id, user, keyPath, ctx.env));
 }
 
 export const shellCommand: Command = {
@@ -163,7 +173,10 @@ export const shellCommand: Command = {
   description:
     "By default a keyless PTY through the control plane — your API key is the only auth.\n" +
     "--ssh (or -i KEY) uses SSH instead: the public key is authorised in the sandbox, sshd is\n" +
-    "started, and your system `ssh` connects through a tunnel; ssh's exit code becomes ours.",
+    "started, and your system `ssh` connects through a tunnel; ssh's exit code becomes ours.\n" +
+    "With --sandbox-gateway HOST[:PORT] (or CREATEOS_SANDBOX_GATEWAY) --ssh goes through the\n" +
+    "server's SSH gateway instead: the key is added to the sandbox's ssh_pubkeys if missing and\n" +
+    "ssh logs in as <sandbox id>@gateway (another --user: via the guest's sshd, gateway as jump host).",
   flags: [
     {
       name: "ssh",
@@ -191,6 +204,7 @@ export const shellCommand: Command = {
     "createos sandbox shell my-box",
     "createos sandbox shell my-box --ssh",
     "createos sandbox shell my-box -i ~/.ssh/id_ed25519",
+    "createos --sandbox-gateway 127.0.0.1:2222 sandbox shell my-box --ssh",
   ],
   async run(ctx, { flags, positionals }) {
     const identity = str(flags, "identity");
@@ -209,7 +223,9 @@ export const shellCommand: Command = {
     }
     const sb = await boxArg(ctx, positionals[0], ["running"], "open a shell in");
     requireRunning(sb);
-    if (keyPath) return sshShell(ctx, sb, keyPath, str(flags, "user") ?? "root");
+    const user = str(flags, "user") ?? "root";
+    if (keyPath && ctx.globals.gateway) return gatewayShell(ctx, sb, keyPath, user, ctx.globals.gateway);
+    if (keyPath) return sshShell(ctx, sb, keyPath, user);
     return keylessShell(ctx, sb);
   },
 };

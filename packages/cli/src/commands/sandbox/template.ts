@@ -6,10 +6,14 @@ import type { TemplateView } from "../../lib/sdk.js";
 import { formatBytes, relativeTime, renderKeyValues, renderTable } from "../../ui/table.js";
 import { confirmOrYes, yesFlag } from "./common.js";
 
-/** Prints build log lines until the final frame; exit 1 on a failed build. */
-async function follow(ctx: Context, ref: string): Promise<number> {
+/**
+ * Prints build log lines until the final frame, a spinner naming the running step in between (on a
+ * terminal); exit 1 on a failed build. `view`: in JSON mode print the template's final view alone.
+ */
+async function follow(ctx: Context, ref: string, view = false): Promise<number> {
   const api = await ctx.api();
-  const spin = ctx.out.spinner(`Waiting for the build of ${ref}`);
+  let spin = ctx.out.spinner(`Waiting for the build of ${ref}`);
+  let step: string | undefined;
   let status: string | undefined;
   // In JSON mode the log goes to stderr so stdout keeps its single document.
   const sink = ctx.out.json ? ctx.streams.stderr : ctx.streams.stdout;
@@ -19,12 +23,17 @@ async function follow(ctx: Context, ref: string): Promise<number> {
       status = ev.status;
       break;
     }
-    if (ev.line !== undefined) sink.write(ev.line.endsWith("\n") ? ev.line : `${ev.line}\n`);
+    if (ev.line !== undefined) {
+      sink.write(ev.line.endsWith("\n") ? ev.line : `${ev.line}\n`);
+      step = /^Step (\d+\/\d+) :/.exec(ev.line)?.[1] ?? step;
+    }
+    spin = ctx.out.spinner(step ? `Step ${step} running` : `Waiting for the build of ${ref}`);
   }
   spin.stop();
   const tpl = await api.client.templates.get(ref).catch(() => undefined);
   status ??= tpl?.status;
-  if (ctx.out.json) ctx.out.printJson({ action: "template_build_finished", status, template: tpl });
+  if (ctx.out.json && view && tpl) ctx.out.printJson(tpl);
+  else if (ctx.out.json) ctx.out.printJson({ action: "template_build_finished", status, template: tpl });
   else
     ctx.out.info(
       status === "ready"
@@ -38,7 +47,7 @@ const submit: Command = {
   kind: "command",
   name: "submit",
   summary: "Build a custom image from a Dockerfile",
-  usage: "<name> -f <Dockerfile> [--base <image>] [--follow]",
+  usage: "<name> -f <Dockerfile> [--base <image>] [--detach]",
   flags: [
     {
       name: "file",
@@ -51,14 +60,20 @@ const submit: Command = {
       name: "base",
       type: "string",
       value: "<image>",
-      description: "Base image (nodeops/sandbox:debian or :alpine)",
+      description: "Base image (must match the Dockerfile's FROM: nodeops/sandbox:debian)",
     },
-    { name: "follow", short: "F", type: "boolean", description: "Stream the build log until it finishes" },
+    {
+      name: "follow",
+      short: "F",
+      type: "boolean",
+      description: "Stream the build log until it finishes (the default)",
+    },
+    { name: "detach", short: "d", type: "boolean", description: "Return once submitted, without the log" },
   ],
   args: { min: 1, max: 1 },
   examples: [
     "createos sandbox template submit my-rails -f Dockerfile",
-    "createos sandbox template submit my-rails -f Dockerfile --follow",
+    "createos sandbox template submit my-rails -f Dockerfile --detach",
   ],
   async run(ctx, { flags, positionals }) {
     const file = str(flags, "file") ?? "Dockerfile";
@@ -78,9 +93,9 @@ const submit: Command = {
       dockerfile,
       ...(base ? { base } : {}),
     });
-    if (bool(flags, "follow")) {
+    if (!bool(flags, "detach")) {
       if (!ctx.out.json) ctx.out.info(`Submitted ${tpl.name} (${tpl.id})`);
-      return follow(ctx, tpl.id);
+      return follow(ctx, tpl.id, true);
     }
     ctx.out.result(
       { action: "template_submitted", ...tpl },

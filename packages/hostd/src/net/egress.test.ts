@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { egressPolicy } from "@createos-sandbox/protocol/egress";
+import { egressScript, resolverNameArgs } from "./egress.js";
+
+const RULES = ["pypi.org", "*.github.com", "db.example.com:5432", "8.8.8.8", "1.1.1.0/24:53", "9.9.9.9:53"];
+
+test("the egress table of a rule list (golden)", () => {
+  assert.equal(
+    egressScript(egressPolicy(RULES)),
+    `table inet createos_egress
+delete table inet createos_egress
+table inet createos_egress {
+  counter denied {
+  }
+  set nets {
+    type ipv4_addr; flags interval; auto-merge;
+    elements = { 8.8.8.8/32 }
+  }
+  set net_ports {
+    type ipv4_addr . inet_service; flags interval;
+    elements = { 1.1.1.0/24 . 53, 9.9.9.9/32 . 53 }
+  }
+  set dns {
+    type ipv4_addr; flags timeout; timeout 3600s;
+  }
+  set dns_p5432 {
+    type ipv4_addr; flags timeout; timeout 3600s;
+  }
+  chain forward {
+    type filter hook forward priority filter + 1; policy accept;
+    iifname "tap0" jump from_guest
+  }
+  chain from_guest {
+    ct direction reply accept
+    ip daddr @nets accept
+    meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept
+    ip daddr @dns accept
+    meta l4proto { tcp, udp } ip daddr @dns_p5432 th dport 5432 accept
+    counter name denied
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type admin-prohibited
+  }
+}
+`,
+  );
+});
+
+test("allow-all keeps only the counter: nothing is checked", () => {
+  assert.equal(
+    egressScript(egressPolicy(["*"])),
+    "table inet createos_egress\ndelete table inet createos_egress\ntable inet createos_egress {\n  counter denied {\n  }\n}\n",
+  );
+});
+
+test("the resolver answers listed names only and pins their addresses", () => {
+  assert.deepEqual(resolverNameArgs(egressPolicy([]), ["10.0.0.53#53"]), ["--server=10.0.0.53#53"]);
+  assert.deepEqual(
+    resolverNameArgs(egressPolicy([...RULES, "pypi.org:443"]), ["10.0.0.53#53", "10.0.0.54#5353"]),
+    [
+      "--server=/*.github.com/10.0.0.53#53",
+      "--server=/*.github.com/10.0.0.54#5353",
+      "--server=/db.example.com/10.0.0.53#53",
+      "--server=/db.example.com/10.0.0.54#5353",
+      "--server=/pypi.org/10.0.0.53#53",
+      "--server=/pypi.org/10.0.0.54#5353",
+      "--nftset=/db.example.com/4#inet#createos_egress#dns_p5432",
+      "--nftset=/github.com/4#inet#createos_egress#dns",
+      "--nftset=/pypi.org/4#inet#createos_egress#dns,4#inet#createos_egress#dns_p443",
+      "--address=/#/",
+      "--max-cache-ttl=300",
+    ],
+  );
+  // IP rules only: every name is NXDOMAIN
+  assert.deepEqual(resolverNameArgs(egressPolicy(["8.8.8.8"]), ["10.0.0.53#53"]), [
+    "--address=/#/",
+    "--max-cache-ttl=300",
+  ]);
+});

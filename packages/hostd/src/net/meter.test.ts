@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { meterScript, parseCounters, quotaExhausted } from "./meter.js";
+
+const HEAD = `table inet createos_meter {
+  counter tx {
+  }
+  counter rx {
+  }
+  chain forward {
+    type filter hook forward priority filter + 10; policy accept;
+  }
+}
+flush chain inet createos_meter forward
+add quota inet createos_meter cap { over 0 bytes }
+delete quota inet createos_meter cap
+`;
+
+test("a metered sandbox: quota first, then the counters (golden)", () => {
+  assert.equal(
+    meterScript(1048576),
+    `${HEAD}add quota inet createos_meter cap { over 1048576 bytes }
+add rule inet createos_meter forward iifname "tap0" quota name cap drop
+add rule inet createos_meter forward iifname "tap0" counter name tx
+add rule inet createos_meter forward oifname "tap0" counter name rx
+`,
+  );
+});
+
+test("unmetered: counters only; nothing left means nothing more gets out", () => {
+  assert.equal(
+    meterScript(-1),
+    `${HEAD}add rule inet createos_meter forward iifname "tap0" counter name tx
+add rule inet createos_meter forward oifname "tap0" counter name rx
+`,
+  );
+  assert.match(meterScript(0), /cap \{ over 0 bytes \}\nadd rule .* quota name cap drop/);
+});
+
+test("counters from nft's JSON", () => {
+  const json = JSON.stringify({
+    nftables: [
+      { metainfo: { version: "1.0.6" } },
+      { counter: { family: "inet", name: "tx", table: "createos_meter", handle: 1, packets: 3, bytes: 180 } },
+      { counter: { family: "inet", name: "rx", table: "createos_meter", handle: 2, packets: 1, bytes: 60 } },
+    ],
+  });
+  assert.deepEqual(
+    [...parseCounters(json)],
+    [
+      ["tx", { bytes: 180, packets: 3 }],
+      ["rx", { bytes: 60, packets: 1 }],
+    ],
+  );
+});
+
+test("the quota is used up once its bytes are", () => {
+  const q = (used: number) =>
+    JSON.stringify({
+      nftables: [{ metainfo: {} }, { quota: { name: "cap", bytes: 1000, used, inv: true } }],
+    });
+  assert.equal(quotaExhausted(q(999)), false);
+  assert.equal(quotaExhausted(q(1000)), true);
+  assert.equal(quotaExhausted(JSON.stringify({ nftables: [{ metainfo: {} }] })), false, "no quota");
+});

@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import type { ExecEvents, ExecRequest, HostDaemon } from "@createos-sandbox/protocol";
+import type { HostRef } from "../hosts.js";
+import type { Logger } from "../log.js";
+import type { SandboxRow } from "../store/types.js";
+import { DockerfileError } from "./dockerfile.js";
+import { type FollowEvent, INTERRUPTED, Templates, templateSettings } from "./service.js";
+import { TemplateStore } from "./store.js";
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A host whose execs run a script: `exit N` fails with N, `block` waits until released. */
+function fakeHost() {
+  const calls: { method: string; args: unknown[] }[] = [];
+  let release: () => void = () => {};
+  const blocked = new Promise<void>((r) => {
+    release = r;
+  });
+  const daemon = {
+    create: async (spec: unknown) => {
+      calls.push({ method: "create", args: [spec] });
+      return { sandbox_id: "x", ip: "", spawn_ms: 1, boot: "cold" };
+    },
+    exec: async (id: string, req: ExecRequest, ev?: ExecEvents) => {
+      calls.push({ method: "exec", args: [id, req] });
+      const script = req.argv.at(-1)!;
+      if (script === "block") await blocked;
+      ev?.onStdout?.(Buffer.from(`out of ${script}\npartial`));
+      ev?.onStderr?.(Buffer.from("err line\n"));
+      const m = /exit (\d+)/.exec(script);
+      return { exit_code: m ? Number(m[1]) : 0, exec_ms: 1 };
+    },
+    commitImage: async (id: string, image: string, opts?: { keep?: boolean }) => {
+      calls.push({ method: "commitImage", args: opts ? [id, image, opts] : [id, image] });
+      return { image, size_bytes: 4096 };
+    },
+    destroy: async (id: string) => {
+      calls.push({ method: "destroy", args: [id] });
+    },
+    deleteImage: async (image: string) => {
+      calls.push({ method: "deleteImage", args: [image] });
+    },
+  } as unknown as HostDaemon;
+  const hosts = { place: () => ({ id: "h1", daemon }) as unknown as HostRef, daemonOf: () => daemon };
+  return { calls, hosts, release };
+}
+
+const quiet: Logger = { info() {}, warn() {}, error() {}, now() {} } as unknown as Logger;
+
+function open(hosts: ReturnType<typeof fakeHost>["hosts"], dir?: string, live: { rootfs: string }[] = []) {
+  const d = dir ?? mkdtempSync(join(tmpdir(), "csb-tpl-"));
+  if (!dir) dirs.push(d);
+  const settings = { ...templateSettings({}), buildsPerUser: 2 };
+  return {
+    dir: d,
+    t: new Templates(new TemplateStore(d), hosts, quiet, settings, {
+      sandboxesInStatus: async () => live as SandboxRow[],
+    }),
+  };
+}
+
+function finished(t: Templates, id: string): Promise<{ frames: FollowEvent[]; status: string }> {
+  const frames: FollowEvent[] = [];
+  return new Promise((resolve) => {
+    t.follow(id, (e) => {
+      frames.push(e);
+      if ("final" in e) resolve({ frames, status: e.status });
+    });
+  });
+}
+
+test("a build runs each RUN with its ENV/WORKDIR/USER, logs every line and step, commits the disk", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const row = t.submit(
+    "u1",
+    "web",
+    "FROM nodeops/sandbox:debian\nENV A=1\nWORKDIR /app\nRUN one\nUSER nobody\nRUN two\n",
+  );
+  assert.equal(row.status, "pending");
+  const { frames, status } = await finished(t, row.id);
+  assert.equal(status, "ready");
+  // the first frames are written before anyone can follow: the route replays the file first
+  const lines = t.store.readLog(row.id).map((f) => f.line);
+  const followed = frames.flatMap((f) => ("line" in f ? [f.line] : []));
+  assert.deepEqual(followed, lines.slice(lines.length - followed.length), "followers get the rest, in order");
+  assert.deepEqual(lines.slice(0, 7), [
+    "Step 1/3 : FROM nodeops/sandbox:debian",
+    lines[1],
+    "Step 2/3 : RUN one",
+    "out of one",
+    "err line",
+    "partial",
+    lines[6],
+  ]);
+  assert.match(lines[1]!, /^ ---> builder VM up in \d+ ms$/);
+  assert.match(lines[6]!, /^ ---> exit code 0 in [\d.]+ s$/);
+  assert.equal(lines.at(-1), `Successfully built ${row.id} (4096 bytes)`);
+  const execs = h.calls.filter((c) => c.method === "exec").map((c) => c.args[1] as ExecRequest);
+  const run = execs.filter((e) => e.argv[0] !== "mkdir");
+  assert.deepEqual(run[0], { argv: ["/bin/sh", "-c", "one"], env: { A: "1" }, cwd: "/app" });
+  assert.deepEqual(run[1]!.argv, ["runuser", "-u", "nobody", "--", "/bin/sh", "-c", "two"]);
+  assert.ok(
+    execs.some((e) => e.argv.join(" ") === "mkdir -p /app"),
+    "WORKDIR is created",
+  );
+  assert.deepEqual(h.calls.at(-1), { method: "commitImage", args: [`tb-${row.id.slice(4)}`, row.id] });
+  const done = t.store.get(row.id)!;
+  assert.equal(done.ext4_size_bytes, 4096);
+  assert.ok(done.built_at);
+  assert.deepEqual(t.execDefaults(row.id), { cwd: "/app", user: "nobody" });
+  assert.equal(t.resolve("u1", "web")?.id, row.id);
+  assert.equal(t.resolve("u2", "web"), undefined, "another tenant's name is not found");
+});
+
+test("a rebuild that changes the last step re-runs only that step, from the cached layer before it", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const first = t.submit("u1", "c", "FROM nodeops/sandbox:debian\nRUN one\nRUN two\nRUN three\n");
+  assert.equal((await finished(t, first.id)).status, "ready");
+  const layers = h.calls.filter((c) => c.method === "commitImage" && c.args[2]);
+  assert.equal(layers.length, 3, "a layer after each step");
+  h.calls.length = 0;
+  const second = t.submit("u1", "c", "FROM nodeops/sandbox:debian\nRUN one\nRUN two\nRUN changed\n");
+  assert.equal((await finished(t, second.id)).status, "ready");
+  const booted = h.calls.find((c) => c.method === "create")!.args[0] as { image: string };
+  assert.equal(booted.image, (layers[1]!.args as string[])[1], "boots the layer after step two");
+  const ran = h.calls.filter((c) => c.method === "exec").map((c) => (c.args[1] as ExecRequest).argv.at(-1));
+  assert.deepEqual(ran, ["changed"]);
+  const text = t.store.readLog(second.id).map((f) => f.line);
+  assert.equal(text.filter((l) => l === " ---> Using cache").length, 2);
+  assert.equal(t.resolve("u1", "c")?.id, second.id, "the name resolves to the newest ready build");
+});
+
+test("the first failing RUN fails the build with its exit code; later steps never run", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const row = t.submit("u1", "bad", "FROM nodeops/sandbox:debian\nRUN fine\nRUN exit 7\nRUN never\n");
+  const { frames, status } = await finished(t, row.id);
+  assert.equal(status, "failed");
+  const last = frames.at(-2) as { line: string; level: string };
+  assert.equal(last.level, "error");
+  assert.match(last.line, /^Step 3\/4 : RUN exit 7: failed with exit code 7 after/);
+  assert.ok(!h.calls.some((c) => c.method === "exec" && JSON.stringify(c.args).includes("never")));
+  assert.ok(
+    h.calls.some((c) => c.method === "destroy"),
+    "the builder is destroyed",
+  );
+  const commits = h.calls.filter((c) => c.method === "commitImage").map((c) => c.args.slice(2));
+  assert.deepEqual(commits, [[{ keep: true }]], "the step that passed is a layer; no template image");
+  assert.equal(t.resolve("u1", "bad"), undefined);
+});
+
+test("a third concurrent build of one user is refused; builds in flight at a restart end failed", async () => {
+  const h = fakeHost();
+  const { t, dir } = open(h.hosts);
+  const df = "FROM nodeops/sandbox:debian\nRUN block\n";
+  const a = t.submit("u1", "a", df);
+  t.submit("u1", "b", df);
+  assert.throws(
+    () => t.submit("u1", "c", df),
+    (e: { code?: string; retryAfter?: number }) => e.code === "template_builds_busy",
+  );
+  t.submit("u2", "a", df); // the limit is per user
+  assert.throws(() => t.submit("u1", "c", "FROM debian:12\n"), DockerfileError, "rules come first");
+  const t2 = open(h.hosts, dir).t;
+  const row = t2.store.get(a.id)!;
+  assert.equal(row.status, "failed");
+  assert.equal(row.status_reason, INTERRUPTED);
+  assert.match(t2.store.readLog(a.id).at(-1)!.line, /interrupted by a server restart/);
+  h.release();
+});
+
+test("a deleted template's image leaves its host once no live sandbox uses it", async () => {
+  const h = fakeHost();
+  const live: { rootfs: string }[] = [];
+  const { t } = open(h.hosts, undefined, live);
+  const row = t.submit("u1", "g", "FROM nodeops/sandbox:debian\nRUN one\n");
+  await finished(t, row.id);
+  live.push({ rootfs: row.id });
+  t.delete(row);
+  await t.gcImages();
+  assert.equal(t.resolve("u1", row.id), undefined, "new creates refuse it");
+  assert.ok(!h.calls.some((c) => c.method === "deleteImage"), "a sandbox still uses it");
+  live.length = 0;
+  await t.gcImages();
+  assert.deepEqual(
+    h.calls.filter((c) => c.method === "deleteImage"),
+    [{ method: "deleteImage", args: [row.id] }],
+  );
+  assert.equal(t.store.get(row.id)!.image_gone, 1);
+});

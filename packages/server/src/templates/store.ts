@@ -1,0 +1,168 @@
+/**
+ * Template rows and build logs. Its own SQLite file next to the main database (`templates.sqlite`): the
+ * rows are read synchronously on the exec path (a template's WORKDIR/USER), and build logs are append-only
+ * NDJSON files, one per template, so a log of a long apt run never bloats the database.
+ */
+import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+
+export type TemplateStatus = "pending" | "building" | "ready" | "failed";
+
+export interface TemplateRow {
+  id: string;
+  user_id: string;
+  name: string;
+  base: string;
+  status: TemplateStatus;
+  ext4_size_bytes: number;
+  created_at: string;
+  built_at: string | null;
+  dockerfile: string;
+  /** ENV of the last instruction, JSON: merged under a sandbox's envs at create. */
+  env: string;
+  cwd: string;
+  user: string;
+  host_id: string | null;
+  status_reason: string | null;
+  /** Set by delete: new creates refuse it, sandboxes already made from it keep their image. */
+  deleted_at: string | null;
+  /** Set once the host's image is removed (no sandbox uses it any more). */
+  image_gone: number;
+}
+
+export interface LogFrame {
+  ts: string;
+  level: "info" | "error";
+  line: string;
+  attempt: number;
+}
+
+const SCHEMA = `CREATE TABLE IF NOT EXISTS templates (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, base TEXT NOT NULL, status TEXT NOT NULL,
+  ext4_size_bytes INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, built_at TEXT, dockerfile TEXT NOT NULL,
+  env TEXT NOT NULL DEFAULT '{}', cwd TEXT NOT NULL DEFAULT '/', user TEXT NOT NULL DEFAULT 'root',
+  host_id TEXT, status_reason TEXT, deleted_at TEXT, image_gone INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id, id);
+CREATE TABLE IF NOT EXISTS template_layers (
+  hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (hash, host_id));`;
+
+export class TemplateStore {
+  private readonly db: Database.Database;
+  private readonly logDir: string;
+
+  constructor(dataDir: string) {
+    this.db = new Database(join(dataDir, "templates.sqlite"));
+    this.db.pragma("journal_mode = WAL");
+    this.db.exec(SCHEMA);
+    this.logDir = join(dataDir, "template-logs");
+    mkdirSync(this.logDir, { recursive: true, mode: 0o700 });
+  }
+
+  insert(row: TemplateRow): void {
+    const cols = Object.keys(row);
+    this.db
+      .prepare(`INSERT INTO templates (${cols.join(",")}) VALUES (${cols.map((c) => `@${c}`).join(",")})`)
+      .run(row);
+  }
+
+  update(id: string, patch: Partial<TemplateRow>): void {
+    const cols = Object.keys(patch);
+    if (!cols.length) return;
+    this.db.prepare(`UPDATE templates SET ${cols.map((c) => `${c} = @${c}`).join(", ")} WHERE id = @id`).run({
+      ...patch,
+      id,
+    });
+  }
+
+  get(id: string): TemplateRow | undefined {
+    return this.db.prepare("SELECT * FROM templates WHERE id = ?").get(id) as TemplateRow | undefined;
+  }
+
+  /** By id, or by name → the latest ready build of that name; deleted ones are gone for the API. */
+  find(userId: string, ref: string): TemplateRow | undefined {
+    const byId = this.db
+      .prepare("SELECT * FROM templates WHERE user_id = ? AND id = ? AND deleted_at IS NULL")
+      .get(userId, ref) as TemplateRow | undefined;
+    if (byId) return byId;
+    return this.db
+      .prepare(
+        "SELECT * FROM templates WHERE user_id = ? AND name = ? AND status = 'ready' AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+      )
+      .get(userId, ref) as TemplateRow | undefined;
+  }
+
+  list(userId: string, limit: number, offset: number): { rows: TemplateRow[]; total: number } {
+    const rows = this.db
+      .prepare(
+        "SELECT * FROM templates WHERE user_id = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT ? OFFSET ?",
+      )
+      .all(userId, limit, offset) as TemplateRow[];
+    const total = (
+      this.db
+        .prepare("SELECT COUNT(*) AS n FROM templates WHERE user_id = ? AND deleted_at IS NULL")
+        .get(userId) as { n: number }
+    ).n;
+    return { rows, total };
+  }
+
+  /** Builds not finished: pending or building. */
+  active(userId?: string): TemplateRow[] {
+    return (
+      userId
+        ? this.db
+            .prepare("SELECT * FROM templates WHERE user_id = ? AND status IN ('pending','building')")
+            .all(userId)
+        : this.db.prepare("SELECT * FROM templates WHERE status IN ('pending','building')").all()
+    ) as TemplateRow[];
+  }
+
+  /** Deleted templates whose image is still on its host. */
+  deletedWithImage(): TemplateRow[] {
+    return this.db
+      .prepare("SELECT * FROM templates WHERE deleted_at IS NOT NULL AND image_gone = 0 AND status = 'ready'")
+      .all() as TemplateRow[];
+  }
+
+  /** The committed disk after the steps hashed into `hash`, on `hostId`. */
+  layer(hash: string, hostId: string): string | undefined {
+    const r = this.db
+      .prepare("SELECT image FROM template_layers WHERE hash = ? AND host_id = ?")
+      .get(hash, hostId) as { image: string } | undefined;
+    return r?.image;
+  }
+
+  putLayer(hash: string, hostId: string, image: string): void {
+    this.db
+      .prepare(
+        "INSERT OR REPLACE INTO template_layers (hash, host_id, image, created_at) VALUES (?, ?, ?, ?)",
+      )
+      .run(hash, hostId, image, new Date().toISOString());
+  }
+
+  dropLayer(hash: string, hostId: string): void {
+    this.db.prepare("DELETE FROM template_layers WHERE hash = ? AND host_id = ?").run(hash, hostId);
+  }
+
+  appendLog(id: string, frame: LogFrame): void {
+    appendFileSync(join(this.logDir, `${id}.ndjson`), `${JSON.stringify(frame)}\n`, { mode: 0o600 });
+  }
+
+  readLog(id: string): LogFrame[] {
+    let text: string;
+    try {
+      text = readFileSync(join(this.logDir, `${id}.ndjson`), "utf8");
+    } catch {
+      return [];
+    }
+    return text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as LogFrame);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
