@@ -9,6 +9,7 @@ import { cpus, totalmem } from "node:os";
 import type { Duplex, Readable } from "node:stream";
 import type {
   Accel,
+  DiskMount,
   ExecEvents,
   ExecRequest,
   ExecResult,
@@ -28,6 +29,7 @@ import type {
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
+import { HostDisks } from "./disks/mounts.js";
 import { setBandwidth, setEgress, startNameProxy, takeNetUsage } from "./egress.js";
 import { GuestIo } from "./guestio.js";
 import { Host } from "./host.js";
@@ -144,9 +146,11 @@ async function guestPrivateEgress(opts: OpenOptions, log: Logger): Promise<strin
 export class LocalHostDaemon implements HostDaemon {
   readonly hostId: string;
   private readonly io: GuestIo;
+  private readonly disks: HostDisks;
 
   private constructor(private readonly host: Host) {
     this.io = new GuestIo(host);
+    this.disks = new HostDisks(host, this.io);
     this.hostId = host.opts.hostId ?? "local";
   }
 
@@ -247,8 +251,11 @@ export class LocalHostDaemon implements HostDaemon {
     return pause(this.host, sandboxId, snapshotId);
   }
 
-  resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
-    return resume(this.host, snapshot, spec);
+  async resume(snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
+    const rt = await resume(this.host, snapshot, spec);
+    // The guest's s3fs survived the pause in its memory; the namespace it woke in needs the proxy forward.
+    await this.disks.wire(spec.sandbox_id);
+    return rt;
   }
 
   fork(
@@ -259,8 +266,9 @@ export class LocalHostDaemon implements HostDaemon {
     return fork(this.host, parent, child, opts);
   }
 
-  destroy(sandboxId: string): Promise<void> {
-    return destroy(this.host, sandboxId);
+  async destroy(sandboxId: string): Promise<void> {
+    await destroy(this.host, sandboxId);
+    this.disks.forget(sandboxId);
   }
 
   deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
@@ -269,6 +277,22 @@ export class LocalHostDaemon implements HostDaemon {
 
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return resizeDisk(this.host, sandboxId, diskMib);
+  }
+
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void> {
+    return this.disks.mount(sandboxId, mount);
+  }
+
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void> {
+    return this.disks.unmount(sandboxId, mountPath);
+  }
+
+  async diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]> {
+    return this.disks.status(sandboxId);
+  }
+
+  async setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
+    this.disks.setCredentials(diskId, accessKey, secretKey);
   }
 
   setEgress(sandboxId: string, egress: string[]): Promise<void> {
@@ -335,6 +359,7 @@ export class LocalHostDaemon implements HostDaemon {
     host.closed = true;
     host.capConsoles(false);
     await host.drain();
+    await this.disks.close();
     await host.warmPool.close();
     await host.netPool.close();
     await host.nameProxy?.close();

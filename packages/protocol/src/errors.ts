@@ -95,6 +95,8 @@ export const ERROR_CATALOG = {
     message: "no sandbox serves {host}: the sandbox does not exist or its ingress is off",
   },
   network_not_found: { status: 404, field: "network", message: "network {id} not found" },
+  disk_not_found: { status: 404, field: "disk", message: "disk {id} not found" },
+  disk_not_attached: { status: 404, field: "disk", message: "disk {id} is not attached at {path}" },
   template_not_found: { status: 404, field: "template", message: "template {id} not found" },
   file_not_found: { status: 404, field: "path", message: "no such file: {path}" },
   access_token_not_found: { status: 404, field: "access_token", message: "sandbox {id} has no access token" },
@@ -124,6 +126,38 @@ export const ERROR_CATALOG = {
     status: 409,
     field: "network",
     message: "network {id} still has {count} member(s); detach them first",
+  },
+  disk_in_use: {
+    status: 409,
+    field: "disk",
+    message: "disk {id} is attached to {count} sandbox(es); detach it first",
+  },
+  mount_path_taken: {
+    status: 409,
+    field: "mount_path",
+    message: "{path} is already a mount path of this sandbox",
+  },
+  // Registration checks the bucket with the given keys: each way it can fail has its own reason.
+  disk_endpoint_unresolved: {
+    status: 400,
+    field: "config.endpoint",
+    message: "cannot resolve the endpoint host {host}: {detail}",
+  },
+  disk_endpoint_unreachable: {
+    status: 400,
+    field: "config.endpoint",
+    message: "cannot connect to the endpoint {endpoint}: {detail}",
+  },
+  disk_auth_failed: {
+    status: 400,
+    field: "credentials",
+    message: "the endpoint refused these credentials for bucket {bucket}: {detail}",
+  },
+  disk_bucket_missing: { status: 400, field: "config.bucket", message: "no bucket {bucket} at {endpoint}" },
+  disk_check_failed: {
+    status: 400,
+    field: "config",
+    message: "the bucket check failed: HTTP {status} {detail}",
   },
   name_taken: {
     status: 400,

@@ -20,6 +20,7 @@ import {
   parseJson,
 } from "./hostd-wire.js";
 import {
+  type DiskMount,
   type ExecEvents,
   type ExecRequest,
   type ExecResult,
@@ -117,6 +118,18 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   resizeDisk(sandboxId: string, diskMib: number): Promise<void> {
     return this.call("resizeDisk", [sandboxId, diskMib]);
+  }
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void> {
+    return this.call("mountDisk", [sandboxId, mount]);
+  }
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void> {
+    return this.call("unmountDisk", [sandboxId, mountPath]);
+  }
+  diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]> {
+    return this.call("diskStatus", [sandboxId]);
+  }
+  setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void> {
+    return this.call("setDiskCredentials", [diskId, accessKey, secretKey]);
   }
   setEgress(sandboxId: string, egress: string[]): Promise<void> {
     return this.call("setEgress", [sandboxId, egress]);

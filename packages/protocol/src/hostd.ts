@@ -101,6 +101,25 @@ export interface VmRuntime {
   boot: "warm" | "cold" | "resume" | "fork";
 }
 
+/**
+ * An S3 disk to mount in a guest. The keys stay on the host: the guest's FUSE client talks plain HTTP to
+ * the host daemon's disk proxy, which checks the request is inside this mount and re-signs it.
+ */
+export interface DiskMount {
+  disk_id: string;
+  /** Absolute path in the guest. */
+  mount_path: string;
+  /** Bucket prefix exposed at mount_path: relative, no `..`. */
+  sub_path?: string;
+  bucket: string;
+  endpoint: string;
+  region?: string;
+  use_path_style?: boolean;
+  /** Secrets: never logged, never sent into the guest. */
+  access_key: string;
+  secret_key: string;
+}
+
 export interface SnapshotRef {
   snapshot_id: string;
   sandbox_id: string;
@@ -254,6 +273,14 @@ export interface HostDaemon {
   deleteImage(image: string): Promise<void>;
   /** Running VM: grow its root disk to `diskMib` (> current) live. */
   resizeDisk(sandboxId: string, diskMib: number): Promise<void>;
+  /** Running VM: mount an S3 disk (idempotent by mount path); rejects with the mount's failure. */
+  mountDisk(sandboxId: string, mount: DiskMount): Promise<void>;
+  /** Running VM: flush (sync) and unmount what is at `mountPath`, then forget its grant. Idempotent. */
+  unmountDisk(sandboxId: string, mountPath: string): Promise<void>;
+  /** The sandbox's mounts, each with the disk's failure its latest requests met (keys refused, bucket gone). */
+  diskStatus(sandboxId: string): Promise<{ mount_path: string; error?: string }[]>;
+  /** New keys for every mount of `diskId` on this host, in force for the next request. */
+  setDiskCredentials(diskId: string, accessKey: string, secretKey: string): Promise<void>;
   /**
    * Running VM: replace its egress allowlist (./egress.ts) atomically and live; the guest sees it within
    * milliseconds, established flows to a destination no longer listed are cut. Rejects a bad rule with

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { HostDaemon } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
 import { ImageCatalog } from "./default-image.js";
+import { Disks } from "./disks/service.js";
 import { type HostRef, Hosts } from "./hosts.js";
 import { createHttp } from "./http/server.js";
 import { Ingress } from "./ingress/proxy.js";
@@ -66,9 +67,12 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
+  const dbPath = join(cfg.dataDir, "db.sqlite");
+  const disks = new Disks(dbPath, cfg.diskKeyFile ?? join(cfg.dataDir, "disk-key"), !!cfg.diskKeyFile, log);
   const app: App = {
     cfg,
     store,
+    disks,
     log,
     metrics,
     hosts,
@@ -149,6 +153,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       }),
     );
     await sandboxes.reconcile(ref);
+    await disks
+      .remountHost(ref.id, daemon, (id) => store.getSandbox(id))
+      .catch((err) => log.error("disk remount failed", { host_id: ref.id, err }));
     void templates.gcImages().catch((e) => log.warn("template image cleanup failed", { err: e }));
     catalog.ensureDefault(ref, daemon, info.accel);
   };
@@ -170,6 +177,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       await ingress?.close();
       await gateway?.close();
       await http.fastify.close();
+      disks.close();
       await store.close();
       templates.store.close();
       log.flush();

@@ -74,6 +74,8 @@ export interface ServerConfig {
   /** "local" = open the in-process host daemon; "none" = serve the API without an engine. */
   hostd: "local" | "none";
   defaultImage: string | undefined;
+  /** The disk credentials' AES-256-GCM key: the operator's file, or `<dataDir>/disk-key` made on first start. */
+  diskKeyFile: string | undefined;
 }
 
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -146,5 +148,6 @@ export function loadConfig(
     sshLoginGraceMs: num(env, "CREATEOS_SANDBOX_SSH_LOGIN_GRACE_MS", 30_000),
     hostd,
     defaultImage: env.CREATEOS_SANDBOX_DEFAULT_IMAGE || undefined,
+    diskKeyFile: env.CREATEOS_SANDBOX_DISK_KEY_FILE || undefined,
   };
 }

@@ -32,7 +32,7 @@
  *     chain forward (through the namespace, from tap0):
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
- *       tcp to 10.200.0.1 that our own DNAT sent there           accept (the name proxy, net/proxy.ts)
+ *       tcp to 10.200.0.1 that our own DNAT sent there           accept (name proxy net/proxy.ts, disk proxy disks/)
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
  *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
  *       daddr in @private_egress                                 accept (CREATEOS_SANDBOX_PRIVATE_EGRESS, plus
@@ -42,8 +42,8 @@
  *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
  *
  * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start):
- *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the name proxy's
- *              address; the namespace lets only its own DNAT through to it)
+ *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the proxies'
+ *              address, names and disks; the namespace lets only its own DNAT through to it)
  *              iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
  *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
  *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with

@@ -11,7 +11,8 @@
  *                                       MAC 02:fc:00:00:00:02 in every namespace
  *   netns csb-<slot>  veth "v0"         10.200.<4·slot+2>/30  ─┐ a /30 per slot inside 10.200.0.0/16
  *   root ns           veth "csbv<slot>" 10.200.<4·slot+1>/30  ─┘ (slot = 1…16383)
- *   root ns lo        10.200.0.1/32     the name proxy for HTTP/TLS (net/proxy.ts); slot 0 is never a slot
+ *   root ns lo        10.200.0.1/32     the name proxy for HTTP/TLS (net/proxy.ts) and the disk proxy (disks/);
+ *                                       slot 0 is never a slot
  *   sandbox address   10.201.<slot>     `ip` in the API: the namespace DNATs it to 169.254.0.21 and SNATs
  *                                       the guest's traffic to it; the root namespace routes each
  *                                       10.201.<slot>/32 via the slot's veth

@@ -89,6 +89,25 @@ describe("host daemon over HTTP", () => {
     );
     await remote.resizeDisk("a", 2048);
     assert.equal(daemon.vms.get("a")?.disk_mib, 2048);
+    const mount = {
+      disk_id: "disk_1",
+      mount_path: "/mnt/d",
+      bucket: "b",
+      endpoint: "http://s3.test",
+      access_key: "ak",
+      secret_key: "sk",
+    };
+    await remote.mountDisk("a", mount);
+    assert.deepEqual(daemon.calls.at(-1), { method: "mountDisk", args: [{ id: "a", mount_path: "/mnt/d" }] });
+    await assert.rejects(remote.mountDisk("zz", mount), (e) => code(e) === "not_found");
+    assert.deepEqual(await remote.diskStatus("a"), []);
+    await remote.setDiskCredentials("disk_1", "ak2", "sk2");
+    assert.deepEqual(daemon.calls.at(-1), { method: "setDiskCredentials", args: [{ diskId: "disk_1" }] });
+    await remote.unmountDisk("a", "/mnt/d");
+    assert.deepEqual(daemon.calls.at(-1), {
+      method: "unmountDisk",
+      args: [{ id: "a", mountPath: "/mnt/d" }],
+    });
     await remote.setEgress("a", ["pypi.org", "1.1.1.1:53"]);
     assert.deepEqual(daemon.vms.get("a")?.egress, ["pypi.org", "1.1.1.1:53"]);
     await remote.setBandwidth("a", 4096);

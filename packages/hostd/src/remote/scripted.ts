@@ -6,6 +6,7 @@
 import { EventEmitter } from "node:events";
 import { type Duplex, PassThrough, Readable } from "node:stream";
 import {
+  type DiskMount,
   type ExecEvents,
   type ExecRequest,
   type ExecResult,
@@ -115,6 +116,20 @@ export class ScriptedDaemon implements HostDaemon {
   }
   async resizeDisk(id: string, mib: number) {
     this.vm(id).disk_mib = mib;
+  }
+  async mountDisk(id: string, m: DiskMount) {
+    this.vm(id);
+    this.log("mountDisk", { id, mount_path: m.mount_path });
+  }
+  async unmountDisk(id: string, mountPath: string) {
+    this.log("unmountDisk", { id, mountPath });
+  }
+  async diskStatus(id: string) {
+    this.vm(id);
+    return [];
+  }
+  async setDiskCredentials(diskId: string) {
+    this.log("setDiskCredentials", { diskId });
   }
   async setEgress(id: string, egress: string[]) {
     this.log("setEgress", id, egress);

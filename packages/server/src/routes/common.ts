@@ -1,6 +1,7 @@
 import { apiError } from "@createos-sandbox/protocol";
 import type { RootfsInfo } from "../catalog.js";
 import type { ServerConfig } from "../config.js";
+import type { Disks } from "../disks/service.js";
 import type { Hosts } from "../hosts.js";
 import type { Ctx, Handler, Route } from "../http/server.js";
 import type { Logger } from "../log.js";
@@ -19,6 +20,8 @@ export interface App {
   metrics: Metrics;
   hosts: Hosts;
   sandboxes: Sandboxes;
+  /** S3 disk registrations and attachments. */
+  disks: Disks;
   /** Per-tenant caps on open streams and buffered exec output (429 past them). */
   tenantStreams: TenantStreams;
   /** Template builds and the images they made (absent in tests that build no templates). */

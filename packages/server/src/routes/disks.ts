@@ -1,14 +1,17 @@
 /**
- * Disks, S3-compatible buckets (protocol.md §2.6, §2.8): every request is validated as the real API
- * will, then refused with `disks_not_configured` until the disks issue lands.
+ * Disks, S3-compatible buckets (protocol.md §2.6, §2.8): every request is validated first (the schemas
+ * below), then served by disks/service.ts — registrations checked against the bucket, keys sealed at rest,
+ * attachments mounted on the sandbox's host.
  */
-import { apiError, validationError } from "@createos-sandbox/protocol";
+import { apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
 import { type TObject, Type } from "@sinclair/typebox";
+import { diskView } from "../disks/service.js";
 import type { Ctx, Route } from "../http/server.js";
 import { str } from "../schema.js";
+import type { SandboxRow } from "../store/types.js";
 import { absolutePathError, pageParams } from "../validate.js";
 import { page } from "../views.js";
-import { type App, loadSandbox, paged, route } from "./common.js";
+import { type App, loadSandbox, paged, requireRunning, route, userOf } from "./common.js";
 import { resourceName } from "./networks.js";
 import { diskAttachment } from "./sandbox-bodies.js";
 
@@ -49,10 +52,6 @@ const PatchBody = Type.Object({ credentials: Credentials });
 const AttachBody = Type.Object(diskAttachment("disk"));
 const json = (body: TObject) => ({ auth: "user", body: "json", schema: { body } }) as const;
 
-const notConfigured = async (): Promise<never> => {
-  throw apiError("disks_not_configured");
-};
-
 /** One kind so far; the message names the kind asked for, which a schema's message cannot. */
 function checkKind(ctx: Ctx, errs: Record<string, string>): void {
   const { kind } = ctx.body as { kind?: string };
@@ -62,30 +61,74 @@ function checkKind(ctx: Ctx, errs: Record<string, string>): void {
 export function diskRoutes(app: App): Route[] {
   return [
     route("GET /v1/disks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
-      pageParams(ctx.query);
-      throw apiError("disks_not_configured");
+      const { limit, offset } = pageParams(ctx.query);
+      const res = app.disks.store.list(userOf(ctx), limit, offset);
+      return { data: page(res.rows.map(diskView), res.total, limit, offset) };
     }),
-    route("POST /v1/disks", { ...json(CreateBody), check: checkKind }, async () => {
-      throw apiError("disks_not_configured");
+    route("POST /v1/disks", { ...json(CreateBody), check: checkKind }, async (ctx) => {
+      const d = await app.disks.create(userOf(ctx), ctx.body as wire.DiskCreateRequest);
+      return { data: diskView(d) };
     }),
-    route("GET /v1/disks/:ref", { auth: "user", body: "none" }, notConfigured),
-    route("PATCH /v1/disks/:ref", json(PatchBody), notConfigured),
-    route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, notConfigured),
+    route("GET /v1/disks/:ref", { auth: "user", body: "none" }, async (ctx) => ({
+      data: diskView(app.disks.find(userOf(ctx), ctx.params.ref!)),
+    })),
+    route("PATCH /v1/disks/:ref", json(PatchBody), async (ctx) => {
+      const d = app.disks.find(userOf(ctx), ctx.params.ref!);
+      await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveDaemons(app));
+      return { data: diskView(d) };
+    }),
+    route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, async (ctx) => {
+      app.disks.delete(app.disks.find(userOf(ctx), ctx.params.ref!));
+      return { data: { deleted: true } };
+    }),
     route("GET /v1/sandboxes/:id/disks", { auth: "user", body: "none", schema: paged }, async (ctx) => {
       const { limit, offset } = pageParams(ctx.query);
-      await loadSandbox(app, ctx);
-      // No disk can be attached before the disks issue: the true answer is an empty page.
-      return { data: page([], 0, limit, offset) };
+      const row = await loadSandbox(app, ctx);
+      if (row.status === "running") await app.disks.refresh(row, app.sandboxes.daemonFor(row));
+      const all = app.disks.views(row.id);
+      return { data: page(all.slice(offset, offset + limit), all.length, limit, offset) };
     }),
     route("POST /v1/sandboxes/:id/disks", json(AttachBody), async (ctx) => {
-      await loadSandbox(app, ctx);
-      throw apiError("disks_not_configured");
+      const row = await loadSandbox(app, ctx);
+      const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment]);
+      requireRunning(row, "attach a disk to");
+      await app.disks.attach(row, a!, app.sandboxes.daemonFor(row));
+      return { data: { ok: true } };
     }),
     route("DELETE /v1/sandboxes/:id/disks/:disk", { auth: "user", body: "none" }, async (ctx) => {
       const err = absolutePathError(ctx.query.mount_path ?? null, "mount_path");
       if (err) throw validationError(err);
-      await loadSandbox(app, ctx);
-      throw apiError("disks_not_configured");
+      const row = await loadSandbox(app, ctx);
+      return { data: { detached: await detach(app, ctx, row) } };
     }),
   ];
+}
+
+/**
+ * `CreateSandboxRequest.disks`, once the VM runs: each is mounted before the create answers, so the
+ * caller's first command sees it (a mount that fails is kept with its mount_error, as listDisks shows).
+ */
+export async function mountAtBoot(app: App, row: SandboxRow, body: unknown): Promise<void> {
+  const list = (body as { disks?: wire.DiskAttachment[] | null }).disks;
+  if (!list?.length || row.status !== "running") return;
+  const daemon = app.sandboxes.daemonFor(row);
+  for (const a of app.disks.resolve(row.user_id, list)) await app.disks.attach(row, a, daemon);
+}
+
+/** Every attached host daemon: a rotation reaches the live mounts wherever they are. */
+function liveDaemons(app: App) {
+  return app.hosts.all().flatMap((h) => (h.daemon ? [h.daemon] : []));
+}
+
+/** Detach by `disk_…` id (as the seed says: names are not resolved here) and mount path. */
+async function detach(app: App, ctx: Ctx, row: SandboxRow): Promise<boolean> {
+  const diskId = ctx.params.disk!;
+  const path = ctx.query.mount_path!;
+  const running = row.status === "running";
+  // A paused guest still has the mount in its memory: it is unmounted (flushed) only while it runs.
+  if (!running && row.status !== "destroyed" && row.status !== "failed")
+    throw apiError("state_conflict", { action: "detach a disk from", status: row.status });
+  const ok = await app.disks.detach(row, diskId, path, running ? app.sandboxes.daemonFor(row) : undefined);
+  if (!ok) throw apiError("disk_not_attached", { id: diskId.slice(0, 100), path: path.slice(0, 200) });
+  return ok;
 }

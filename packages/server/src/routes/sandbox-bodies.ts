@@ -2,6 +2,7 @@
 import { apiError, validationError } from "@createos-sandbox/protocol";
 import { type Static, Type } from "@sinclair/typebox";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
+import type { AttachInput } from "../disks/service.js";
 import { egressRulesError } from "../egress.js";
 import type { Ctx } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../rows.js";
@@ -181,7 +182,8 @@ export async function createInput(app: App, ctx: Ctx): Promise<CreateInput> {
     if (!n) throw validationError({ networks: `unknown network: ${ref}` });
     network_ids.push(n.id);
   }
-  if (b.disks?.length) throw apiError("disks_not_configured");
+  // Unknown disks and colliding mount paths are refused before any VM exists; mounted once it runs.
+  if (b.disks?.length) app.disks.resolve(ctx.principal!.user_id, b.disks as AttachInput[]);
   const s = shapeById(b.shape)!;
   const images = await app.images();
   const rootfs = b.rootfs || defaultImage(images);

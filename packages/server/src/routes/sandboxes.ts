@@ -11,6 +11,7 @@ import type { SandboxPatch } from "../store/types.js";
 import { MAX_SSH_KEYS, SandboxListQuery, mergeSshKeys, pageParams } from "../validate.js";
 import { bandwidthView, createResponse, sandboxPageJson, sandboxView, sandboxViewJson } from "../views.js";
 import { type App, loadSandbox, route } from "./common.js";
+import { mountAtBoot } from "./disks.js";
 
 type Errs = Record<string, string>;
 import {
@@ -82,6 +83,7 @@ export function sandboxRoutes(app: App): Route[] {
       const input = await createInput(app, ctx);
       const row = await app.sandboxes.create(ctx.principal!.user_id, ctx.principal!.user_id, input);
       ctx.logFields.sandbox_id = row.id;
+      await mountAtBoot(app, row, ctx.body);
       return { data: createResponse(row, app.cfg) };
     }),
     route("GET /v1/sandboxes", list, async (ctx) => {

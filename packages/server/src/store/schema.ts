@@ -1,6 +1,7 @@
 /** The database's shape: its migrations, and how a `sandboxes` row maps to a `SandboxRow` and back. */
 import { chmodSync, mkdirSync, statSync } from "node:fs";
 import type Database from "better-sqlite3";
+import { DISKS_SCHEMA } from "./disks.js";
 import type { SandboxRow } from "./types.js";
 
 /** The data dir: made 0700, and kept so when it is ours (hostd's sys/fs.ts `ensurePrivateDir`, in sync). */
@@ -86,6 +87,8 @@ export const MIGRATIONS: string[] = [
    CREATE INDEX sandboxes_user_id ON sandboxes(user_id, id);`,
   // The id of the snapshot a pause (or a paused fork) is making, recorded before the host is asked.
   "ALTER TABLE sandboxes ADD COLUMN pending_snapshot_id TEXT;",
+  // S3 disk registrations and attachments (store/disks.ts).
+  DISKS_SCHEMA,
 ];
 
 export type Kind = "text" | "num" | "bool" | "json";

@@ -273,7 +273,7 @@ describe("control plane without an engine", () => {
     assert.equal((await call(s.url, "GET", "/v1/networks/net9", { key })).status, 404);
   });
 
-  it("disks validate then refuse with 503 naming the disks issue; templates validate then 501", async () => {
+  it("disks validate, then check the bucket (400 when unreachable); templates validate then 501", async () => {
     const bad = await call(s.url, "POST", "/v1/disks", {
       key,
       body: { name: "BAD", kind: "nfs", config: {} },
@@ -286,13 +286,17 @@ describe("control plane without an engine", () => {
       body: {
         name: "data",
         kind: "s3",
-        config: { bucket: "my-bucket", endpoint: "https://s3.example.com" },
+        config: { bucket: "my-bucket", endpoint: "http://127.0.0.1:1" },
         credentials: { access_key: "a", secret_key: "b" },
       },
     });
-    assert.equal(good.status, 503);
-    assert.match(good.json.message, /disks issue/);
-    assert.equal((await call(s.url, "GET", "/v1/disks", { key })).status, 503);
+    assert.equal(good.status, 400);
+    assert.match(
+      good.json.data["config.endpoint"],
+      /cannot connect to the endpoint http:\/\/127.0.0.1:1: ECONNREFUSED/,
+    );
+    const none = await call(s.url, "GET", "/v1/disks", { key });
+    assert.deepEqual(none.json.data.data, [], "a failed registration leaves nothing behind");
     const df = await call(s.url, "POST", "/v1/templates", {
       key,
       body: { name: "t1", dockerfile: "FROM ubuntu\nCOPY . /" },

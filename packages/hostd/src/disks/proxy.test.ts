@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import { Readable } from "node:stream";
+import { after, before, test } from "node:test";
+import { DiskProxy, type DiskTarget } from "./proxy.js";
+import { S3_KEYS, type TestS3, s3Call, startS3 } from "./s3test.js";
+import { type Grant, aliasOf } from "./scope.js";
+
+let s3: TestS3;
+let proxy: DiskProxy;
+let base: string;
+const target: DiskTarget = { bucket: "data", endpoint: "", ...S3_KEYS };
+const whole = aliasOf("disk_a", "/mnt/data");
+const part = aliasOf("disk_a", "/mnt/assets");
+const grants = new Map<string, Grant>([
+  [whole, { disk_id: "disk_a", mount_path: "/mnt/data" }],
+  [part, { disk_id: "disk_a", mount_path: "/mnt/assets", sub_path: "project/assets" }],
+]);
+const warnings: string[] = [];
+const failures = new Map<Grant, string>();
+
+before(async () => {
+  s3 = await startS3("127.0.0.1", ["data"]);
+  target.endpoint = s3.endpoint;
+  proxy = new DiskProxy({
+    grantsOf: (addr) => (addr === "127.0.0.1" || addr === "::ffff:127.0.0.1" ? grants : undefined),
+    target: (id) => (id === "disk_a" ? target : undefined),
+    outcome: (g, f) => (f ? failures.set(g, f) : failures.delete(g)),
+    log: { warn: (m, f) => warnings.push(`${m} ${JSON.stringify(f)}`) },
+  });
+  base = `http://127.0.0.1:${await proxy.listen("127.0.0.1")}`;
+});
+after(async () => {
+  await proxy.close();
+  await s3.close();
+});
+
+test("a request signed with dummy keys is re-signed and lands in the real bucket", async () => {
+  const put = await s3Call(base, "PUT", `/${whole}/hello.txt`, { body: Buffer.from("hi there\n") });
+  assert.equal(put.status, 200, put.body.toString());
+  const direct = await s3Call(s3.endpoint, "GET", "/data/hello.txt", { keys: S3_KEYS });
+  assert.equal(direct.body.toString(), "hi there\n");
+  const back = await s3Call(base, "GET", `/${whole}/hello.txt`);
+  assert.equal(back.status, 200);
+  assert.equal(back.res.headers.connection, "close", "no connection outlives its request (pause/resume)");
+  assert.equal(back.body.toString(), "hi there\n");
+  const direct403 = await s3Call(s3.endpoint, "GET", "/data/hello.txt");
+  assert.equal(direct403.status, 403, "the dummy signature itself is refused by the real server");
+});
+
+test("a sub_path mount reaches only its prefix; listings come back from the real bucket", async () => {
+  assert.equal(
+    (await s3Call(base, "PUT", `/${part}/project/assets/a.png`, { body: Buffer.from("png") })).status,
+    200,
+  );
+  const out = await s3Call(base, "PUT", `/${part}/project/secret.txt`, { body: Buffer.from("x") });
+  assert.equal(out.status, 403);
+  assert.match(out.body.toString(), /AccessDenied.*outside/);
+  const list = await s3Call(base, "GET", `/${part}/?list-type=2&prefix=project/assets/&delimiter=/`);
+  assert.equal(list.status, 200);
+  assert.match(list.body.toString(), /<Key>project\/assets\/a.png<\/Key>/);
+  assert.equal((await s3Call(base, "GET", `/${part}/?list-type=2&prefix=`)).status, 403);
+  assert.equal(
+    (await s3Call(base, "GET", "/data/hello.txt")).status,
+    403,
+    "the real bucket name is no alias",
+  );
+});
+
+test("bodies stream: 24 MiB up and down in small chunks", async () => {
+  const chunk = Buffer.alloc(64 * 1024, 7);
+  let n = 0;
+  const body = new Readable({
+    read() {
+      this.push(n++ < 384 ? chunk : null);
+    },
+  });
+  const put = await s3Call(base, "PUT", `/${whole}/big.bin`, {
+    body,
+    headers: { "content-length": String(384 * chunk.length) },
+  });
+  assert.equal(put.status, 200, put.body.toString());
+  const got = await s3Call(base, "GET", `/${whole}/big.bin`);
+  assert.equal(got.body.length, 384 * chunk.length);
+  assert.ok(got.body.every((b) => b === 7));
+});
+
+test("rotated keys are used at once: bad ones give the server's 403 through the proxy", async () => {
+  target.secret_key = "wrong";
+  try {
+    const r = await s3Call(base, "GET", `/${whole}/hello.txt`);
+    assert.equal(r.status, 403);
+    assert.match(r.body.toString(), /SignatureDoesNotMatch/);
+    assert.match(failures.get(grants.get(whole)!) ?? "", /refused the disk's credentials/);
+  } finally {
+    target.secret_key = S3_KEYS.secret_key;
+  }
+  assert.equal((await s3Call(base, "GET", `/${whole}/hello.txt`)).status, 200);
+  assert.equal(failures.size, 0, "a success clears the mount's failure");
+  assert.equal((await s3Call(base, "GET", `/${whole}/absent.txt`)).status, 404);
+  assert.equal(failures.size, 0, "a missing object is not the disk's failure");
+  target.bucket = "gone";
+  try {
+    assert.equal((await s3Call(base, "GET", `/${whole}/?list-type=2`)).status, 404);
+    assert.equal(failures.get(grants.get(whole)!), `no bucket gone at ${s3.endpoint}`);
+  } finally {
+    target.bucket = "data";
+  }
+});
+
+test("an unreachable endpoint is a 502, and the keys are in no warning", async () => {
+  const saved = target.endpoint;
+  target.endpoint = "http://127.0.0.1:1";
+  try {
+    const r = await s3Call(base, "GET", `/${whole}/hello.txt`);
+    assert.equal(r.status, 502);
+    assert.match(failures.get(grants.get(whole)!) ?? "", /unreachable from the host: ECONNREFUSED/);
+  } finally {
+    target.endpoint = saved;
+  }
+  assert.ok(warnings.length > 0);
+  for (const w of warnings) assert.ok(!w.includes(S3_KEYS.secret_key));
+});
