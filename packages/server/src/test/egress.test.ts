@@ -173,6 +173,16 @@ describe("egress and bandwidth routes", () => {
     const eg = await egress();
     assert.equal(eg.denied_packets, before + 2);
     assert.deepEqual(eg.recent_denied, refused);
+    // what the host said, aged: five minutes on, the ICMP refusal has run out (the read above took < 2 s)
+    const aged = srv.app.sandboxes.net.recentDenied(id, Date.now() + 300_000);
+    assert.deepEqual(
+      aged.map((d) => ({ ...d, expires_in_s: 0 })),
+      [{ ...refused[0], expires_in_s: 0 }],
+    );
+    assert.ok(
+      (aged[0]?.expires_in_s ?? 0) >= 297 && (aged[0]?.expires_in_s ?? 0) <= 299,
+      JSON.stringify(aged),
+    );
     const text = await srv.app.metrics.registry.metrics();
     const series = (name: string) =>
       text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(`sandbox_id="${id}"`));
