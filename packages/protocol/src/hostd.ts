@@ -89,6 +89,22 @@ export interface NetUsage {
    * the packet that crosses it is dropped whole).
    */
   capped?: boolean;
+  /**
+   * The destinations the allowlist refused lately, the last refused first (at most 64; each kept for 10
+   * minutes after its last refusal). Unlike the counts, a take does not clear it. Absent from older hosts.
+   */
+  recent_denied?: DeniedDestination[];
+}
+
+/** A destination the egress allowlist refused. */
+export interface DeniedDestination {
+  ip: string;
+  /** `tcp`, `udp`, `icmp`… (nft's name, or the protocol number when it has none). */
+  proto: string;
+  /** 0 for protocols without ports. */
+  port: number;
+  /** Seconds until it is forgotten unless refused again. */
+  expires_in_s: number;
 }
 
 export interface VmRuntime {

@@ -39,16 +39,20 @@ export class Metrics {
     labelNames: ["op"],
     registers: [this.registry],
   });
-  /** Guest traffic the hosts counted (netpolicy.ts folds it in): bytes by direction, allowlist refusals. */
+  /**
+   * Guest traffic the hosts counted (netpolicy.ts folds it in), per sandbox: bytes by direction, allowlist
+   * refusals. A destroyed sandbox's series are removed, so there are as many as live sandboxes with traffic.
+   */
   private readonly guestBytes = new Counter({
     name: "createos_sandbox_network_bytes_total",
-    help: "Bytes guests exchanged with the outside world, by direction (egress is what quotas meter).",
-    labelNames: ["direction"],
+    help: "Bytes a guest exchanged with the outside world, by direction (egress is what quotas meter).",
+    labelNames: ["sandbox_id", "direction"],
     registers: [this.registry],
   });
   private readonly guestDenied = new Counter({
     name: "createos_sandbox_egress_denied_packets_total",
-    help: "Guest packets the egress allowlists refused.",
+    help: "Guest packets the sandbox's egress allowlist refused.",
+    labelNames: ["sandbox_id"],
     registers: [this.registry],
   });
   private readonly gauges = new Map<string, Gauge>();
@@ -67,10 +71,17 @@ export class Metrics {
     return memo(this.gauges, name, () => new Gauge({ name, help, labelNames, registers: [this.registry] }));
   }
 
-  netUsage(u: { egress_bytes: number; ingress_bytes: number; denied_packets: number }): void {
-    if (u.egress_bytes > 0) this.guestBytes.labels("egress").inc(u.egress_bytes);
-    if (u.ingress_bytes > 0) this.guestBytes.labels("ingress").inc(u.ingress_bytes);
-    if (u.denied_packets > 0) this.guestDenied.inc(u.denied_packets);
+  netUsage(id: string, u: { egress_bytes: number; ingress_bytes: number; denied_packets: number }): void {
+    if (u.egress_bytes > 0) this.guestBytes.labels(id, "egress").inc(u.egress_bytes);
+    if (u.ingress_bytes > 0) this.guestBytes.labels(id, "ingress").inc(u.ingress_bytes);
+    if (u.denied_packets > 0) this.guestDenied.labels(id).inc(u.denied_packets);
+  }
+
+  /** Drops a sandbox's traffic series (it was destroyed). */
+  forgetSandbox(id: string): void {
+    this.guestBytes.remove(id, "egress");
+    this.guestBytes.remove(id, "ingress");
+    this.guestDenied.remove(id);
   }
 
   request(route: string, method: string, status: number, seconds: number): void {

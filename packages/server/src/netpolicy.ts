@@ -9,7 +9,7 @@
  * and a host crash is lost (never billed); the host's own quota object stops the guest at the same point
  * whether or not the control plane has folded.
  */
-import type { HostDaemon, NetUsage } from "@createos-sandbox/protocol";
+import type { DeniedDestination, HostDaemon, NetUsage } from "@createos-sandbox/protocol";
 import { type api, apiError } from "@createos-sandbox/protocol";
 import { mapHostdError } from "./hosterr.js";
 import type { Metrics } from "./metrics.js";
@@ -19,6 +19,8 @@ import { bandwidthView } from "./views.js";
 
 export const BANDWIDTH_QUOTA_ENV = "CREATEOS_SANDBOX_BANDWIDTH_QUOTA_BYTES";
 const DEFAULT_QUOTA = 10 * 1024 ** 3;
+/** GET …/egress shows at most this many refused destinations (what a host keeps). */
+const RECENT_DENIED_MAX = 64;
 
 /** A new sandbox's quota: `$CREATEOS_SANDBOX_BANDWIDTH_QUOTA_BYTES`, default 10 GiB; -1 = unmetered. */
 export function defaultBandwidthQuota(env: NodeJS.ProcessEnv = process.env): number {
@@ -43,6 +45,8 @@ export function remainingBytes(
 export class NetLedger {
   /** Refusals of each sandbox's allowlist since this process started (GET …/egress `denied_packets`). */
   private readonly denied = new Map<string, number>();
+  /** The last `recent_denied` each sandbox's host answered, and when (GET …/egress `recent_denied`). */
+  private readonly recent = new Map<string, { at: number; list: DeniedDestination[] }>();
 
   constructor(
     private readonly store: Store,
@@ -53,12 +57,32 @@ export class NetLedger {
     return this.denied.get(id) ?? 0;
   }
 
+  /** The host's last answer, aged by the time since (a paused VM's list runs out as its set would). */
+  recentDenied(id: string, now = Date.now()): DeniedDestination[] {
+    const r = this.recent.get(id);
+    if (!r) return [];
+    const gone = Math.floor((now - r.at) / 1000);
+    return r.list
+      .filter((d) => d.expires_in_s > gone)
+      .map((d) => ({ ...d, expires_in_s: d.expires_in_s - gone }));
+  }
+
+  /** A destroyed sandbox leaves no counts and no Prometheus series behind. */
+  forget(id: string): void {
+    this.denied.delete(id);
+    this.recent.delete(id);
+    this.metrics.forgetSandbox(id);
+  }
+
   /** Adds what the host counted since the last take to the row (the caller holds the sandbox's lock). */
   async fold(daemon: HostDaemon, row: SandboxRow): Promise<SandboxRow> {
     if (row.status !== "running" && row.status !== "pausing") return row;
     const u: NetUsage = await daemon.takeNetUsage(row.id);
     if (u.denied_packets > 0) this.denied.set(row.id, this.deniedPackets(row.id) + u.denied_packets);
-    this.metrics.netUsage(u);
+    // An older host sends none: the list it gave before, if any, stands.
+    if (u.recent_denied)
+      this.recent.set(row.id, { at: Date.now(), list: u.recent_denied.slice(0, RECENT_DENIED_MAX) });
+    this.metrics.netUsage(row.id, u);
     let used = row.bandwidth_used_bytes + u.egress_bytes;
     // The host stopped the guest at its quota: what the last, dropped packet left unsent (under 64 KiB)
     // counts as used, so that `capped` says what the guest sees.
@@ -110,6 +134,23 @@ export function setEgress(
     }
     await store.updateSandbox(row.id, { egress });
     return current(store, row.id);
+  });
+}
+
+/** GET …/egress: the rules and the refusals, folded first when the VM runs (as a bandwidth read). */
+export function egressView(
+  sb: Sandboxes,
+  store: Store,
+  row: SandboxRow,
+): Promise<{ id: string; egress: string[]; denied_packets: number; recent_denied: DeniedDestination[] }> {
+  return sb.withLock(row.id, async () => {
+    const cur = await folded(sb, store, row.id);
+    return {
+      id: cur.id,
+      egress: cur.egress,
+      denied_packets: sb.net.deniedPackets(cur.id),
+      recent_denied: sb.net.recentDenied(cur.id),
+    };
   });
 }
 

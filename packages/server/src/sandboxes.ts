@@ -342,6 +342,7 @@ export class Sandboxes {
       // A failed row holds no VM: nothing to reclaim.
       const ok = await this.store.transition(row.id, p.from, { status: "destroyed", destroyed_at: iso() });
       if (!ok) return this.destroy(await this.mustGet(row.id), reason);
+      this.net.forget(row.id);
       return { id: row.id, status: "destroyed" };
     }
     const daemon = this.daemonFor(row);
@@ -379,6 +380,7 @@ export class Sandboxes {
       destroyed_at: iso(),
       clear: ["snapshot", "pending_snapshot_id", "access_token_hash"],
     });
+    this.net.forget(id);
   }
 
   /** A sandbox that ended (destroyed, failed) leaves its networks, so they can be deleted. */

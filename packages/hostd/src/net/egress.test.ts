@@ -27,6 +27,10 @@ table inet createos_egress {
   set dns_p5432 {
     type ipv4_addr; flags timeout; timeout 3600s;
   }
+  set recent_denied {
+    type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout;
+    timeout 600s; size 64;
+  }
   chain forward {
     type filter hook forward priority filter + 1; policy accept;
     iifname "tap0" jump from_guest
@@ -37,6 +41,8 @@ table inet createos_egress {
     meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept
     ip daddr @dns accept
     meta l4proto { tcp, udp } ip daddr @dns_p5432 th dport 5432 accept
+    meta l4proto { tcp, udp } update @recent_denied { ip daddr . meta l4proto . th dport }
+    meta l4proto != { tcp, udp } update @recent_denied { ip daddr . meta l4proto . 0 }
     counter name denied
     meta l4proto tcp reject with tcp reset
     reject with icmpx type admin-prohibited

@@ -12,7 +12,11 @@
  *     chain from_guest (forward hook, iifname tap0, after the firewall's chain):
  *       ct direction reply accept       answers on connections made *to* the guest (ingress)
  *       daddr in nets / daddr . port in net_ports / daddr in dns / daddr in dns_pN and port N  accept
- *       counter name denied; tcp → reject with tcp reset; else → icmpx admin-prohibited
+ *       update @recent_denied; counter name denied; tcp → reject with tcp reset; else → icmpx
+ *       admin-prohibited
+ *     set recent_denied  ipv4_addr . inet_proto . inet_service, dynamic, timeout 10m, size 64
+ *                        each refused destination (port 0 for protocols without ports, e.g. ICMP),
+ *                        its timeout restarted by every refusal: the owner's "last refusals"
  *
  * Every packet the guest originates is checked, not only a connection's first: `ct state established`
  * is never accepted here, so a destination removed from the list is cut at once (its next packet is
@@ -41,6 +45,14 @@ export const EGRESS_TABLE = "createos_egress";
 export const NAME_TTL_S = 3600;
 /** dnsmasq's cap on cached answers: well under {@link NAME_TTL_S}. */
 export const MAX_CACHE_TTL_S = 300;
+/** How long a refused destination stays in `recent_denied` after its last refusal, seconds. */
+export const RECENT_DENIED_TTL_S = 600;
+/**
+ * At most this many refused destinations are kept: a full set takes no new ones until one expires (the
+ * kernel never evicts), which bounds the memory a guest probing many addresses can make the host spend.
+ */
+export const RECENT_DENIED_MAX = 64;
+export const RECENT_DENIED_SET = "recent_denied";
 
 const setOf = (port: number | undefined) => (port === undefined ? "dns" : `dns_p${port}`);
 
@@ -93,6 +105,7 @@ export function egressScript(policy: EgressPolicy, proxy?: ProxyPorts): string {
     ...ports(policy.names).map(
       (p) => `  set ${setOf(p)} {\n    type ipv4_addr; flags timeout; timeout ${NAME_TTL_S}s;\n  }`,
     ),
+    `  set ${RECENT_DENIED_SET} {\n    type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout;\n    timeout ${RECENT_DENIED_TTL_S}s; size ${RECENT_DENIED_MAX};\n  }`,
   ];
   const nameRules = ports(policy.names).map((p) =>
     p === undefined
@@ -110,6 +123,10 @@ export function egressScript(policy: EgressPolicy, proxy?: ProxyPorts): string {
     "    ip daddr @nets accept",
     "    meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept",
     ...nameRules,
+    // `update` (not `add`) restarts an element's timeout, so the set's expiries order refusals by recency;
+    // a full set makes the statement fail, which ends only this rule: the refusal below still happens.
+    `    meta l4proto { tcp, udp } update @${RECENT_DENIED_SET} { ip daddr . meta l4proto . th dport }`,
+    `    meta l4proto != { tcp, udp } update @${RECENT_DENIED_SET} { ip daddr . meta l4proto . 0 }`,
     "    counter name denied",
     "    meta l4proto tcp reject with tcp reset",
     "    reject with icmpx type admin-prohibited",

@@ -128,7 +128,13 @@ test("refusals are counted until taken", async () => {
   await expect([], [...tcp(B, 80), ...tcp(B, 8080)]);
   const u = await daemon().takeNetUsage(id);
   assert.ok(u.denied_packets >= 2, JSON.stringify(u));
-  assert.equal((await daemon().takeNetUsage(id)).denied_packets, 0, "zeroed by the take");
+  // the refused destinations, each listed once; a take does not clear them
+  const mine = (l = u.recent_denied ?? []) => l.filter((r) => r.ip === B).map((r) => `${r.proto}:${r.port}`);
+  assert.deepEqual(mine().sort(), ["tcp:80", "tcp:8080"], JSON.stringify(u.recent_denied));
+  assert.ok(u.recent_denied?.every((r) => r.expires_in_s > 500 && r.expires_in_s <= 600));
+  const again = await daemon().takeNetUsage(id);
+  assert.equal(again.denied_packets, 0, "zeroed by the take");
+  assert.deepEqual(mine(again.recent_denied).sort(), ["tcp:80", "tcp:8080"]);
   await setEgress([]);
 });
 

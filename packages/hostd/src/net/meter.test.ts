@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { meterScript, parseCounters, quotaExhausted } from "./meter.js";
+import { meterScript, parseCounters, parseRecentDenied, quotaExhausted } from "./meter.js";
 
 const HEAD = `table inet createos_meter {
   counter tx {
@@ -62,4 +62,40 @@ test("the quota is used up once its bytes are", () => {
   assert.equal(quotaExhausted(q(999)), false);
   assert.equal(quotaExhausted(q(1000)), true);
   assert.equal(quotaExhausted(JSON.stringify({ nftables: [{ metainfo: {} }] })), false, "no quota");
+});
+
+test("recent_denied: nft's JSON of the set, the last refused (longest to live) first", () => {
+  // `nft -j list set inet createos_egress recent_denied` as nft 1.0.6 prints it (an ICMP refusal has port 0)
+  const json = JSON.stringify({
+    nftables: [
+      { metainfo: { version: "1.0.6", release_name: "Lester Gooch #5", json_schema_version: 1 } },
+      {
+        set: {
+          family: "inet",
+          name: "recent_denied",
+          table: "createos_egress",
+          type: ["ipv4_addr", "inet_proto", "inet_service"],
+          handle: 2,
+          size: 64,
+          flags: ["timeout"],
+          timeout: 600,
+          elem: [
+            { elem: { val: { concat: ["10.99.0.9", "tcp", 22] }, expires: 590 } },
+            { elem: { val: { concat: ["10.99.0.7", "icmp", 0] }, expires: 599 } },
+            { elem: { val: { concat: ["10.99.0.8", "udp", 5353] }, timeout: 600, expires: 12 } },
+            { elem: { val: { concat: ["10.99.0.6", 132, 0] }, expires: 400 } },
+            { elem: { val: "not a concatenation" } },
+          ],
+        },
+      },
+    ],
+  });
+  assert.deepEqual(parseRecentDenied(json), [
+    { ip: "10.99.0.7", proto: "icmp", port: 0, expires_in_s: 599 },
+    { ip: "10.99.0.9", proto: "tcp", port: 22, expires_in_s: 590 },
+    { ip: "10.99.0.6", proto: "132", port: 0, expires_in_s: 400 },
+    { ip: "10.99.0.8", proto: "udp", port: 5353, expires_in_s: 12 },
+  ]);
+  // an empty set has no `elem` at all
+  assert.deepEqual(parseRecentDenied('{"nftables":[{"set":{"name":"recent_denied"}}]}'), []);
 });

@@ -16,8 +16,9 @@
  * Redeclaring a named counter keeps its count, so the batch that replaces the quota never loses bytes. A
  * namespace outlives the daemon, so do the counters and the quota.
  */
+import type { DeniedDestination } from "@createos-sandbox/protocol";
 import { nft, nftCmd } from "../sys/index.js";
-import { EGRESS_TABLE } from "./egress.js";
+import { EGRESS_TABLE, RECENT_DENIED_MAX, RECENT_DENIED_SET } from "./egress.js";
 import { TAP } from "./plan.js";
 
 export const METER_TABLE = "createos_meter";
@@ -28,6 +29,8 @@ export interface Usage {
   ingress_bytes: number;
   denied_packets: number;
   capped: boolean;
+  /** The allowlist's `recent_denied` set (net/egress.ts): read, never cleared; the last refused first. */
+  recent_denied: DeniedDestination[];
 }
 
 /**
@@ -80,6 +83,37 @@ export function quotaExhausted(json: string): boolean {
   return q !== undefined && q.used >= q.bytes;
 }
 
+interface SetElem {
+  elem?: { val?: { concat?: unknown[] }; expires?: number };
+}
+
+/**
+ * `nft -j list set` output of `recent_denied` → its destinations, the longest to live (the last
+ * refused, every refusal restarting the same timeout) first. Anything not of the set's shape is skipped.
+ */
+export function parseRecentDenied(json: string): DeniedDestination[] {
+  const doc = JSON.parse(json) as { nftables?: { set?: { elem?: SetElem[] } }[] };
+  const elems = doc.nftables?.find((o) => o.set)?.set?.elem ?? [];
+  const out: DeniedDestination[] = [];
+  for (const e of elems) {
+    const parts = e.elem?.val?.concat;
+    const [ip, proto, port] = Array.isArray(parts) ? parts : [];
+    if (typeof ip !== "string" || (typeof proto !== "string" && typeof proto !== "number")) continue;
+    if (typeof port !== "number") continue;
+    out.push({ ip, proto: String(proto), port, expires_in_s: e.elem?.expires ?? 0 });
+  }
+  out.sort((a, b) => b.expires_in_s - a.expires_in_s);
+  return out.slice(0, RECENT_DENIED_MAX);
+}
+
+/** The set as it is now; none (allow-all has no set, or no table): empty. */
+function recentDenied(netns: string): Promise<DeniedDestination[]> {
+  return nftCmd(["-j", "list", "set", "inet", EGRESS_TABLE, RECENT_DENIED_SET], netns).then(
+    (r) => parseRecentDenied(r.stdout),
+    () => [],
+  );
+}
+
 /**
  * Reads and zeroes the counters (a table that is not there counts nothing), and says whether the quota
  * has stopped the guest. That can happen a little short of the quota in counted bytes: the packet that
@@ -90,11 +124,17 @@ export async function takeUsage(netns: string): Promise<Usage> {
     (r) => quotaExhausted(r.stdout),
     () => false,
   );
-  const [m, e, capped] = await Promise.all([reset(netns, METER_TABLE), reset(netns, EGRESS_TABLE), quota]);
+  const [m, e, capped, recent] = await Promise.all([
+    reset(netns, METER_TABLE),
+    reset(netns, EGRESS_TABLE),
+    quota,
+    recentDenied(netns),
+  ]);
   return {
     egress_bytes: m.get("tx")?.bytes ?? 0,
     ingress_bytes: m.get("rx")?.bytes ?? 0,
     denied_packets: e.get("denied")?.packets ?? 0,
     capped,
+    recent_denied: recent,
   };
 }

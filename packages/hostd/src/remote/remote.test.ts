@@ -113,10 +113,13 @@ describe("host daemon over HTTP", () => {
     await remote.setBandwidth("a", 4096);
     assert.equal(daemon.vms.get("a")?.bandwidth_remaining_bytes, 4096);
     daemon.usage.set("a", { egress_bytes: 10, ingress_bytes: 20, denied_packets: 3 });
+    const refused = { ip: "203.0.113.9", proto: "tcp", port: 22, expires_in_s: 598 };
+    daemon.recentDenied.set("a", [refused]);
     assert.deepEqual(await remote.takeNetUsage("a"), {
       egress_bytes: 10,
       ingress_bytes: 20,
       denied_packets: 3,
+      recent_denied: [refused],
     });
     await assert.rejects(remote.setEgress("nope", []), (e) => code(e) === "not_found");
   });

@@ -6,6 +6,7 @@
 import { EventEmitter } from "node:events";
 import { type Duplex, PassThrough, Readable } from "node:stream";
 import {
+  type DeniedDestination,
   type DiskMount,
   type ExecEvents,
   type ExecRequest,
@@ -14,6 +15,7 @@ import {
   type HostEvent,
   type HostInfo,
   HostdError,
+  type NetUsage,
   type PtyRequest,
   type PtySession,
   type SnapshotRef,
@@ -136,15 +138,14 @@ export class ScriptedDaemon implements HostDaemon {
     this.vm(id).egress = egress;
   }
   /** What the next takeNetUsage of a VM answers (then zeroed, as the host's counters are). */
-  readonly usage = new Map<
-    string,
-    { egress_bytes: number; ingress_bytes: number; denied_packets: number; capped?: boolean }
-  >();
-  async takeNetUsage(id: string) {
+  readonly usage = new Map<string, Omit<NetUsage, "recent_denied">>();
+  /** Its `recent_denied`, which a take leaves as it is (as the host's set). */
+  readonly recentDenied = new Map<string, DeniedDestination[]>();
+  async takeNetUsage(id: string): Promise<NetUsage> {
     this.vm(id);
     const u = this.usage.get(id) ?? { egress_bytes: 0, ingress_bytes: 0, denied_packets: 0 };
     this.usage.delete(id);
-    return u;
+    return { ...u, recent_denied: this.recentDenied.get(id) ?? [] };
   }
   async setBandwidth(id: string, remaining: number) {
     this.log("setBandwidth", id, remaining);

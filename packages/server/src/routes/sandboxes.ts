@@ -5,7 +5,7 @@ import type { api } from "@createos-sandbox/protocol";
 import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
 import type { Static, TSchema } from "@sinclair/typebox";
 import type { Ctx, Route } from "../http/server.js";
-import { bandwidth, recharge, setEgress } from "../netpolicy.js";
+import { bandwidth, egressView, recharge, setEgress } from "../netpolicy.js";
 import { hashSecret } from "../store/sqlite.js";
 import type { SandboxPatch } from "../store/types.js";
 import { MAX_SSH_KEYS, SandboxListQuery, mergeSshKeys, pageParams } from "../validate.js";
@@ -145,11 +145,9 @@ export function sandboxRoutes(app: App): Route[] {
       return { data: { id: row.id, disk_mib: row.disk_mib } };
     }),
     route("GET /v1/sandboxes/:id/egress", { auth: "user", body: "none" }, async (ctx) => {
-      const row = await loadSandbox(app, ctx);
-      // `denied_packets`: refusals of this allowlist counted since the server started (netpolicy.ts).
-      return {
-        data: { id: row.id, egress: row.egress, denied_packets: app.sandboxes.net.deniedPackets(row.id) },
-      };
+      // `denied_packets`: refusals of this allowlist counted since the server started; `recent_denied`:
+      // the destinations it refused lately, the last first (netpolicy.ts).
+      return { data: await egressView(app.sandboxes, app.store, await loadSandbox(app, ctx)) };
     }),
     route("PUT /v1/sandboxes/:id/egress", { ...json(egressBody), check: checkEgress }, async (ctx) => {
       const rules = (ctx.body as Static<typeof egressBody>).egress;

@@ -70,7 +70,7 @@ describe("egress and bandwidth routes", () => {
     assert.deepEqual(r.json.data, { id, egress: rules });
     assert.deepEqual(setCalls().at(-1), [id, rules]);
     const g = await call(srv.url, "GET", `/v1/sandboxes/${id}/egress`, { key: KEY });
-    assert.deepEqual(g.json.data, { id, egress: rules, denied_packets: 0 });
+    assert.deepEqual(g.json.data, { id, egress: rules, denied_packets: 0, recent_denied: [] });
     // `["*"]`, `[]` and null all allow everything, stored as []
     for (const all of [["*"], [], null]) {
       const a = await put(all);
@@ -160,6 +160,43 @@ describe("egress and bandwidth routes", () => {
     assert.equal(bad.status, 400, bad.text);
   });
 
+  test("GET egress folds first: recent_denied as the host lists it, counts per sandbox in Prometheus", async () => {
+    const egress = async () =>
+      (await call(srv.url, "GET", `/v1/sandboxes/${id}/egress`, { key: KEY })).json.data;
+    const before = (await egress()).denied_packets;
+    const refused = [
+      { ip: "203.0.113.9", proto: "tcp", port: 22, expires_in_s: 599 },
+      { ip: "203.0.113.7", proto: "icmp", port: 0, expires_in_s: 300 },
+    ];
+    daemon.recentDenied.set(id, refused);
+    daemon.usage.set(id, { egress_bytes: 0, ingress_bytes: 70, denied_packets: 2 });
+    const eg = await egress();
+    assert.equal(eg.denied_packets, before + 2);
+    assert.deepEqual(eg.recent_denied, refused);
+    // what the host said, aged: five minutes on, the ICMP refusal has run out (the read above took < 2 s)
+    const aged = srv.app.sandboxes.net.recentDenied(id, Date.now() + 300_000);
+    assert.deepEqual(
+      aged.map((d) => ({ ...d, expires_in_s: 0 })),
+      [{ ...refused[0], expires_in_s: 0 }],
+    );
+    assert.ok(
+      (aged[0]?.expires_in_s ?? 0) >= 297 && (aged[0]?.expires_in_s ?? 0) <= 299,
+      JSON.stringify(aged),
+    );
+    const text = await srv.app.metrics.registry.metrics();
+    const series = (name: string) =>
+      text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(`sandbox_id="${id}"`));
+    assert.equal(
+      series("createos_sandbox_egress_denied_packets_total"),
+      `createos_sandbox_egress_denied_packets_total{sandbox_id="${id}"} ${before + 2}`,
+    );
+    assert.ok(
+      text.includes(`createos_sandbox_network_bytes_total{sandbox_id="${id}",direction="ingress"} 5070`),
+      text,
+    );
+    daemon.recentDenied.delete(id);
+  });
+
   test("paused: stored only, and the resume passes them to the host", async () => {
     // counted after the last read: folded in before the pause takes the namespace away
     daemon.usage.set(id, { egress_bytes: 500, ingress_bytes: 0, denied_packets: 0 });
@@ -191,5 +228,17 @@ describe("egress and bandwidth routes", () => {
     assert.equal(bw.status, 200, bw.text);
     assert.equal(bw.json.data.used_bytes, 1_000_600);
     assert.equal(bw.json.data.quota_bytes, 2_000_000);
+  });
+
+  test("a destroyed sandbox's Prometheus series are removed", async () => {
+    daemon.usage.set(id, { egress_bytes: 10, ingress_bytes: 0, denied_packets: 1 });
+    await call(srv.url, "GET", `/v1/sandboxes/${id}/egress`, { key: KEY });
+    const mine = async () =>
+      (await srv.app.metrics.registry.metrics()).split("\n").filter((l) => l.includes(`sandbox_id="${id}"`));
+    assert.equal((await mine()).length, 2, "denied packets and egress bytes");
+    assert.equal((await call(srv.url, "DELETE", `/v1/sandboxes/${id}`, { key: KEY })).status, 200);
+    for (let i = 0; i < 100 && daemon.vms.has(id); i++) await sleep(50);
+    for (let i = 0; i < 100 && (await mine()).length > 0; i++) await sleep(50);
+    assert.deepEqual(await mine(), []);
   });
 });
