@@ -102,6 +102,14 @@ test("rotated keys are used at once: bad ones give the server's 403 through the 
   try {
     assert.equal((await s3Call(base, "GET", `/${whole}/?list-type=2`)).status, 404);
     assert.equal(failures.get(grants.get(whole)!), `no bucket gone at ${s3.endpoint}`);
+    // An object's HEAD has no body to say which is missing: it leaves the failure as it was.
+    assert.equal((await s3Call(base, "HEAD", `/${whole}/hello.txt`)).status, 404);
+    assert.equal(failures.get(grants.get(whole)!), `no bucket gone at ${s3.endpoint}`);
+    failures.clear();
+    // A write into the vanished bucket names it in the body: that is the disk's failure too.
+    const put = await s3Call(base, "PUT", `/${whole}/new.txt`, { body: Buffer.from("x") });
+    assert.equal(put.status, 404, put.body.toString());
+    assert.equal(failures.get(grants.get(whole)!), `no bucket gone at ${s3.endpoint}`);
   } finally {
     target.bucket = "data";
   }

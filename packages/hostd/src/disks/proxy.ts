@@ -43,11 +43,23 @@ export interface ProxyDeps {
   log: ProxyLog;
 }
 
-/** The mount's own failure an answer shows (keys refused, bucket gone), or undefined when it shows none. */
-export function mountFailure(status: number, bucketLevel: boolean, t: DiskTarget): string | undefined {
+/**
+ * What an answer says of the mount: its own failure (keys refused, bucket gone), null when it is healthy,
+ * or undefined when it says nothing of the disk. An object's 404 is the last kind unless its S3 error code
+ * (`code`, from the body) is NoSuchBucket: a HEAD's 404 has no body to tell a missing key from a missing
+ * bucket, and must not clear the failure a list or a write found a moment before.
+ */
+export function mountVerdict(
+  status: number,
+  bucketLevel: boolean,
+  t: DiskTarget,
+  code?: string,
+): string | null | undefined {
   if (status === 401 || status === 403) return `the endpoint refused the disk's credentials (HTTP ${status})`;
-  if (status === 404 && bucketLevel) return `no bucket ${t.bucket} at ${t.endpoint}`;
-  return undefined;
+  if (status === 404 && (bucketLevel || code === "NoSuchBucket"))
+    return `no bucket ${t.bucket} at ${t.endpoint}`;
+  if (status === 404 || (status >= 300 && status < 400)) return undefined;
+  return null;
 }
 
 /** Headers that describe this hop, or that the re-signing replaces. */
@@ -167,7 +179,14 @@ export class DiskProxy {
       const h: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !HOP.has(k)) h[k] = v;
       const status = ur.statusCode ?? 502;
-      if (status < 300 || status >= 400) this.deps.outcome?.(s.grant, mountFailure(status, s.key === "", t));
+      const report = (v: string | null | undefined) =>
+        v !== undefined && this.deps.outcome?.(s.grant, v ?? undefined);
+      report(mountVerdict(status, s.key === "", t));
+      // S3 names the error in the body's first bytes; the pipe below still gets every chunk.
+      if (status === 404 && s.key !== "")
+        ur.once("data", (c: Buffer) =>
+          report(mountVerdict(status, false, t, /<Code>([^<]+)<\/Code>/.exec(c.toString("utf8"))?.[1])),
+        );
       res.writeHead(status, h);
       ur.pipe(res);
       ur.once("error", () => res.destroy());

@@ -3,15 +3,18 @@
  * verbatim apart from the import and the values it reads from the environment, against a real S3 server
  * (s3rver behind a SigV4-checking front) on a test host: a namespace of its own owning 10.254.54.1, routed
  * from the root namespace only. Then what the recipe does not show: a second path with sub_path, the data
- * from a second sandbox and from the S3 API itself, pause/resume, delete while attached, and a search for
- * the secret key in the guest, the responses, the logs and the database.
+ * from a second sandbox and from the S3 API itself, pause/resume, delete while attached, a bucket deleted
+ * under a live mount, a search for the secret key in the guest (files, s3fs's memory, the mount's traffic),
+ * the responses, the logs and the database; and the seed's CLI lines (cli-sandboxes, S3 disks).
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { MEM_PY, WIRE_PY, cliAs, pyIn as pyAt } from "./disks-guest.js";
 import { destroyAll, startEngineServer } from "./engine-helpers.js";
 import { type ServerProc, call, cleanup } from "./helpers.js";
 
@@ -65,7 +68,7 @@ before(async () => {
   const helper = await import(s3test);
   keys = helper.S3_KEYS;
   s3Call = helper.s3Call;
-  const script = `const m = await import(${JSON.stringify(s3test)}); await m.startS3(${JSON.stringify(S3_IP)}, ["data"], ${S3_PORT}); console.log("ready");`;
+  const script = `const m = await import(${JSON.stringify(s3test)}); await m.startS3(${JSON.stringify(S3_IP)}, ["data", "my-bucket"], ${S3_PORT}); console.log("ready");`;
   s3 = spawn("ip", ["netns", "exec", S3_NS, process.execPath, "--input-type=module", "-e", script], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -103,6 +106,9 @@ async function sh(sandbox: any, script: string): Promise<string> {
   return r.result.stdout;
 }
 
+const pyIn = (id: string, code: string, args: string[], stdin: string) =>
+  pyAt(s.url, s.adminKey, id, code, args, stdin);
+
 /** Like sh() with stdin, through the REST exec (the published SDK's runCommand sends none). */
 async function shIn(id: string, script: string, stdin: string): Promise<string> {
   const r = await call(s.url, "POST", `/v1/sandboxes/${id}/exec`, {
@@ -114,7 +120,7 @@ async function shIn(id: string, script: string, stdin: string): Promise<string> 
 }
 
 test(
-  "the seed recipe, then sub_path, a second sandbox, the S3 API, pause/resume and no key in the guest",
+  "the seed recipe and CLI lines, then sub_path, a second sandbox, the S3 API, pause/resume, a deleted bucket and no key in the guest",
   { timeout: 30 * 60_000 },
   async () => {
     // Registration checks the bucket on the test host: refused keys, a missing bucket, nothing listening.
@@ -226,6 +232,32 @@ test(
         keys.secret_key,
       );
       assert.equal(found, "searched\n");
+      // Nor in the memory of the guest's s3fs processes, which do hold the dummy key they sign with (the
+      // control that shows the search reads their memory at all).
+      const [s3fsProcs, secretInMem, dummyInMem] = await pyIn(
+        sandbox.id,
+        MEM_PY,
+        [],
+        `${keys.secret_key}\nnot-a-secret`,
+      );
+      assert.equal(s3fsProcs, 2, "one s3fs per mount");
+      assert.equal(secretInMem, 0, "the secret key in s3fs's memory");
+      assert.ok(dummyInMem! > 0, "the search sees s3fs's own dummy key");
+      // Nor in the mount's traffic, as the guest captures it while a write goes through. SigV4 never sends a
+      // secret, so the telling checks are the others: the requests carry the dummy key id and not the real
+      // one, so they are signed with the dummy secret, and the real keys exist only on the host.
+      const [wrote, secretOnWire, accessOnWire, dummyOnWire, puts] = await pyIn(
+        sandbox.id,
+        WIRE_PY,
+        [`echo traffic > ${MOUNT}/traffic.txt && cat ${MOUNT}/hello.txt > /dev/null`],
+        `${keys.secret_key}\n${keys.access_key}\nCredential=signed-by-host/\nPUT /`,
+      );
+      assert.deepEqual([wrote, secretOnWire, accessOnWire], [0, 0, 0]);
+      assert.ok(dummyOnWire! > 0 && puts! > 0, `captured ${dummyOnWire} dummy-signed requests, ${puts} PUTs`);
+      assert.equal(
+        (await s3Call(ENDPOINT, "GET", "/data/traffic.txt", { keys })).body.toString(),
+        "traffic\n",
+      );
 
       // The recipe's detach, by id; it answers once the mount is flushed and gone.
       const det = await sandbox.detachDisk({ diskId: DISK_ID, mountPath: MOUNT });
@@ -234,11 +266,76 @@ test(
       assert.equal((await sandbox.listDisks()).length, 1);
 
       // A second sandbox mounts the same disk at boot and sees the first one's files; pause/resume keeps it.
-      second = await client.createSandbox({
-        shape: "s-2vcpu-2gb",
-        rootfs: "devbox:1",
-        disks: [{ disk_id: "my-data", mount_path: "/data" }],
-      });
+      // Through the seed's CLI lines: `create --disk name:/path` here, the `disk` ones below.
+      const cli = await cliAs(s.url, s.adminKey);
+      const box = await cli.ok(
+        ["sandbox", "create", "--shape", "s-1vcpu-1gb", "--name", "my-box"],
+        ["--disk", "my-data:/data"],
+      );
+      assert.equal(box.name, "my-box");
+      second = await client.getSandbox(box.id);
+      assert.deepEqual(
+        (await second.listDisks()).map((d: { mount_path: string; mount_status: string }) => [
+          d.mount_path,
+          d.mount_status,
+        ]),
+        [["/data", "mounted"]],
+      );
+
+      // The seed's disk lines against this server, with its names, on a second bucket.
+      const made = await cli.ok(
+        ["sandbox", "disk", "create", "my-disk", "--bucket", "my-bucket", "--endpoint", ENDPOINT],
+        ["--access-key", keys.access_key, "--secret-key", keys.secret_key],
+      );
+      // Off a terminal the CLI answers JSON.
+      assert.deepEqual(
+        [made.action, made.name, made.config],
+        ["disk_created", "my-disk", { bucket: "my-bucket", endpoint: ENDPOINT }],
+      );
+      const listed = await cli.ok(["sandbox", "disk", "ls"]);
+      assert.deepEqual(
+        listed.map((d: { name: string; config: { bucket: string } }) => [d.name, d.config.bucket]),
+        [
+          ["my-disk", "my-bucket"],
+          ["my-data", "data"],
+        ],
+      );
+      const attached = await cli.ok(["sandbox", "disk", "attach", "my-box", "my-disk:/mnt/data"]);
+      assert.deepEqual([attached.action, attached.mount_path], ["disk_attached", MOUNT]);
+      await sh(second, `echo from the cli > ${MOUNT}/cli.txt`);
+      const viaCli = await s3Call(ENDPOINT, "GET", "/my-bucket/cli.txt", { keys });
+      assert.equal(viaCli.body.toString(), "from the cli\n");
+
+      // The bucket deleted later through the S3 API: the next use of the mount says so in its status.
+      assert.equal((await s3Call(ENDPOINT, "DELETE", "/my-bucket/cli.txt", { keys })).status, 204);
+      const dropped = await s3Call(ENDPOINT, "DELETE", "/my-bucket", { keys });
+      assert.equal(dropped.status, 204, dropped.body.toString());
+      // biome-ignore lint/suspicious/noExplicitAny: SDK view
+      let gone: any;
+      for (let i = 0; i < 20 && gone?.mount_status !== "error"; i++) {
+        if (i) await sleep(1000);
+        await second.runCommand("sh", ["-c", `ls ${MOUNT}; touch ${MOUNT}/after-delete.txt`]);
+        gone = (await second.listDisks()).find((d: { mount_path: string }) => d.mount_path === MOUNT);
+      }
+      assert.equal(gone.mount_status, "error", JSON.stringify(gone));
+      assert.equal(gone.mount_error, `no bucket my-bucket at ${ENDPOINT}`);
+      // Detach and rm ask first, as the seed shows them: answered in a terminal.
+      await cli.confirm(
+        ["sandbox", "disk", "detach", "my-box", "my-disk"],
+        /Unmount my-disk/,
+        /Unmounted my-disk/,
+      );
+      await sh(second, `! mountpoint -q ${MOUNT}`);
+      await cli.confirm(
+        ["sandbox", "disk", "rm", "my-disk"],
+        /Delete disk my-disk\?/,
+        /Deleted disk my-disk/,
+      );
+      assert.deepEqual(
+        (await cli.ok(["sandbox", "disk", "ls"])).map((d: { name: string }) => d.name),
+        ["my-data"],
+      );
+
       assert.equal((await sh(second, "cat /data/hello.txt /data/dir/x")).trim(), "hello from the guest\nx");
       const busy = await call(s.url, "DELETE", `/v1/disks/${DISK_ID}`, { key: s.adminKey });
       assert.equal(busy.status, 409, busy.text);
