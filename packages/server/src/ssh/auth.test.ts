@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import ssh2 from "ssh2";
 import type { SandboxRow, Store } from "../store/types.js";
-import { LoginFailures, matchingKey, resolveLogin } from "./auth.js";
+import { LoginFailures, loadHostKey, matchingKey, resolveLogin } from "./auth.js";
 
 const pub = () => ssh2.utils.generateKeyPairSync("ed25519").public;
 const blob = (line: string) => Buffer.from(line.split(" ")[1]!, "base64");
@@ -66,4 +69,21 @@ test("the username is an id, or a name that one live sandbox listing the key has
   ]);
   const r = await resolveLogin(both, "box", blob(a));
   assert.ok("refused" in r && /several/.test(r.refused));
+});
+
+test("the host key is made once (0600) and kept; a stored key that does not parse is made again", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "hostkey-"));
+  try {
+    const first = await loadHostKey(dir);
+    assert.ok(!(ssh2.utils.parseKey(first) instanceof Error));
+    assert.equal(statSync(join(dir, "ssh-host-key")).mode & 0o777, 0o600);
+    assert.equal(await loadHostKey(dir), first);
+    writeFileSync(join(dir, "ssh-host-key"), "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n");
+    const again = await loadHostKey(dir);
+    assert.notEqual(again, first);
+    assert.ok(!(ssh2.utils.parseKey(again) instanceof Error));
+    assert.equal(readFileSync(join(dir, "ssh-host-key"), "utf8"), again);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -15,17 +15,31 @@ import { canonicalSandboxId } from "../ulid.js";
 // ssh2 is CommonJS: its named exports exist only on the default one under ESM.
 const { utils } = ssh2;
 
-/** The gateway's host key: made once into the data dir (0600), the same on every later start. */
+/**
+ * The gateway's host key: made once into the data dir (0600), the same on every later start. About one in
+ * 250 keys from ssh2's own ed25519 generator carries a 31-byte public key (a leading zero dropped; measured
+ * 913 of 228,867), which its parser then refuses: a key is kept only once it parses, and a stored one that
+ * does not parse (it was never served) is made again.
+ */
 export async function loadHostKey(dataDir: string): Promise<string> {
   const file = join(dataDir, "ssh-host-key");
   try {
-    return await readFile(file, "utf8");
+    const stored = await readFile(file, "utf8");
+    if (!(utils.parseKey(stored) instanceof Error)) return stored;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
-  const pair = utils.generateKeyPairSync("ed25519", { comment: "createos-sandbox gateway" });
-  await writeFileAtomic(file, pair.private, 0o600);
-  return pair.private;
+  const key = newHostKey();
+  await writeFileAtomic(file, key, 0o600);
+  return key;
+}
+
+function newHostKey(): string {
+  for (let i = 0; i < 20; i++) {
+    const pair = utils.generateKeyPairSync("ed25519", { comment: "createos-sandbox gateway" });
+    if (!(utils.parseKey(pair.private) instanceof Error)) return pair.private;
+  }
+  throw new Error("could not make an SSH host key that parses");
 }
 
 /** A key line of `ssh_pubkeys` as ssh2 reads it, or undefined when it does not parse. */
