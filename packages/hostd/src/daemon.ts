@@ -19,6 +19,7 @@ import type {
   HostInfo,
   ImageInfo,
   NetUsage,
+  OverlayMembership,
   Progress,
   PtyRequest,
   PtySession,
@@ -26,6 +27,7 @@ import type {
   VmRuntime,
   VmSpec,
 } from "@createos-sandbox/protocol";
+import { HostdError } from "@createos-sandbox/protocol";
 import { capCaches } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
@@ -305,6 +307,11 @@ export class LocalHostDaemon implements HostDaemon {
 
   setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
     return setBandwidth(this.host, sandboxId, remainingBytes);
+  }
+
+  // Issue 12 in progress: the overlay datapath replaces this (branch h22-ovl-host).
+  async setNetworks(_sandboxId: string, _networks: OverlayMembership[]): Promise<void> {
+    throw new HostdError("internal", "private networks are not built on this host yet");
   }
 
   commitImage(

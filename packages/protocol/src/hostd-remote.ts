@@ -31,6 +31,7 @@ import {
   HostdError,
   type ImageInfo,
   type NetUsage,
+  type OverlayMembership,
   type Progress,
   type PtyRequest,
   type PtySession,
@@ -139,6 +140,9 @@ export class RemoteHostDaemon implements HostDaemon {
   }
   setBandwidth(sandboxId: string, remainingBytes: number): Promise<void> {
     return this.call("setBandwidth", [sandboxId, remainingBytes]);
+  }
+  setNetworks(sandboxId: string, networks: OverlayMembership[]): Promise<void> {
+    return this.call("setNetworks", [sandboxId, networks]);
   }
   commitImage(
     sandboxId: string,

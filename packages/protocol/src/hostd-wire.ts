@@ -54,6 +54,7 @@ export const HOSTD_CALLS = [
   "setEgress",
   "takeNetUsage",
   "setBandwidth",
+  "setNetworks",
   "list",
   "commitImage",
   "deleteImage",

@@ -35,6 +35,45 @@ export interface HostInfo {
   rootfses: string[];
   /** Present while the host is not usable yet (images building, QEMU missing …). */
   not_ready_reason?: string;
+  /**
+   * Where this host's VXLAN endpoint listens for other hosts' overlay traffic (issue 12); absent from hosts
+   * without overlay support. The control plane lists it in other hosts' `OverlayMembership.remotes`.
+   */
+  overlay_endpoint?: OverlayEndpoint;
+}
+
+/** A host's VXLAN underlay endpoint: UDP `addr`:`port`. */
+export interface OverlayEndpoint {
+  addr: string;
+  port: number;
+}
+
+/**
+ * One private-network membership of a sandbox as the control plane wants it programmed on the host
+ * (protocol.md §2.6–2.7). The host gives the sandbox `ip` on the network, lets it reach the network's other
+ * members and nothing else through it, and makes the sandbox's resolver answer the peers' names.
+ */
+export interface OverlayMembership {
+  network_id: string;
+  /** The network's name: the resolver answers `<peer name>.<network_name>` as well as `<peer name>`. */
+  network_name: string;
+  /** VXLAN network identifier, unique per network across the deployment (1 … 16777215). */
+  vni: number;
+  /** The network's subnet (IPv4 CIDR, e.g. `10.240.3.0/24`), distinct from every other network's. */
+  cidr: string;
+  /** This member's address inside `cidr`. */
+  ip: string;
+  /** The network's other members (paused ones included: their addresses stay theirs). */
+  peers: OverlayPeer[];
+  /** The VXLAN endpoints of the other hosts that have members of this network; `[]` on one host. */
+  remotes: OverlayEndpoint[];
+}
+
+export interface OverlayPeer {
+  sandbox_id: string;
+  /** The sandbox's name, when it has one: what the resolver answers besides `<name>.<network_name>`. */
+  name?: string;
+  ip: string;
 }
 
 export interface ImageInfo {
@@ -74,6 +113,11 @@ export interface VmSpec {
    * quota minus its ledger); absent or negative: unmetered. Exec, files, shells and tunnels never count.
    */
   bandwidth_remaining_bytes?: number;
+  /**
+   * The sandbox's private-network memberships, in force before the guest runs (create, resume, fork).
+   * Absent or `[]`: none.
+   */
+  networks?: OverlayMembership[];
 }
 
 /** A running VM's network counters since the previous `takeNetUsage` (or since it started on this host). */
@@ -310,6 +354,15 @@ export interface HostDaemon {
    * past them its outside traffic stops until this is called again with more.
    */
   setBandwidth(sandboxId: string, remainingBytes: number): Promise<void>;
+  /**
+   * Running VM: replace its private-network memberships with `networks` (declarative and idempotent: the
+   * whole set each time, so peers joining, leaving or renamed are a call with the new lists). In force
+   * before it resolves — addresses reachable, removed memberships cut, names answered. Rejects an invalid
+   * membership (bad CIDR, `ip` outside it, VNI out of range) with `bad_request`. Kept across re-adoption;
+   * the control plane passes the set again on resume (`VmSpec.networks`). Overlay traffic is not subject to
+   * the egress allowlist nor counted against the bandwidth quota.
+   */
+  setNetworks(sandboxId: string, networks: OverlayMembership[]): Promise<void>;
   /** Running VMs this host knows (after a restart: the re-adopted ones). */
   list(): Promise<{ sandbox_id: string; ip: string; pid: number }[]>;
   /** Complete snapshots on this host (after a restart: the ones re-adoption kept or finished). */

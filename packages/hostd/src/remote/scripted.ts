@@ -16,6 +16,7 @@ import {
   type HostInfo,
   HostdError,
   type NetUsage,
+  type OverlayMembership,
   type PtyRequest,
   type PtySession,
   type SnapshotRef,
@@ -150,6 +151,10 @@ export class ScriptedDaemon implements HostDaemon {
   async setBandwidth(id: string, remaining: number) {
     this.log("setBandwidth", id, remaining);
     this.vm(id).bandwidth_remaining_bytes = remaining;
+  }
+  async setNetworks(id: string, networks: OverlayMembership[]) {
+    this.log("setNetworks", id, networks);
+    this.vm(id).networks = networks;
   }
   async commitImage(id: string, image: string, opts?: { keep?: boolean }) {
     if (!opts?.keep) this.vms.delete(id);
