@@ -51,6 +51,7 @@ export async function runBuild(c: BuildCtx): Promise<{ size_bytes: number }> {
     c.log("info", `Step 1/${total} : FROM ${plan.base}`);
     let start = plan.steps.length;
     while (start > 0 && !store.layer(keys[start - 1]!, host.id)) start--;
+    if (start) store.touchLayer(keys[start - 1]!, host.id);
     const t0 = Date.now();
     try {
       await boot(c, daemon, builder, start ? store.layer(keys[start - 1]!, host.id)! : plan.base);

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { ExecEvents, ExecRequest, HostDaemon } from "@createos-sandbox/protocol";
+import Database from "better-sqlite3";
 import type { HostRef } from "../hosts.js";
 import type { Logger } from "../log.js";
 import type { SandboxRow } from "../store/types.js";
@@ -196,4 +197,58 @@ test("a deleted template's image leaves its host once no live sandbox uses it", 
     [{ method: "deleteImage", args: [row.id] }],
   );
   assert.equal(t.store.get(row.id)!.image_gone, 1);
+});
+
+test("the step-layer cache keeps the most recently used layers per host and deletes the rest", async () => {
+  const h = fakeHost();
+  const d = mkdtempSync(join(tmpdir(), "csb-tpl-"));
+  dirs.push(d);
+  const store = new TemplateStore(d);
+  const t = new Templates(store, h.hosts, quiet, { ...templateSettings({}), layerCache: 2 });
+  const docker = (n: number) =>
+    `FROM nodeops/sandbox:debian\n${Array.from({ length: n }, (_, i) => `RUN step ${i}`).join("\n")}\n`;
+  // Three steps → three layers, one over the cap: the oldest goes once the build ends.
+  const a = t.submit("u1", "a", docker(3));
+  assert.equal((await finished(t, a.id)).status, "ready");
+  const deleted = () => h.calls.filter((c) => c.method === "deleteImage").map((c) => c.args[0]);
+  await new Promise((r) => setImmediate(r));
+  const made = h.calls
+    .filter((c) => c.method === "commitImage" && String(c.args[1]).startsWith("tpl_c"))
+    .map((c) => c.args[1]);
+  assert.equal(made.length, 3);
+  assert.deepEqual(deleted(), [made[0]]);
+  assert.equal(store.layersBeyond("h1", 0).length, 2);
+  // A rebuild that shares the first two steps boots from layer 2 and marks it used, so its new step's
+  // layer pushes out layer 3 (made later, used less recently), not the one it booted.
+  const b = t.submit("u1", "b", `${docker(2)}RUN other\n`);
+  assert.equal((await finished(t, b.id)).status, "ready");
+  await new Promise((r) => setImmediate(r));
+  const booted = h.calls.filter((c) => c.method === "create").at(-1)!.args[0] as { image: string };
+  assert.equal(booted.image, made[1]);
+  assert.deepEqual(deleted(), [made[0], made[2]]);
+  assert.equal(store.layersBeyond("h1", 0).length, 2);
+  assert.ok(store.layersBeyond("h1", 0).some((l) => l.image === made[1]));
+});
+
+test("CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE takes 0 and refuses a negative count", () => {
+  assert.equal(templateSettings({ CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE: "0" }).layerCache, 0);
+  assert.equal(templateSettings({}).layerCache, 16);
+  assert.throws(
+    () => templateSettings({ CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE: "-1" }),
+    /CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE must be an integer of at least 0/,
+  );
+});
+
+test("a layer table from before the cap is migrated; its layers count as the least recently used", () => {
+  const d = mkdtempSync(join(tmpdir(), "csb-tpl-"));
+  dirs.push(d);
+  const old = new Database(join(d, "templates.sqlite"));
+  old.exec(`CREATE TABLE template_layers (hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL,
+    created_at TEXT NOT NULL, PRIMARY KEY (hash, host_id));
+    INSERT INTO template_layers VALUES ('old', 'h1', 'tpl_cold', '2026-01-01T00:00:00.000Z');`);
+  old.close();
+  const store = new TemplateStore(d);
+  store.putLayer("new", "h1", "tpl_cnew");
+  assert.deepEqual(store.layersBeyond("h1", 1), [{ hash: "old", image: "tpl_cold" }]);
+  store.close();
 });

@@ -22,13 +22,16 @@ export interface TemplateSettings {
   builderMemMib: number;
   builderDiskMib: number;
   builderVcpu: number;
+  /** Step layers each host keeps for later builds (least recently used go first); 0 keeps none. */
+  layerCache: number;
 }
 
-function num(env: NodeJS.ProcessEnv, key: string, def: number): number {
+function num(env: NodeJS.ProcessEnv, key: string, def: number, min = 1): number {
   const v = env[key];
   if (v === undefined || v === "") return def;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${key} must be a positive integer, got ${v}`);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`${key} must be an integer of at least ${min}, got ${v}`);
   return n;
 }
 
@@ -39,6 +42,7 @@ export function templateSettings(env: NodeJS.ProcessEnv = process.env): Template
     builderMemMib: num(env, "CREATEOS_SANDBOX_TEMPLATE_BUILDER_MEM_MIB", 1024),
     builderDiskMib: num(env, "CREATEOS_SANDBOX_TEMPLATE_BUILDER_DISK_MIB", 8192),
     builderVcpu: num(env, "CREATEOS_SANDBOX_TEMPLATE_BUILDER_VCPU", 2),
+    layerCache: num(env, "CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE", 16, 0),
   };
 }
 
@@ -136,6 +140,21 @@ export class Templates {
       log("error", e instanceof StepFailed ? msg : `build failed: ${msg}`);
       this.store.update(row.id, { status: "failed", status_reason: msg.slice(0, 1000) });
       this.finish(row.id, "failed");
+    }
+    const hostId = this.store.get(row.id)?.host_id;
+    if (hostId)
+      await this.gcLayers(hostId).catch((e) => this.log.warn("template layer cleanup failed", { err: e }));
+  }
+
+  /**
+   * Each step layer is a whole flattened disk, so the cache is capped per host: past
+   * `CREATEOS_SANDBOX_TEMPLATE_LAYER_CACHE` layers the least recently used go (row first: a build that
+   * looked one up just before finds its image gone, says so in its log and builds from the base).
+   */
+  async gcLayers(hostId: string): Promise<void> {
+    for (const l of this.store.layersBeyond(hostId, this.settings.layerCache)) {
+      this.store.dropLayer(l.hash, hostId);
+      await this.hosts.daemonOf(hostId).deleteImage(l.image);
     }
   }
 

@@ -46,7 +46,7 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS templates (
 CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id, id);
 CREATE TABLE IF NOT EXISTS template_layers (
   hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL, created_at TEXT NOT NULL,
-  PRIMARY KEY (hash, host_id));`;
+  used_seq INTEGER, PRIMARY KEY (hash, host_id));`;
 
 export class TemplateStore {
   private readonly db: Database.Database;
@@ -56,6 +56,10 @@ export class TemplateStore {
     this.db = new Database(join(dataDir, "templates.sqlite"));
     this.db.pragma("journal_mode = WAL");
     this.db.exec(SCHEMA);
+    // Stores made before the layer cache had a cap lack `used_seq` (their layers count as the oldest).
+    const cols = this.db.pragma("table_info(template_layers)") as { name: string }[];
+    if (!cols.some((c) => c.name === "used_seq"))
+      this.db.exec("ALTER TABLE template_layers ADD COLUMN used_seq INTEGER");
     this.logDir = join(dataDir, "template-logs");
     mkdirSync(this.logDir, { recursive: true, mode: 0o700 });
   }
@@ -136,9 +140,32 @@ export class TemplateStore {
   putLayer(hash: string, hostId: string, image: string): void {
     this.db
       .prepare(
-        "INSERT OR REPLACE INTO template_layers (hash, host_id, image, created_at) VALUES (?, ?, ?, ?)",
+        `INSERT OR REPLACE INTO template_layers (hash, host_id, image, created_at, used_seq)
+         VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM template_layers))`,
       )
       .run(hash, hostId, image, new Date().toISOString());
+  }
+
+  /**
+   * A build booted from the layer: it is the last to go when the host's cache is over its cap. A counter,
+   * not a clock: layers made within one millisecond still have an order.
+   */
+  touchLayer(hash: string, hostId: string): void {
+    this.db
+      .prepare(
+        `UPDATE template_layers SET used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM template_layers)
+         WHERE hash = ? AND host_id = ?`,
+      )
+      .run(hash, hostId);
+  }
+
+  /** The host's layers past the `keep` most recently made or booted, the least recent last. */
+  layersBeyond(hostId: string, keep: number): { hash: string; image: string }[] {
+    return this.db
+      .prepare(
+        "SELECT hash, image FROM template_layers WHERE host_id = ? ORDER BY used_seq DESC LIMIT -1 OFFSET ?",
+      )
+      .all(hostId, keep) as { hash: string; image: string }[];
   }
 
   dropLayer(hash: string, hostId: string): void {
