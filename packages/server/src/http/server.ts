@@ -104,7 +104,6 @@ declare module "fastify" {
     logFields: Record<string, unknown>;
   }
   interface FastifyContextConfig {
-    auth?: AuthMode;
     body?: Route["body"];
   }
 }
@@ -201,13 +200,9 @@ export async function createHttp(
       reply.raw.shouldKeepAlive = false;
       throw refused;
     }
-    const auth = req.routeOptions.config.auth ?? "none";
-    if (auth === "none") return;
-    req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
-    if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
   });
 
-  for (const r of d.routes) register(app, r);
+  for (const r of d.routes) register(app, r, admission);
   const allowed = allowTable(d.routes);
   app.setNotFoundHandler(async (req) => {
     const path = req.url.split("?")[0]!.replace(/\/+$/, "") || "/";
@@ -241,11 +236,22 @@ export async function createHttp(
   return { fastify: app, server, admission };
 }
 
-function register(app: FastifyInstance, r: Route): void {
+function register(app: FastifyInstance, r: Route, admission: Admission): void {
+  const auth = r.auth;
   app.route({
     method: r.method as "GET",
     url: r.pattern,
-    config: { auth: r.auth, body: r.body },
+    config: { body: r.body },
+    // Admission as the route's own hook (after the global one): its mode is known here, without reading
+    // `req.routeOptions` (an object built anew at each read) on every request.
+    ...(auth === "none"
+      ? {}
+      : {
+          onRequest: async (req: FastifyRequest) => {
+            req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
+            if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
+          },
+        }),
     ...(r.schema ? { schema: r.schema } : {}),
     ...(r.check ? { attachValidation: true } : {}),
     handler: async (req, reply) => {
