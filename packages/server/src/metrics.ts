@@ -4,15 +4,6 @@ import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const VM_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
 
-function memo<T>(m: Map<string, unknown>, key: string, make: () => T): T {
-  let v = m.get(key) as T | undefined;
-  if (v === undefined) {
-    v = make();
-    m.set(key, v);
-  }
-  return v;
-}
-
 export class Metrics {
   readonly registry = new Registry();
   private readonly requests = new RequestSeries(this.registry);
@@ -55,7 +46,9 @@ export class Metrics {
   }
 
   private gauge(name: string, help: string, labelNames: string[] = []): Gauge {
-    return memo(this.gauges, name, () => new Gauge({ name, help, labelNames, registers: [this.registry] }));
+    const g = this.gauges.get(name) ?? new Gauge({ name, help, labelNames, registers: [this.registry] });
+    this.gauges.set(name, g);
+    return g;
   }
 
   netUsage(id: string, u: { egress_bytes: number; ingress_bytes: number; denied_packets: number }): void {
