@@ -39,7 +39,7 @@ class CommitWatch {
   private readonly version: Database.Statement;
   private seenVersion: unknown;
   private readonly fd: number | undefined;
-  private seen = Buffer.alloc(48);
+  private readonly seen = Buffer.alloc(48);
   private readonly now = Buffer.alloc(48);
 
   constructor(db: Database.Database) {
@@ -52,17 +52,17 @@ class CommitWatch {
       fd = undefined;
     }
     this.fd = fd;
-    if (fd !== undefined) this.header(this.seen);
+    if (fd !== undefined && !this.header(this.seen)) this.seen.fill(0);
   }
 
-  private header(into: Buffer): void {
-    if (readSync(this.fd!, into, 0, 48, 0) < 48) into.fill(0xff, 0, 1);
+  /** Reads the header; false when the file is shorter than one (not initialised: ask `data_version`). */
+  private header(into: Buffer): boolean {
+    return readSync(this.fd!, into, 0, 48, 0) === 48;
   }
 
   /** True when another connection may have committed since the last call (or `ours()`). */
   changed(): boolean {
-    if (this.fd === undefined) return this.versionChanged();
-    this.header(this.now);
+    if (this.fd === undefined || !this.header(this.now)) return this.versionChanged();
     if (this.now.equals(this.seen)) return false;
     this.now.copy(this.seen);
     return true;
@@ -70,7 +70,7 @@ class CommitWatch {
 
   /** After a commit of ours: true when another's may have come too (then drop everything). */
   ours(): boolean {
-    if (this.fd !== undefined) this.header(this.seen);
+    if (this.fd !== undefined && !this.header(this.seen)) this.seen.fill(0);
     return this.versionChanged();
   }
 
