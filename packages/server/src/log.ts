@@ -5,9 +5,9 @@
  * Info lines are gathered and written to stdout together, at most 50 ms late: at thousands of requests per
  * second a write per line (a system call each, several µs on a virtual machine) costs more than the rest of
  * the request, and pino's asynchronous destination hands each write to a libuv worker thread, a switch of
- * threads that costs more still on a loaded core. On Linux stdout is written synchronously when it is a pipe or a file (node's rule), so a
- * flushed line is out. `now()` and warn/error lines flush at once, and the rest at exit, so a crash report or
- * a test reading the port never misses them.
+ * threads that costs more still on a loaded core. On Linux stdout is written synchronously when it is a pipe
+ * or a file (node's rule), so a flushed line is out. `now()` and warn/error lines flush at once, and the rest
+ * at exit, so a crash report or a test reading the port never misses them.
  */
 import pino from "pino";
 
