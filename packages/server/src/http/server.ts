@@ -104,7 +104,6 @@ declare module "fastify" {
     logFields: Record<string, unknown>;
   }
   interface FastifyContextConfig {
-    auth?: AuthMode;
     body?: Route["body"];
   }
 }
@@ -192,22 +191,17 @@ export async function createHttp(
     readJson(payload, d.cfg.maxJsonBodyBytes, d.cfg.jsonBodyTimeoutMs).then((b) => done(null, b), done);
   });
 
-  app.addHook("onRequest", async (req, reply) => {
+  // A callback hook, not an async one: nothing here waits, and a promise per request is not free.
+  app.addHook("onRequest", (req, reply, done) => {
     req.logFields = {};
     reply.header("x-request-id", req.id);
     observe(req, reply.raw, d);
     const refused = overCap(req.raw.socket);
-    if (refused) {
-      reply.raw.shouldKeepAlive = false;
-      throw refused;
-    }
-    const auth = req.routeOptions.config.auth ?? "none";
-    if (auth === "none") return;
-    req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
-    if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
+    if (refused) reply.raw.shouldKeepAlive = false;
+    done(refused);
   });
 
-  for (const r of d.routes) register(app, r);
+  for (const r of d.routes) register(app, r, admission);
   const allowed = allowTable(d.routes);
   app.setNotFoundHandler(async (req) => {
     const path = req.url.split("?")[0]!.replace(/\/+$/, "") || "/";
@@ -241,11 +235,22 @@ export async function createHttp(
   return { fastify: app, server, admission };
 }
 
-function register(app: FastifyInstance, r: Route): void {
+function register(app: FastifyInstance, r: Route, admission: Admission): void {
+  const auth = r.auth;
   app.route({
     method: r.method as "GET",
     url: r.pattern,
-    config: { auth: r.auth, body: r.body },
+    config: { body: r.body },
+    // Admission as the route's own hook (after the global one): its mode is known here, without reading
+    // `req.routeOptions` (an object built anew at each read) on every request.
+    ...(auth === "none"
+      ? {}
+      : {
+          onRequest: async (req: FastifyRequest) => {
+            req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
+            if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
+          },
+        }),
     ...(r.schema ? { schema: r.schema } : {}),
     ...(r.check ? { attachValidation: true } : {}),
     handler: async (req, reply) => {
@@ -332,17 +337,21 @@ function observe(req: FastifyRequest, res: ServerResponse & { [DONE]?: () => voi
     const ms = performance.now() - t0;
     const route = req.routeOptions.url ?? "unmatched";
     d.metrics.request(route, req.method, res.statusCode, ms / 1000);
-    d.log.info("request", {
+    // Built in place, without spreads or a split: this runs on every request.
+    const q = req.url.indexOf("?");
+    let path = q === -1 ? req.url : req.url.slice(0, q);
+    if (path.endsWith("/")) path = path.replace(/(.)\/+$/, "$1");
+    const line: Record<string, unknown> = {
       req_id: req.id,
       method: req.method,
       route,
-      path: req.url.split("?")[0]!.replace(/(.)\/+$/, "$1"),
+      path,
       status: res.statusCode,
       ms: Math.round(ms * 100) / 100,
       user_id: req.principal?.user_id,
-      ...(res.writableFinished || res.statusCode === 101 ? {} : { aborted: true }),
-      ...req.logFields,
-    });
+    };
+    if (!res.writableFinished && res.statusCode !== 101) line.aborted = true;
+    d.log.info("request", Object.assign(line, req.logFields));
   };
   res[DONE] = done;
   res.once("close", done);

@@ -7,12 +7,12 @@
  *   keeps the database the one that computes a row (`MAX()`, `clear`, defaults);
  * - nothing is cached while a transaction is open: a read inside it may see writes that roll back;
  * - another connection (a second process on the same file: `users`, a replica, a test's own store) is
- *   seen through `PRAGMA data_version`, which changes when any other connection commits: the whole cache
- *   is dropped then.
+ *   seen through the WAL index (`CommitWatch` below): the whole cache is dropped when it has committed.
  * Rows are frozen (schema.ts `rowToSandbox`), so the one object handed to every reader stays what the
  * database said. Pages of lists are kept too, by their query, until the next write of any sandbox row or
  * commit of another connection: a page depends on which rows a tenant has, their order and contents.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import type Database from "better-sqlite3";
 import { rowToSandbox } from "./schema.js";
 import type { Page, SandboxRow } from "./types.js";
@@ -26,24 +26,83 @@ function put<T>(m: Map<string, T>, max: number, key: string, v: T): void {
   m.set(key, v);
 }
 
+/**
+ * Whether a connection other than ours has committed since the last look. `PRAGMA data_version` says so
+ * exactly but opens a read transaction each time: two lock calls and a stat, system calls that cost more than
+ * the rest of a cached GET. In WAL mode every commit, by any connection, rewrites the wal-index header at
+ * the start of the `-shm` file (its change counter, frame count and salts: sqlite.org/walformat.html, "The
+ * WAL-Index Header"), so one read of its first 48 bytes tells whether anything was committed. Commits of our
+ * own change it too: after each (`ours()`) the header is taken as seen only once `data_version` confirms
+ * nobody else committed meanwhile. Without a `-shm` file (not WAL) every look asks `data_version`.
+ */
+class CommitWatch {
+  private readonly version: Database.Statement;
+  private seenVersion: unknown;
+  private readonly fd: number | undefined;
+  private readonly seen = Buffer.alloc(48);
+  private readonly now = Buffer.alloc(48);
+
+  constructor(db: Database.Database) {
+    this.version = db.prepare("PRAGMA data_version").pluck();
+    this.seenVersion = this.version.get();
+    let fd: number | undefined;
+    try {
+      fd = openSync(`${db.name}-shm`, "r");
+    } catch {
+      fd = undefined;
+    }
+    this.fd = fd;
+    if (fd !== undefined && !this.header(this.seen)) this.seen.fill(0);
+  }
+
+  /** Reads the header; false when the file is shorter than one (not initialised: ask `data_version`). */
+  private header(into: Buffer): boolean {
+    return readSync(this.fd!, into, 0, 48, 0) === 48;
+  }
+
+  /** True when another connection may have committed since the last call (or `ours()`). */
+  changed(): boolean {
+    if (this.fd === undefined || !this.header(this.now)) return this.versionChanged();
+    if (this.now.equals(this.seen)) return false;
+    this.now.copy(this.seen);
+    return true;
+  }
+
+  /** After a commit of ours: true when another's may have come too (then drop everything). */
+  ours(): boolean {
+    if (this.fd !== undefined && !this.header(this.seen)) this.seen.fill(0);
+    return this.versionChanged();
+  }
+
+  private versionChanged(): boolean {
+    const v = this.version.get();
+    if (v === this.seenVersion) return false;
+    this.seenVersion = v;
+    return true;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+  }
+}
+
 export class RowCache {
   private readonly rows = new Map<string, SandboxRow>();
   private readonly pages = new Map<string, Page<SandboxRow>>();
-  private readonly version: Database.Statement;
   private readonly byId: Database.Statement;
-  private seen: unknown;
+  private readonly commits: CommitWatch;
 
   constructor(private readonly db: Database.Database) {
-    this.version = db.prepare("PRAGMA data_version").pluck();
     this.byId = db.prepare("SELECT * FROM sandboxes WHERE id = ?");
-    this.seen = this.version.get();
+    this.commits = new CommitWatch(db);
   }
 
   /** Drops everything when another connection has committed since the last look; once per read. */
   sync(): void {
-    const v = this.version.get();
-    if (v === this.seen) return;
-    this.seen = v;
+    if (this.commits.changed()) this.clear();
+  }
+
+  private clear(): void {
     this.rows.clear();
     this.pages.clear();
   }
@@ -69,9 +128,15 @@ export class RowCache {
     return p;
   }
 
+  /** After a write of the row by this connection (committed, or rolled back by SQLite). */
   forget(id: string): void {
     this.rows.delete(id);
     this.pages.clear();
+    if (!this.db.inTransaction && this.commits.ours()) this.clear();
+  }
+
+  close(): void {
+    this.commits.close();
   }
 
   /** How many rows are held (tests). */

@@ -83,6 +83,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.rows.close();
     this.db.close();
   }
 

@@ -140,6 +140,22 @@ test("another connection's commits are seen: a second process on the same file",
   await store.close();
 });
 
+test("another connection's commit between two of ours is seen", async () => {
+  const { store, path, user } = await fresh();
+  const mine = row(user, "mine");
+  const theirs = row(user, "theirs");
+  await store.insertSandbox(mine);
+  await store.insertSandbox(theirs);
+  assert.equal((await store.getSandbox(theirs.id))!.status, "running");
+  const other = SqliteStore.open(path);
+  await other.transition(theirs.id, ["running"], { status: "paused" });
+  await other.close();
+  // Our next commit rewrites the WAL index again: it must not be taken as the only change since the last look.
+  await store.updateSandbox(mine.id, { bandwidth_used_bytes: 1 });
+  assert.equal((await store.getSandbox(theirs.id))!.status, "paused");
+  await store.close();
+});
+
 test("rows and pages handed out are frozen; view texts are those of JSON.stringify", async () => {
   const { store, user } = await fresh();
   const r = row(user, "frozen", { egress: ["a.example:80"], ingress_enabled: true });
