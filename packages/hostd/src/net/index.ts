@@ -158,7 +158,11 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
     await run("ip", ["-n", a.netns, "-batch", "-"], {
       input: `addr add ${a.nsIp}/30 dev ${NS_VETH}\nlink set ${NS_VETH} up\nroute add default via ${a.hostIp} dev ${NS_VETH}\n`,
     });
-    await sysctl("net.ipv4.ip_forward", "1", a.netns);
+    // arp_notify: a private network's veth (net/overlay.ts), made later in this namespace, announces itself
+    // with a gratuitous ARP when it comes up, so bridges here and on other hosts learn where it is now.
+    await run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.default.arp_notify=1"], {
+      netns: a.netns,
+    });
     await nft(
       `table ip createos {
   chain prerouting {

@@ -8,7 +8,7 @@
  */
 import { existsSync, readdirSync } from "node:fs";
 import type { OverlayEndpoint, OverlayMembership } from "@createos-sandbox/protocol";
-import { ip, nft, run, sysctl } from "../sys/index.js";
+import { ip, nft, run } from "../sys/index.js";
 import { reloadHosts } from "./dns.js";
 import {
   NETWORK_NETNS_RE,
@@ -29,6 +29,8 @@ import { HOST_VETH_PREFIX, type SlotAddrs } from "./plan.js";
 export class OverlayHost {
   /** The memberships programmed in each sandbox namespace (changed only under {@link serialised}). */
   readonly bySlot = new Map<number, readonly OverlayMembership[]>();
+  /** The remotes each network's namespace was last given (what this process knows it holds). */
+  readonly remotes = new Map<string, string>();
 
   constructor(
     readonly tag: string,
@@ -108,8 +110,8 @@ async function attach(o: OverlayHost, a: SlotAddrs, m: OverlayMembership): Promi
     "mtu",
     String(OVERLAY_MTU),
   );
-  // A gratuitous ARP once the link has carrier: bridges here and on other hosts learn where it is now.
-  await sysctl(`net.ipv4.conf.${dev}.arp_notify`, "1", a.netns);
+  // Up on the sandbox side first: the namespace's arp_notify (net/index.ts) sends a gratuitous ARP when the
+  // bridge side comes up and the link gets carrier.
   await run("ip", ["-n", a.netns, "-batch", "-"], {
     input: `addr add ${m.ip}/${prefixOf(m.cidr)} dev ${dev}\nlink set ${dev} up\n`,
   });
@@ -132,6 +134,16 @@ async function fdbRemotes(ns: string, port: number): Promise<Set<string>> {
  */
 async function syncRemotes(o: OverlayHost, vni: number, remotes: readonly OverlayEndpoint[]): Promise<void> {
   const ns = networkNetns(o.tag, vni);
+  const key = remotes
+    .map((r) => `${r.addr}:${r.port}`)
+    .sort()
+    .join(",");
+  if (o.remotes.get(ns) === key) return;
+  await programRemotes(o, ns, vni, remotes);
+  o.remotes.set(ns, key);
+}
+
+async function programRemotes(o: OverlayHost, ns: string, vni: number, remotes: readonly OverlayEndpoint[]) {
   const has = (await links(ns, "dev", "vx0").catch(() => [])).length > 0;
   if (remotes.length === 0) {
     if (has) await run("ip", ["-n", ns, "link", "del", "vx0"]);
@@ -184,6 +196,7 @@ async function settleNetworks(o: OverlayHost, vnis: Iterable<number>, all: reado
     const members = all.filter((m) => m.vni === vni);
     if (members.length === 0) {
       if (existsSync(`/run/netns/${ns}`)) await ip("netns", "del", ns);
+      o.remotes.delete(ns);
       continue;
     }
     const seen = new Map<string, OverlayEndpoint>();
@@ -210,13 +223,18 @@ export function applyMemberships(o: OverlayHost, a: SlotAddrs, list: readonly Ov
       });
     for (const l of gone) touched.add(Number(l.ifname.slice(OVERLAY_DEV_PREFIX.length)));
     const kept = new Set(have.filter((l) => !gone.includes(l)).map((l) => l.ifname));
-    for (const [dev, m] of want) {
-      if (kept.has(dev)) continue;
-      await takeOver(o, a.slot, m);
-      await attach(o, a, m);
-    }
-    await nft(sandboxOverlayScript(list), a.netns);
-    await reloadHosts(a.netns, hostsFile(list));
+    // Independent of each other: the table matches devices by name, whenever they appear.
+    await Promise.all([
+      nft(sandboxOverlayScript(list), a.netns),
+      reloadHosts(a.netns, hostsFile(list)),
+      (async () => {
+        for (const [dev, m] of want) {
+          if (kept.has(dev)) continue;
+          await takeOver(o, a.slot, m);
+          await attach(o, a, m);
+        }
+      })(),
+    ]);
     if (list.length > 0) o.bySlot.set(a.slot, list);
     else o.bySlot.delete(a.slot);
     const all = o.others(-1);
