@@ -93,14 +93,16 @@ function teardown() {
 async function mbps(d, id, py) {
   const secs = [];
   for (let i = 0; i < REPS; i++) {
+    const err = [];
     const r = await d.exec(
       id,
       { argv: ["python3", "-c", py] },
       {
         onStdout: (b) => secs.push(Number(b.toString().trim())),
+        onStderr: (b) => err.push(b),
       },
     );
-    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}`);
+    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}: ${Buffer.concat(err)}`);
   }
   return MIB / p50(secs);
 }
@@ -159,7 +161,16 @@ try {
     await d.setNetworks(id, i % 2 ? [] : [member(ip1, s2.sandbox_id, ip2)]);
     joins.push(performance.now() - t0);
   }
-  await new Promise((r) => setTimeout(r, 500));
+  // The sink is up once a connection to it is accepted.
+  const wait = `import socket, time
+for _ in range(100):
+    try:
+        socket.create_connection(("${ip2}", 9100), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.2)
+`;
+  await d.exec(id, { argv: ["python3", "-c", wait] });
   const overlay = await mbps(d, id, upload(ip2, 9100));
   const pingHost = await pingP50(d, id, A);
   const pingPeer = await pingP50(d, id, ip2);
