@@ -17,6 +17,7 @@ import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
 import { netOnBringUp } from "./egress.js";
 import { type Host, type VmParts, cgroupName } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
+import { overlayOnBringUp } from "./overlay.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
@@ -138,9 +139,12 @@ export async function bringUp(
       p = placed;
     } else p = await place(host, plan.spec, start.base, undo);
     sw.lap("place");
-    // The sandbox's egress allowlist and bandwidth quota are in force before its guest runs (egress.ts).
+    // The sandbox's egress allowlist, bandwidth quota and private networks are in force before its guest
+    // runs (egress.ts, overlay.ts); the networks once the files are in place, so that they are recorded in
+    // the record a pooled VM's adoption puts in place.
     await netOnBringUp(host, p.rec, p.addrs, plan.spec);
     await plan.files(p, undo);
+    await overlayOnBringUp(host, p.rec, p.addrs, plan.spec);
     sw.lap("copy");
     const machine =
       "running" in start
