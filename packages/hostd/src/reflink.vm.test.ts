@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync, statSync, statfsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { LocalHostDaemon } from "./daemon.js";
@@ -33,10 +33,14 @@ function sharedBytes(file: string): number {
 }
 
 test("on an XFS image store a fork's RAM is a reflink, and a child's writes stay its own", async () => {
+  // `createos-sandbox hostd` writes its id into hostd/ before the daemon opens: not state, carried over.
+  mkdirSync(hostd, { recursive: true });
+  writeFileSync(join(hostd, "host-id"), "reflink-test-host\n");
   // No warm pool: its refill (a RAM copy from the image cache) would blur the free-space count.
   const d = await LocalHostDaemon.open({ ...openOpts(dataDir), snapshotFs: "xfs-image", warmPool: 0 });
   try {
     assert.equal(mounted()?.fstype, "xfs");
+    assert.equal(readFileSync(join(hostd, "host-id"), "utf8"), "reflink-test-host\n");
     await d.ensureImage(TEST_IMAGE);
     await forksShareExtents(d);
   } finally {

@@ -15,12 +15,12 @@
  *   plain      no image is made; forks copy their parent's RAM (sparse) unless the filesystem has
  *              reflinks. An image made before is still mounted: the snapshots in it live there.
  */
-import { constants } from "node:fs";
+import { constants, existsSync } from "node:fs";
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "../daemon.js";
 import type { Layout } from "../records.js";
-import { fsyncDir } from "../sys/fs.js";
+import { fsyncDir, writeFileAtomic } from "../sys/fs.js";
 import { cpSparse, mkfsXfsReflink, mountXfsImage, umount } from "../sys/index.js";
 
 export type SnapshotFsMode = "auto" | "xfs-image" | "plain";
@@ -106,6 +106,13 @@ export async function canReflink(dir: string): Promise<boolean> {
   }
 }
 
+/**
+ * What may lie in `hostd/` before the daemon's first start and is no state of its: `createos-sandbox
+ * hostd` writes its `host-id` there first. Carried into the image when it is mounted (the copy under
+ * the mount point stays, the same), so the id is the same whether the image is mounted or not.
+ */
+const CARRIED = ["host-id"];
+
 /** Mounts the layout's image on `hostd` unless it is mounted there already. */
 async function ensureMounted(layout: Layout, image: string): Promise<void> {
   const m = mountAt(await readFile("/proc/self/mountinfo", "utf8"), layout.root);
@@ -114,7 +121,14 @@ async function ensureMounted(layout: Layout, image: string): Promise<void> {
     throw new Error(`${layout.root} is a mount point of ${m.source} (${m.fstype}), not of ${image}`);
   }
   await mkdir(layout.root, { recursive: true, mode: 0o700 });
+  const carried = new Map<string, Buffer>();
+  for (const f of CARRIED) {
+    const b = await readFile(join(layout.root, f)).catch(() => undefined);
+    if (b) carried.set(f, b);
+  }
   await mountXfsImage(image, layout.root);
+  for (const [f, b] of carried)
+    if (!existsSync(join(layout.root, f))) await writeFileAtomic(join(layout.root, f), b);
 }
 
 /**
@@ -160,7 +174,7 @@ export async function openStore(layout: Layout, mode: SnapshotFsMode, log: Logge
   await mkdir(layout.root, { recursive: true, mode: 0o700 });
   if (await canReflink(layout.root)) return { kind: "native", reflink: true };
   if (mode === "plain") return { kind: "plain", reflink: false };
-  const held = (await readdir(layout.root)).length > 0;
+  const held = (await readdir(layout.root)).some((f) => !CARRIED.includes(f));
   try {
     if (held) throw new Error(`${layout.root} already holds state on a filesystem without reflinks`);
     await makeImage(image);
