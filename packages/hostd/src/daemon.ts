@@ -48,6 +48,7 @@ import { type SnapshotFsMode, closeStore, openStore, snapshotFsMode } from "./sn
 import { ensurePrivateDir } from "./sys/fs.js";
 import type { VmmDriver } from "./vmm/driver.js";
 import { QemuDriver } from "./vmm/qemu.js";
+import { gcWarmRam } from "./warm/storeram.js";
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -187,6 +188,7 @@ export class LocalHostDaemon implements HostDaemon {
     // Mounted (if it is an image) before anything below hostd/ is read or made.
     host.store = await openStore(layout, snapshotFsMode(opts.snapshotFs), log);
     log.info("snapshot store", { ...host.store });
+    await gcWarmRam(layout);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });

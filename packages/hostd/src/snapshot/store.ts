@@ -21,7 +21,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "../daemon.js";
 import type { Layout } from "../records.js";
 import { fsyncDir, writeFileAtomic } from "../sys/fs.js";
-import { cpSparse, mkfsXfsReflink, mountXfsImage, umount } from "../sys/index.js";
+import { cpSparse, fstrim, mkfsXfsReflink, mountXfsImage, umount } from "../sys/index.js";
 
 export type SnapshotFsMode = "auto" | "xfs-image" | "plain";
 
@@ -190,12 +190,14 @@ export async function openStore(layout: Layout, mode: SnapshotFsMode, log: Logge
 }
 
 /**
- * At close: unmounts the image once no VM dir is left on it (a VM left running for the next daemon keeps
+ * At close: trims and unmounts the image once no VM dir is left on it (a VM left running for the next daemon keeps
  * it mounted, and so does anything else still using it: the unmount then fails and is only logged).
  */
 export async function closeStore(layout: Layout, store: SnapshotStore, log: Logger): Promise<void> {
   if (store.kind !== "xfs-image") return;
   if ((await readdir(layout.vms).catch(() => [])).length > 0) return;
+  // What the store freed since it was mounted goes back to the filesystem the image lives on.
+  await fstrim(layout.root).catch((e) => log.warn("snapshot store: fstrim failed", { error: String(e) }));
   await umount(layout.root).catch((e) => log.warn("snapshot store: unmount failed", { error: String(e) }));
 }
 

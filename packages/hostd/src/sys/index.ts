@@ -54,11 +54,17 @@ export async function mkfsXfsReflink(image: string): Promise<void> {
 }
 
 /**
- * Loop-mounts an XFS image on `dir`: `discard` gives blocks XFS frees back to the filesystem the image
- * lives on (the loop driver punches holes), and the loop device goes with the unmount (autoclear).
+ * Loop-mounts an XFS image on `dir`; the loop device goes with the unmount (autoclear). No `discard`:
+ * online discard made every fsync on the store wait for the hole punches of the files deleted before it
+ * (a create's fsynced vm.json: 70 ms instead of 12 after a destroy); {@link fstrim} at close instead.
  */
 export async function mountXfsImage(image: string, dir: string): Promise<void> {
-  await run("mount", ["-t", "xfs", "-o", "loop,discard,nosuid,nodev", image, dir], { timeoutMs: 60_000 });
+  await run("mount", ["-t", "xfs", "-o", "loop,nosuid,nodev", image, dir], { timeoutMs: 60_000 });
+}
+
+/** Gives the blocks a filesystem no longer uses back to the device (an image: holes in its file). */
+export async function fstrim(dir: string): Promise<void> {
+  await run("fstrim", [dir], { timeoutMs: 300_000 });
 }
 
 export async function umount(dir: string): Promise<void> {
