@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { SnapshotRef } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./daemon.js";
 import { mountAt } from "./snapshot/store.js";
 import { TEST_IMAGE, openOpts, sh, sha256, spec, tempDataDir } from "./testutil.js";
@@ -37,17 +38,35 @@ test("on an XFS image store a fork's RAM is a reflink, and a child's writes stay
   mkdirSync(hostd, { recursive: true });
   writeFileSync(join(hostd, "host-id"), "reflink-test-host\n");
   // No warm pool: its refill (a RAM copy from the image cache) would blur the free-space count.
-  const d = await LocalHostDaemon.open({ ...openOpts(dataDir), snapshotFs: "xfs-image", warmPool: 0 });
+  const opts = { ...openOpts(dataDir), snapshotFs: "xfs-image" as const, warmPool: 0 };
+  const d = await LocalHostDaemon.open(opts);
+  const kept = spec({ hostname: "rl-kept" });
+  let snap: SnapshotRef | undefined;
   try {
     assert.equal(mounted()?.fstype, "xfs");
     assert.equal(readFileSync(join(hostd, "host-id"), "utf8"), "reflink-test-host\n");
     await d.ensureImage(TEST_IMAGE);
     await forksShareExtents(d);
+    await d.create(kept);
+    await sh(d, kept.sandbox_id, "echo kept > /tmp/kept");
+    snap = await d.pause(kept.sandbox_id);
   } finally {
     for (const v of await d.list()) await d.destroy(v.sandbox_id).catch(() => undefined);
     await d.close();
   }
-  // Nothing left on it: unmounted at close, the image goes with the data dir.
+  // No VM left on it: unmounted at close. The next daemon mounts it again before it re-adopts, and the
+  // snapshot paused into it resumes.
+  assert.equal(mounted(), undefined);
+  const d2 = await LocalHostDaemon.open(opts);
+  try {
+    assert.equal(mounted()?.fstype, "xfs");
+    assert.ok((await d2.listSnapshots()).some((s) => s.snapshot_id === snap?.snapshot_id));
+    await d2.resume(snap, kept);
+    assert.equal((await sh(d2, kept.sandbox_id, "cat /tmp/kept")).trim(), "kept");
+  } finally {
+    for (const v of await d2.list()) await d2.destroy(v.sandbox_id).catch(() => undefined);
+    await d2.close();
+  }
   assert.equal(mounted(), undefined);
   rmSync(dataDir, { recursive: true, force: true });
 });
