@@ -190,8 +190,8 @@ export async function openStore(layout: Layout, mode: SnapshotFsMode, log: Logge
 }
 
 /**
- * At close: trims and unmounts the image once no VM dir is left on it (a VM left running for the next daemon keeps
- * it mounted, and so does anything else still using it: the unmount then fails and is only logged).
+ * At close: trims and unmounts the image once no VM dir is left on it (a VM left running for the next
+ * daemon keeps it mounted, and so does anything else still using it: the unmount then fails, logged).
  */
 export async function closeStore(layout: Layout, store: SnapshotStore, log: Logger): Promise<void> {
   if (store.kind !== "xfs-image") return;
