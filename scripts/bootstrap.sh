@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEB_PKGS=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 flex bison libelf-dev bc dwarves
   golang-go fuse3 dnsmasq-base nftables iproute2 libssl-dev cpio xz-utils tmux jq openssh-client gcc libc6-dev
+  xfsprogs
   curl openssl
   chromium)
 missing=()

@@ -8,7 +8,7 @@
 // Prints a markdown table. Everything runs on this host under whatever accelerator the daemon probed.
 // `--remote` is the paired run of paired.js instead: the same operations on an in-process daemon and,
 // interleaved, on a daemon in another process over HTTP, with the ratio of the two.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, statfsSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -70,6 +70,14 @@ const d = await LocalHostDaemon.open(openOpts(IMAGE, dataDir));
 const d0 = await LocalHostDaemon.open(openOpts(IMAGE, dataDir0, { warmPool: 0 }));
 
 const spec = (mem, over) => specFor(IMAGE, mem, over);
+// The snapshot store the daemon set up (snapshot/store.ts): an XFS image is a mount on <dataDir>/hostd.
+const storeKind = (() => {
+  const esc = join(dataDir, "hostd").replace(/ /g, "\\040");
+  const line = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .find((l) => l.split(" ")[4] === esc);
+  return line ? `${line.split(" - ")[1]?.split(" ")[0]} image` : "the data dir's own filesystem";
+})();
 const sh = (id, script) => shIn(d, id, script);
 const firstExec = (id) => firstExecIn(d, id);
 function pss(pid) {
@@ -218,8 +226,9 @@ try {
       await d.destroy(c.sandbox_id);
     }
     row("fork → first exec", shape, forks, "ms", vsBare(forks));
-    // A fork maps its parent's RAM privately: its first pause writes that RAM into the state stream and
-    // the resume after it loads it into a RAM file of its own (snapshot/pause.ts); later ones are as above.
+    // A fork's RAM file is a clone of its parent's on a reflink store (an ordinary VM: its pause and
+    // resume are as above); with CREATEOS_SANDBOX_FORK_RAM=map its first pause writes its RAM into the
+    // state stream and the resume after it loads it into a RAM file of its own (snapshot/pause.ts).
     const fpause = [];
     const fresume = [];
     const fsizes = [];
@@ -242,9 +251,9 @@ try {
       shape,
       fpause,
       "ms",
-      `RAM in the state: p50 ${f0(p50(fsizes))} MiB`,
+      `snapshot on disk p50 ${f0(p50(fsizes))} MiB`,
     );
-    row("resume of it → first exec", shape, fresume, "ms", "loads that RAM into a file of its own");
+    row("resume of it → first exec", shape, fresume, "ms", "");
     await d.resume(parent, s);
 
     // --- exec `true` through the daemon vs the agent's own spawn time
@@ -310,6 +319,13 @@ try {
     await sh(p.sandbox_id, DIRTY.replace("n=128", "n=64"));
     const one = pss((await d.list()).find((v) => v.sandbox_id === p.sandbox_id).pid);
     const snap = await d.pause(p.sandbox_id);
+    const store = join(dataDir, "hostd");
+    const parentRam = statSync(join(store, "snapshots", snap.snapshot_id, "ram")).blocks * 512;
+    const used = () => {
+      const f = statfsSync(store);
+      return (f.blocks - f.bfree) * f.bsize;
+    };
+    const used0 = used();
     const kids = [];
     for (let i = 0; i < PSS_FORKS; i++) {
       const c = spec(256);
@@ -317,6 +333,13 @@ try {
       kids.push(c.sandbox_id);
     }
     await sleep(5000);
+    // Space the forks took on the store, once their guests' first writes reached it (sync): what a
+    // reflink fork costs on disk. `du` would count each clone's shared blocks again.
+    const { execFileSync } = await import("node:child_process");
+    execFileSync("sync", ["-f", store]);
+    const grown = (used() - used0) / 2 ** 20;
+    const ramFiles = kids.map((id) => statSync(join(store, "vms", id, "ram")).blocks * 512);
+    const du = ramFiles.reduce((a, b) => a + b, 0) / 2 ** 20;
     const list = await d.list();
     const each = list.filter((v) => kids.includes(v.sandbox_id)).map((v) => pss(v.pid));
     const total = each.reduce((a, b) => a + b, 0);
@@ -327,6 +350,13 @@ try {
       "MiB each",
       `total ${f0(total)} MiB = ${f1(total / one)}× the parent's ${f0(one)} MiB`,
     );
+    row(
+      `disk taken by ${PSS_FORKS} forks of one parent`,
+      "1 vCPU / 256 MiB",
+      [grown],
+      "MiB",
+      `${f1(grown / (parentRam / 2 ** 20))}× the parent's RAM file (${f0(parentRam / 2 ** 20)} MiB allocated); their RAM files' allocated blocks (du) sum to ${f0(du)} MiB, shared extents counted per file; store: ${storeKind}`,
+    );
     for (const id of kids) await d.destroy(id);
     await d.deleteSnapshot(snap);
   }
@@ -335,7 +365,7 @@ try {
   const cpu = cpus()[0]?.model ?? "?";
   console.log(`\n### Engine benchmark — ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`);
   console.log(
-    `Host: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, accel **${info.accel}**, image \`${IMAGE}\`, reps ${REPS} (cold boots ${COLD_REPS}); 1-min load average ${load0.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at end (the 2 cores are shared).\n`,
+    `Host: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, accel **${info.accel}**, image \`${IMAGE}\`, snapshot store: ${storeKind}, reps ${REPS} (cold boots ${COLD_REPS}); 1-min load average ${load0.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at end (the 2 cores are shared).\n`,
   );
   console.log("| what | shape | p50 | p95 | n | unit | notes |");
   console.log("|---|---|---|---|---|---|---|");

@@ -46,9 +46,11 @@ import { Layout } from "./records.js";
 import { type ForkOpts, fork } from "./snapshot/fork.js";
 import { pause } from "./snapshot/pause.js";
 import { resume } from "./snapshot/resume.js";
+import { type SnapshotFsMode, closeStore, openStore, snapshotFsMode } from "./snapshot/store.js";
 import { ensurePrivateDir } from "./sys/fs.js";
 import type { VmmDriver } from "./vmm/driver.js";
 import { QemuDriver } from "./vmm/qemu.js";
+import { gcWarmRam } from "./warm/storeram.js";
 
 export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -121,8 +123,9 @@ export interface OpenOptions {
    */
   imageCacheMib?: number;
   /**
-   * How a fork gets its parent's RAM: `copy` (default; a sparse copy, a RAM file of its own) or `map` (a
-   * private copy-on-write mapping of a frozen RAM layer, no copy). `map` is opt-in because, on QEMU 7.2,
+   * How a fork gets its parent's RAM: `copy` (default; a RAM file of its own: a reflink clone where the
+   * snapshot store has reflinks, no data copied, else a sparse copy) or `map` (a private copy-on-write
+   * mapping of a frozen RAM layer, no copy even on a plain store). `map` is opt-in because, on QEMU 7.2,
    * the layer must be writable by every fork that maps it (no `rom=off`), so a QEMU escape in one fork
    * could change its siblings' unwritten pages, and a fork's first pause must write all of its RAM into
    * the state (0.9–1.0 s) and its resume read it back (1.8–3.6 s). Default `$CREATEOS_SANDBOX_FORK_RAM`.
@@ -133,6 +136,11 @@ export interface OpenOptions {
    * `$CREATEOS_SANDBOX_OVERLAY_ADDR` (else 127.0.0.1) and `$CREATEOS_SANDBOX_OVERLAY_PORT` (else 4789).
    */
   overlay?: OverlayEndpoint;
+  /**
+   * The snapshot store (snapshot/store.ts): `auto` (a loop-mounted XFS image with reflinks when the data
+   * dir's filesystem has none), `xfs-image` (that, or fail) or `plain`. Default `$CREATEOS_SANDBOX_SNAPSHOT_FS`.
+   */
+  snapshotFs?: SnapshotFsMode;
 }
 
 /**
@@ -186,6 +194,10 @@ export class LocalHostDaemon implements HostDaemon {
     // A bad overlay setting fails the open, not the first sandbox on a network.
     overlayOf(host);
     await ensurePrivateDir(opts.dataDir);
+    // Mounted (if it is an image) before anything below hostd/ is read or made.
+    host.store = await openStore(layout, snapshotFsMode(opts.snapshotFs), log);
+    log.info("snapshot store", { ...host.store });
+    await gcWarmRam(layout);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
@@ -385,5 +397,6 @@ export class LocalHostDaemon implements HostDaemon {
     host.vms.clear();
     // Gone once no VM of ours is left running (kept, with theirs inside, for the next daemon otherwise).
     await host.cgroups.removeParent();
+    await closeStore(host.layout, host.store, host.log);
   }
 }

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { cgroupCheck } from "./doctor.js";
+import { cgroupCheck, snapshotStoreCheck } from "./doctor.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "csb-doctor-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -32,4 +32,10 @@ test("cgroups: a mode whose probe cgroup cannot be set up is a failure naming th
     c.detail,
     /^v2 \(cpu, memory, pids under .*\), but a VM cgroup cannot be set up: .*cpu\.max: EISDIR/,
   );
+});
+
+test("snapshot store: plain is reported as such, auto says what a data dir without reflinks gets", () => {
+  assert.match(snapshotStoreCheck({ CREATEOS_SANDBOX_SNAPSHOT_FS: "plain" }).detail, /^plain/);
+  const auto = snapshotStoreCheck({});
+  assert.match(auto.detail, auto.ok ? /^auto: .*XFS image/ : /forks copy their parent's RAM/);
 });

@@ -130,6 +130,36 @@ async function diskCheck(): Promise<DoctorCheck> {
     : { check: "disk", ok: true, detail: `${gib} GiB free for ${cacheDir()}` };
 }
 
+/**
+ * Whether forks can clone their parent's RAM (snapshot/store.ts): a data dir on a filesystem without
+ * reflinks gets a loop-mounted XFS image, which needs mkfs.xfs and loop devices; without them forks copy.
+ */
+export function snapshotStoreCheck(env: NodeJS.ProcessEnv = process.env): DoctorCheck {
+  const check = "snapshot store";
+  const mode = env.CREATEOS_SANDBOX_SNAPSHOT_FS || "auto";
+  if (mode === "plain")
+    return {
+      check,
+      ok: true,
+      detail: "plain (CREATEOS_SANDBOX_SNAPSHOT_FS): forks clone only on a reflink filesystem",
+    };
+  const missing = [
+    which("mkfs.xfs") ? "" : "mkfs.xfs (Debian package xfsprogs)",
+    existsSync("/dev/loop-control") ? "" : "/dev/loop-control (loop devices)",
+  ].filter(Boolean);
+  return missing.length
+    ? {
+        check,
+        ok: false,
+        detail: `no ${missing.join(", ")}: on a data dir without reflinks forks copy their parent's RAM`,
+      }
+    : {
+        check,
+        ok: true,
+        detail: `${mode}: a data dir without reflinks gets an XFS image (hostd.xfs); forks clone RAM`,
+      };
+}
+
 /** The mode the engine will use, its controllers, and a real create/limit/remove of a probe cgroup. */
 export async function cgroupCheck(root = CGROUP_ROOT): Promise<DoctorCheck> {
   const check = "cgroups";
@@ -203,6 +233,7 @@ export async function doctor(): Promise<DoctorCheck[]> {
   );
   checks.push(await cgroupCheck());
   checks.push(await diskCheck());
+  checks.push(snapshotStoreCheck());
   checks.push(...(await jailChecks(cacheDir())));
   checks.push(...imageChecks());
   return checks;

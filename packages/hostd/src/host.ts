@@ -6,7 +6,7 @@
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import {
   type Accel,
   type HostEvent,
@@ -32,6 +32,7 @@ import type { NameProxy } from "./net/proxy.js";
 import { overlayReleased } from "./overlay.js";
 import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
+import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
@@ -92,6 +93,8 @@ export class Host {
   closed = false;
   /** How forks get their parent's RAM (OpenOptions.forkRam), read once so a bad value fails the open. */
   readonly forkRam: "copy" | "map";
+  /** Where VM dirs and snapshots live, and whether it clones (snapshot/store.ts); set by open. */
+  store: SnapshotStore = { kind: "plain", reflink: false };
   /** The HTTP/TLS name proxy of the egress allowlists (net/proxy.ts); absent if it could not start. */
   nameProxy: NameProxy | undefined;
   private consoleTimer: NodeJS.Timeout | undefined;
@@ -217,10 +220,15 @@ export class Host {
     return promised;
   }
 
-  /** The free-space reserve (diskreserve.ts), checked before create, pause and fork. */
+  /**
+   * The free-space reserve (diskreserve.ts), checked before create, pause and fork: on the data dir too,
+   * which holds the XFS image of an image store (a full image host filesystem would fail XFS's writes).
+   */
   checkDiskReserve(action: string): Promise<void> {
     const reserve = minFreeDiskMib(this.opts.minFreeDiskMib);
-    return checkDiskReserve([this.layout.root, this.layout.cache], reserve, action);
+    const dirs = [this.layout.root, this.layout.cache];
+    if (this.store.image) dirs.push(dirname(this.layout.root));
+    return checkDiskReserve(dirs, reserve, action);
   }
 
   checkCapacity(memMib: number): void {
@@ -390,14 +398,4 @@ export async function pidOf(dir: string): Promise<number> {
 /** The spec's sandbox as the API reports it once it runs. */
 export function runtimeOf(spec: VmSpec, rec: VmRecord, t0: number, boot: VmRuntime["boot"]): VmRuntime {
   return { sandbox_id: spec.sandbox_id, ip: rec.ip, spawn_ms: Math.round(performance.now() - t0), boot };
-}
-
-/** The fork RAM mode: the open option, else `$CREATEOS_SANDBOX_FORK_RAM`, else `copy`. */
-export function forkRamMode(
-  opt: "copy" | "map" | undefined,
-  env: NodeJS.ProcessEnv = process.env,
-): "copy" | "map" {
-  const v = opt ?? (env.CREATEOS_SANDBOX_FORK_RAM || "copy");
-  if (v !== "copy" && v !== "map") throw new Error(`CREATEOS_SANDBOX_FORK_RAM must be copy or map, got ${v}`);
-  return v;
 }

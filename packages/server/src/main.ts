@@ -268,9 +268,9 @@ async function keys(p: Parsed): Promise<number> {
 async function doctorCmd(): Promise<number> {
   const { doctor } = await loadDoctor();
   const checks = await doctor();
-  // KVM has a TCG fallback, images build on first use and guests without the host's package sources still
-  // run: those are reported, not required.
-  const optional = new Set(["kvm", "guest egress"]);
+  // KVM has a TCG fallback, images build on first use, guests without the host's package sources still
+  // run and forks without a reflink store copy RAM: those are reported, not required.
+  const optional = new Set(["kvm", "guest egress", "snapshot store"]);
   const required = (c: (typeof checks)[number]) => !(optional.has(c.check) || c.check.startsWith("image "));
   const w = Math.max(5, ...checks.map((c) => c.check.length));
   process.stdout.write(`${"CHECK".padEnd(w)}  OK    DETAIL\n`);

@@ -1,10 +1,12 @@
 /**
- * Fork: the parent snapshot's top disk layer and RAM file are frozen (once) and the child maps that RAM
- * privately, copy-on-write (no copy: memory.ts), gets an overlay of its own, restores, and is configured
- * with its own identity. The parent stays
- * resumable and forkable. `start_paused` only writes the child's snapshot dir (pending until every file is
- * copied, then complete), under the id the control plane chose. Idempotent by the child: a repeat joins the
- * fork in flight, or answers the child VM or snapshot it made.
+ * Fork: the parent snapshot's top disk layer is frozen (once) and the child gets an overlay of its own on
+ * it, and a RAM file of its own: a reflink clone of the parent's where the snapshot store has reflinks
+ * (store.ts: no data copied, the blocks shared until either side writes), else a sparse copy; or, opt-in
+ * (`forkRam: map`), a private copy-on-write mapping of the parent's frozen RAM layer (memory.ts). It
+ * restores and is configured with its own identity. The parent stays resumable and forkable.
+ * `start_paused` only writes the child's snapshot dir (pending until every file is copied, then
+ * complete), under the id the control plane chose. Idempotent by the child: a repeat joins the fork in
+ * flight, or answers the child VM or snapshot it made.
  */
 import { randomUUID } from "node:crypto";
 import { copyFile, mkdir, rm } from "node:fs/promises";
@@ -27,8 +29,8 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
-import { cpSparse } from "../sys/index.js";
 import { freezeParent, freezeRam } from "./layers.js";
+import { cloneRam } from "./store.js";
 
 export interface ForkOpts {
   start_paused?: boolean;
@@ -67,8 +69,9 @@ async function forkNew(
   const psdir = host.layout.snapDir(meta0.snapshot_id);
   /**
    * Under the parent's lock (a resume of the parent consumes its files): freeze its disk, copy its device
-   * state and top layer into `dest`, and its RAM: frozen and mapped (`ram_base`) when the daemon's
-   * `forkRam` is `map`, or copied: by default (host.ts says why), and where the child needs a file of its
+   * state and top layer into `dest` (on a reflink store `copyFile` clones: copy_file_range), and its RAM:
+   * frozen and mapped (`ram_base`) when the daemon's `forkRam` is `map`, or cloned: by default (daemon.ts
+   * says why), and where the child needs a file of its
    * own (a `start_paused` child's snapshot dir; a parent whose state carries its RAM, whose `ram` is empty). Once frozen, the parent's top layer is an empty overlay on the frozen
    * layer, so a copy of it is the child's overlay, without a qemu-img run.
    */
@@ -79,7 +82,7 @@ async function forkNew(
       const map = mapRam && !m.ram_in_state;
       const ramBase = map ? await freezeRam(host, m) : undefined;
       await Promise.all([
-        map ? undefined : cpSparse(join(psdir, "ram"), join(dest, "ram")),
+        map ? undefined : cloneRam(host.store, join(psdir, "ram"), join(dest, "ram")),
         copyFile(join(psdir, "state"), join(dest, "state")),
         copyFile(join(psdir, "disk.qcow2"), join(dest, "disk.qcow2")),
       ]);

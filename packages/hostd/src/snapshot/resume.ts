@@ -1,8 +1,8 @@
 /**
  * Resume: the snapshot's RAM file and top disk layer are renamed into the new VM dir (a `share=on` RAM
  * file is written by the VM that maps it), restored, and the agent's clock and RNG synced. A snapshot whose
- * RAM forks map (`ram_layer`) has its RAM file copied instead: the frozen file must never be written. The snapshot is
- * consumed only once the VM runs: until the guest's first instruction its files go back unchanged on any
+ * RAM forks map (`ram_layer`) has its RAM file cloned instead (store.ts): the frozen file must never be
+ * written. The snapshot is consumed only once the VM runs: until the guest's first instruction its files go back unchanged on any
  * failure; after it, the device state is saved again first (`resave`), so what goes back is consistent.
  * Idempotent by the sandbox id: a repeat joins the resume in flight or answers the VM it started.
  */
@@ -22,10 +22,10 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
-import { cpSparse } from "../sys/index.js";
 import type { Machine } from "../vmm/driver.js";
 import { gcLayers } from "./layers.js";
 import { SNAP_FILES } from "./pause.js";
+import { cloneRam } from "./store.js";
 
 export function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise<VmRuntime> {
   validateSpec(spec);
@@ -66,7 +66,7 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
           });
       });
       for (const f of SNAP_FILES) {
-        if (f === "ram" && meta.ram_layer) await cpSparse(join(sdir, f), join(p.dir, f));
+        if (f === "ram" && meta.ram_layer) await cloneRam(host.store, join(sdir, f), join(p.dir, f));
         else await rename(join(sdir, f), join(p.dir, f));
       }
       await Promise.all([fsyncDir(sdir), fsyncDir(p.dir)]);

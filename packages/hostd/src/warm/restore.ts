@@ -1,4 +1,7 @@
-/** A VM restored from a warm snapshot: a sparse copy of its RAM file and a new overlay on its frozen disk. */
+/**
+ * A VM restored from a warm snapshot: its RAM file cloned (a reflink store: storeram.ts) or sparse-copied,
+ * and a new overlay on its frozen disk.
+ */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { copyFile, rename } from "node:fs/promises";
@@ -7,7 +10,9 @@ import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
 import { DEFAULT_TB_SIZE_MIB, MIB, TIMEOUTS, bringUp } from "../bringup.js";
 import type { Host, VmParts } from "../host.js";
 import { readWarmMeta } from "../records.js";
-import { cpSparse, qemuImg } from "../sys/index.js";
+import { cloneRam } from "../snapshot/store.js";
+import { qemuImg } from "../sys/index.js";
+import { warmRamSource } from "./storeram.js";
 
 /** Restores `spec` from the warm snapshot in `warm`; `register: false` keeps it for the pool. */
 export async function restoreWarm(
@@ -36,7 +41,7 @@ export async function restoreWarm(
     },
     files: async (p) => {
       await Promise.all([
-        cpSparse(join(warm, "ram"), join(p.dir, "ram")),
+        warmRamSource(host, warm).then((src) => cloneRam(host.store, src, join(p.dir, "ram"))),
         warmOverlay(warm, join(p.dir, "disk.qcow2")),
       ]);
     },
