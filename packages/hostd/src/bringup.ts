@@ -140,10 +140,11 @@ export async function bringUp(
     } else p = await place(host, plan.spec, start.base, undo);
     sw.lap("place");
     // The sandbox's egress allowlist, bandwidth quota and private networks are in force before its guest
-    // runs (egress.ts, overlay.ts); the networks once the files are in place, so that they are recorded in
-    // the record a pooled VM's adoption puts in place.
-    await netOnBringUp(host, p.rec, p.addrs, plan.spec);
+    // runs (egress.ts, overlay.ts), applied once the files are in place: a pooled VM's adoption puts a new
+    // record in place there, and what they record must land in that one (recorded in the pool's, the
+    // rules were lost, and the name proxy and a re-adoption used the pool's own).
     await plan.files(p, undo);
+    await netOnBringUp(host, p.rec, p.addrs, plan.spec);
     await overlayOnBringUp(host, p.rec, p.addrs, plan.spec);
     sw.lap("copy");
     const machine =

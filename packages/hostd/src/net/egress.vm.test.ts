@@ -247,3 +247,32 @@ test("the rules survive a host daemon restart, a pause + resume, and a fork gets
   await daemon().resume(snap, spec({ sandbox_id: id, egress: [`${B}:80`] }));
   await expect([`tcp:${B}:80`], [`tcp:${A}:8080`, `tcp:${B}:8080`]);
 });
+
+test("a pooled VM runs and keeps the rules of the sandbox it becomes, not those of the create that filled the pool", async () => {
+  // A daemon of its own that says which creates took a pooled VM. Its pool is empty at first: this create
+  // restores on its own and notes the shape, so the pool fills with its spec (rules B:80) …
+  const pooled = new Set<unknown>();
+  const log = {
+    info: (msg: string, f?: Record<string, unknown>) => {
+      if (msg === "VM created (warm, pooled)") pooled.add(f?.sandbox_id);
+    },
+    warn() {},
+    error() {},
+  };
+  await daemon().close();
+  d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET], log });
+  const first = spec({ egress: [`${B}:80`] });
+  await daemon().create(first);
+  await daemon().poolIdle();
+  // … and this one takes the pooled VM.
+  const second = spec({ egress: [`${A}:8080`] });
+  await daemon().create(second);
+  assert.deepEqual([...pooled], [second.sandbox_id]);
+  await expect([`tcp:${A}:8080`], [`tcp:${B}:80`, `tcp:${A}:80`], second.sandbox_id);
+  // What re-adoption reads back is the sandbox's list too.
+  await daemon().close();
+  d = await LocalHostDaemon.open({ ...openOpts(dataDir), privateEgress: [NET] });
+  await expect([`tcp:${A}:8080`], [`tcp:${B}:80`, `tcp:${A}:80`], second.sandbox_id);
+  await daemon().destroy(first.sandbox_id);
+  await daemon().destroy(second.sandbox_id);
+});

@@ -122,10 +122,19 @@ export class WarmPool {
       const list = this.ready.get(key) ?? [];
       if (this.host.closed || !this.specs.has(key) || list.length >= this.target) return;
       const id = `${POOL_PREFIX}${randomUUID().slice(0, 12)}`;
-      // A pooled VM is no sandbox's: it joins no private network (its adoption programs the sandbox's).
+      // A pooled VM is no sandbox's: no allowlist, quota or private network of the create that noted the
+      // shape (its adoption puts the sandbox's in force; a quota left here would cap an unmetered one).
       const { vm } = await restoreWarm(
         this.host,
-        { ...spec, sandbox_id: id, hostname: "pool", envs: {}, networks: undefined },
+        {
+          ...spec,
+          sandbox_id: id,
+          hostname: "pool",
+          envs: {},
+          egress: undefined,
+          bandwidth_remaining_bytes: undefined,
+          networks: undefined,
+        },
         warm,
         false,
       );
