@@ -61,42 +61,14 @@ describe("createos sandbox network … against a scripted host", () => {
     assert.equal(net.action, "network_created");
     assert.match(net.id, /^net-/);
     // --network by name, then by id
-    const a = await ok([
-      "sandbox",
-      "create",
-      "--shape",
-      "s-1vcpu-256mb",
-      "--rootfs",
-      "debian:12",
-      "--name",
-      "box-a",
-      "--network",
-      "my-net",
-    ]);
-    const b = await ok([
-      "sb",
-      "create",
-      "--shape",
-      "s-1vcpu-256mb",
-      "--rootfs",
-      "debian:12",
-      "--network",
-      net.id,
-    ]);
+    const small = ["--shape", "s-1vcpu-256mb", "--rootfs", "debian:12"];
+    const a = await ok(["sandbox", "create", ...small, "--name", "box-a", "--network", "my-net"]);
+    const b = await ok(["sb", "create", ...small, "--network", net.id]);
     const specA = daemon.calls.find(
       (c) => c.method === "create" && (c.args[0] as { sandbox_id: string }).sandbox_id === a.id,
     );
     assert.equal((specA?.args[0] as { networks: OverlayMembership[] }).networks[0]!.network_name, "my-net");
-    const box = await ok([
-      "sb",
-      "create",
-      "--shape",
-      "s-1vcpu-256mb",
-      "--rootfs",
-      "debian:12",
-      "--name",
-      "my-box",
-    ]);
+    const box = await ok(["sb", "create", ...small, "--name", "my-box"]);
     const ls = await ok(["sandbox", "network", "ls"]);
     assert.deepEqual(
       ls.map((n: { name: string; member_count: number }) => [n.name, n.member_count]),
