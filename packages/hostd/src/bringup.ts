@@ -17,6 +17,7 @@ import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
 import { netOnBringUp } from "./egress.js";
 import { type Host, type VmParts, cgroupName } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
+import { overlayOnBringUp } from "./overlay.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
 import { vmLimits } from "./sys/cgroup.js";
 import type { Machine } from "./vmm/driver.js";
@@ -138,8 +139,10 @@ export async function bringUp(
       p = placed;
     } else p = await place(host, plan.spec, start.base, undo);
     sw.lap("place");
-    // The sandbox's egress allowlist and bandwidth quota are in force before its guest runs (egress.ts).
+    // The sandbox's egress allowlist, bandwidth quota and private networks are in force before its guest
+    // runs (egress.ts, overlay.ts).
     await netOnBringUp(host, p.rec, p.addrs, plan.spec);
+    await overlayOnBringUp(host, p.rec, p.addrs, plan.spec);
     await plan.files(p, undo);
     sw.lap("copy");
     const machine =

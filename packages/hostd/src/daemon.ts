@@ -19,6 +19,7 @@ import type {
   HostInfo,
   ImageInfo,
   NetUsage,
+  OverlayEndpoint,
   OverlayMembership,
   Progress,
   PtyRequest,
@@ -39,6 +40,7 @@ import * as images from "./images/index.js";
 import { commitImage, committedImage, deleteImage } from "./images/template.js";
 import { hostPrivateEgress } from "./net/egresscheck.js";
 import { firewallConfig } from "./net/index.js";
+import { overlayOf, setNetworks } from "./overlay.js";
 import { readopt } from "./readopt.js";
 import { Layout } from "./records.js";
 import { type ForkOpts, fork } from "./snapshot/fork.js";
@@ -126,6 +128,11 @@ export interface OpenOptions {
    * the state (0.9–1.0 s) and its resume read it back (1.8–3.6 s). Default `$CREATEOS_SANDBOX_FORK_RAM`.
    */
   forkRam?: "copy" | "map";
+  /**
+   * This host's VXLAN endpoint for private networks that span hosts (`HostInfo.overlay_endpoint`); default
+   * `$CREATEOS_SANDBOX_OVERLAY_ADDR` (else 127.0.0.1) and `$CREATEOS_SANDBOX_OVERLAY_PORT` (else 4789).
+   */
+  overlay?: OverlayEndpoint;
 }
 
 /**
@@ -176,6 +183,8 @@ export class LocalHostDaemon implements HostDaemon {
     const log = opts.log ?? nullLog;
     const privateEgress = await guestPrivateEgress(opts, log);
     const host = new Host({ ...opts, privateEgress }, layout, log, img, opts.driver ?? new QemuDriver());
+    // A bad overlay setting fails the open, not the first sandbox on a network.
+    overlayOf(host);
     await ensurePrivateDir(opts.dataDir);
     await ensurePrivateDir(layout.root);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
@@ -212,6 +221,7 @@ export class LocalHostDaemon implements HostDaemon {
       promised_mib: this.host.promisedMib(),
       vm_count: this.host.vms.size,
       rootfses: built,
+      overlay_endpoint: overlayOf(this.host).endpoint,
     };
     if (notReady) info.not_ready_reason = notReady;
     return info;
@@ -309,9 +319,8 @@ export class LocalHostDaemon implements HostDaemon {
     return setBandwidth(this.host, sandboxId, remainingBytes);
   }
 
-  // Issue 12 in progress: the overlay datapath replaces this (branch h22-ovl-host).
-  async setNetworks(_sandboxId: string, _networks: OverlayMembership[]): Promise<void> {
-    throw new HostdError("internal", "private networks are not built on this host yet");
+  setNetworks(sandboxId: string, networks: OverlayMembership[]): Promise<void> {
+    return setNetworks(this.host, sandboxId, networks);
   }
 
   commitImage(

@@ -29,6 +29,7 @@ import {
   teardownSlot,
 } from "./net/index.js";
 import type { NameProxy } from "./net/proxy.js";
+import { overlayReleased } from "./overlay.js";
 import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
@@ -352,6 +353,9 @@ export class Host {
 
   async releaseSlot(slot: number): Promise<void> {
     await teardownSlot(slot).catch((e) => this.log.warn("network teardown failed", { error: String(e) }));
+    await overlayReleased(this, slot).catch((e) =>
+      this.log.warn("overlay release failed", { error: String(e) }),
+    );
     await this.netPool.letGo(slot).catch(() => undefined);
     this.slots.release(slot);
   }

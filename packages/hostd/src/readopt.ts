@@ -13,6 +13,7 @@ import { TIMEOUTS } from "./bringup.js";
 import { hostPolicy } from "./egress.js";
 import { type Host, cgroupName, pidOf } from "./host.js";
 import { applyEgress, slotAddrs, teardownSlot } from "./net/index.js";
+import { overlayAfterReadopt, overlayOnReadopt } from "./overlay.js";
 import {
   GONE_PREFIX,
   POOL_PREFIX,
@@ -69,6 +70,9 @@ export async function readopt(host: Host): Promise<void> {
     }
     await readoptVm(host, name, dir, rec);
   }
+  await overlayAfterReadopt(host).catch((e) =>
+    host.log.warn("private networks not pruned", { error: String(e) }),
+  );
   const live = new Set([...host.vms.values()].map((v) => cgroupName(v.rec, v.dir)));
   for (const cg of await host.cgroups.names()) if (!live.has(cg)) await host.removeCgroup(cg);
 }
@@ -100,6 +104,12 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
     // again from the record (a namespace made before resolvers existed gets one).
     await applyEgress(addrs, hostPolicy(host, rec.egress), host.nameProxy?.ports).catch((e) =>
       host.log.warn("no DNS resolver or egress rules for a re-adopted VM", {
+        sandbox_id: rec.sandbox_id,
+        error: String(e),
+      }),
+    );
+    await overlayOnReadopt(host, rec, addrs).catch((e) =>
+      host.log.warn("private networks not rebuilt for a re-adopted VM", {
         sandbox_id: rec.sandbox_id,
         error: String(e),
       }),

@@ -12,7 +12,13 @@
  */
 import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { type Accel, HostdError, type SnapshotRef, type VmSpec } from "@createos-sandbox/protocol";
+import {
+  type Accel,
+  HostdError,
+  type OverlayMembership,
+  type SnapshotRef,
+  type VmSpec,
+} from "@createos-sandbox/protocol";
 import { fsyncDir, writeJsonAtomic } from "./sys/fs.js";
 
 interface Logger {
@@ -66,6 +72,8 @@ export interface VmRecord extends BaseRecord {
   ram_base?: string;
   /** The egress allowlist in force (net/egress.ts); absent: allow all. Re-applied on re-adoption. */
   egress?: string[];
+  /** The private-network memberships in force (overlay.ts); absent: none. Rebuilt on re-adoption. */
+  networks?: OverlayMembership[];
 }
 
 /**

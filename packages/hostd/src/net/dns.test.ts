@@ -62,6 +62,7 @@ test("dnsmasq listens on the gateway only, forwards to each upstream, no DHCP, n
     "--server=10.0.0.2#53",
     "--server=192.0.2.9#5353",
     "--addn-hosts=/etc/hosts",
+    "--addn-hosts=/run/createos-sandbox/dns/csb-7.hosts",
     "--pid-file=/run/createos-sandbox/dns/csb-7.pid",
     "--log-facility=/dev/null",
     "--conf-file=/dev/null",

@@ -24,6 +24,7 @@ import { isIPv4 } from "node:net";
 import { join } from "node:path";
 import { HostdError } from "@createos-sandbox/protocol";
 import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
+import { writeFileAtomic } from "../sys/fs.js";
 import { nft, nftCmd, procCmdline, procGone, run, signal, spawnDaemon, which } from "../sys/index.js";
 import { resolverNameArgs } from "./egress.js";
 import { GATEWAY_IP, type SlotAddrs, TAP, netnsName } from "./plan.js";
@@ -94,6 +95,11 @@ export function pidFileOf(netns: string): string {
   return join(RESOLVER_RUN_DIR, `${netns}.pid`);
 }
 
+/** The namespace's private-network names (net/overlay.ts): a hosts file the resolver re-reads on SIGHUP. */
+export function hostsFileOf(netns: string): string {
+  return join(RESOLVER_RUN_DIR, `${netns}.hosts`);
+}
+
 /** The unprivileged user dnsmasq drops to: its own when the system has one, else nobody. */
 function resolverUser(): string[] {
   const hasDnsmasq = /^dnsmasq:/m.test(readText("/etc/passwd"));
@@ -127,6 +133,8 @@ export function dnsmasqArgs(
     // names the host resolves locally; dnsmasq re-reads the file on SIGHUP
     "--no-hosts",
     "--addn-hosts=/etc/hosts",
+    // the private networks' peers; hosts files answer before `--address=/#/` (the allowlist's NXDOMAIN)
+    `--addn-hosts=${hostsFileOf(netns)}`,
     "--cache-size=1000",
     // answered here, at once: single-label names and reverse lookups of private ranges never go upstream
     "--domain-needed",
@@ -219,6 +227,8 @@ export async function startResolver(a: SlotAddrs, policy: EgressPolicy = ALLOW_A
   );
   if (!have) await nft(redirectRules(), a.netns);
   await mkdir(RESOLVER_RUN_DIR, { recursive: true, mode: 0o755 });
+  // Read by dnsmasq as its unprivileged user on SIGHUP: world-readable. A new namespace starts without names.
+  if (!existsSync(hostsFileOf(a.netns))) await writeFileAtomic(hostsFileOf(a.netns), "", 0o644);
   // dnsmasq's parent exits once the sockets are bound and the pid file is written (or with the error)
   await spawnDaemon(dnsmasq, dnsmasqArgs(a.netns, upstreams, resolverUser(), policy), {
     netns: a.netns,
@@ -242,6 +252,20 @@ export async function stopResolver(slot: number): Promise<void> {
   for (let i = 0; i < 50 && [...pids].some((p) => !procGone(p)); i++) await sleep(10);
   for (const p of pids) if (!procGone(p)) signal(p, "SIGKILL");
   await rm(pidFileOf(netns), { force: true });
+}
+
+/**
+ * Replaces the namespace's private-network names. dnsmasq re-reads its hosts files (and drops its cache)
+ * on SIGHUP, in its main loop, without restarting: the guest's lookups are never left unanswered. A
+ * resolver not running yet reads the file when it starts.
+ */
+export async function reloadHosts(netns: string, text: string): Promise<void> {
+  await mkdir(RESOLVER_RUN_DIR, { recursive: true, mode: 0o755 });
+  const path = hostsFileOf(netns);
+  if (readText(path) === text && existsSync(path)) return;
+  await writeFileAtomic(path, text, 0o644);
+  const pid = resolverPid(netns);
+  if (pid !== undefined) signal(pid, "SIGHUP");
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -37,6 +37,7 @@ table inet createos_egress {
   }
   chain from_guest {
     ct direction reply accept
+    oifname "ov*" accept
     ip daddr @nets accept
     meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept
     ip daddr @dns accept

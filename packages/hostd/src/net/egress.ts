@@ -11,6 +11,7 @@
  *     set dns_p<N>   ipv4_addr, timeout                           host rules (without a port / port N)
  *     chain from_guest (forward hook, iifname tap0, after the firewall's chain):
  *       ct direction reply accept       answers on connections made *to* the guest (ingress)
+ *       oifname ov* accept              a private network's members (net/overlay.ts): never allowlisted
  *       daddr in nets / daddr . port in net_ports / daddr in dns / daddr in dns_pN and port N  accept
  *       update @recent_denied; counter name denied; tcp → reject with tcp reset; else → icmpx
  *       admin-prohibited
@@ -37,6 +38,7 @@
  */
 import type { EgressPolicy, NameRule } from "@createos-sandbox/protocol/egress";
 import { nft } from "../sys/index.js";
+import { OVERLAY_DEV_PREFIX } from "./overlayplan.js";
 import { TAP } from "./plan.js";
 import { PROXY_IP, type ProxyPorts } from "./proxy.js";
 
@@ -119,6 +121,7 @@ export function egressScript(policy: EgressPolicy, proxy?: ProxyPorts): string {
     "  }",
     "  chain from_guest {",
     "    ct direction reply accept",
+    `    oifname "${OVERLAY_DEV_PREFIX}*" accept`,
     ...(proxy ? [`    ip daddr ${PROXY_IP} ct status dnat accept`] : []),
     "    ip daddr @nets accept",
     "    meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept",

@@ -44,6 +44,11 @@ test("the script lists the operator's CIDRs and an empty set without elements", 
     /set private_egress \{\n[^}]*elements/,
     "an empty set is declared without elements",
   );
+  // A private network's veth (net/overlay.ts) is accepted before the private ranges refuse its subnet.
+  assert.match(
+    slotFirewallScript({ privateEgress: [] }, []),
+    /meta nfproto != ipv4 goto refuse\n {4}oifname "ov\*" accept\n {4}ip daddr 10\.200\.0\.1 /,
+  );
 });
 
 const tag = `csbt-fw${process.pid}`;

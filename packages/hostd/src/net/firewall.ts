@@ -32,6 +32,9 @@
  *     chain forward (through the namespace, from tap0):
  *       ct state established,related accept                     (replies on connections made to the guest)
  *       not IPv4                                                 → refuse
+ *       out a private network's veth (ov*, net/overlay.ts)        accept (routed there only for a subnet the
+ *                                                                sandbox is a member of; the overlay table
+ *                                                                guards the rest)
  *       tcp to 10.200.0.1 that our own DNAT sent there           accept (name proxy net/proxy.ts, disk proxy disks/)
  *       daddr in @never: 10.200.0.0/16, 10.201.0.0/16            → refuse (other sandboxes and veths, always)
  *       daddr in @host (the host's addresses when the rules were set) → refuse (always; see the root table)
@@ -63,6 +66,7 @@ import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
 import { PRIVATE_RANGES } from "@createos-sandbox/protocol/egress";
 import { nft, sysctl } from "../sys/index.js";
+import { OVERLAY_DEV_PREFIX } from "./overlayplan.js";
 import {
   GATEWAY_IP,
   GUEST_IP,
@@ -183,6 +187,7 @@ export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]):
   chain from_guest {
     ct state established,related accept
     meta nfproto != ipv4 goto refuse
+    oifname "${OVERLAY_DEV_PREFIX}*" accept
     ip daddr ${PROXY_IP} ct status dnat meta l4proto tcp accept
     ip daddr @never goto refuse
     ip daddr @host goto refuse

@@ -5,12 +5,12 @@
  * namespace) so cleanup removes exactly what we added.
  */
 import { existsSync, readdirSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { HostdError } from "@createos-sandbox/protocol";
 import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
-import { nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
+import { hostsFileOf, nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
 import { applyEgressTable } from "./egress.js";
 import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
 import { setQuota } from "./meter.js";
@@ -158,7 +158,11 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
     await run("ip", ["-n", a.netns, "-batch", "-"], {
       input: `addr add ${a.nsIp}/30 dev ${NS_VETH}\nlink set ${NS_VETH} up\nroute add default via ${a.hostIp} dev ${NS_VETH}\n`,
     });
-    await sysctl("net.ipv4.ip_forward", "1", a.netns);
+    // arp_notify: a private network's veth (net/overlay.ts), made later in this namespace, announces itself
+    // with a gratuitous ARP when it comes up, so bridges here and on other hosts learn where it is now.
+    await run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.default.arp_notify=1"], {
+      netns: a.netns,
+    });
     await nft(
       `table ip createos {
   chain prerouting {
@@ -177,6 +181,8 @@ export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREW
     // are counted from the start (net/meter.ts); a metered sandbox's quota is added when it gets the slot.
     await applySlotFirewall(a.netns, fw);
     await setQuota(a.netns, -1);
+    // A crash's leftover must not give a new sandbox an old one's private-network names.
+    await rm(hostsFileOf(a.netns), { force: true });
     await startResolver(a);
     return a;
   } catch (e) {
@@ -202,6 +208,7 @@ export async function teardownSlot(slot: number): Promise<void> {
   await run("ip", ["-force", "-batch", "-"], { input: `${lines.join("\n")}\n` }).catch(() => undefined);
   const stopFailed = await resolverGone;
   if (stopFailed) throw stopFailed;
+  await rm(hostsFileOf(a.netns), { force: true });
   // The batch's errors are not told apart from "already gone": a namespace still there is deleted once
   // more, alone, so that its failure is reported.
   if (existsSync(netns)) await ip("netns", "del", a.netns);

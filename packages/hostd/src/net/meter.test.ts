@@ -14,6 +14,8 @@ const HEAD = `table inet createos_meter {
 flush chain inet createos_meter forward
 add quota inet createos_meter cap { over 0 bytes }
 delete quota inet createos_meter cap
+add rule inet createos_meter forward oifname "ov*" accept
+add rule inet createos_meter forward iifname "ov*" accept
 `;
 
 test("a metered sandbox: quota first, then the counters (golden)", () => {

@@ -4,6 +4,7 @@
  *
  *   table inet createos_meter     (forward hook, after the firewall's and the allowlist's chains, so only
  *                                  traffic they let through is counted)
+ *     ov* accept                  a private network's traffic (net/overlay.ts) is neither counted nor capped
  *     counter tx, rx              guest → outside, outside → guest; read and zeroed by `takeUsage`, with
  *                                  the allowlist's `denied` (net/egress.ts; a rule change, which replaces
  *                                  that table, starts it again from zero)
@@ -19,6 +20,7 @@
 import type { DeniedDestination } from "@createos-sandbox/protocol";
 import { nft, nftCmd } from "../sys/index.js";
 import { EGRESS_TABLE, RECENT_DENIED_MAX, RECENT_DENIED_SET } from "./egress.js";
+import { OVERLAY_DEV_PREFIX } from "./overlayplan.js";
 import { TAP } from "./plan.js";
 
 export const METER_TABLE = "createos_meter";
@@ -46,6 +48,8 @@ export function meterScript(remaining: number): string {
     `add quota ${t} cap { over 0 bytes }`,
     `delete quota ${t} cap`,
   ];
+  lines.push(`add rule ${t} forward oifname "${OVERLAY_DEV_PREFIX}*" accept`);
+  lines.push(`add rule ${t} forward iifname "${OVERLAY_DEV_PREFIX}*" accept`);
   if (remaining >= 0) {
     lines.push(`add quota ${t} cap { over ${Math.floor(remaining)} bytes }`);
     lines.push(`add rule ${t} forward iifname "${TAP}" quota name cap drop`);
