@@ -122,9 +122,11 @@ export class WarmPool {
       const list = this.ready.get(key) ?? [];
       if (this.host.closed || !this.specs.has(key) || list.length >= this.target) return;
       const id = `${POOL_PREFIX}${randomUUID().slice(0, 12)}`;
+      // No sandbox's private networks: a pool VM holding them would take the member's address over.
+      const { networks: _theirs, ...base } = spec;
       const { vm } = await restoreWarm(
         this.host,
-        { ...spec, sandbox_id: id, hostname: "pool", envs: {} },
+        { ...base, sandbox_id: id, hostname: "pool", envs: {} },
         warm,
         false,
       );
