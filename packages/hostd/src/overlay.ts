@@ -51,7 +51,7 @@ export function overlayOf(host: Host): OverlayHost {
 export async function overlayOnBringUp(host: Host, rec: VmRecord, addrs: SlotAddrs, spec: VmSpec) {
   const list = checkMemberships(spec.networks ?? []);
   if (list.length === 0) return;
-  await applyMemberships(overlayOf(host), addrs, list);
+  await applyMemberships(overlayOf(host), addrs, list, rec.hostname);
   rec.networks = list;
 }
 
@@ -61,7 +61,7 @@ export async function setNetworks(host: Host, sandboxId: string, networks: Overl
   await host.withVmLock(vm, async () => {
     // A pause that got the lock first: the VM is no longer running here.
     host.getVm(sandboxId);
-    await applyMemberships(overlayOf(host), vm.addrs, list);
+    await applyMemberships(overlayOf(host), vm.addrs, list, vm.rec.hostname);
     vm.rec.networks = list.length > 0 ? list : undefined;
     await writeVmRecord(vm.dir, vm.rec);
   });
@@ -70,7 +70,7 @@ export async function setNetworks(host: Host, sandboxId: string, networks: Overl
 /** Re-adoption: the namespace outlived the old daemon; whatever of the record's memberships is missing is rebuilt. */
 export async function overlayOnReadopt(host: Host, rec: VmRecord, addrs: SlotAddrs): Promise<void> {
   if (!rec.networks?.length) return;
-  await applyMemberships(overlayOf(host), addrs, checkMemberships(rec.networks));
+  await applyMemberships(overlayOf(host), addrs, checkMemberships(rec.networks), rec.hostname);
 }
 
 /** After re-adoption: networks no re-adopted VM is on lose their namespaces. */

@@ -205,8 +205,16 @@ async function settleNetworks(o: OverlayHost, vnis: Iterable<number>, all: reado
   }
 }
 
-/** Makes the sandbox namespace `a` hold exactly the memberships `list` (already checked). */
-export function applyMemberships(o: OverlayHost, a: SlotAddrs, list: readonly OverlayMembership[]) {
+/**
+ * Makes the sandbox namespace `a` hold exactly the memberships `list` (already checked); `self` is the
+ * sandbox's own name on its networks.
+ */
+export function applyMemberships(
+  o: OverlayHost,
+  a: SlotAddrs,
+  list: readonly OverlayMembership[],
+  self?: string,
+) {
   return serialised(async () => {
     const want = new Map(list.map((m) => [overlayDev(m.vni), m]));
     const have = (await links(a.netns)).filter((l) => l.ifname.startsWith(OVERLAY_DEV_PREFIX));
@@ -226,7 +234,7 @@ export function applyMemberships(o: OverlayHost, a: SlotAddrs, list: readonly Ov
     // Independent of each other: the table matches devices by name, whenever they appear.
     await Promise.all([
       nft(sandboxOverlayScript(list), a.netns),
-      reloadHosts(a.netns, hostsFile(list)),
+      reloadHosts(a.netns, hostsFile(list, self)),
       (async () => {
         for (const [dev, m] of want) {
           if (kept.has(dev)) continue;

@@ -151,9 +151,11 @@ after(async () => {
 test("members of a network reach each other by address, by name and by <name>.<network>", async () => {
   assert.deepEqual(notOpen(await probe("a1", [...kinds(ipA(6))])), []);
   assert.deepEqual(notOpen(await probe("a2", [...kinds(ipA(5))])), []);
-  const names = await resolve("a1", ["a2", "a2.alpha", "a1.alpha"]);
+  const self = `${specs.a1?.hostname}.alpha`;
+  const names = await resolve("a1", ["a2", "a2.alpha", self]);
   assert.equal(names.a2, ipA(6));
   assert.equal(names["a2.alpha"], ipA(6));
+  assert.equal(names[self], ipA(5), "its own hostname on the network");
   assert.deepEqual(notOpen(await probe("a1", ["tcp:a2.alpha:7000", "tcp:a2:7000"])), []);
   // What a peer sees as the source is the member's address, not the guest's fixed one.
   const info = await daemon().info();

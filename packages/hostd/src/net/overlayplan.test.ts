@@ -135,7 +135,13 @@ table inet createos_overlay_ab12cd34 {
 
 test("the resolver's names: each named peer as <name>.<network> and <name>", () => {
   assert.equal(hostsFile([A, B]), "10.240.3.6 web.alpha web\n10.240.4.3 web.beta web\n");
-  assert.equal(hostsFile([]), "");
+  assert.equal(
+    hostsFile([A], "db"),
+    "10.240.3.5 db.alpha\n10.240.3.6 web.alpha web\n",
+    "the sandbox itself by <name>.<network>",
+  );
+  assert.equal(hostsFile([A], "not a label"), "10.240.3.6 web.alpha web\n");
+  assert.equal(hostsFile([], "db"), "");
 });
 
 test("the VXLAN endpoint: option, else settings, else 127.0.0.1:4789; a bad setting throws", () => {

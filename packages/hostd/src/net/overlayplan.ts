@@ -202,11 +202,16 @@ export function rootOverlayScript(tag: string, cidrs: readonly string[], vethPre
 
 /**
  * The sandbox resolver's extra hosts file (net/dns.ts): each peer with a name as `<name>` and
- * `<name>.<network_name>`. A name on two of the sandbox's networks answers both addresses.
+ * `<name>.<network_name>`, and the sandbox itself (`self`, its hostname, when that is a DNS label) as
+ * `<self>.<network_name>` (its bare name is the guest's own /etc/hosts'). A name on two of the sandbox's
+ * networks answers both addresses.
  */
-export function hostsFile(list: readonly OverlayMembership[]): string {
+export function hostsFile(list: readonly OverlayMembership[], self?: string): string {
   const lines: string[] = [];
-  for (const m of list)
+  const me = self !== undefined && LABEL.test(self) ? self : undefined;
+  for (const m of list) {
+    if (me) lines.push(`${m.ip} ${me}.${m.network_name}`);
     for (const p of m.peers) if (p.name) lines.push(`${p.ip} ${p.name}.${m.network_name} ${p.name}`);
+  }
   return lines.length > 0 ? `${lines.join("\n")}\n` : "";
 }
