@@ -182,12 +182,13 @@ export class Overlay {
 
   /**
    * Detach: cut on the host first (a crash before the row goes leaves the membership recorded, and the
-   * host is told it again on reconcile), then forgotten, then the peers are told.
+   * host is told it again on reconcile), then forgotten, then the peers are told — and the sandbox's host
+   * once more, from the rows: an update queued between the cut and the forgetting had the network in it.
    */
   async detach(row: SandboxRow, networkId: string): Promise<void> {
     await this.push(row.id, networkId);
     this.nets.leave(networkId, row.id);
-    await this.changed([networkId]);
+    await Promise.all([this.pushQuietly(row.id, "detached"), this.changed([networkId])]);
   }
 
   /** A sandbox on its way out leaves every network; the peers are told. */
