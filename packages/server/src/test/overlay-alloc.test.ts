@@ -8,11 +8,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { ScriptedDaemon } from "@createos-sandbox/hostd/remote/scripted";
+import { startServer } from "../app.js";
+import { loadConfig } from "../config.js";
+import { createLogger } from "../log.js";
 import { MEMBERS_PER_NETWORK, freeMemberIp, parsePool, slotOf } from "../overlay/alloc.js";
 import { createRow } from "../rows.js";
 import { NetworkStore } from "../store/networks.js";
 import { SqliteStore } from "../store/sqlite.js";
 import { newNetworkId, newSandboxId } from "../ulid.js";
+import { attachReady, call } from "./helpers.js";
 
 const dir = mkdtempSync(join(tmpdir(), "csb-overlay-alloc-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -79,4 +84,50 @@ test("the store: subnets and addresses allocated lowest first, freed, and refuse
   assert.deepEqual(nets.delete(b.id).deleted, false);
   nets.close();
   await store.close();
+});
+
+test("through the API: a full pool and a full network are 403s, and a refused create holds nothing", async () => {
+  const path = join(dir, "api", "db.sqlite");
+  const store = SqliteStore.open(path);
+  const user = await store.createUser("full");
+  const key = `skp_${"f".repeat(32)}`;
+  await store.addApiKey(user.id, key);
+  const daemon = new ScriptedDaemon();
+  const srv = await startServer(
+    loadConfig({ dataDir: join(dir, "api"), port: 0 }, { CREATEOS_SANDBOX_OVERLAY_CIDR: "10.98.0.0/24" }),
+    createLogger(() => undefined),
+    store,
+  );
+  try {
+    await attachReady(srv, daemon);
+    const api = (m: string, p: string, body?: unknown) => call(srv.url, m, p, { key, body });
+    const one = await api("POST", "/v1/networks", { name: "only" });
+    assert.equal(one.status, 200, one.text);
+    const two = await api("POST", "/v1/networks", { name: "second" });
+    assert.equal(two.status, 403, two.text);
+    assert.match(two.json.data.limit, /10\.98\.0\.0\/24.*delete a network first/);
+    // fill "only" to the last address, then a create on it is refused before any VM is asked for
+    const nets = srv.app.sandboxes.overlay.nets;
+    const filler = await store.createUser("filler");
+    const base = { shape: "s-1vcpu-256mb", vcpu: 1, mem_mib: 256, disk_mib: 1024, rootfs: "debian:12" };
+    const input = { ...base, envs: {}, egress: [], ssh_pubkeys: [], ingress_enabled: false, network_ids: [] };
+    for (let i = 0; i < MEMBERS_PER_NETWORK; i++) {
+      const id = newSandboxId();
+      // another tenant's rows: the network's own tenant stays under its sandbox limit
+      const ids = { id, userId: filler.id, createdBy: filler.id, name: id, hostId: "scripted" };
+      await store.insertSandbox({ ...createRow(input, ids, "local"), status: "paused" });
+      assert.ok(nets.join(one.json.data.id, id).ok);
+    }
+    const r = await api("POST", "/v1/sandboxes", { ...base, name: "late", networks: [{ id: "only" }] });
+    assert.equal(r.status, 403, r.text);
+    assert.match(r.json.data.limit, /net-\S+ is full: its subnet 10\.98\.0\.0\/24 holds 253 members/);
+    assert.ok(!daemon.calls.some((c) => c.method === "create"), "no VM was asked for");
+    const late = (await api("GET", "/v1/sandboxes?limit=500")).json.data.data.find(
+      (x: { name: string }) => x.name === "late",
+    );
+    assert.equal(late.status, "failed");
+    assert.equal(nets.networksOf(late.id).length, 0);
+  } finally {
+    await srv.close();
+  }
 });
