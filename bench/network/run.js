@@ -63,8 +63,13 @@ print(" ".join("%.3f" % x for x in out))
 
 async function pingP50(d, id, host) {
   const out = [];
-  const r = await d.exec(id, { argv: ["python3", "-c", pingPy(host)] }, { onStdout: (b) => out.push(b) });
-  if (r.exit_code !== 0) throw new Error(`ping failed: exit ${r.exit_code}`);
+  const err = [];
+  const r = await d.exec(
+    id,
+    { argv: ["python3", "-c", pingPy(host)] },
+    { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) },
+  );
+  if (r.exit_code !== 0) throw new Error(`ping failed: exit ${r.exit_code}: ${Buffer.concat(err)}`);
   return p50(Buffer.concat(out).toString().trim().split(" ").map(Number));
 }
 
@@ -93,14 +98,16 @@ function teardown() {
 async function mbps(d, id, py) {
   const secs = [];
   for (let i = 0; i < REPS; i++) {
+    const err = [];
     const r = await d.exec(
       id,
       { argv: ["python3", "-c", py] },
       {
         onStdout: (b) => secs.push(Number(b.toString().trim())),
+        onStderr: (b) => err.push(b),
       },
     );
-    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}`);
+    if (r.exit_code !== 0) throw new Error(`upload failed: exit ${r.exit_code}: ${Buffer.concat(err)}`);
   }
   return MIB / p50(secs);
 }
@@ -159,8 +166,19 @@ try {
     await d.setNetworks(id, i % 2 ? [] : [member(ip1, s2.sandbox_id, ip2)]);
     joins.push(performance.now() - t0);
   }
-  await new Promise((r) => setTimeout(r, 500));
+  // The sink is up once a connection to it is accepted.
+  const wait = `import socket, time
+for _ in range(100):
+    try:
+        socket.create_connection(("${ip2}", 9100), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.2)
+`;
+  await d.exec(id, { argv: ["python3", "-c", wait] });
   const overlay = await mbps(d, id, upload(ip2, 9100));
+  // The name rules above would refuse ICMP to the test host (overlay traffic is exempt from them).
+  await d.setEgress(id, ["*"]);
   const pingHost = await pingP50(d, id, A);
   const pingPeer = await pingP50(d, id, ip2);
   console.log(row("member → member (private network)", overlay));

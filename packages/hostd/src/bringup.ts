@@ -140,10 +140,11 @@ export async function bringUp(
     } else p = await place(host, plan.spec, start.base, undo);
     sw.lap("place");
     // The sandbox's egress allowlist, bandwidth quota and private networks are in force before its guest
-    // runs (egress.ts, overlay.ts).
+    // runs (egress.ts, overlay.ts); the networks once the files are in place, so that they are recorded in
+    // the record a pooled VM's adoption puts in place.
     await netOnBringUp(host, p.rec, p.addrs, plan.spec);
-    await overlayOnBringUp(host, p.rec, p.addrs, plan.spec);
     await plan.files(p, undo);
+    await overlayOnBringUp(host, p.rec, p.addrs, plan.spec);
     sw.lap("copy");
     const machine =
       "running" in start

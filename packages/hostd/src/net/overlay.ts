@@ -82,6 +82,7 @@ async function ensureNetwork(o: OverlayHost, vni: number): Promise<string> {
   await run("ip", ["-n", ns, "-batch", "-"], {
     input: "link set lo up\nlink add br0 type bridge\nlink set br0 up\n",
   });
+  o.remotes.set(ns, "");
   return ns;
 }
 
@@ -110,12 +111,14 @@ async function attach(o: OverlayHost, a: SlotAddrs, m: OverlayMembership): Promi
     "mtu",
     String(OVERLAY_MTU),
   );
-  // Up on the sandbox side first: the namespace's arp_notify (net/index.ts) sends a gratuitous ARP when the
-  // bridge side comes up and the link gets carrier.
-  await run("ip", ["-n", a.netns, "-batch", "-"], {
-    input: `addr add ${m.ip}/${prefixOf(m.cidr)} dev ${dev}\nlink set ${dev} up\n`,
-  });
-  await run("ip", ["-n", ns, "-batch", "-"], { input: `link set ${port} master br0\nlink set ${port} up\n` });
+  // Both ends at once: the address is on before the sandbox end is up, so whichever end comes up last gives
+  // the link carrier and the namespace's arp_notify (net/index.ts) a gratuitous ARP with the address.
+  await Promise.all([
+    run("ip", ["-n", a.netns, "-batch", "-"], {
+      input: `addr add ${m.ip}/${prefixOf(m.cidr)} dev ${dev}\nlink set ${dev} up\n`,
+    }),
+    run("ip", ["-n", ns, "-batch", "-"], { input: `link set ${port} master br0\nlink set ${port} up\n` }),
+  ]);
 }
 
 /** `addr:port` of each head-end replication entry of the network's VXLAN device. */

@@ -39,8 +39,24 @@ const seen = new Set<string>();
 const aMembers = new Map<string, { ip: string; host: number }>();
 
 const daemon = (i = 0) => d[i] as LocalHostDaemon;
+/** The first daemon keeps a warm pool (creates adopt pooled VMs, which must join nothing), the second none. */
 const open = (i: number) =>
-  LocalHostDaemon.open({ ...openOpts(dirs[i] as string), warmPool: 0, overlay: ep(i) });
+  LocalHostDaemon.open({ ...openOpts(dirs[i] as string), warmPool: i === 0 ? 1 : 0, overlay: ep(i) });
+
+/** Member ports on each of this test's network namespaces' bridges, by namespace. */
+function bridgePorts(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const ns of ourNetns()) {
+    const links = execFileSync("ip", ["-n", ns, "-o", "link", "show"], { encoding: "utf8" });
+    out.set(
+      ns,
+      [...links.matchAll(/^\d+: (m\d+)@/gm)].map((m) => m[1] as string),
+    );
+  }
+  return out;
+}
+
+const portCounts = () => [...bridgePorts().values()].map((l) => l.length).sort();
 
 /** `name`'s membership of A as the control plane would send it: every other member a peer. */
 function memberA(name: string): OverlayMembership {
@@ -133,6 +149,8 @@ before(async () => {
   await startVm("b1", spec({ networks: [memberB()] }));
   await startVm("x", spec());
   assert.equal(ourNetns().length, 2, "one namespace per network");
+  // A: a1 and a2; B: b1 — the pooled VM kept ready for the next create is on none.
+  assert.deepEqual(portCounts(), [1, 2]);
   await sh(daemon(), ids.a2 as string, `nohup python3 -c '${sinkPy(7001)}' >/dev/null 2>&1 &`);
   // the echo servers are up
   for (let i = 0; i < 50 && notOpen(await probe("a1", [`tcp:${ipA(6)}:7000`])).length > 0; i++)
@@ -244,14 +262,13 @@ test("membership survives pause and resume", async (t) => {
 
 test("a host-daemon restart keeps memberships and rebuilds a missing veth", async () => {
   await daemon().close();
-  // A member's veth, removed behind the daemon's back: the next one rebuilds it from the record.
-  const netA = ourNetns().find((n) => n.endsWith(`-${VNI_A}`)) as string;
-  const port = /^\d+: (m\d+)@/m.exec(
-    execFileSync("ip", ["-n", netA, "-o", "link", "show"], { encoding: "utf8" }),
-  );
-  assert.ok(port?.[1], "a member port on A's bridge");
-  execFileSync("ip", ["-n", netA, "link", "del", port[1]]);
+  // Every member's veth, removed behind the daemon's back: the next one rebuilds them from the records
+  // (of a created, a resumed and a pooled-then-adopted VM).
+  for (const [ns, list] of bridgePorts())
+    for (const p of list) execFileSync("ip", ["-n", ns, "link", "del", p]);
+  assert.deepEqual(portCounts(), [0, 0]);
   d[0] = await open(0);
+  assert.deepEqual(portCounts(), [1, 2]);
   assert.deepEqual(notOpen(await probe("a1", kinds(ipA(6)))), []);
   assert.deepEqual(notOpen(await probe("a2", kinds(ipA(5)))), []);
   assert.deepEqual(notRefused(await probe("x", kinds(ipA(5)))), []);

@@ -122,11 +122,10 @@ export class WarmPool {
       const list = this.ready.get(key) ?? [];
       if (this.host.closed || !this.specs.has(key) || list.length >= this.target) return;
       const id = `${POOL_PREFIX}${randomUUID().slice(0, 12)}`;
-      // No sandbox's private networks: a pool VM holding them would take the member's address over.
-      const { networks: _theirs, ...base } = spec;
+      // A pooled VM is no sandbox's: it joins no private network (its adoption programs the sandbox's).
       const { vm } = await restoreWarm(
         this.host,
-        { ...base, sandbox_id: id, hostname: "pool", envs: {} },
+        { ...spec, sandbox_id: id, hostname: "pool", envs: {}, networks: undefined },
         warm,
         false,
       );
