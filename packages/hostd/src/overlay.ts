@@ -8,13 +8,7 @@ import { isIPv4 } from "node:net";
 import type { OverlayEndpoint, OverlayMembership, VmSpec } from "@createos-sandbox/protocol";
 import type { Host } from "./host.js";
 import type { SlotAddrs } from "./net/index.js";
-import {
-  OverlayHost,
-  applyMemberships,
-  pruneNetworks,
-  releaseMemberships,
-  serialised,
-} from "./net/overlay.js";
+import { OverlayHost, applyMemberships, pruneNetworks, releaseMemberships } from "./net/overlay.js";
 import { checkMemberships } from "./net/overlayplan.js";
 import { type VmRecord, writeVmRecord } from "./records.js";
 
@@ -82,6 +76,3 @@ export function overlayAfterReadopt(host: Host): Promise<void> {
 export function overlayReleased(host: Host, slot: number): Promise<void> {
   return releaseMemberships(overlayOf(host), slot);
 }
-
-/** For tests: waits for every overlay change started so far. */
-export const overlayIdle = () => serialised(async () => undefined);

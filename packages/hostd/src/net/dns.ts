@@ -3,7 +3,8 @@
  * (the egress allowlist builds its hostname rules on it).
  *
  *   guest ──udp/tcp 53──▶ 169.254.0.22:53 (tap0)   dnsmasq inside netns csb-<slot>: cache, the host's
- *        │                                          /etc/hosts, forwards everything else upstream
+ *        │                                          /etc/hosts, the private networks' peers (csb-<slot>.hosts,
+ *        │                                          net/overlay.ts; re-read on SIGHUP), forwards the rest
  *        └─udp/tcp 53 to any other address──▶ `table inet createos_dns` (namespace, prerouting) redirects
  *                                               it to the same dnsmasq before it can leave
  *   dnsmasq ──▶ upstream (CREATEOS_SANDBOX_DNS_SERVERS, default the host's /etc/resolv.conf)
