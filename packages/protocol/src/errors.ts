@@ -82,6 +82,16 @@ export const ERROR_CATALOG = {
     field: "limit",
     message: "network limit reached ({limit}); delete one first",
   },
+  limit_network_members: {
+    status: 403,
+    field: "limit",
+    message: "network {id} is full: its subnet {cidr} holds {limit} members; detach or destroy one first",
+  },
+  overlay_pool_exhausted: {
+    status: 403,
+    field: "limit",
+    message: "every private-network subnet of this deployment ({pool}) is in use; delete a network first",
+  },
   console_not_built: {
     status: 404,
     field: "console",
@@ -125,7 +135,8 @@ export const ERROR_CATALOG = {
   network_in_use: {
     status: 409,
     field: "network",
-    message: "network {id} still has {count} member(s); detach them first",
+    message:
+      "network {id} still has {count} member(s) ({members}); detach them from it (createos sandbox network detach <sandbox> {id}) or destroy them, then delete it",
   },
   disk_in_use: {
     status: 409,

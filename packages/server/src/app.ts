@@ -14,6 +14,7 @@ import { createHttp } from "./http/server.js";
 import { Ingress } from "./ingress/proxy.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { Overlay } from "./overlay/service.js";
 import { catalogRoutes } from "./routes/catalog.js";
 import type { App } from "./routes/common.js";
 import { consoleRoutes } from "./routes/console.js";
@@ -62,12 +63,13 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
     (h) => sandboxes.reconcile(h),
     cfg.hostd === "none" ? "no engine: CREATEOS_SANDBOX_HOSTD=none" : undefined,
   );
-  sandboxes = new Sandboxes(store, hosts, cfg, log, metrics);
+  const dbPath = join(cfg.dataDir, "db.sqlite");
+  const overlay = new Overlay(dbPath, cfg, store, hosts, log);
+  sandboxes = new Sandboxes(store, hosts, cfg, log, metrics, overlay);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
   const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
-  const dbPath = join(cfg.dataDir, "db.sqlite");
   const disks = new Disks(dbPath, cfg.diskKeyFile ?? join(cfg.dataDir, "disk-key"), !!cfg.diskKeyFile, log);
   const app: App = {
     cfg,
@@ -178,6 +180,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
       await gateway?.close();
       await http.fastify.close();
       disks.close();
+      overlay.close();
       await store.close();
       templates.store.close();
       log.flush();

@@ -1,5 +1,6 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { parsePool } from "./overlay/alloc.js";
 
 /** Everything an operator can tune; read once at start from flags and environment. */
 export interface ServerConfig {
@@ -33,6 +34,8 @@ export interface ServerConfig {
   authCacheMs: number;
   maxRunningPerTenant: number;
   maxNetworksPerTenant: number;
+  /** The pool private networks' subnets are cut from, one /24 each (overlay/alloc.ts). */
+  overlayCidr: string;
   /** Sandboxes in any status but destroyed/failed (paused ones hold disk and a snapshot). */
   maxSandboxesPerTenant: number;
   /** Sum of `disk_mib` of those sandboxes. */
@@ -125,6 +128,7 @@ export function loadConfig(
     authCacheMs: num(env, "CREATEOS_SANDBOX_AUTH_CACHE_MS", 1000),
     maxRunningPerTenant: num(env, "CREATEOS_SANDBOX_MAX_RUNNING_PER_TENANT", 20),
     maxNetworksPerTenant: num(env, "CREATEOS_SANDBOX_MAX_NETWORKS_PER_TENANT", 10),
+    overlayCidr: parsePool(env.CREATEOS_SANDBOX_OVERLAY_CIDR || "10.240.0.0/12").cidr,
     maxSandboxesPerTenant: num(env, "CREATEOS_SANDBOX_MAX_SANDBOXES_PER_TENANT", 100),
     maxDiskMibPerTenant: num(env, "CREATEOS_SANDBOX_MAX_DISK_MIB_PER_TENANT", 1024 * 1024),
     maxSnapshotBytesPerTenant: num(env, "CREATEOS_SANDBOX_MAX_SNAPSHOT_BYTES_PER_TENANT", 256 * 1024 ** 3),

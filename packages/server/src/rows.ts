@@ -28,6 +28,8 @@ export interface ForkInput {
   ssh_pubkeys?: string[];
   ingress_enabled?: boolean;
   bandwidth_quota_bytes?: number;
+  /** Networks the child joins (a fork inherits none of the parent's). */
+  network_ids?: string[];
 }
 
 /** What a child never inherits: the parent's runtime, snapshot and credentials. */

@@ -15,8 +15,9 @@ import { type Claim, checkTenantLimits } from "./limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { NetLedger } from "./netpolicy.js";
+import type { Overlay } from "./overlay/service.js";
 import { reconcileHost } from "./reconcile.js";
-import { type CreateInput, type ForkInput, childRow, createRow, vmSpec } from "./rows.js";
+import { type CreateInput, type ForkInput, childRow, createRow } from "./rows.js";
 import { type Plan, plan } from "./state.js";
 import type { SandboxRow, Store } from "./store/types.js";
 import { newSandboxId, ulid } from "./ulid.js";
@@ -47,6 +48,8 @@ export class Sandboxes {
     private readonly cfg: ServerConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    /** Private networks: memberships and what their hosts are told (overlay/service.ts). */
+    readonly overlay: Overlay,
   ) {
     this.net = new NetLedger(store, metrics);
   }
@@ -88,10 +91,6 @@ export class Sandboxes {
 
   isLocked(id: string): boolean {
     return this.locks.has(id);
-  }
-
-  spec(row: SandboxRow): VmSpec {
-    return vmSpec(row);
   }
 
   private async mustGet(id: string): Promise<SandboxRow> {
@@ -140,10 +139,12 @@ export class Sandboxes {
       this.cfg.region,
     );
     await this.insert(row);
-    for (const n of input.network_ids) await this.store.addNetworkMember(n, row.id);
     return this.withLock(row.id, async () => {
+      let spec: VmSpec;
       try {
-        const rt = await this.vm("create", () => daemon.create(this.spec(row)));
+        await this.overlay.joinAtStart(row.id, input.network_ids);
+        spec = this.overlay.vmSpec(row);
+        const rt = await this.vm("create", () => daemon.create(spec));
         await this.store.transition(row.id, ["creating"], {
           status: "running",
           ip: rt.ip,
@@ -158,6 +159,7 @@ export class Sandboxes {
         await daemon.destroy(row.id).catch(() => undefined);
         throw mapHostdError(e, { action: "create" });
       }
+      await this.overlay.started(row.id, spec.networks ?? []);
       return this.mustGet(row.id);
     });
   }
@@ -240,7 +242,8 @@ export class Sandboxes {
     const row = await this.mustGet(id);
     if (row.status !== "resuming" || !row.snapshot) return;
     try {
-      const rt = await this.vm("resume", () => daemon.resume(row.snapshot!, this.spec(row)));
+      const spec = this.overlay.vmSpec(row);
+      const rt = await this.vm("resume", () => daemon.resume(row.snapshot!, spec));
       const at = iso();
       await this.store.transition(id, ["resuming"], {
         status: "running",
@@ -250,6 +253,7 @@ export class Sandboxes {
         last_activity_at: Date.now(),
         clear: ["snapshot"],
       });
+      await this.overlay.started(id, spec.networks ?? []);
     } catch (e) {
       this.log.warn("resume failed", { sandbox_id: id, err: errText(e) });
       // `error` keeps the snapshot: POST /resume again retries (protocol.md §2.0).
@@ -290,7 +294,7 @@ export class Sandboxes {
     const snapshot = parent.snapshot;
     return this.withLock(parent.id, () =>
       this.withLock(child.id, async () => {
-        await this.completeFork(daemon, child.id, snapshot);
+        await this.completeFork(daemon, child.id, snapshot, input.network_ids);
         return this.mustGet(child.id);
       }),
     );
@@ -300,13 +304,16 @@ export class Sandboxes {
    * The host half of a fork, idempotent by the child's id (and its pending snapshot id when it starts
    * paused): a restart repeats it while the parent's snapshot is intact.
    */
-  async completeFork(daemon: HostDaemon, childId: string, snapshot: SnapshotRef): Promise<void> {
+  async completeFork(daemon: HostDaemon, childId: string, snap: SnapshotRef, nets?: string[]): Promise<void> {
     const child = await this.mustGet(childId);
     if (child.status !== "forking") return;
     const startPaused = child.pending_snapshot_id !== undefined;
     try {
+      // Memberships are the request's to ask for (docs/ARCHITECTURE.md): a fork inherits none.
+      await this.overlay.joinAtStart(child.id, nets ?? []);
       const opts = startPaused ? { start_paused: true, snapshot_id: child.pending_snapshot_id! } : {};
-      const res = await this.vm("fork", () => daemon.fork(snapshot, this.spec(child), opts));
+      const spec = this.overlay.vmSpec(child);
+      const res = await this.vm("fork", () => daemon.fork(snap, spec, opts));
       if (res.runtime) {
         await this.store.transition(child.id, ["forking"], {
           status: "running",
@@ -315,6 +322,7 @@ export class Sandboxes {
           running_at: iso(),
           last_activity_at: Date.now(),
         });
+        await this.overlay.started(child.id, spec.networks ?? []);
       } else if (res.snapshot) {
         await this.store.updateSandbox(child.id, { snapshot: res.snapshot, clear: ["pending_snapshot_id"] });
         await this.store.transition(child.id, ["forking"], { status: "paused", paused_at: iso() });
@@ -324,6 +332,7 @@ export class Sandboxes {
     } catch (e) {
       this.log.warn("fork failed", { sandbox_id: child.id, parent: child.forked_from, err: errText(e) });
       await this.store.transition(child.id, ["forking"], { status: "failed", status_reason: errText(e) });
+      await this.dropMemberships(child.id);
       await daemon.destroy(child.id).catch(() => undefined);
       throw mapHostdError(e, { action: "fork" });
     }
@@ -351,6 +360,8 @@ export class Sandboxes {
       ...(reason ? { status_reason: reason } : {}),
     });
     if (!ok) return this.destroy(await this.mustGet(row.id), reason);
+    // No longer a member from now (store/networks.ts); its peers are told while the VM goes.
+    void this.dropMemberships(row.id).catch((e) => this.log.warn("leaving networks failed", { err: e }));
     void this.withLock(row.id, () => this.completeDestroy(daemon, row.id)).catch((e) =>
       this.log.error("destroy completion failed; retried by the scheduler", { sandbox_id: row.id, err: e }),
     );
@@ -384,8 +395,8 @@ export class Sandboxes {
   }
 
   /** A sandbox that ended (destroyed, failed) leaves its networks, so they can be deleted. */
-  async dropMemberships(id: string): Promise<void> {
-    for (const n of await this.store.sandboxNetworks(id)) await this.store.removeNetworkMember(n, id);
+  dropMemberships(id: string): Promise<void> {
+    return this.overlay.leaveAll(id);
   }
 
   async resize(row: SandboxRow, diskMib: number): Promise<SandboxRow> {
@@ -474,7 +485,8 @@ export class Sandboxes {
   }
 
   /** After a restart, or when a host answers again: see reconcile.ts. */
-  reconcile(host: HostRef): Promise<void> {
-    return reconcileHost(this, this.store, this.log, host);
+  async reconcile(host: HostRef): Promise<void> {
+    await reconcileHost(this, this.store, this.log, host);
+    await this.overlay.repushHost(host.id);
   }
 }

@@ -1,6 +1,7 @@
 import type { api } from "@createos-sandbox/protocol";
 import type { ServerConfig } from "./config.js";
 import { ingressTemplate } from "./ingress/host.js";
+import type { MemberRow } from "./store/networks.js";
 import type { NetworkRow, Page, SandboxRow } from "./store/types.js";
 
 /** The API projection of a row: optional fields omitted when unset, env values never included. */
@@ -112,14 +113,15 @@ export function bandwidthView(row: SandboxRow): api.BandwidthView {
 
 export function networkView(
   n: NetworkRow,
-  extra: { member_count?: number; members?: SandboxRow[] },
+  extra: { member_count?: number; members?: MemberRow[] },
 ): api.Network {
   const v: api.Network = { id: n.id, name: n.name, created_at: n.created_at };
   if (extra.member_count !== undefined) v.member_count = extra.member_count;
   if (extra.members) {
     v.members = extra.members.map((s) => {
-      const m: api.NetworkMember = { sandbox_id: s.id, status: s.status, name: s.name };
-      // Overlay addresses arrive with the networking issue; until then no per-network ip is claimed.
+      const m: api.NetworkMember = { sandbox_id: s.sandbox_id, status: s.status, name: s.name };
+      // The address is claimed once a host has put it in force (protocol.md §2.7: absent until then).
+      if (s.programmed) m.ip = s.ip;
       return m;
     });
   }

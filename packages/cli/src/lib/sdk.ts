@@ -11,6 +11,7 @@ export type {
   EgressView,
   ExecStreamEvent,
   Network,
+  NetworkMember,
   RootfsData,
   Sandbox,
   SandboxDiskView,

@@ -80,6 +80,13 @@ export function userOf(ctx: Pick<Ctx, "principal">): string {
 }
 
 /** A network of this user by id (`net-`/`net_`) or name. */
-export function findNetwork(app: App, userId: string, ref: string): Promise<NetworkRow | undefined> {
-  return app.store.getNetwork(userId, canonicalNetworkId(ref) ?? ref);
+export function findNetwork(app: App, userId: string, ref: string): NetworkRow | undefined {
+  return app.sandboxes.overlay.nets.get(userId, canonicalNetworkId(ref) ?? ref);
+}
+
+/** findNetwork(), or the 404 another tenant's network and an unknown one both get. */
+export function mustFindNetwork(app: App, userId: string, ref: string): NetworkRow {
+  const n = findNetwork(app, userId, ref);
+  if (!n) throw apiError("network_not_found", { id: ref.slice(0, 100) });
+  return n;
 }

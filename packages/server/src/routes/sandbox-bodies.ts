@@ -8,7 +8,7 @@ import type { Ctx } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../rows.js";
 import { bool, envs, int, str, strings } from "../schema.js";
 import { MAX_EGRESS_RULES, MAX_SSH_KEYS, NAME_RE, mergeSshKeys } from "../validate.js";
-import { type App, findNetwork } from "./common.js";
+import { type App, mustFindNetwork } from "./common.js";
 
 const egress = () => strings("egress", { max: MAX_EGRESS_RULES, grammar: "egress" });
 const sshKeys = (name: string, o: { required?: boolean; emptyMsg?: string } = {}) =>
@@ -46,6 +46,24 @@ export function diskAttachment(at: string) {
 }
 
 const NETWORK_ID = "each network needs an id (string)";
+/** `networks: [{id}]` of a create or a fork body: networks to join, by id or name. */
+const networksField = () =>
+  Type.Optional(
+    Type.Unsafe<{ id: string }[] | null>({
+      type: ["array", "null"],
+      maxItems: 16,
+      items: {
+        type: "object",
+        required: ["id"],
+        properties: {
+          id: { type: "string", minLength: 1, maxLength: 100, "x-msg": NETWORK_ID, "x-at": "networks" },
+        },
+        "x-msg": NETWORK_ID,
+        "x-at": "networks",
+      },
+      "x-msg": "networks must be an array of {id} (at most 16)",
+    }),
+  );
 
 const always = (at: string, msg: string) => ({ not: {}, "x-at": at, "x-msg": msg });
 /** An array where a disk should be is read as a disk with neither field, as the API always has. */
@@ -97,22 +115,7 @@ export function createBody(app: App) {
         "x-msg": "node_selector must be an object of strings",
       }),
     ),
-    networks: Type.Optional(
-      Type.Unsafe<{ id: string }[] | null>({
-        type: ["array", "null"],
-        maxItems: 16,
-        items: {
-          type: "object",
-          required: ["id"],
-          properties: {
-            id: { type: "string", minLength: 1, maxLength: 100, "x-msg": NETWORK_ID, "x-at": "networks" },
-          },
-          "x-msg": NETWORK_ID,
-          "x-at": "networks",
-        },
-        "x-msg": "networks must be an array of {id} (at most 16)",
-      }),
-    ),
+    networks: networksField(),
     disks: Type.Optional(
       Type.Unsafe<unknown[] | null>({
         type: ["array", "null"],
@@ -173,15 +176,15 @@ export function normaliseEgress(rules: string[] | null | undefined): string[] | 
   return rules.length === 1 && rules[0] === "*" ? [] : [...new Set(rules)];
 }
 
-/** A checked create body as the engine's input; names networks by id (400 for an unknown one). */
+/** Networks named by id or name as their ids, once each; an unknown (or another tenant's) one is a 404. */
+export function networkIds(app: App, ctx: Ctx, refs: readonly { id: string }[] | null | undefined): string[] {
+  return [...new Set((refs ?? []).map(({ id }) => mustFindNetwork(app, ctx.principal!.user_id, id).id))];
+}
+
+/** A checked create body as the engine's input; names networks by id. */
 export async function createInput(app: App, ctx: Ctx): Promise<CreateInput> {
   const b = ctx.body as CreateBody;
-  const network_ids: string[] = [];
-  for (const { id: ref } of b.networks ?? []) {
-    const n = await findNetwork(app, ctx.principal!.user_id, ref);
-    if (!n) throw validationError({ networks: `unknown network: ${ref}` });
-    network_ids.push(n.id);
-  }
+  const network_ids = networkIds(app, ctx, b.networks);
   // Unknown disks and colliding mount paths are refused before any VM exists; mounted once it runs.
   if (b.disks?.length) app.disks.resolve(ctx.principal!.user_id, b.disks as AttachInput[]);
   const s = shapeById(b.shape)!;
@@ -216,10 +219,15 @@ export const forkBody = Type.Object({
   ingress_enabled: bool("ingress_enabled"),
   envs: envs("envs"),
   bandwidth_quota_bytes: int("bandwidth_quota_bytes", { min: -1, max: Number.MAX_SAFE_INTEGER }),
+  // Not in the SDK's ForkSandboxRequest: a fork joins only the networks named here (docs/ARCHITECTURE.md).
+  networks: networksField(),
 });
 
-export function forkInput(b: Static<typeof forkBody>): ForkInput {
+export function forkInput(app: App, ctx: Ctx): ForkInput {
+  const b = ctx.body as Static<typeof forkBody>;
   const out: ForkInput = { start_paused: b.start_paused ?? false };
+  const nets = networkIds(app, ctx, b.networks);
+  if (nets.length) out.network_ids = nets;
   if (b.ssh_pubkeys) out.ssh_pubkeys = mergeSshKeys([], b.ssh_pubkeys);
   const eg = normaliseEgress(b.egress);
   if (eg) out.egress = eg;

@@ -135,8 +135,8 @@ export function sandboxRoutes(app: App): Route[] {
       return { status: code, data: view(row), ...(code === 202 ? { headers: pollAfter } : {}) };
     }),
     route("POST /v1/sandboxes/:id/fork", { ...json(forkBody), check: checkEgress }, async (ctx) => {
-      const input = forkInput(ctx.body as Static<typeof forkBody>);
-      const child = await app.sandboxes.fork(await loadSandbox(app, ctx), input);
+      const parent = await loadSandbox(app, ctx);
+      const child = await app.sandboxes.fork(parent, forkInput(app, ctx));
       return { data: view(child) };
     }),
     route("POST /v1/sandboxes/:id/resize", json(resizeBody(app)), async (ctx) => {

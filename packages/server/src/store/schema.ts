@@ -2,6 +2,7 @@
 import { chmodSync, mkdirSync, statSync } from "node:fs";
 import type Database from "better-sqlite3";
 import { DISKS_SCHEMA } from "./disks.js";
+import { NETWORKS_OVERLAY_SCHEMA } from "./networks.js";
 import type { SandboxRow } from "./types.js";
 
 /** The data dir: made 0700, and kept so when it is ours (hostd's sys/fs.ts `ensurePrivateDir`, in sync). */
@@ -89,6 +90,8 @@ export const MIGRATIONS: string[] = [
   "ALTER TABLE sandboxes ADD COLUMN pending_snapshot_id TEXT;",
   // S3 disk registrations and attachments (store/disks.ts).
   DISKS_SCHEMA,
+  // Private networks' VNI and subnet, and each membership's address (store/networks.ts).
+  NETWORKS_OVERLAY_SCHEMA,
 ];
 
 export type Kind = "text" | "num" | "bool" | "json";

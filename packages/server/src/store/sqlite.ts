@@ -7,7 +7,6 @@ import { RowCache } from "./cache.js";
 import { COLUMN_NAMES, SANDBOX_COLUMNS, migrate, privateDir, rowToSandbox, toDb } from "./schema.js";
 import type {
   ApiKeyRow,
-  NetworkRow,
   Page,
   PageQuery,
   Principal,
@@ -268,70 +267,5 @@ export class SqliteStore implements Store {
 
   async idleSandboxes(nowMs: number): Promise<SandboxRow[]> {
     return (this.stmts.idle!.all(nowMs) as Record<string, unknown>[]).map(rowToSandbox);
-  }
-
-  async createNetwork(row: NetworkRow): Promise<void> {
-    this.q("INSERT INTO networks (id, user_id, name, created_at) VALUES (?, ?, ?, ?)").run(
-      row.id,
-      row.user_id,
-      row.name,
-      row.created_at,
-    );
-  }
-
-  async getNetwork(userId: string, idOrName: string): Promise<NetworkRow | undefined> {
-    return this.q(
-      "SELECT * FROM networks WHERE user_id = ? AND (id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
-    ).get(userId, idOrName, idOrName, idOrName) as NetworkRow | undefined;
-  }
-
-  async listNetworks(userId: string, q: PageQuery): Promise<Page<NetworkRow & { member_count: number }>> {
-    const total = (
-      this.q("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }
-    ).n;
-    const rows = this.q(
-      `SELECT n.*, (SELECT COUNT(*) FROM network_members m WHERE m.network_id = n.id) AS member_count
-         FROM networks n WHERE n.user_id = ? ORDER BY n.id DESC LIMIT ? OFFSET ?`,
-    ).all(userId, q.limit, q.offset) as (NetworkRow & { member_count: number })[];
-    return { rows, total };
-  }
-
-  async countNetworks(userId: string): Promise<number> {
-    return (this.q("SELECT COUNT(*) AS n FROM networks WHERE user_id = ?").get(userId) as { n: number }).n;
-  }
-
-  async deleteNetwork(id: string): Promise<void> {
-    this.q("DELETE FROM networks WHERE id = ?").run(id);
-  }
-
-  async addNetworkMember(networkId: string, sandboxId: string): Promise<boolean> {
-    const res = this.q(
-      "INSERT OR IGNORE INTO network_members (network_id, sandbox_id, attached_at) VALUES (?, ?, ?)",
-    ).run(networkId, sandboxId, now());
-    return res.changes === 1;
-  }
-
-  async removeNetworkMember(networkId: string, sandboxId: string): Promise<boolean> {
-    const res = this.q("DELETE FROM network_members WHERE network_id = ? AND sandbox_id = ?").run(
-      networkId,
-      sandboxId,
-    );
-    return res.changes === 1;
-  }
-
-  async networkMembers(networkId: string): Promise<SandboxRow[]> {
-    return (
-      this.q(
-        "SELECT s.* FROM network_members m JOIN sandboxes s ON s.id = m.sandbox_id WHERE m.network_id = ? ORDER BY m.attached_at",
-      ).all(networkId) as Record<string, unknown>[]
-    ).map(rowToSandbox);
-  }
-
-  async sandboxNetworks(sandboxId: string): Promise<string[]> {
-    return (
-      this.q("SELECT network_id FROM network_members WHERE sandbox_id = ?").all(sandboxId) as {
-        network_id: string;
-      }[]
-    ).map((r) => r.network_id);
   }
 }

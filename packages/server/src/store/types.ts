@@ -81,6 +81,9 @@ export interface NetworkRow {
   user_id: string;
   name: string;
   created_at: string;
+  /** Its VXLAN VNI and /24 of the overlay pool (store/networks.ts), held until it is deleted. */
+  vni?: number;
+  cidr?: string;
 }
 
 export interface Page<T> {
@@ -140,15 +143,4 @@ export interface Store {
   touchActivity(id: string, atMs: number): Promise<void>;
   /** Running sandboxes whose idle clock passed their auto-pause timeout. */
   idleSandboxes(nowMs: number): Promise<SandboxRow[]>;
-
-  createNetwork(row: NetworkRow): Promise<void>;
-  getNetwork(userId: string, idOrName: string): Promise<NetworkRow | undefined>;
-  listNetworks(userId: string, q: PageQuery): Promise<Page<NetworkRow & { member_count: number }>>;
-  countNetworks(userId: string): Promise<number>;
-  deleteNetwork(id: string): Promise<void>;
-  addNetworkMember(networkId: string, sandboxId: string): Promise<boolean>;
-  removeNetworkMember(networkId: string, sandboxId: string): Promise<boolean>;
-  networkMembers(networkId: string): Promise<SandboxRow[]>;
-  /** Networks a sandbox belongs to. */
-  sandboxNetworks(sandboxId: string): Promise<string[]>;
 }

@@ -92,5 +92,8 @@ export async function cliAs(url: string, key: string) {
       t.kill();
     }
   };
-  return { ok, confirm };
+  /** A command run to completion, whatever its exit code. */
+  const raw = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    h.runCli(args, { env, timeoutMs: 600_000 });
+  return { ok, confirm, raw };
 }

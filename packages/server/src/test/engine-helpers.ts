@@ -26,9 +26,15 @@ export async function startHostd(opts: {
   id: string;
   token: string;
   listen?: string;
+  /** More settings of its own (a VXLAN port per daemon, say). */
+  env?: Record<string, string>;
 }): Promise<HostdProc> {
   const args = ["hostd", "--listen", opts.listen ?? "127.0.0.1:0", "--data-dir", opts.dataDir];
-  const env = { ...(process.env as Record<string, string>), CREATEOS_SANDBOX_HOSTD_TOKEN: opts.token };
+  const env = {
+    ...(process.env as Record<string, string>),
+    CREATEOS_SANDBOX_HOSTD_TOKEN: opts.token,
+    ...opts.env,
+  };
   const p = spawnLogged([...args, "--id", opts.id], env);
   const line = await waitStarted(p, /"msg":"hostd listening"/);
   const url = /"url":"([^"]+)"/.exec(line)?.[1];

@@ -1,8 +1,18 @@
 import { bool } from "../../framework/args.js";
 import type { Command, Group } from "../../framework/command.js";
-import type { Network } from "../../lib/sdk.js";
+import { UsageError } from "../../framework/errors.js";
+import type { Network, NetworkMember } from "../../lib/sdk.js";
 import { relativeTime, renderKeyValues, renderTable } from "../../ui/table.js";
 import { confirmOrYes, label, yesFlag } from "./common.js";
+
+/** A network id as the server hands them out (`net-`, or `net_` in older docs). */
+const NETWORK_ID = /^net[-_][0-9a-z]{26}$/i;
+
+const memberNames = (members: NetworkMember[]) =>
+  members
+    .slice(0, 5)
+    .map((m) => m.name ?? m.sandbox_id)
+    .join(", ") + (members.length > 5 ? ", …" : "");
 
 const create: Command = {
   kind: "command",
@@ -77,7 +87,8 @@ const get: Command = {
               { header: "sandbox", get: (m) => m.sandbox_id },
               { header: "name", get: (m) => m.name ?? "" },
               { header: "status", get: (m) => m.status },
-              { header: "ip", get: (m) => m.ip ?? "" },
+              // absent until the host has put the membership in force
+              { header: "ip", get: (m) => m.ip ?? "(pending)" },
             ],
             members,
           )}`
@@ -120,8 +131,8 @@ const detach: Command = {
     const api = await ctx.api();
     const sb = await api.sandbox(box);
     if (!(await confirmOrYes(ctx, bool(flags, "yes"), `Detach ${label(sb.data)} from ${netRef}?`))) return 1;
-    // The detach route takes the network id; resolve a name first.
-    const net = netRef.startsWith("net") ? { id: netRef } : await api.client.networks.get(netRef);
+    // The detach route takes the network id; resolve a name first (a name may start with "net" too).
+    const net = NETWORK_ID.test(netRef) ? { id: netRef } : await api.client.networks.get(netRef);
     await sb.detachNetwork(net.id);
     ctx.out.result({ action: "network_detached", id: sb.id, network: net.id }, () =>
       ctx.out.success(`Detached ${label(sb.data)} from ${netRef}`),
@@ -134,7 +145,7 @@ const rm: Command = {
   kind: "command",
   name: "rm",
   aliases: ["delete"],
-  summary: "Delete a network (members are detached first)",
+  summary: "Delete a network (with --yes its members are detached first)",
   usage: "<name|id> [--yes]",
   flags: [yesFlag],
   args: { min: 1, max: 1 },
@@ -143,8 +154,22 @@ const rm: Command = {
     const ref = positionals[0] as string;
     const api = await ctx.api();
     const net = await api.client.networks.get(ref);
-    if (!(await confirmOrYes(ctx, bool(flags, "yes"), `Delete network ${net.name}?`))) return 1;
-    for (const m of net.members ?? []) {
+    const members = net.members ?? [];
+    const yes = bool(flags, "yes");
+    if (members.length && !yes && !ctx.interactive) {
+      // What to do, rather than only "pass --yes": the members are what stands in the way.
+      throw new UsageError(
+        `network ${net.name} has ${members.length} member(s) (${memberNames(members)}): pass --yes to detach ` +
+          `them and delete it, or detach them (createos sandbox network detach <sandbox> ${net.name}) ` +
+          "or destroy them first",
+        ctx.commandPath,
+      );
+    }
+    const question = members.length
+      ? `Delete network ${net.name}? Its ${members.length} member(s) (${memberNames(members)}) are detached first.`
+      : `Delete network ${net.name}?`;
+    if (!(await confirmOrYes(ctx, yes, question))) return 1;
+    for (const m of members) {
       const sb = await api.client.getSandbox(m.sandbox_id);
       await sb.detachNetwork(net.id);
     }
