@@ -19,7 +19,7 @@ test("a warm entry's RAM is copied onto a reflink store once, again when the ent
   const a = await warmRamSource(host, warm);
   assert.ok(a.startsWith(warmRamDir(layout)));
   assert.equal(readFileSync(a, "utf8"), "first");
-  assert.equal(await warmRamSource(host, warm), a, "a second restore copies again");
+  assert.equal(await warmRamSource(host, warm), a, "a second restore reuses the copy");
 
   // The entry evicted and captured anew: a new file (another inode), so a copy of its own.
   rmSync(join(warm, "ram"));
