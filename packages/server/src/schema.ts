@@ -15,22 +15,15 @@ import { checkEnvs, dockerfileError, egressRuleError, sshKeyError } from "./vali
 
 const text = (f: (v: string) => string | undefined) => (v: unknown) =>
   typeof v === "string" ? f(v) : undefined;
-
-function httpUrlError(v: string): boolean {
-  try {
-    return !/^https?:$/.test(new URL(v).protocol);
-  } catch {
-    return true;
-  }
-}
+const httpUrl = (v: string) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol);
 
 /** Grammars a pattern cannot state; each returns the client's message for the first thing wrong, or undefined. */
 const GRAMMARS: Record<string, (v: unknown, field: string) => string | undefined> = {
   egress: text(egressRuleError),
   sshKey: text(sshKeyError),
-  httpUrl: text((v) => (httpUrlError(v) ? "endpoint must be an http(s) URL" : undefined)),
+  httpUrl: text((v) => (httpUrl(v) ? undefined : "endpoint must be an http(s) URL")),
   dockerfile: text(dockerfileError),
-  envs: (v, field) => (typeof v === "object" && v !== null ? checkEnvs(v, field) : undefined),
+  envs: checkEnvs,
 };
 
 /**
@@ -43,7 +36,6 @@ const ajv = new Ajv({
   allErrors: true,
   strict: false,
   verbose: true,
-  coerceTypes: false,
   unicode: false,
   // Ajv warns once that `unicode` is deprecated; it still counts by it, and the warning is not the log's.
   logger: { log: () => undefined, warn: () => undefined, error: console.error },
@@ -68,7 +60,7 @@ ajv.addKeyword({
     _parent?: unknown,
     cx?: { parentDataProperty?: string | number },
   ) {
-    const message = GRAMMARS[name]!(v, String(cx?.parentDataProperty ?? ""));
+    const message = GRAMMARS[name]!(v, String(cx?.parentDataProperty));
     if (message === undefined) return true;
     (grammar as { errors?: unknown[] }).errors = [{ keyword: "grammar", message, params: {} }];
     return false;
@@ -86,28 +78,23 @@ interface Annotated {
 
 /**
  * Where a failure stands in the schema's own order: property by property, array item by item (a missing
- * property where it would be). Failures sorted by it come out as a reader going down the body meets them.
+ * property where it would be, where Ajv meets it before the properties beside it).
  */
 function position(root: Annotated, e: ErrorObject): number[] {
   const segs = e.instancePath.split("/").slice(1);
   if (e.keyword === "required") segs.push((e.params as { missingProperty: string }).missingProperty);
-  const pos: number[] = [];
   let s: Annotated | undefined = root;
-  for (const seg of segs) {
-    if (s?.properties) {
-      pos.push(Object.keys(s.properties).indexOf(seg));
-      s = s.properties[seg];
-    } else {
-      pos.push(Number(seg) || 0);
-      s = s?.items;
-    }
-  }
-  return pos;
+  return segs.map((seg) => {
+    const keys = s?.properties ? Object.keys(s.properties) : undefined;
+    s = keys ? s!.properties![seg] : s?.items;
+    return keys ? keys.indexOf(seg) : Number(seg) || 0;
+  });
 }
 
+/** `a` before `b` (< 0): the first index that differs, or a position before those inside it. */
 function before(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
-  return a.length - b.length;
+  const i = a.findIndex((n, j) => n !== b[j]);
+  return i === -1 ? a.length - b.length : a[i]! - (b[i] ?? Number.NEGATIVE_INFINITY);
 }
 
 /** The message for one Ajv failure, and the field it is reported under. */
@@ -160,10 +147,8 @@ export function compileSchema(schema: TSchema, part: string): (data: unknown) =>
     if (v(notObject ? {} : value) && !notObject) return { value };
     const out: Record<string, string> = notObject ? { body: "request body must be a JSON object" } : {};
     const errors = (v.errors ?? []).map((e) => ({ e, at: position(schema as Annotated, e) }));
-    errors.sort((x, y) => before(x.at, y.at));
-    for (const { e } of errors) {
-      // `if` only says its `then` failed; the failures of the `then` are the ones to report.
-      if (e.keyword === "if") continue;
+    // `if` only says its `then` failed; the failures of the `then` are the ones to report.
+    for (const { e } of errors.sort((x, y) => before(x.at, y.at)).filter(({ e }) => e.keyword !== "if")) {
       const [field, message] = describe(e);
       out[field] ??= message;
     }
