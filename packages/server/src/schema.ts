@@ -139,7 +139,6 @@ export function orderedFailure(fields: Record<string, string>, order: string[]):
  */
 export function compileSchema(schema: TSchema, part: string): (data: unknown) => object {
   const v = ajv.compile(schema);
-  const order = Object.keys((schema as Annotated).properties ?? {});
   const isBody = part === "body";
   return (data) => {
     const value = isBody && (data === undefined || data === null) ? {} : data;
@@ -152,7 +151,7 @@ export function compileSchema(schema: TSchema, part: string): (data: unknown) =>
       const [field, message] = describe(e);
       out[field] ??= message;
     }
-    return { error: orderedFailure(out, order) };
+    return { error: validationError(out) };
   };
 }
 
