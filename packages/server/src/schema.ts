@@ -181,17 +181,16 @@ function given<T>(schema: Record<string, unknown>, required?: boolean): Req<T> |
 export function str(name: string, o: StrOpts & { required: true }): Req<string>;
 export function str(name: string, o?: StrOpts): Opt<string>;
 export function str(name: string, o: StrOpts = {}): Req<string> | Opt<string> {
-  const m = o.msg;
   const schema = {
     type: ["string", "null"],
     ...(o.max !== undefined ? { maxLength: o.max } : {}),
     ...(o.re ? { pattern: `^$|${o.re.source}` } : {}),
     ...(o.at ? { "x-at": o.at } : {}),
-    "x-msg": {
-      type: m ?? `${name} must be a string`,
-      maxLength: m ?? `${name} must be at most ${o.max} characters`,
-      pattern: m ?? o.reMsg ?? `${name} has an invalid format`,
-      present: m ?? `${name} is required`,
+    "x-msg": o.msg ?? {
+      type: `${name} must be a string`,
+      maxLength: `${name} must be at most ${o.max} characters`,
+      pattern: o.reMsg ?? `${name} has an invalid format`,
+      present: `${name} is required`,
     },
   };
   return given<string>(schema, o.required);
