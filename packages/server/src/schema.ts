@@ -27,15 +27,18 @@ const GRAMMARS: Record<string, (v: unknown, field: string) => string | undefined
 };
 
 /**
- * `unicode: false`: lengths in UTF-16 units, as the API has always counted them. Keyword order matters to
- * which failure of a field is reported: Ajv runs `type`, then keywords of any type (`present`, `safeInt`,
- * `not`, `enum`), then those of the value's type in order (`maximum`, `maxLength`, `pattern`, … and last
- * the typed `grammar`).
+ * `unicode: false`: lengths in UTF-16 units, as the API has always counted them. Ajv's order is the order
+ * failures are reported in: property by property, item by item; in one value `type`, then keywords of any
+ * type (`present`, `safeInt`, `not`, `enum`), then those of the value's type in order (`maximum`,
+ * `maxLength`, `pattern`, … and last the typed `grammar`). `useDefaults`: a required property's `default:
+ * null`, which its schema refuses, makes a missing one fail where the schema has it (Ajv's `required` would
+ * report every missing property of an object before the others).
  */
 const ajv = new Ajv({
   allErrors: true,
   strict: false,
   verbose: true,
+  useDefaults: true,
   unicode: false,
   // Ajv warns once that `unicode` is deprecated; it still counts by it, and the warning is not the log's.
   logger: { log: () => undefined, warn: () => undefined, error: console.error },
@@ -67,34 +70,10 @@ ajv.addKeyword({
   },
 });
 
-type Msgs = Record<string, string>;
 interface Annotated {
-  "x-msg"?: string | Msgs;
+  "x-msg"?: string | Record<string, string>;
   /** The key the failure is reported under, where it is not the value's path. */
   "x-at"?: string;
-  properties?: Record<string, Annotated>;
-  items?: Annotated;
-}
-
-/**
- * Where a failure stands in the schema's own order: property by property, array item by item (a missing
- * property where it would be, where Ajv meets it before the properties beside it).
- */
-function position(root: Annotated, e: ErrorObject): number[] {
-  const segs = e.instancePath.split("/").slice(1);
-  if (e.keyword === "required") segs.push((e.params as { missingProperty: string }).missingProperty);
-  let s: Annotated | undefined = root;
-  return segs.map((seg) => {
-    const keys = s?.properties ? Object.keys(s.properties) : undefined;
-    s = keys ? s!.properties![seg] : s?.items;
-    return keys ? keys.indexOf(seg) : Number(seg) || 0;
-  });
-}
-
-/** `a` before `b` (< 0): the first index that differs, or a position before those inside it. */
-function before(a: number[], b: number[]): number {
-  const i = a.findIndex((n, j) => n !== b[j]);
-  return i === -1 ? a.length - b.length : a[i]! - (b[i] ?? Number.NEGATIVE_INFINITY);
 }
 
 /** The message for one Ajv failure, and the field it is reported under. */
@@ -104,22 +83,15 @@ function describe(e: ErrorObject): [field: string, message: string] {
     .split("/")
     .slice(1)
     .filter((s) => !/^\d+$/.test(s));
-  let schema = e.parentSchema as Annotated | undefined;
-  let keyword = e.keyword;
-  if (keyword === "required") {
-    const prop = (e.params as { missingProperty: string }).missingProperty;
-    path.push(prop);
-    schema = schema?.properties?.[prop];
-    keyword = "present";
-  }
+  const schema = e.parentSchema as Annotated | undefined;
   const name = path.at(-1) ?? "body";
   const field = schema?.["x-at"] ?? (path.join(".") || "body");
   const msgs = schema?.["x-msg"];
   // A grammar's failure carries its own message (and Ajv gives it no parentSchema).
-  if (keyword === "grammar") return [field, e.message!];
-  const custom = typeof msgs === "string" ? msgs : msgs?.[keyword];
+  if (e.keyword === "grammar") return [field, e.message!];
+  const custom = typeof msgs === "string" ? msgs : msgs?.[e.keyword];
   if (custom) return [field, custom.replace("{value}", String(e.data).slice(0, 50))];
-  return [field, keyword === "present" ? `${name} is required` : `${name} ${e.message ?? "is invalid"}`];
+  return [field, e.keyword === "present" ? `${name} is required` : `${name} ${e.message ?? "is invalid"}`];
 }
 
 /** Field failures in the order of the schema's properties (nested fields under their top-level one). */
@@ -145,9 +117,9 @@ export function compileSchema(schema: TSchema, part: string): (data: unknown) =>
     const notObject = isBody && (typeof value !== "object" || Array.isArray(value));
     if (v(notObject ? {} : value) && !notObject) return { value };
     const out: Record<string, string> = notObject ? { body: "request body must be a JSON object" } : {};
-    const errors = (v.errors ?? []).map((e) => ({ e, at: position(schema as Annotated, e) }));
-    // `if` only says its `then` failed; the failures of the `then` are the ones to report.
-    for (const { e } of errors.sort((x, y) => before(x.at, y.at)).filter(({ e }) => e.keyword !== "if")) {
+    for (const e of v.errors ?? []) {
+      // `if` only says its `then` failed; the failures of the `then` are the ones to report.
+      if (e.keyword === "if") continue;
       const [field, message] = describe(e);
       out[field] ??= message;
     }
@@ -170,10 +142,10 @@ export interface StrOpts {
 export type Req<T> = TUnsafe<T>;
 export type Opt<T> = TOptional<TUnsafe<T | null>>;
 
-/** The schema, required (`present`) or optional; `null` is allowed by its type either way. */
+/** The schema, required (`present`, absent read as `null`) or optional; `null` is allowed by its type either way. */
 function given<T>(schema: Record<string, unknown>, required?: boolean): Req<T> | Opt<T> {
   return required
-    ? Type.Unsafe<T>({ ...schema, present: true })
+    ? Type.Unsafe<T>({ ...schema, present: true, default: null })
     : Type.Optional(Type.Unsafe<T | null>(schema));
 }
 
