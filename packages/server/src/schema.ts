@@ -70,12 +70,6 @@ ajv.addKeyword({
   },
 });
 
-interface Annotated {
-  "x-msg"?: string | Record<string, string>;
-  /** The key the failure is reported under, where it is not the value's path. */
-  "x-at"?: string;
-}
-
 /** The message for one Ajv failure, and the field it is reported under. */
 function describe(e: ErrorObject): [field: string, message: string] {
   // Array indices are not part of a field's name: a bad egress rule is reported under `egress`.
@@ -83,7 +77,8 @@ function describe(e: ErrorObject): [field: string, message: string] {
     .split("/")
     .slice(1)
     .filter((s) => !/^\d+$/.test(s));
-  const schema = e.parentSchema as Annotated | undefined;
+  // `x-at`: the key the failure is reported under, where it is not the value's path.
+  const schema = e.parentSchema as { "x-msg"?: string | Record<string, string>; "x-at"?: string } | undefined;
   const name = path.at(-1) ?? "body";
   const field = schema?.["x-at"] ?? (path.join(".") || "body");
   const msgs = schema?.["x-msg"];
