@@ -99,12 +99,27 @@ export function orderedFailure(fields: Record<string, string>, order: string[]):
   return validationError(Object.fromEntries(keys.map((k) => [k, fields[k]!])));
 }
 
+interface Props {
+  properties?: Record<string, Props & { default?: unknown }>;
+  required?: string[];
+  items?: Props;
+}
+/** A schema whose required property would be reported first (no `default: null`) is refused at start. */
+function nullDefaults(s: Props): void {
+  for (const [k, p] of Object.entries(s.properties ?? {})) {
+    if (s.required?.includes(k) && p.default !== null) throw new Error(`required ${k} without default: null`);
+    nullDefaults(p);
+  }
+  if (s.items) nullDefaults(s.items);
+}
+
 /**
  * Fastify's validator compiler: a schema → a validator answering `{ value }` or `{ error }` with our 400. A
  * body that is absent or `null` is validated (and handed on) as `{}`; one that is not an object fails with
  * `body`, and its required fields are reported as missing beside it.
  */
 export function compileSchema(schema: TSchema, part: string): (data: unknown) => object {
+  nullDefaults(schema as Props);
   const v = ajv.compile(schema);
   const isBody = part === "body";
   return (data) => {
