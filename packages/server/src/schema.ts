@@ -15,35 +15,30 @@ import { checkEnvs, dockerfileError, egressRuleError, sshKeyError } from "./vali
 
 const text = (f: (v: string) => string | undefined) => (v: unknown) =>
   typeof v === "string" ? f(v) : undefined;
-
-function httpUrlError(v: string): boolean {
-  try {
-    return !/^https?:$/.test(new URL(v).protocol);
-  } catch {
-    return true;
-  }
-}
+const httpUrl = (v: string) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol);
 
 /** Grammars a pattern cannot state; each returns the client's message for the first thing wrong, or undefined. */
 const GRAMMARS: Record<string, (v: unknown, field: string) => string | undefined> = {
   egress: text(egressRuleError),
   sshKey: text(sshKeyError),
-  httpUrl: text((v) => (httpUrlError(v) ? "endpoint must be an http(s) URL" : undefined)),
+  httpUrl: text((v) => (httpUrl(v) ? undefined : "endpoint must be an http(s) URL")),
   dockerfile: text(dockerfileError),
-  envs: (v, field) => (typeof v === "object" && v !== null ? checkEnvs(v, field) : undefined),
+  envs: checkEnvs,
 };
 
 /**
- * `unicode: false`: lengths in UTF-16 units, as the API has always counted them. Keyword order matters to
- * which failure of a field is reported: Ajv runs `type`, then keywords of any type (`present`, `safeInt`,
- * `not`, `enum`), then those of the value's type in order (`maximum`, `maxLength`, `pattern`, … and last
- * the typed `grammar`).
+ * `unicode: false`: lengths in UTF-16 units, as the API has always counted them. Ajv's order is the order
+ * failures are reported in: property by property, item by item; in one value `type`, then keywords of any
+ * type (`present`, `safeInt`, `not`, `enum`), then those of the value's type in order (`maximum`,
+ * `maxLength`, `pattern`, … and last the typed `grammar`). `useDefaults`: a required property's `default:
+ * null`, which its schema refuses, makes a missing one fail where the schema has it (Ajv's `required` would
+ * report every missing property of an object before the others).
  */
 const ajv = new Ajv({
   allErrors: true,
   strict: false,
   verbose: true,
-  coerceTypes: false,
+  useDefaults: true,
   unicode: false,
   // Ajv warns once that `unicode` is deprecated; it still counts by it, and the warning is not the log's.
   logger: { log: () => undefined, warn: () => undefined, error: console.error },
@@ -68,47 +63,12 @@ ajv.addKeyword({
     _parent?: unknown,
     cx?: { parentDataProperty?: string | number },
   ) {
-    const message = GRAMMARS[name]!(v, String(cx?.parentDataProperty ?? ""));
+    const message = GRAMMARS[name]!(v, String(cx?.parentDataProperty));
     if (message === undefined) return true;
     (grammar as { errors?: unknown[] }).errors = [{ keyword: "grammar", message, params: {} }];
     return false;
   },
 });
-
-type Msgs = Record<string, string>;
-interface Annotated {
-  "x-msg"?: string | Msgs;
-  /** The key the failure is reported under, where it is not the value's path. */
-  "x-at"?: string;
-  properties?: Record<string, Annotated>;
-  items?: Annotated;
-}
-
-/**
- * Where a failure stands in the schema's own order: property by property, array item by item (a missing
- * property where it would be). Failures sorted by it come out as a reader going down the body meets them.
- */
-function position(root: Annotated, e: ErrorObject): number[] {
-  const segs = e.instancePath.split("/").slice(1);
-  if (e.keyword === "required") segs.push((e.params as { missingProperty: string }).missingProperty);
-  const pos: number[] = [];
-  let s: Annotated | undefined = root;
-  for (const seg of segs) {
-    if (s?.properties) {
-      pos.push(Object.keys(s.properties).indexOf(seg));
-      s = s.properties[seg];
-    } else {
-      pos.push(Number(seg) || 0);
-      s = s?.items;
-    }
-  }
-  return pos;
-}
-
-function before(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
-  return a.length - b.length;
-}
 
 /** The message for one Ajv failure, and the field it is reported under. */
 function describe(e: ErrorObject): [field: string, message: string] {
@@ -117,22 +77,16 @@ function describe(e: ErrorObject): [field: string, message: string] {
     .split("/")
     .slice(1)
     .filter((s) => !/^\d+$/.test(s));
-  let schema = e.parentSchema as Annotated | undefined;
-  let keyword = e.keyword;
-  if (keyword === "required") {
-    const prop = (e.params as { missingProperty: string }).missingProperty;
-    path.push(prop);
-    schema = schema?.properties?.[prop];
-    keyword = "present";
-  }
+  // `x-at`: the key the failure is reported under, where it is not the value's path.
+  const schema = e.parentSchema as { "x-msg"?: string | Record<string, string>; "x-at"?: string } | undefined;
   const name = path.at(-1) ?? "body";
   const field = schema?.["x-at"] ?? (path.join(".") || "body");
   const msgs = schema?.["x-msg"];
   // A grammar's failure carries its own message (and Ajv gives it no parentSchema).
-  if (keyword === "grammar") return [field, e.message!];
-  const custom = typeof msgs === "string" ? msgs : msgs?.[keyword];
+  if (e.keyword === "grammar") return [field, e.message!];
+  const custom = typeof msgs === "string" ? msgs : msgs?.[e.keyword];
   if (custom) return [field, custom.replace("{value}", String(e.data).slice(0, 50))];
-  return [field, keyword === "present" ? `${name} is required` : `${name} ${e.message ?? "is invalid"}`];
+  return [field, e.keyword === "present" ? `${name} is required` : `${name} ${e.message ?? "is invalid"}`];
 }
 
 /** Field failures in the order of the schema's properties (nested fields under their top-level one). */
@@ -145,29 +99,41 @@ export function orderedFailure(fields: Record<string, string>, order: string[]):
   return validationError(Object.fromEntries(keys.map((k) => [k, fields[k]!])));
 }
 
+interface Props {
+  properties?: Record<string, Props & { default?: unknown }>;
+  required?: string[];
+  items?: Props;
+}
+/** A schema whose required property would be reported first (no `default: null`) is refused at start. */
+function nullDefaults(s: Props): void {
+  for (const [k, p] of Object.entries(s.properties ?? {})) {
+    if (s.required?.includes(k) && p.default !== null) throw new Error(`required ${k} without default: null`);
+    nullDefaults(p);
+  }
+  if (s.items) nullDefaults(s.items);
+}
+
 /**
  * Fastify's validator compiler: a schema → a validator answering `{ value }` or `{ error }` with our 400. A
  * body that is absent or `null` is validated (and handed on) as `{}`; one that is not an object fails with
  * `body`, and its required fields are reported as missing beside it.
  */
 export function compileSchema(schema: TSchema, part: string): (data: unknown) => object {
+  nullDefaults(schema as Props);
   const v = ajv.compile(schema);
-  const order = Object.keys((schema as Annotated).properties ?? {});
   const isBody = part === "body";
   return (data) => {
     const value = isBody && (data === undefined || data === null) ? {} : data;
     const notObject = isBody && (typeof value !== "object" || Array.isArray(value));
     if (v(notObject ? {} : value) && !notObject) return { value };
     const out: Record<string, string> = notObject ? { body: "request body must be a JSON object" } : {};
-    const errors = (v.errors ?? []).map((e) => ({ e, at: position(schema as Annotated, e) }));
-    errors.sort((x, y) => before(x.at, y.at));
-    for (const { e } of errors) {
+    for (const e of v.errors ?? []) {
       // `if` only says its `then` failed; the failures of the `then` are the ones to report.
       if (e.keyword === "if") continue;
       const [field, message] = describe(e);
       out[field] ??= message;
     }
-    return { error: orderedFailure(out, order) };
+    return { error: validationError(out) };
   };
 }
 
@@ -186,10 +152,10 @@ export interface StrOpts {
 export type Req<T> = TUnsafe<T>;
 export type Opt<T> = TOptional<TUnsafe<T | null>>;
 
-/** The schema, required (`present`) or optional; `null` is allowed by its type either way. */
+/** The schema, required (`present`, absent read as `null`) or optional; `null` is allowed by its type either way. */
 function given<T>(schema: Record<string, unknown>, required?: boolean): Req<T> | Opt<T> {
   return required
-    ? Type.Unsafe<T>({ ...schema, present: true })
+    ? Type.Unsafe<T>({ ...schema, present: true, default: null })
     : Type.Optional(Type.Unsafe<T | null>(schema));
 }
 
@@ -197,17 +163,16 @@ function given<T>(schema: Record<string, unknown>, required?: boolean): Req<T> |
 export function str(name: string, o: StrOpts & { required: true }): Req<string>;
 export function str(name: string, o?: StrOpts): Opt<string>;
 export function str(name: string, o: StrOpts = {}): Req<string> | Opt<string> {
-  const m = o.msg;
   const schema = {
     type: ["string", "null"],
     ...(o.max !== undefined ? { maxLength: o.max } : {}),
     ...(o.re ? { pattern: `^$|${o.re.source}` } : {}),
     ...(o.at ? { "x-at": o.at } : {}),
-    "x-msg": {
-      type: m ?? `${name} must be a string`,
-      maxLength: m ?? `${name} must be at most ${o.max} characters`,
-      pattern: m ?? o.reMsg ?? `${name} has an invalid format`,
-      present: m ?? `${name} is required`,
+    "x-msg": o.msg ?? {
+      type: `${name} must be a string`,
+      maxLength: `${name} must be at most ${o.max} characters`,
+      pattern: o.reMsg ?? `${name} has an invalid format`,
+      present: `${name} is required`,
     },
   };
   return given<string>(schema, o.required);

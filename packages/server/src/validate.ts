@@ -5,7 +5,7 @@
 import { isIP } from "node:net";
 import { SANDBOX_STATUSES, type SandboxStatus } from "@createos-sandbox/protocol/api";
 import { type Static, Type } from "@sinclair/typebox";
-import { DOCKERFILE_MAX, DockerfileError, planDockerfile } from "./templates/dockerfile.js";
+import { DockerfileError, planDockerfile } from "./templates/dockerfile.js";
 
 export const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const RESOURCE_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -127,8 +127,6 @@ export function mergeSshKeys(existing: string[], added: string[]): string[] {
   return out;
 }
 
-export { DOCKERFILE_MAX };
-
 /** The Dockerfile grammar and template rules (templates/dockerfile.ts); returns the first violation. */
 export function dockerfileError(df: string): string | undefined {
   try {
@@ -173,13 +171,8 @@ export const SandboxListQuery = Type.Object(PageQuery.properties, {
 });
 export type SandboxListQuery = Static<typeof PageQuery> & { status?: SandboxStatus | "" };
 
-export interface PageParams {
-  limit: number;
-  offset: number;
-}
-
 /** `limit` (default 50, clamped to 500) and `offset` (default 0) of a query `PageQuery` has checked. */
-export function pageParams(q: Static<typeof PageQuery>): PageParams {
+export function pageParams(q: Static<typeof PageQuery>): { limit: number; offset: number } {
   const limit = q.limit ? Number(q.limit) : 50;
   return { limit: Math.min(limit || 50, 500), offset: q.offset ? Number(q.offset) : 0 };
 }

@@ -9,33 +9,28 @@ const JSON_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
  * arrived within `timeoutMs` (a client trickling bytes) is refused with 408.
  */
 export function readJson(req: IncomingMessage, limit: number, timeoutMs = 0): Promise<unknown> {
-  const declared = Number(req.headers["content-length"] ?? "0");
-  if (declared > limit) return Promise.reject(apiError("body_too_large", { limit }));
+  if (Number(req.headers["content-length"] ?? "0") > limit)
+    return Promise.reject(apiError("body_too_large", { limit }));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
     let failed = false;
-    const timer =
-      timeoutMs > 0
-        ? setTimeout(() => {
-            if (!req.complete && !failed) fail(apiError("request_timeout"));
-          }, timeoutMs).unref()
-        : undefined;
     const fail = (e: unknown) => {
       failed = true;
       clearTimeout(timer);
       reject(e);
     };
+    // Cleared by `fail` and at the end: firing, it meets a body that has neither failed nor ended.
+    const late = () => req.complete || fail(apiError("request_timeout"));
+    const timer = timeoutMs > 0 ? setTimeout(late, timeoutMs).unref() : undefined;
     req.on("data", (c: Buffer) => {
       if (failed) return;
       n += c.length;
-      if (n > limit) return fail(apiError("body_too_large", { limit }));
-      chunks.push(c);
+      if (n > limit) fail(apiError("body_too_large", { limit }));
+      else chunks.push(c);
     });
     req.on("error", fail);
-    req.on("close", () => {
-      if (!req.complete && !failed) fail(apiError("bad_request_line"));
-    });
+    req.on("close", () => req.complete || failed || fail(apiError("bad_request_line")));
     req.on("end", () => {
       clearTimeout(timer);
       if (failed) return;

@@ -15,7 +15,6 @@ export interface JSendOut {
 function fromFastify(err: { code?: string }): ApiError | undefined {
   switch (err.code) {
     case "FST_ERR_BAD_URL":
-    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
       return apiError("bad_request_line");
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return apiError("unsupported_content_type", { type: "none" });

@@ -21,7 +21,8 @@ const Credentials = Type.Object(
     access_key: str("access_key", { required: true, msg: "access_key is required" }),
     secret_key: str("secret_key", { required: true, msg: "secret_key is required" }),
   },
-  { "x-msg": { type: CREDENTIALS, present: CREDENTIALS } },
+  // `default: null` (refused by the type): a missing one is reported in its place (schema.ts).
+  { "x-msg": { type: CREDENTIALS, present: CREDENTIALS }, default: null },
 );
 const S3_CONFIG = "config {bucket, endpoint} is required";
 const S3Config = Type.Object(
@@ -35,11 +36,12 @@ const S3Config = Type.Object(
       type: "string",
       grammar: "httpUrl",
       "x-msg": "endpoint must be an http(s) URL",
+      default: null,
     }),
     region: Type.Optional(Type.String({ "x-msg": "region must be a string" })),
     use_path_style: Type.Optional(Type.Boolean({ "x-msg": "use_path_style must be true or false" })),
   },
-  { "x-msg": { type: S3_CONFIG, present: S3_CONFIG } },
+  { "x-msg": { type: S3_CONFIG, present: S3_CONFIG }, default: null },
 );
 const KIND = str("kind", { required: true });
 const CreateBody = Type.Object({

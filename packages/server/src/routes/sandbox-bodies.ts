@@ -21,7 +21,7 @@ function autoPause(app: App) {
 }
 
 /** Relative, and no `..` segment. */
-const SUB_PATH = "^(?!/)(?![\\s\\S]*(?:^|/)\\.\\.(?:/|$))";
+const SUB_PATH = /^(?!\/)(?![\s\S]*(?:^|\/)\.\.(?:\/|$))/;
 
 /** `{disk_id, mount_path, sub_path?}`, its failures reported under `<at>.<field>`. */
 export function diskAttachment(at: string) {
@@ -34,14 +34,11 @@ export function diskAttachment(at: string) {
       msg: "mount_path must be an absolute path",
       at: `${at}.mount_path`,
     }),
-    sub_path: Type.Optional(
-      Type.Unsafe<string | null>({
-        type: ["string", "null"],
-        pattern: SUB_PATH,
-        "x-msg": "sub_path must be relative and must not contain '..'",
-        "x-at": `${at}.sub_path`,
-      }),
-    ),
+    sub_path: str("sub_path", {
+      re: SUB_PATH,
+      msg: "sub_path must be relative and must not contain '..'",
+      at: `${at}.sub_path`,
+    }),
   };
 }
 
@@ -52,15 +49,10 @@ const networksField = () =>
     Type.Unsafe<{ id: string }[] | null>({
       type: ["array", "null"],
       maxItems: 16,
-      items: {
-        type: "object",
-        required: ["id"],
-        properties: {
-          id: { type: "string", minLength: 1, maxLength: 100, "x-msg": NETWORK_ID, "x-at": "networks" },
-        },
-        "x-msg": NETWORK_ID,
-        "x-at": "networks",
-      },
+      items: Type.Object(
+        { id: str("id", { required: true, max: 100, msg: NETWORK_ID, at: "networks" }) },
+        { "x-msg": NETWORK_ID, "x-at": "networks" },
+      ),
       "x-msg": "networks must be an array of {id} (at most 16)",
     }),
   );
