@@ -47,7 +47,7 @@ export interface Ctx {
   params: Record<string, string>;
   /** The first value of each query parameter. */
   query: Query;
-  principal?: Principal;
+  principal?: Principal | undefined;
   /** Parsed JSON body for `body: "json"` routes (undefined when empty). */
   body?: unknown;
   /** Extra fields for the request log line. */
@@ -273,7 +273,7 @@ function register(app: FastifyInstance, r: Route, admission: Admission): void {
         query: req.query as Query,
         body: req.body,
         logFields: req.logFields,
-        ...(req.principal ? { principal: req.principal } : {}),
+        principal: req.principal,
       };
       if (r.check) await runCheck(r, ctx, req.validationError as ApiError | undefined);
       const up = (req.raw as UpgradeReq)[UPGRADE];
@@ -365,7 +365,7 @@ function observe(req: FastifyRequest, res: ServerResponse & { [DONE]?: () => voi
     d.log.request(Object.assign(line, req.logFields));
   };
   res[DONE] = done;
-  res.once("close", done);
+  res.on("close", done);
 }
 
 /** Which routes a path names under some method, for 405 + Allow (literal segments before parameters). */
