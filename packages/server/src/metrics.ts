@@ -1,12 +1,32 @@
 /** Prometheus metrics through prom-client: our request, VM-operation and sandbox series plus process defaults. */
-import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const VM_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests = new RequestSeries(this.registry);
+  /**
+   * Requests not counted yet, as (route, method, status, seconds): prom-client's `labels(…)` calls cost
+   * several times more run once between two requests than in a loop over many (like log lines, log.ts),
+   * so requests are counted at scrape time (the series' `collect`) or every 256.
+   */
+  private readonly pending: (string | number)[] = [];
+  private readonly httpRequests = new Counter({
+    name: "createos_http_requests_total",
+    help: "HTTP requests by route, method and status.",
+    labelNames: ["route", "method", "status"],
+    registers: [this.registry],
+    collect: () => this.countRequests(),
+  });
+  private readonly httpLatency = new Histogram({
+    name: "createos_http_request_duration_seconds",
+    help: "HTTP request latency by route.",
+    labelNames: ["route", "method"],
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+    collect: () => this.countRequests(),
+  });
   private readonly vmOps = this.histogram(
     "createos_vm_operation_duration_seconds",
     "Host daemon operations by kind and result.",
@@ -65,7 +85,17 @@ export class Metrics {
   }
 
   request(route: string, method: string, status: number, seconds: number): void {
-    this.requests.observe(route, method, status, seconds);
+    this.pending.push(route, method, status, seconds);
+    if (this.pending.length >= 4 * 256) this.countRequests();
+  }
+
+  private countRequests(): void {
+    const p = this.pending;
+    for (let i = 0; i < p.length; i += 4) {
+      this.httpRequests.labels(p[i] as string, p[i + 1] as string, String(p[i + 2])).inc();
+      this.httpLatency.labels(p[i] as string, p[i + 1] as string).observe(p[i + 3] as number);
+    }
+    p.length = 0;
   }
 
   vmOp(op: string, ok: boolean, seconds: number): void {
@@ -84,74 +114,5 @@ export class Metrics {
 
   get contentType(): string {
     return this.registry.contentType;
-  }
-}
-
-interface RouteSeries {
-  labels: { route: string; method: string };
-  /** Observations per bucket (not cumulative), the last one past every bound. */
-  buckets: number[];
-  sum: number;
-  count: number;
-  statuses: Map<number, number>;
-}
-
-/**
- * The request counter and latency histogram, counted on the request path in plain numbers — prom-client's
- * `labels(…).inc()` and `.observe()` resolve and check their labels anew on every call, a cost per request
- * — and handed to the registry at scrape time in the shape prom-client's own Counter and Histogram give it,
- * so the exposition text is the same.
- */
-class RequestSeries {
-  private readonly series = new Map<string, RouteSeries>();
-
-  constructor(registry: Registry) {
-    const register = (name: string, help: string, type: string, values: () => object[]) =>
-      registry.registerMetric({
-        name,
-        help,
-        type,
-        aggregator: "sum",
-        get: async () => ({ name, help, type, aggregator: "sum", values: values() }),
-        reset: () => this.series.clear(),
-      } as unknown as Metric);
-    register("createos_http_requests_total", "HTTP requests by route, method and status.", "counter", () =>
-      [...this.series.values()].flatMap((s) =>
-        [...s.statuses].map(([status, value]) => ({
-          labels: { ...s.labels, status: String(status) },
-          value,
-        })),
-      ),
-    );
-    const name = "createos_http_request_duration_seconds";
-    register(name, "HTTP request latency by route.", "histogram", () =>
-      [...this.series.values()].flatMap((s) => {
-        let acc = 0;
-        const buckets = s.buckets.map((n, i) => {
-          acc += n;
-          const le = i < LATENCY_BUCKETS.length ? LATENCY_BUCKETS[i]! : "+Inf";
-          return { labels: { le }, sharedLabels: s.labels, value: acc, metricName: `${name}_bucket` };
-        });
-        const sum = { labels: {}, sharedLabels: s.labels, value: s.sum, metricName: `${name}_sum` };
-        const count = { labels: {}, sharedLabels: s.labels, value: s.count, metricName: `${name}_count` };
-        return [...buckets, sum, count];
-      }),
-    );
-  }
-
-  observe(route: string, method: string, status: number, seconds: number): void {
-    const key = `${method} ${route}`;
-    let s = this.series.get(key);
-    if (!s) {
-      const buckets = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
-      s = { labels: { route, method }, buckets, sum: 0, count: 0, statuses: new Map() };
-      this.series.set(key, s);
-    }
-    let i = 0;
-    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
-    s.buckets[i]!++;
-    s.sum += seconds;
-    s.count++;
-    s.statuses.set(status, (s.statuses.get(status) ?? 0) + 1);
   }
 }

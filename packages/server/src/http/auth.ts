@@ -86,26 +86,28 @@ export class Admission {
 
   /**
    * Resolves the credential; X-Auth-Token and X-Access-Token are consulted before X-Api-Key (protocol.md
-   * §1.2), and a WebSocket's bearer subprotocol last.
+   * §1.2), and a WebSocket's bearer subprotocol last. A credential in the cache is answered at once, without
+   * a promise: this runs on every request.
    */
-  async authenticate(h: IncomingHttpHeaders): Promise<Principal> {
+  private authenticate(h: IncomingHttpHeaders): Principal | Promise<Principal> {
     const secret = (h["x-auth-token"] ?? h["x-access-token"] ?? h["x-api-key"]) as string | undefined;
     return this.lookup(secret ?? subprotocolBearer(h["sec-websocket-protocol"]));
   }
 
-  private async lookup(secret: string | undefined): Promise<Principal> {
+  private lookup(secret: string | undefined): Principal | Promise<Principal> {
     if (secret === undefined || secret === "") throw apiError("auth_missing");
     if (secret.length > 512) throw apiError("auth_invalid");
     const now = performance.now();
     const hit = this.cache.get(secret);
     if (hit && hit.until > now) return hit.principal;
-    const p = await this.store.authenticate(secret);
-    if (!p) throw apiError("auth_invalid");
-    if (this.cfg.authCacheMs > 0) {
-      if (this.cache.size >= 10_000) this.cache.clear();
-      this.cache.set(secret, { principal: p, until: now + this.cfg.authCacheMs });
-    }
-    return p;
+    return this.store.authenticate(secret).then((p) => {
+      if (!p) throw apiError("auth_invalid");
+      if (this.cfg.authCacheMs > 0) {
+        if (this.cache.size >= 10_000) this.cache.clear();
+        this.cache.set(secret, { principal: p, until: now + this.cfg.authCacheMs });
+      }
+      return p;
+    });
   }
 
   /** Drops cached credentials at once (rotated or deleted access tokens); other changes wait out the TTL. */
@@ -116,18 +118,25 @@ export class Admission {
   /**
    * Credential check plus the tenant's token bucket. An address whose failed attempts emptied its bucket is
    * refused before its credential is looked at, whatever it sends: a guess must not be told apart by its
-   * answer.
+   * answer. Throws or answers at once when it can (a cached credential), else through the promise.
    */
-  async admit(h: IncomingHttpHeaders, ip: string): Promise<Principal> {
+  admit(h: IncomingHttpHeaders, ip: string): Principal | Promise<Principal> {
     const blocked = this.authFailures.peek(ip);
     if (blocked > 0) throw Object.assign(apiError("auth_rate_limited"), { retryAfter: blocked });
-    let principal: Principal;
-    try {
-      principal = await this.authenticate(h);
-    } catch (e) {
+    const failed = (e: unknown): never => {
       if ((e as { code?: string }).code === "auth_invalid") this.authFailures.take(ip);
       throw e;
+    };
+    let who: Principal | Promise<Principal>;
+    try {
+      who = this.authenticate(h);
+    } catch (e) {
+      return failed(e);
     }
+    return who instanceof Promise ? who.then((p) => this.limit(p), failed) : this.limit(who);
+  }
+
+  private limit(principal: Principal): Principal {
     const wait = this.limiter.take(principal.user_id);
     if (wait > 0) {
       throw Object.assign(

@@ -47,7 +47,7 @@ export interface Ctx {
   params: Record<string, string>;
   /** The first value of each query parameter. */
   query: Query;
-  principal?: Principal;
+  principal?: Principal | undefined;
   /** Parsed JSON body for `body: "json"` routes (undefined when empty). */
   body?: unknown;
   /** Extra fields for the request log line. */
@@ -246,9 +246,19 @@ function register(app: FastifyInstance, r: Route, admission: Admission): void {
     ...(auth === "none"
       ? {}
       : {
-          onRequest: async (req: FastifyRequest) => {
-            req.principal = await admission.admit(req.headers, clientAddress(req.raw.socket));
-            if (req.principal.sandbox_id && auth !== "runtime") throw apiError("access_token_scope");
+          // A callback hook: a cached credential is admitted without a promise.
+          onRequest: (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+            const admitted = (p: Principal) => {
+              req.principal = p;
+              done(p.sandbox_id && auth !== "runtime" ? apiError("access_token_scope") : undefined);
+            };
+            try {
+              const who = admission.admit(req.headers, clientAddress(req.raw.socket));
+              if (who instanceof Promise) who.then(admitted, done);
+              else admitted(who);
+            } catch (e) {
+              done(e as Error);
+            }
           },
         }),
     ...(r.schema ? { schema: r.schema } : {}),
@@ -263,7 +273,7 @@ function register(app: FastifyInstance, r: Route, admission: Admission): void {
         query: req.query as Query,
         body: req.body,
         logFields: req.logFields,
-        ...(req.principal ? { principal: req.principal } : {}),
+        principal: req.principal,
       };
       if (r.check) await runCheck(r, ctx, req.validationError as ApiError | undefined);
       const up = (req.raw as UpgradeReq)[UPGRADE];
@@ -341,7 +351,8 @@ function observe(req: FastifyRequest, res: ServerResponse & { [DONE]?: () => voi
     const q = req.url.indexOf("?");
     let path = q === -1 ? req.url : req.url.slice(0, q);
     if (path.endsWith("/")) path = path.replace(/(.)\/+$/, "$1");
-    const line: Record<string, unknown> = {
+    const line: { msg: "request" } & Record<string, unknown> = {
+      msg: "request",
       req_id: req.id,
       method: req.method,
       route,
@@ -351,10 +362,10 @@ function observe(req: FastifyRequest, res: ServerResponse & { [DONE]?: () => voi
       user_id: req.principal?.user_id,
     };
     if (!res.writableFinished && res.statusCode !== 101) line.aborted = true;
-    d.log.info("request", Object.assign(line, req.logFields));
+    d.log.request(Object.assign(line, req.logFields));
   };
   res[DONE] = done;
-  res.once("close", done);
+  res.on("close", done);
 }
 
 /** Which routes a path names under some method, for 405 + Allow (literal segments before parameters). */

@@ -1,9 +1,13 @@
-/** The store's row and page cache (store/cache.ts) never answers what the database no longer says. */
+/**
+ * The store's row and page cache (store/cache.ts) never answers what the database no longer says (for another
+ * connection's commits: from 1 ms after them).
+ */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ServerConfig } from "../config.js";
 import { createRow } from "../rows.js";
 import { SqliteStore } from "../store/sqlite.js";
@@ -128,6 +132,8 @@ test("another connection's commits are seen: a second process on the same file",
   await other.transition(r.id, ["running"], { status: "paused" });
   await other.insertSandbox(row(user, "theirs"));
   await other.close();
+  // Seen by a read that starts 1 ms or more after the commit (cache.ts LOOK_MS).
+  await sleep(2);
   assert.equal((await store.getSandbox(r.id))!.status, "paused");
   const listed = await store.listSandboxes(user, { limit: 5, offset: 0 });
   assert.deepEqual(
@@ -150,6 +156,7 @@ test("another connection's commit between two of ours is seen", async () => {
   const other = SqliteStore.open(path);
   await other.transition(theirs.id, ["running"], { status: "paused" });
   await other.close();
+  await sleep(2);
   // Our next commit rewrites the WAL index again: it must not be taken as the only change since the last look.
   await store.updateSandbox(mine.id, { bandwidth_used_bytes: 1 });
   assert.equal((await store.getSandbox(theirs.id))!.status, "paused");
