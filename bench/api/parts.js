@@ -10,16 +10,12 @@
 // around it, which is what it costs the product (a piece timed in a loop by itself costs a fraction of it).
 //
 // Usage: node bench/api/parts.js [--rounds 10]   (npm run bench -- api/parts)
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect } from "node:net";
-import { availableParallelism, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { cpuOf, dist, load, median, pinning, seed } from "./lib.js";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const dist = join(root, "packages/server/dist");
-const KEY = `skp_bench${"x".repeat(28)}`;
 const MODES = {
   bare: "bare node:http, same answer",
   fastify: "minimal Fastify, same answer",
@@ -29,26 +25,6 @@ const MODES = {
   "no-admission": "… without admission (no key check, no rate limit)",
   "no-store": "… without the store read (row read at start)",
 };
-
-/** The row every server answers, in the database at `dir`; returns what the servers need. */
-async function seed(dir) {
-  const { SqliteStore } = await import(join(dist, "store/sqlite.js"));
-  const { newSandboxId } = await import(join(dist, "ulid.js"));
-  const store = SqliteStore.open(join(dir, "db.sqlite"));
-  const user = await store.createUser("admin");
-  await store.addApiKey(user.id, KEY);
-  const now = new Date().toISOString();
-  const id = newSandboxId();
-  await store.insertSandbox({
-    ...{ id, user_id: user.id, name: "bench", status: "running", shape: "s-1vcpu-256mb", rootfs: "devbox:1" },
-    ...{ vcpu: 1, mem_mib: 256, disk_mib: 10240, region: "local", ip: "10.201.0.1", spawn_ms: 180.5 },
-    ...{ created_at: now, running_at: now, ingress_enabled: false, egress: ["api.example.com:443"] },
-    ...{ envs: { MODE: "bench" }, ssh_pubkeys: [], bandwidth_quota_bytes: 0, bandwidth_used_bytes: 0 },
-    ...{ bandwidth_ingress_bytes: 0, last_activity_at: Date.now() },
-  });
-  await store.close();
-  return id;
-}
 
 /** One server process: `--serve <mode> <data dir> <sandbox id>`; prints its port. */
 async function serve(mode, dir, id) {
@@ -98,73 +74,33 @@ async function serve(mode, dir, id) {
   listening(server);
 }
 
-async function load(port, path, seconds) {
-  let n = 0;
-  const deadline = performance.now() + seconds * 1000;
-  const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: ${KEY}\r\n\r\n`;
-  const conn = () =>
-    new Promise((resolve) => {
-      const sock = connect(port, "127.0.0.1");
-      sock.setNoDelay(true);
-      let buf = Buffer.alloc(0);
-      const send = () => (performance.now() >= deadline ? sock.end() : sock.write(request));
-      sock.on("connect", send);
-      sock.on("data", (d) => {
-        buf = buf.length ? Buffer.concat([buf, d]) : d;
-        for (;;) {
-          const h = buf.indexOf("\r\n\r\n");
-          if (h === -1) return;
-          const head = buf.subarray(0, h).toString("latin1");
-          const len = Number(/content-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
-          if (buf.length < h + 4 + len) return;
-          if (!head.startsWith("HTTP/1.1 200")) throw new Error(`not a 200: ${head.split("\r\n")[0]}`);
-          buf = buf.subarray(h + 4 + len);
-          n++;
-          send();
-        }
-      });
-      sock.on("close", resolve);
-      sock.on("error", resolve);
-    });
-  await Promise.all(Array.from({ length: 8 }, conn));
-  return n;
-}
-
-const cpuOf = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 if (process.argv[2] === "--serve") {
   await serve(process.argv[3], process.argv[4], process.argv[5]);
 } else {
   const i = process.argv.indexOf("--rounds");
   const rounds = i === -1 ? 10 : Number(process.argv[i + 1]);
-  const pin = availableParallelism() >= 2 && spawnSync("taskset", ["-V"]).status === 0;
-  if (pin) spawnSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+  const { spawnNode } = pinning();
   const dir = mkdtempSync(join(tmpdir(), "csb-parts-"));
-  const id = await seed(dir);
+  const [id] = await seed(dir, 1);
   const here = fileURLToPath(import.meta.url);
   const servers = [];
   try {
     for (const mode of Object.keys(MODES)) {
-      const args = [process.execPath, here, "--serve", mode, dir, id];
-      const p = pin
-        ? spawn("taskset", ["-c", "1", ...args], { stdio: ["ignore", "pipe", "inherit"] })
-        : spawn(args[0], args.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
+      const p = spawnNode([here, "--serve", mode, dir, id], { stdio: ["ignore", "pipe", "inherit"] });
       const port = await new Promise((r) =>
         p.stdout.once("data", (d) => r(Number(String(d).split("\n")[0]))),
       );
       p.stdout.resume();
       servers.push({ mode, port, p, n: 0, cpu: 0, rps: [] });
     }
-    const path = `/v1/sandboxes/${id}`;
+    const path = () => `/v1/sandboxes/${id}`;
     for (const s of servers) await load(s.port, path, 2);
     for (let r = 0; r < rounds; r++) {
       for (const s of r % 2 ? [...servers].reverse() : servers) {
         const c0 = cpuOf(s.p.pid);
-        const n = await load(s.port, path, 1);
+        const { n, errors, non200 } = await load(s.port, path, 1);
+        if (errors || non200)
+          throw new Error(`${s.mode}: ${errors} connection errors, ${non200} answers not 200`);
         s.cpu += cpuOf(s.p.pid) - c0;
         s.n += n;
         s.rps.push(n);

@@ -24,14 +24,11 @@
 // connection) in this process.
 //
 // Usage: node bench/api/run.js [--rounds 10] [--round 1] [--connections 8] [--rows 200] [--pin 0] [--id-only]
-import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect } from "node:net";
-import { availableParallelism, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cpuOf, dist, KEY as key, load as loadFor, median, pinning, seed } from "./lib.js";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? def : Number(process.argv[i + 1]);
@@ -41,59 +38,15 @@ const ROUND_S = arg("round", 1);
 const CONNECTIONS = arg("connections", 8);
 const ROWS = arg("rows", 200);
 const ID_ONLY = process.argv.includes("--id-only");
-const PIN = arg("pin", 1) !== 0 && availableParallelism() >= 2 && spawnSync("taskset", ["-V"]).status === 0;
-
-const { SqliteStore } = await import(join(root, "packages/server/dist/store/sqlite.js"));
-const { newSandboxId } = await import(join(root, "packages/server/dist/ulid.js"));
+const { pin: PIN, spawnNode } = pinning(arg("pin", 1) !== 0);
 
 const dataDir = mkdtempSync(join(tmpdir(), "csb-bench-"));
-const key = `skp_bench${"x".repeat(28)}`;
-const ids = [];
-{
-  const store = SqliteStore.open(join(dataDir, "db.sqlite"));
-  const user = await store.createUser("admin");
-  await store.addApiKey(user.id, key);
-  const now = new Date().toISOString();
-  for (let i = 0; i < ROWS; i++) {
-    const id = newSandboxId();
-    ids.push(id);
-    await store.insertSandbox({
-      id,
-      user_id: user.id,
-      name: `bench-${i}`,
-      status: i % 3 === 0 ? "paused" : "running",
-      shape: "s-1vcpu-256mb",
-      rootfs: "devbox:1",
-      vcpu: 1,
-      mem_mib: 256,
-      disk_mib: 10240,
-      region: "local",
-      ip: `10.201.${i >> 8}.${i & 255}`,
-      spawn_ms: 180.5,
-      created_at: now,
-      running_at: now,
-      ingress_enabled: false,
-      egress: ["api.example.com:443"],
-      envs: { TOKEN: "secret", MODE: "bench" },
-      ssh_pubkeys: [],
-      bandwidth_quota_bytes: 5 * 1024 ** 3,
-      bandwidth_used_bytes: 0,
-      bandwidth_ingress_bytes: 0,
-      last_activity_at: Date.now(),
-    });
-  }
-  await store.close();
-}
-
-/** A node process, on CPU 1 when pinning. */
-const spawnNode = (args, opts) =>
-  PIN ? spawn("taskset", ["-c", "1", process.execPath, ...args], opts) : spawn(process.execPath, args, opts);
-if (PIN) spawnSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+const ids = await seed(dataDir, ROWS);
 
 const server = spawnNode(
   [
     ...(process.env.BENCH_SERVER_ARGS ? process.env.BENCH_SERVER_ARGS.split(" ") : []),
-    join(root, "packages/server/dist/main.js"),
+    join(dist, "main.js"),
     "serve",
     "--port",
     "0",
@@ -143,63 +96,8 @@ const barePort = await new Promise((resolve) =>
   bare.stdout.once("data", (d) => resolve(Number(String(d).trim()))),
 );
 
-/** CPU seconds (user + system) a process has used so far. */
-const cpuOf = (pid) => {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-};
-
-/** One stretch of load: CONNECTIONS sockets, each looping request → full response → next request. */
-async function load(targetPort, pathFor, seconds, lat) {
-  let errors = 0;
-  let non200 = 0;
-  let n = 0;
-  const deadline = performance.now() + seconds * 1000;
-  const conn = () =>
-    new Promise((resolve) => {
-      const sock = connect(targetPort, "127.0.0.1");
-      sock.setNoDelay(true);
-      let buf = Buffer.alloc(0);
-      let t0 = 0;
-      const send = () => {
-        if (performance.now() >= deadline) {
-          sock.end();
-          return;
-        }
-        t0 = performance.now();
-        sock.write(`GET ${pathFor()} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: ${key}\r\n\r\n`);
-      };
-      sock.on("connect", send);
-      sock.on("data", (d) => {
-        buf = buf.length ? Buffer.concat([buf, d]) : d;
-        for (;;) {
-          const h = buf.indexOf("\r\n\r\n");
-          if (h === -1) return;
-          const head = buf.subarray(0, h).toString("latin1");
-          const m = /content-length:\s*(\d+)/i.exec(head);
-          const len = m ? Number(m[1]) : 0;
-          if (buf.length < h + 4 + len) return;
-          if (!head.startsWith("HTTP/1.1 200")) non200++;
-          buf = buf.subarray(h + 4 + len);
-          lat?.push(performance.now() - t0);
-          n++;
-          send();
-        }
-      });
-      sock.on("error", () => {
-        errors++;
-        resolve();
-      });
-      sock.on("close", () => resolve());
-    });
-  const t = performance.now();
-  await Promise.all(Array.from({ length: CONNECTIONS }, conn));
-  return { n, seconds: (performance.now() - t) / 1000, errors, non200 };
-}
+const load = (port, pathFor, seconds, lat) =>
+  loadFor(port, pathFor, seconds, { connections: CONNECTIONS, lat });
 
 let i = 0;
 const byId = () => `/v1/sandboxes/${ids[i++ % ids.length]}`;
@@ -214,10 +112,6 @@ const scenarios = [
       ]),
 ].map((s) => ({ ...s, lat: [], rounds: [], n: 0, seconds: 0, cpu: 0, errors: 0, non200: 0 }));
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const fmt = (n, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : "-");
 const load1 = () => readFileSync("/proc/loadavg", "utf8").split(" ")[0];
 
