@@ -54,7 +54,6 @@ function batched(out: (s: string) => void): { write(s: string): void; flushSync(
     buf = "";
     out(s);
   };
-  process.once("exit", flushSync);
   return {
     write(s) {
       buf += s;
@@ -116,7 +115,7 @@ export function createLogger(write?: (s: string) => void): Logger {
     drain();
     if ("flushSync" in dest) dest.flushSync();
   };
-  // After the destination's own exit flush: what is drained here is written here.
+  // At exit: request lines still waiting, then everything the destination holds.
   if (!write) process.once("exit", flush);
   const line = (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => {
     if (pending.length > 0) drain();
