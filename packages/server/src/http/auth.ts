@@ -123,17 +123,24 @@ export class Admission {
   admit(h: IncomingHttpHeaders, ip: string): Principal | Promise<Principal> {
     const blocked = this.authFailures.peek(ip);
     if (blocked > 0) throw Object.assign(apiError("auth_rate_limited"), { retryAfter: blocked });
-    const failed = (e: unknown): never => {
-      if ((e as { code?: string }).code === "auth_invalid") this.authFailures.take(ip);
-      throw e;
-    };
     let who: Principal | Promise<Principal>;
     try {
       who = this.authenticate(h);
     } catch (e) {
-      return failed(e);
+      return this.failed(e, ip);
     }
-    return who instanceof Promise ? who.then((p) => this.limit(p), failed) : this.limit(who);
+    return who instanceof Promise
+      ? who.then(
+          (p) => this.limit(p),
+          (e) => this.failed(e, ip),
+        )
+      : this.limit(who);
+  }
+
+  /** A refused credential counts against its address (a missing one does not). */
+  private failed(e: unknown, ip: string): never {
+    if ((e as { code?: string }).code === "auth_invalid") this.authFailures.take(ip);
+    throw e;
   }
 
   private limit(principal: Principal): Principal {
