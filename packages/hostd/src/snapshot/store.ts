@@ -33,15 +33,25 @@ export interface SnapshotStore {
   image?: string;
 }
 
+/** An open option, else the environment's `name`, else the first of `values`; anything else fails the open. */
+function choice<T extends string>(
+  name: string,
+  values: readonly T[],
+  opt: T | undefined,
+  env: NodeJS.ProcessEnv,
+): T {
+  const v = opt ?? (env[name] || values[0]!);
+  if (!values.includes(v as T))
+    throw new Error(`${name} must be ${values.slice(0, -1).join(", ")} or ${values.at(-1)}, got ${v}`);
+  return v as T;
+}
+
 /** The store mode: the open option, else `$CREATEOS_SANDBOX_SNAPSHOT_FS`, else `auto`. */
 export function snapshotFsMode(
   opt: SnapshotFsMode | undefined,
   env: NodeJS.ProcessEnv = process.env,
 ): SnapshotFsMode {
-  const v = opt ?? (env.CREATEOS_SANDBOX_SNAPSHOT_FS || "auto");
-  if (v !== "auto" && v !== "xfs-image" && v !== "plain")
-    throw new Error(`CREATEOS_SANDBOX_SNAPSHOT_FS must be auto, xfs-image or plain, got ${v}`);
-  return v;
+  return choice("CREATEOS_SANDBOX_SNAPSHOT_FS", ["auto", "xfs-image", "plain"], opt, env);
 }
 
 /**
@@ -52,9 +62,7 @@ export function forkRamMode(
   opt: "copy" | "map" | undefined,
   env: NodeJS.ProcessEnv = process.env,
 ): "copy" | "map" {
-  const v = opt ?? (env.CREATEOS_SANDBOX_FORK_RAM || "copy");
-  if (v !== "copy" && v !== "map") throw new Error(`CREATEOS_SANDBOX_FORK_RAM must be copy or map, got ${v}`);
-  return v;
+  return choice("CREATEOS_SANDBOX_FORK_RAM", ["copy", "map"], opt, env);
 }
 
 /** The image file of a layout's store. */
