@@ -80,6 +80,34 @@ export function timedOut(socket: Duplex, reqId: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
+/** How long, and for how many bytes, the unread body of a refused request is still read and dropped. */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Lingering close (RFC 9112 §9.6) for a request refused before its body was read (413, 401, 429): node
+ * closes the socket as soon as the answer is written, and a socket closed while the client's bytes still
+ * arrive is answered by the kernel with a reset, which can wipe the answer from the client's receive buffer
+ * before the client reads it (`fetch failed` instead of a 413). Instead the write side ends (the client gets
+ * the answer and a FIN) and what still arrives is read and dropped until the client closes, LINGER_BYTES
+ * have come or LINGER_MS have passed.
+ */
+export function lingerOnClose(socket: Socket): void {
+  // node calls this once the response with `connection: close` is written.
+  socket.destroySoon = () => {
+    socket.end();
+    let n = 0;
+    const stop = () => socket.destroy();
+    const timer = setTimeout(stop, LINGER_MS).unref();
+    socket.on("data", (c: Buffer) => {
+      n += c.length;
+      if (n > LINGER_BYTES) stop();
+    });
+    socket.once("end", stop);
+    socket.once("close", () => clearTimeout(timer));
+  };
+}
+
 /** Bytes a client sends ahead of the 101 are held, up to this, before its socket is paused. */
 const EARLY_BYTES_MAX = 1024 * 1024;
 

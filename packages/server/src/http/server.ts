@@ -28,6 +28,7 @@ import {
   type UpgradeWatch,
   capConnections,
   clientAddress,
+  lingerOnClose,
   overCap,
   serverOptions,
   timedOut,
@@ -178,8 +179,11 @@ export async function createHttp(
     // A stream already started: the only honest signal left is to cut it.
     if (reply.raw.headersSent) return void reply.raw.destroy();
     reply.code(out.status).headers(out.headers).header("x-request-id", req.id);
-    // A body we refused unread (413, auth) would otherwise be parsed as the next request.
-    if (!req.raw.complete) reply.header("connection", "close");
+    // A body we refused unread (413, auth): not read to its end on a kept connection, nor cut mid-send.
+    if (!req.raw.complete) {
+      reply.header("connection", "close");
+      lingerOnClose(req.raw.socket);
+    }
     reply.type("application/json; charset=utf-8").send(out.body);
   };
   app.setErrorHandler((err, req, reply) => sendError(req, reply, err));

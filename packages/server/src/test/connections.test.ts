@@ -124,6 +124,55 @@ describe("connections", () => {
     assert.match(got, /"request":"the request was not received in time"/);
   });
 
+  it("a body refused unread (413, 401) still reaches the client: the close lingers, bounded", async () => {
+    const s = await server({});
+    // What the SDK does: fetch with the whole body. Closing at once with the body still arriving makes
+    // the kernel answer it with a reset, which can wipe the refusal from the client's receive buffer.
+    const big = JSON.stringify({ name: "x".repeat(8 * 1024 * 1024) });
+    const send = async (key: string) => {
+      const r = await fetch(`${s.url}/v1/networks`, {
+        method: "POST",
+        headers: { "x-api-key": key, "content-type": "application/json" },
+        body: big,
+      });
+      return { status: r.status, body: (await r.json()) as { status: string } };
+    };
+    for (let round = 0; round < 10; round++) {
+      const got = await Promise.all([send(s.adminKey), send(s.adminKey), send("csk_nope"), send(s.adminKey)]);
+      assert.deepEqual(
+        got.map((g) => [g.status, g.body.status]),
+        [
+          [413, "fail"],
+          [413, "fail"],
+          [401, "fail"],
+          [413, "fail"],
+        ],
+      );
+    }
+    // A client that goes on sending after the answer and the server's FIN (half-open, as a client may be) is
+    // read for the linger, then cut: not served forever.
+    const t0 = performance.now();
+    const sock = connect({ port: s.port, host: "127.0.0.1", allowHalfOpen: true });
+    sock.write(
+      `POST /v1/networks HTTP/1.1\r\nHost: x\r\nX-Api-Key: ${s.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${1 << 30}\r\n\r\n`,
+    );
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const pump = setInterval(() => sock.writable && sock.write(chunk), 5);
+    const got = await new Promise<string>((resolve) => {
+      let out = "";
+      sock.on("data", (d) => {
+        out += d;
+      });
+      sock.on("error", () => undefined);
+      sock.on("close", () => resolve(out));
+    });
+    clearInterval(pump);
+    assert.match(got, /^HTTP\/1.1 413 /);
+    assert.match(got, /connection: close/i);
+    const ms = performance.now() - t0;
+    assert.ok(ms > 1500 && ms < 6000, `cut after ${ms.toFixed(0)} ms`);
+  });
+
   it("per-address connection cap: the excess is refused with 429, other addresses are not", async () => {
     const s = await server({ CREATEOS_SANDBOX_MAX_CONNECTIONS_PER_IP: "4" });
     const held = await Promise.all(Array.from({ length: 4 }, () => rawSocket(s.port, "", "127.0.0.2")));
