@@ -191,9 +191,19 @@ async function syncRoot(o: OverlayHost, all: readonly OverlayMembership[]): Prom
 
 /**
  * Brings every network in `vnis` in line with the memberships left on this host: its remotes are their
- * union, and a network with no member here loses its namespace (bridge and VXLAN device with it).
+ * union, and a network with no member here loses its namespace (bridge and VXLAN device with it). The
+ * root table follows `all` whatever happened to the networks: a failed namespace removal (which may
+ * have removed the namespace and still exited non-zero) must not leave the guard of a subnet gone.
  */
 async function settleNetworks(o: OverlayHost, vnis: Iterable<number>, all: readonly OverlayMembership[]) {
+  try {
+    await settleEach(o, vnis, all);
+  } finally {
+    await syncRoot(o, all);
+  }
+}
+
+async function settleEach(o: OverlayHost, vnis: Iterable<number>, all: readonly OverlayMembership[]) {
   for (const vni of new Set(vnis)) {
     const ns = networkNetns(o.tag, vni);
     const members = all.filter((m) => m.vni === vni);
@@ -248,9 +258,7 @@ export function applyMemberships(
     ]);
     if (list.length > 0) o.bySlot.set(a.slot, list);
     else o.bySlot.delete(a.slot);
-    const all = o.others(-1);
-    await settleNetworks(o, touched, all);
-    await syncRoot(o, all);
+    await settleNetworks(o, touched, o.others(-1));
   });
 }
 
@@ -275,13 +283,11 @@ export function releaseMemberships(o: OverlayHost, slot: number) {
     const list = o.bySlot.get(slot);
     if (!list) return;
     o.bySlot.delete(slot);
-    const all = o.others(slot);
     await settleNetworks(
       o,
       list.map((m) => m.vni),
-      all,
+      o.others(slot),
     );
-    await syncRoot(o, all);
   });
 }
 
@@ -299,9 +305,8 @@ export function networkNamespaces(tag: string): Map<number, string> {
 /** At open, after re-adoption: networks none of the re-adopted sandboxes is on are removed. */
 export function pruneNetworks(o: OverlayHost): Promise<void> {
   return serialised(async () => {
-    const all = o.others(0);
-    await settleNetworks(o, networkNamespaces(o.tag).keys(), all);
+    // What a previous daemon wrote is not known to this one: the root table is written afresh.
     rootScripts.delete(o.tag);
-    await syncRoot(o, all);
+    await settleNetworks(o, networkNamespaces(o.tag).keys(), o.others(0));
   });
 }
