@@ -121,6 +121,12 @@ async function attach(o: OverlayHost, a: SlotAddrs, m: OverlayMembership): Promi
   ]);
 }
 
+/** Like Promise.all, but only once every promise has settled; rejects with the first failure. */
+async function settledAll(ps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
 /** `addr:port` of each head-end replication entry of the network's VXLAN device. */
 async function fdbRemotes(ns: string, port: number): Promise<Set<string>> {
   const { stdout } = await run("bridge", ["-n", ns, "-j", "fdb", "show", "dev", "vx0"]);
@@ -192,8 +198,8 @@ async function syncRoot(o: OverlayHost, all: readonly OverlayMembership[]): Prom
 /**
  * Brings every network in `vnis` in line with the memberships left on this host: its remotes are their
  * union, and a network with no member here loses its namespace (bridge and VXLAN device with it). The
- * root table follows `all` whatever happened to the networks: a failed namespace removal (which may
- * have removed the namespace and still exited non-zero) must not leave the guard of a subnet gone.
+ * root table follows `all` whatever happened to the networks: a failed step there must not leave the
+ * guard of a subnet no member is on any more.
  */
 async function settleNetworks(o: OverlayHost, vnis: Iterable<number>, all: readonly OverlayMembership[]) {
   try {
@@ -244,8 +250,9 @@ export function applyMemberships(
       });
     for (const l of gone) touched.add(Number(l.ifname.slice(OVERLAY_DEV_PREFIX.length)));
     const kept = new Set(have.filter((l) => !gone.includes(l)).map((l) => l.ifname));
-    // Independent of each other: the table matches devices by name, whenever they appear.
-    await Promise.all([
+    // Independent of each other: the table matches devices by name, whenever they appear. All of them
+    // end before this change does (a failure of one must not leave the others running past the queue).
+    await settledAll([
       nft(sandboxOverlayScript(list), a.netns),
       reloadHosts(a.netns, hostsFile(list, self)),
       (async () => {
