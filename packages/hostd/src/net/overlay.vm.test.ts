@@ -43,7 +43,18 @@ const aMembers = new Map<string, { ip: string; host: number }>();
 const daemon = (i = 0) => d[i] as LocalHostDaemon;
 /** The first daemon keeps a warm pool (creates adopt pooled VMs, which must join nothing), the second none. */
 const open = (i: number) =>
-  LocalHostDaemon.open({ ...openOpts(dirs[i] as string), warmPool: i === 0 ? 1 : 0, overlay: ep(i) });
+  LocalHostDaemon.open({
+    ...openOpts(dirs[i] as string),
+    warmPool: i === 0 ? 1 : 0,
+    overlay: ep(i),
+    log: { info() {}, warn: note(i, "warn"), error: note(i, "error") },
+  });
+/** The daemons' warnings and errors (an overlay step that failed is only logged): shown if the end check fails. */
+const warnings: string[] = [];
+function note(i: number, level: string) {
+  return (msg: string, fields?: Record<string, unknown>) =>
+    void warnings.push(`daemon ${i} ${level}: ${msg} ${JSON.stringify(fields ?? {})}`);
+}
 
 /** The daemon's overlay tag (overlay.ts: a hash of its data dir's hostd root). */
 const overlayTag = (i: number) =>
@@ -303,14 +314,20 @@ test("across host daemons: VXLAN between two daemons on this machine", async () 
   assert.deepEqual(notRefused(await probe("a3", kinds(ipB(2)), 1)), []);
 });
 
-test("destroy removes the members; the networks' namespaces go with the last one", async () => {
+test("destroy removes the members; the networks' namespaces go with the last one", async (t) => {
   for (const i of [0, 1]) for (const v of await daemon(i).list()) await daemon(i).destroy(v.sandbox_id);
   assert.deepEqual(ourNetns(), []);
   assert.ok(seen.size >= 3, `namespaces seen: ${[...seen]}`);
+  t.diagnostic(`daemon warnings and errors over the whole test: ${warnings.length}`);
+  for (const w of warnings.slice(0, 5)) t.diagnostic(w.slice(0, 300));
   const tables = execFileSync("nft", ["list", "tables"], { encoding: "utf8" });
   const left = [...tables.matchAll(/table inet (createos_overlay_\w+)/g)].map((m) =>
     execFileSync("nft", ["list", "table", "inet", m[1] as string], { encoding: "utf8" }),
   );
   // The subnets in a table left behind tell whose it is (this test's are 10.240/10.241.<octet>).
-  assert.deepEqual(left, [], `ours: ${dirs.map((_, i) => overlayTag(i)).join(", ")}`);
+  assert.deepEqual(
+    left,
+    [],
+    `ours: ${dirs.map((_, i) => overlayTag(i)).join(", ")}; the daemons said:\n${warnings.join("\n")}`,
+  );
 });
