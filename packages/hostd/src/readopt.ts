@@ -31,6 +31,7 @@ import { type AgentLike, connectAgent } from "./vmm/guest.js";
 export async function readopt(host: Host): Promise<void> {
   const { layout } = host;
   await recoverSnapshots(host);
+  const trash: string[] = [];
   for (const name of await readdir(layout.vms)) {
     const dir = join(layout.vms, name);
     if (name.startsWith(GONE_PREFIX)) {
@@ -38,12 +39,7 @@ export async function readopt(host: Host): Promise<void> {
       continue;
     }
     if (name.startsWith(TRASH_PREFIX)) {
-      const rec = await readVmRecord(dir);
-      if (rec) {
-        await host.killStale(dir, rec.launch_dir ?? layout.vmDir(rec.sandbox_id));
-        await teardownSlot(rec.slot).catch(() => undefined);
-      }
-      await rm(dir, { recursive: true, force: true });
+      trash.push(dir);
       continue;
     }
     const st = await lstat(dir).catch(() => undefined);
@@ -69,6 +65,21 @@ export async function readopt(host: Host): Promise<void> {
       continue;
     }
     await readoptVm(host, name, dir, rec);
+  }
+  // A paused VM's old dir: its slot is freed before the dir is removed, so a crash in between leaves a
+  // record naming a slot another VM may hold by now (and a resumed VM runs from the same launch path):
+  // what a re-adopted VM holds is left alone.
+  const adopted = [...host.vms.values()];
+  const slots = new Set(adopted.map((v) => v.rec.slot));
+  const pids = new Set(adopted.map((v) => v.machine.pid));
+  for (const dir of trash) {
+    const rec = await readVmRecord(dir);
+    if (rec) {
+      const launch = rec.launch_dir ?? layout.vmDir(rec.sandbox_id);
+      if (!pids.has(await host.pidOfStale(dir, launch))) await host.killStale(dir, launch);
+      if (!slots.has(rec.slot)) await teardownSlot(rec.slot).catch(() => undefined);
+    }
+    await rm(dir, { recursive: true, force: true });
   }
   await overlayAfterReadopt(host).catch((e) =>
     host.log.warn("private networks not pruned", { error: String(e) }),

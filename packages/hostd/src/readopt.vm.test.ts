@@ -6,15 +6,18 @@
  *   node --test --test-concurrency=1 packages/hostd/dist/readopt.vm.test.js
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { HostEvent } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./daemon.js";
+import { TRASH_PREFIX } from "./records.js";
 import { TEST_IMAGE, hostFootprint, openOpts, sh, spec, tempDataDir } from "./testutil.js";
 
 const dataDir = tempDataDir("readopt");
+const trashDir = tempDataDir("readopt-trash");
 let d: LocalHostDaemon | undefined;
 
 after(async () => {
@@ -23,6 +26,7 @@ after(async () => {
     await d.close();
   }
   rmSync(dataDir, { recursive: true, force: true });
+  rmSync(trashDir, { recursive: true, force: true });
 });
 
 /** Runs a daemon in a child process that creates `ids` and reports them, then waits to be killed. */
@@ -117,4 +121,35 @@ test("kill -9 of the host daemon, then a new one re-adopts running VMs", { timeo
   const left = hostFootprint(dataDir);
   assert.deepEqual(left.qemu, []);
   assert.deepEqual(left.vmFiles, []);
+});
+
+test("a pause's old dir left by a crash, naming a slot a live VM holds now, leaves that VM's network alone", async () => {
+  let d2 = await LocalHostDaemon.open(openOpts(trashDir));
+  const s = spec();
+  await d2.create(s);
+  const vms = join(trashDir, "hostd", "vms");
+  const rec = JSON.parse(readFileSync(join(vms, s.sandbox_id, "vm.json"), "utf8")) as { slot: number };
+  await d2.close();
+  // A pause frees its slot before it removes its old dir: a crash in between leaves that dir's record,
+  // and the slot may be another VM's by the next start (here: the live VM's own).
+  const trash = join(vms, `${TRASH_PREFIX}crashleft`);
+  mkdirSync(trash);
+  writeFileSync(
+    join(trash, "vm.json"),
+    JSON.stringify({ ...rec, sandbox_id: "paused-then-crashed", launch_dir: undefined }),
+  );
+  d2 = await LocalHostDaemon.open(openOpts(trashDir));
+  try {
+    assert.ok(!existsSync(trash), "the old dir is removed");
+    assert.ok(existsSync(`/run/netns/csb-${rec.slot}`), "the live VM's namespace is left alone");
+    assert.equal((await sh(d2, s.sandbox_id, "echo up")).trim(), "up");
+    // Both ends of the slot's veth (teardown deletes them with the namespace).
+    assert.doesNotThrow(() => execFileSync("ip", ["link", "show", `csbv${rec.slot}`], { stdio: "ignore" }));
+    assert.doesNotThrow(() =>
+      execFileSync("ip", ["-n", `csb-${rec.slot}`, "link", "show", "v0"], { stdio: "ignore" }),
+    );
+  } finally {
+    await d2.destroy(s.sandbox_id);
+    await d2.close();
+  }
 });
