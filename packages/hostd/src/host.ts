@@ -374,10 +374,13 @@ export class Host {
     return pid > 0 && isOurQemu(pid, launchDir) ? pid : 0;
   }
 
-  /** SIGKILLs the QEMU a VM dir's pidfile names, if it is still ours, and waits for it to go. */
-  async killStale(dir: string, launchDir = dir): Promise<void> {
+  /**
+   * SIGKILLs the QEMU a VM dir's pidfile names, if it is still ours and not one of `spare` (re-adopted
+   * VMs'), and waits for it to go.
+   */
+  async killStale(dir: string, launchDir = dir, spare?: ReadonlySet<number | undefined>): Promise<void> {
     const pid = await this.pidOfStale(dir, launchDir);
-    if (pid > 0) {
+    if (pid > 0 && !spare?.has(pid)) {
       process.kill(pid, "SIGKILL");
       for (let i = 0; i < TIMEOUTS.staleKillPolls && isOurQemu(pid, launchDir); i++)
         await new Promise((r) => setTimeout(r, TIMEOUTS.staleKillPollMs));

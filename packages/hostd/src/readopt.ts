@@ -75,8 +75,7 @@ export async function readopt(host: Host): Promise<void> {
   for (const dir of trash) {
     const rec = await readVmRecord(dir);
     if (rec) {
-      const launch = rec.launch_dir ?? layout.vmDir(rec.sandbox_id);
-      if (!pids.has(await host.pidOfStale(dir, launch))) await host.killStale(dir, launch);
+      await host.killStale(dir, rec.launch_dir ?? layout.vmDir(rec.sandbox_id), pids);
       if (!slots.has(rec.slot)) await teardownSlot(rec.slot).catch(() => undefined);
     }
     await rm(dir, { recursive: true, force: true });
