@@ -30,12 +30,15 @@ export function overlayEndpoint(
 
 const byHost = new WeakMap<Host, OverlayHost>();
 
+/** A daemon's tag in the names of its overlay namespaces and root table: a hash of its layout root. */
+export const overlayTag = (root: string): string =>
+  createHash("sha256").update(root).digest("hex").slice(0, 8);
+
 /** The daemon's overlay state; its tag is a hash of the data dir (stable across restarts, one per daemon). */
 export function overlayOf(host: Host): OverlayHost {
   let o = byHost.get(host);
   if (!o) {
-    const tag = createHash("sha256").update(host.layout.root).digest("hex").slice(0, 8);
-    o = new OverlayHost(tag, overlayEndpoint(host.opts.overlay));
+    o = new OverlayHost(overlayTag(host.layout.root), overlayEndpoint(host.opts.overlay));
     byHost.set(host, o);
   }
   return o;

@@ -11,12 +11,12 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { OverlayEndpoint, OverlayMembership, VmSpec } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "../daemon.js";
+import { overlayTag } from "../overlay.js";
 import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
 import { sinkPy, uploadPy } from "./testhosts.js";
 import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
@@ -56,12 +56,8 @@ function note(i: number, level: string) {
     void warnings.push(`daemon ${i} ${level}: ${msg} ${JSON.stringify(fields ?? {})}`);
 }
 
-/** The daemon's overlay tag (overlay.ts: a hash of its data dir's hostd root). */
-const overlayTag = (i: number) =>
-  createHash("sha256")
-    .update(join(dirs[i] as string, "hostd"))
-    .digest("hex")
-    .slice(0, 8);
+/** The daemon's overlay tag, from its layout root. */
+const tagOf = (i: number) => overlayTag(join(dirs[i] as string, "hostd"));
 
 /** Member ports on each of this test's network namespaces' bridges, by namespace. */
 function bridgePorts(): Map<string, string[]> {
@@ -328,6 +324,6 @@ test("destroy removes the members; the networks' namespaces go with the last one
   assert.deepEqual(
     left,
     [],
-    `ours: ${dirs.map((_, i) => overlayTag(i)).join(", ")}; the daemons said:\n${warnings.join("\n")}`,
+    `ours: ${dirs.map((_, i) => tagOf(i)).join(", ")}; the daemons said:\n${warnings.join("\n")}`,
   );
 });
