@@ -5,13 +5,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import fc from "fast-check";
 import { createLogger } from "../log.js";
 
-function capture() {
+function capture(compiled = true) {
   const lines: string[] = [];
-  const log = createLogger((s) => {
-    for (const l of s.split("\n")) if (l !== "") lines.push(l);
-  });
+  const log = createLogger(
+    (s) => {
+      for (const l of s.split("\n")) if (l !== "") lines.push(l);
+    },
+    { compiled },
+  );
   return { log, lines, parsed: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
@@ -71,5 +75,61 @@ describe("logger", () => {
       parsed().map((l) => [l.msg, l.n]),
       [["request", 1]],
     );
+  });
+
+  it("writes a request line of the usual shape as pino writes it, and any other through pino", () => {
+    // Strings with quotes, backslashes, control characters, Latin-1 (as node decodes a URL's bytes) and
+    // astral characters; lone surrogates are left out (pino writes them raw, the JSON escape writes \\u…).
+    const text = fc.oneof(
+      fc.string({ unit: "binary-ascii", maxLength: 60 }),
+      fc.string({ unit: "grapheme", maxLength: 60 }),
+      fc.string({
+        unit: fc.integer({ min: 0x80, max: 0xff }).map((c) => String.fromCharCode(c)),
+        maxLength: 130,
+      }),
+    );
+    const opt = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined });
+    const line = fc.record(
+      {
+        req_id: text,
+        method: fc.constantFrom("GET", "POST", "DELETE"),
+        route: text,
+        path: text,
+        status: fc.integer({ min: 100, max: 599 }),
+        ms: fc.double({ noNaN: true, noDefaultInfinity: true }),
+        user_id: opt(text),
+        aborted: opt(fc.boolean()),
+        sandbox_id: opt(text),
+        exit_code: opt(fc.integer({ min: -1, max: 255 })),
+        // Not of the usual shape: through pino on both sides.
+        extra: opt(fc.oneof(text, fc.constant(null), fc.object())),
+      },
+      { requiredKeys: ["req_id", "method", "route", "path", "status", "ms"] },
+    );
+    const stripTs = (l: string) => l.replace(/"ts":"[^"]+"/, "");
+    fc.assert(
+      fc.property(fc.array(line, { minLength: 1, maxLength: 5 }), (ls) => {
+        const [fast, slow] = [capture(true), capture(false)];
+        for (const l of ls) {
+          fast.log.request({ msg: "request", ...l });
+          slow.log.request({ msg: "request", ...l });
+        }
+        fast.log.flush();
+        slow.log.flush();
+        assert.deepEqual(fast.lines.map(stripTs), slow.lines.map(stripTs));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("sends a request line out of the usual order or with an odd value through pino, redacted", () => {
+    const { log, lines } = capture();
+    log.request({ msg: "request", status: 200, req_id: "r1" });
+    log.request({ msg: "request", req_id: "r2", status: 200.5, ms: Number.NaN });
+    log.request({ msg: "request", req_id: "r3", sandbox_id: "sb-1", token: "t1" });
+    log.flush();
+    assert.match(lines[0]!, /"msg":"request","status":200,"req_id":"r1"\}$/);
+    assert.match(lines[1]!, /"req_id":"r2","status":200.5,"ms":null\}$/);
+    assert.match(lines[2]!, /"req_id":"r3","sandbox_id":"sb-1","token":"\[redacted\]"\}$/);
   });
 });
