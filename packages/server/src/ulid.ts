@@ -17,9 +17,13 @@ export const newUserId = (): string => `usr_${ulid().toLowerCase()}`;
 export const newKeyId = (): string => `key_${ulid().toLowerCase()}`;
 
 const SANDBOX_ID = /^sb[-_]([0-9a-hjkmnp-tv-z]{26})$/i;
+const CANONICAL_SANDBOX_ID = /^sb-[0-9a-hjkmnp-tv-z]{26}$/;
 
 /** Canonical `sb-<lower ulid>` for an id given in either historical spelling, or undefined. */
 export function canonicalSandboxId(raw: string): string | undefined {
+  // Nearly every id arrives as we wrote it: that one is answered without a match object and a new string
+  // (this runs on every sandbox route; it showed in the GET by id's profile).
+  if (CANONICAL_SANDBOX_ID.test(raw)) return raw;
   const m = SANDBOX_ID.exec(raw);
   return m ? `sb-${m[1]!.toLowerCase()}` : undefined;
 }
