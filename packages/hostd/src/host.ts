@@ -30,7 +30,7 @@ import {
 } from "./net/index.js";
 import type { NameProxy } from "./net/proxy.js";
 import { overlayReleased } from "./overlay.js";
-import { type Layout, type VmRecord, readJson, removeDir } from "./records.js";
+import { type Layout, type VmRecord, moveAside, readJson } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
@@ -343,12 +343,20 @@ export class Host {
 
   /**
    * Frees a VM's cgroup and slot (namespace) and deletes its files, then the layers nothing backs onto any
-   * more.
+   * more. `keep`: what of the record is another VM's now (re-adoption after a crash: a record a crash left
+   * can name the slot, launch path or cgroup of a VM that holds it since), left as it is.
    */
-  async cleanupVmFiles(rec: VmRecord, dir: string): Promise<void> {
-    // Independent of each other once QEMU is gone: done at once.
-    await Promise.all([this.removeCgroup(cgroupName(rec, dir)), this.releaseSlot(rec.slot), removeDir(dir)]);
-    if (rec.launch_dir && rec.launch_dir !== dir) await rm(rec.launch_dir, { force: true });
+  async cleanupVmFiles(rec: VmRecord, dir: string, keep: Kept = {}): Promise<void> {
+    // The record leaves its live name first, durably: once the slot is free another VM may take it, and a
+    // crash before the record was gone would leave it naming that VM's slot for the next start.
+    const aside = await moveAside(dir);
+    // Independent of each other once QEMU is gone and the record is out of the way: done at once.
+    await Promise.all([
+      keep.cgroup ? undefined : this.removeCgroup(cgroupName(rec, dir)),
+      keep.slot ? undefined : this.releaseSlot(rec.slot),
+      aside && rm(aside, { recursive: true, force: true }),
+    ]);
+    if (rec.launch_dir && rec.launch_dir !== dir && !keep.launch) await rm(rec.launch_dir, { force: true });
     await gcLayers(this);
   }
 
@@ -389,6 +397,13 @@ export class Host {
 }
 
 /** A VM's cgroup, as its record names it (a pooled VM keeps it as it becomes a sandbox). */
+/** What a VM's cleanup leaves alone because another VM holds it (`cleanupVmFiles`). */
+export interface Kept {
+  slot?: boolean;
+  launch?: boolean;
+  cgroup?: boolean;
+}
+
 export function cgroupName(rec: VmRecord, dir: string): string {
   return rec.cgroup ?? basename(rec.launch_dir ?? dir);
 }

@@ -5,6 +5,9 @@
  * ones still starting (a create or fork that never answered) are discarded. Leftovers of a crash (trash
  * dirs, pooled VMs, dangling launch-path symlinks, cgroups of VMs gone) are removed; a VM dir without a
  * record that holds files is quarantined.
+ *
+ * Every record that is not re-adopted is cleaned only after all live VMs are: a record a crash left can
+ * name a slot (and a launch path) that a live VM holds by now, and what a re-adopted VM holds is left alone.
  */
 import { existsSync } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
@@ -32,6 +35,7 @@ export async function readopt(host: Host): Promise<void> {
   const { layout } = host;
   await recoverSnapshots(host);
   const trash: string[] = [];
+  const leftovers: { name: string; dir: string; rec: VmRecord; starting: boolean }[] = [];
   for (const name of await readdir(layout.vms)) {
     const dir = join(layout.vms, name);
     if (name.startsWith(GONE_PREFIX)) {
@@ -56,22 +60,33 @@ export async function readopt(host: Host): Promise<void> {
       else await quarantine(layout, dir, "VM dir without vm.json", host.log);
       continue;
     }
-    if (rec.state === "starting") {
-      // Its create or fork never answered (the control plane redoes or fails it); a resume's files went
-      // back to its snapshot in recoverSnapshots.
-      host.log.warn("discarding a VM that was still starting", { sandbox_id: rec.sandbox_id });
-      await host.killStale(dir, rec.launch_dir);
-      await host.cleanupVmFiles(rec, dir);
-      continue;
-    }
-    await readoptVm(host, name, dir, rec);
+    // One still starting: its create or fork never answered (the control plane redoes or fails it); a
+    // resume's files went back to its snapshot in recoverSnapshots.
+    const starting = rec.state === "starting";
+    if (starting || !(await readoptVm(host, name, dir, rec))) leftovers.push({ name, dir, rec, starting });
   }
-  // A paused VM's old dir: its slot is freed before the dir is removed, so a crash in between leaves a
-  // record naming a slot another VM may hold by now (and a resumed VM runs from the same launch path):
-  // what a re-adopted VM holds is left alone.
   const adopted = [...host.vms.values()];
   const slots = new Set(adopted.map((v) => v.rec.slot));
   const pids = new Set(adopted.map((v) => v.machine.pid));
+  const launches = new Set(adopted.map((v) => v.rec.launch_dir ?? v.dir));
+  const cgroups = new Set(adopted.map((v) => cgroupName(v.rec, v.dir)));
+  for (const { name, dir, rec, starting } of leftovers) {
+    if (starting) host.log.warn("discarding a VM that was still starting", { sandbox_id: rec.sandbox_id });
+    await host.killStale(dir, rec.launch_dir, pids);
+    await host.cleanupVmFiles(rec, dir, {
+      slot: slots.has(rec.slot),
+      launch: launches.has(rec.launch_dir ?? dir),
+      cgroup: cgroups.has(cgroupName(rec, dir)),
+    });
+    if (!starting && !name.startsWith(POOL_PREFIX))
+      host.emit({
+        type: "vm_exited",
+        sandbox_id: rec.sandbox_id,
+        reason: "the VM was not running when the host daemon started",
+      });
+  }
+  // A paused VM's old dir: its slot is freed before the dir is removed, so a crash in between leaves a
+  // record naming a slot another VM may hold by now (and a resumed VM runs from the same launch path).
   for (const dir of trash) {
     const rec = await readVmRecord(dir);
     if (rec) {
@@ -83,11 +98,11 @@ export async function readopt(host: Host): Promise<void> {
   await overlayAfterReadopt(host).catch((e) =>
     host.log.warn("private networks not pruned", { error: String(e) }),
   );
-  const live = new Set([...host.vms.values()].map((v) => cgroupName(v.rec, v.dir)));
-  for (const cg of await host.cgroups.names()) if (!live.has(cg)) await host.removeCgroup(cg);
+  for (const cg of await host.cgroups.names()) if (!cgroups.has(cg)) await host.removeCgroup(cg);
 }
 
-async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): Promise<void> {
+/** Reconnects a VM whose QEMU still runs; false if it cannot be (the caller cleans it). */
+async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): Promise<boolean> {
   host.slots.claim(rec.slot);
   const pid = await pidOf(dir);
   const addrs = slotAddrs(rec.slot);
@@ -126,14 +141,7 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
     );
     host.register({ rec, dir, machine, agent, addrs });
     host.log.info("re-adopted VM", { sandbox_id: rec.sandbox_id, pid });
-    return;
+    return true;
   }
-  await host.killStale(dir, rec.launch_dir);
-  await host.cleanupVmFiles(rec, dir);
-  if (!name.startsWith(POOL_PREFIX))
-    host.emit({
-      type: "vm_exited",
-      sandbox_id: rec.sandbox_id,
-      reason: "the VM was not running when the host daemon started",
-    });
+  return false;
 }

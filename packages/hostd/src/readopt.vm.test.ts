@@ -123,7 +123,7 @@ test("kill -9 of the host daemon, then a new one re-adopts running VMs", { timeo
   assert.deepEqual(left.vmFiles, []);
 });
 
-test("a pause's old dir left by a crash, naming a slot a live VM holds now, leaves that VM's network alone", async () => {
+test("records a crash left naming a slot a live VM holds now (a pause's old dir, a destroyed VM's, one still starting) leave that VM's network alone", async () => {
   let d2 = await LocalHostDaemon.open(openOpts(trashDir));
   const s = spec();
   await d2.create(s);
@@ -138,9 +138,26 @@ test("a pause's old dir left by a crash, naming a slot a live VM holds now, leav
     join(trash, "vm.json"),
     JSON.stringify({ ...rec, sandbox_id: "paused-then-crashed", launch_dir: undefined }),
   );
+  // A record under a live name whose QEMU is gone (a destroy whose crash came between freeing the slot and
+  // renaming the dir, before the dir went first), and one of a create that never answered: both are
+  // cleaned, and the slot they name is not torn down.
+  const left = ["destroyed", "starting"].map((state) => {
+    const id = spec().sandbox_id;
+    mkdirSync(join(vms, id));
+    writeFileSync(
+      join(vms, id, "vm.json"),
+      JSON.stringify({ ...rec, sandbox_id: id, state: state === "starting" ? "starting" : "running" }),
+    );
+    return join(vms, id);
+  });
   d2 = await LocalHostDaemon.open(openOpts(trashDir));
   try {
     assert.ok(!existsSync(trash), "the old dir is removed");
+    for (const dir of left) assert.ok(!existsSync(dir), `${dir} is removed`);
+    assert.deepEqual(
+      (await d2.list()).map((v) => v.sandbox_id),
+      [s.sandbox_id],
+    );
     assert.ok(existsSync(`/run/netns/csb-${rec.slot}`), "the live VM's namespace is left alone");
     assert.equal((await sh(d2, s.sandbox_id, "echo up")).trim(), "up");
     // Both ends of the slot's veth (teardown deletes them with the namespace).

@@ -146,15 +146,24 @@ export const GONE_PREFIX = "_gone-";
 
 /** Deletes a dir crash-safely: renamed aside (durably), then removed. */
 export async function removeDir(path: string): Promise<void> {
+  const aside = await moveAside(path);
+  if (aside) await rm(aside, { recursive: true, force: true });
+}
+
+/**
+ * Renames a dir to a `_gone-` name, durably (a start deletes those unread), and returns the new path;
+ * undefined if there was no dir.
+ */
+export async function moveAside(path: string): Promise<string | undefined> {
   const aside = join(dirname(path), `${GONE_PREFIX}${basename(path)}-${Date.now().toString(36)}`);
   try {
     await rename(path, aside);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;
   }
   await fsyncDir(dirname(path));
-  await rm(aside, { recursive: true, force: true });
+  return aside;
 }
 
 /** Temp files of writeFileAtomic (sys/fs.ts) a crash left: never the only copy of anything. */
