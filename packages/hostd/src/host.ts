@@ -396,7 +396,6 @@ export class Host {
   }
 }
 
-/** A VM's cgroup, as its record names it (a pooled VM keeps it as it becomes a sandbox). */
 /** What a VM's cleanup leaves alone because another VM holds it (`cleanupVmFiles`). */
 export interface Kept {
   slot?: boolean;
@@ -404,6 +403,7 @@ export interface Kept {
   cgroup?: boolean;
 }
 
+/** A VM's cgroup, as its record names it (a pooled VM keeps it as it becomes a sandbox). */
 export function cgroupName(rec: VmRecord, dir: string): string {
   return rec.cgroup ?? basename(rec.launch_dir ?? dir);
 }

@@ -7,7 +7,8 @@
  * record that holds files is quarantined.
  *
  * Every record that is not re-adopted is cleaned only after all live VMs are: a record a crash left can
- * name a slot (and a launch path) that a live VM holds by now, and what a re-adopted VM holds is left alone.
+ * name a slot, launch path or cgroup that a live VM holds by now, and what a re-adopted VM holds is left
+ * alone.
  */
 import { existsSync } from "node:fs";
 import { lstat, readdir, rm } from "node:fs/promises";
