@@ -159,6 +159,13 @@ export const ERROR_CATALOG = {
     field: "config.endpoint",
     message: "cannot connect to the endpoint {endpoint}: {detail}",
   },
+  // The host fetches the endpoint for guests: it may not be an address a guest could not reach (outbound.ts).
+  disk_endpoint_refused: {
+    status: 400,
+    field: "config.endpoint",
+    message:
+      "the endpoint {host} is at {address}, {reason}: disks reach only public addresses and the private ranges the operator lists in CREATEOS_SANDBOX_PRIVATE_EGRESS",
+  },
   disk_auth_failed: {
     status: 400,
     field: "credentials",

@@ -13,6 +13,7 @@
 import { type DiskMount, HostdError } from "@createos-sandbox/protocol";
 import type { GuestIo } from "../guestio.js";
 import type { Host } from "../host.js";
+import { NEVER, firewallConfig } from "../net/firewall.js";
 import { GATEWAY_IP, PROXY_IP, TAP, netnsName } from "../net/plan.js";
 import { ip, nft } from "../sys/index.js";
 import { DiskProxy, type DiskTarget } from "./proxy.js";
@@ -88,6 +89,11 @@ export class HostDisks {
         grantsOf: (a) => this.grantsOf(a),
         target: (id) => this.targets.get(id),
         outcome: (g, f) => (f ? this.failures.set(g, f) : this.failures.delete(g)),
+        // the guests' own rule: the firewall's private-egress list, and never the address plan
+        rules: () => ({
+          privateEgress: firewallConfig(this.host.opts.privateEgress).privateEgress,
+          never: NEVER,
+        }),
         log: this.host.log,
       });
       const port = await proxy.listen(PROXY_IP);

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { type IncomingHttpHeaders, createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { after, before, test } from "node:test";
+import type { OutboundRules } from "@createos-sandbox/protocol/outbound";
 import { DiskProxy, type DiskTarget } from "./proxy.js";
 import { S3_KEYS, type TestS3, s3Call, startS3 } from "./s3test.js";
 import { type Grant, aliasOf } from "./scope.js";
@@ -17,6 +20,8 @@ const grants = new Map<string, Grant>([
 ]);
 const warnings: string[] = [];
 const failures = new Map<Grant, string>();
+/** The test S3 server is on loopback: listed, as an operator lists a LAN endpoint. */
+let rules: OutboundRules = { privateEgress: ["127.0.0.1/32"] };
 
 before(async () => {
   s3 = await startS3("127.0.0.1", ["data"]);
@@ -25,6 +30,7 @@ before(async () => {
     grantsOf: (addr) => (addr === "127.0.0.1" || addr === "::ffff:127.0.0.1" ? grants : undefined),
     target: (id) => (id === "disk_a" ? target : undefined),
     outcome: (g, f) => (f ? failures.set(g, f) : failures.delete(g)),
+    rules: () => rules,
     log: { warn: (m, f) => warnings.push(`${m} ${JSON.stringify(f)}`) },
   });
   base = `http://127.0.0.1:${await proxy.listen("127.0.0.1")}`;
@@ -127,4 +133,68 @@ test("an unreachable endpoint is a 502, and the keys are in no warning", async (
   }
   assert.ok(warnings.length > 0);
   for (const w of warnings) assert.ok(!w.includes(S3_KEYS.secret_key));
+});
+
+test("an endpoint at an address the guest may not reach is refused before connecting, by literal or by name", async () => {
+  const saved = target.endpoint;
+  const port = new URL(saved).port;
+  try {
+    // 127.0.0.2 is loopback too, outside the listed /32 (nothing listens there: unrefused, it is a 502)
+    target.endpoint = `http://127.0.0.2:${port}`;
+    const lit = await s3Call(base, "GET", `/${whole}/hello.txt`);
+    assert.equal(lit.status, 403, lit.body.toString());
+    assert.match(
+      lit.body.toString(),
+      /AccessDenied.*127\.0\.0\.2, an address in the private or reserved range 127\.0\.0\.0\/8/,
+    );
+    assert.match(
+      failures.get(grants.get(whole)!) ?? "",
+      /is at 127\.0\.0\.2.*CREATEOS_SANDBOX_PRIVATE_EGRESS/,
+    );
+    // a name is checked on what it resolves to, at the connection: localhost is 127.0.0.1 (and ::1)
+    // (refusals first: a connection made stays in the agent's pool, to the address that was checked)
+    target.endpoint = `http://localhost:${port}`;
+    rules = { privateEgress: [] };
+    const named = await s3Call(base, "GET", `/${whole}/hello.txt`);
+    assert.equal(named.status, 403, "a name whose addresses are not listed");
+    assert.match(named.body.toString(), /localhost is at (127\.0\.0\.1|::1)/);
+    rules = { privateEgress: ["127.0.0.1/32"], never: ["127.0.0.0/8"] };
+    assert.equal((await s3Call(base, "GET", `/${whole}/hello.txt`)).status, 403, "never wins over listed");
+    rules = { privateEgress: ["127.0.0.1/32"] };
+    assert.equal((await s3Call(base, "GET", `/${whole}/hello.txt`)).status, 200, "listed 127.0.0.1/32");
+  } finally {
+    target.endpoint = saved;
+    rules = { privateEgress: ["127.0.0.1/32"] };
+  }
+});
+
+test("only the headers S3 defines reach the endpoint", async () => {
+  let seen: IncomingHttpHeaders = {};
+  const spy = createServer((req, res) => {
+    seen = req.headers;
+    res.end("ok");
+  });
+  await new Promise<void>((r) => spy.listen(0, "127.0.0.1", r));
+  const saved = target.endpoint;
+  target.endpoint = `http://127.0.0.1:${(spy.address() as AddressInfo).port}`;
+  try {
+    const r = await fetch(`${base}/${whole}/k`, {
+      headers: {
+        "metadata-flavor": "Google",
+        "x-aws-ec2-metadata-token": "t",
+        "x-forwarded-for": "1.2.3.4",
+        "x-amz-meta-color": "blue",
+        range: "bytes=0-1",
+      },
+    });
+    assert.equal(r.status, 200);
+    assert.equal(seen["x-amz-meta-color"], "blue");
+    assert.equal(seen.range, "bytes=0-1");
+    for (const h of ["metadata-flavor", "x-aws-ec2-metadata-token", "x-forwarded-for"])
+      assert.equal(seen[h], undefined, h);
+    assert.match(String(seen.authorization), /^AWS4-HMAC-SHA256 Credential=/);
+  } finally {
+    target.endpoint = saved;
+    spy.close();
+  }
 });

@@ -8,6 +8,12 @@
  *
  * The keys live only in this process's memory (from mountDisk / setDiskCredentials); a rotation is in
  * force for the next request.
+ *
+ * The endpoint is the tenant's word, and the proxy connects from the host: it connects only where the
+ * guest itself may (protocol/outbound.ts — public addresses and the operator's private-egress list, never
+ * this machine's or the address plan's), checked on the address of each connection so that a name
+ * repointed after registration is caught; and it forwards only the headers S3 defines, so a guest cannot
+ * add the ones a metadata or admin service would obey.
  */
 import {
   type IncomingMessage,
@@ -18,6 +24,12 @@ import {
 } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
+import {
+  OutboundRefused,
+  type OutboundRules,
+  guardedLookup,
+  refuseLiteral,
+} from "@createos-sandbox/protocol/outbound";
 import { UNSIGNED_PAYLOAD, amzDate, bucketUrl, signV4, uriEncode } from "@createos-sandbox/protocol/sigv4";
 import { type Grant, copySource, scope } from "./scope.js";
 
@@ -40,6 +52,8 @@ export interface ProxyDeps {
   target(diskId: string): DiskTarget | undefined;
   /** What the endpoint said to a mount's request: a failure that is the disk's, not the object's, or none. */
   outcome?(grant: Grant, failure: string | undefined): void;
+  /** Where the endpoint may be (read at each request). */
+  rules(): OutboundRules;
   log: ProxyLog;
 }
 
@@ -62,22 +76,26 @@ export function mountVerdict(
   return null;
 }
 
-/** Headers that describe this hop, or that the re-signing replaces. */
-const DROP = new Set([
-  "authorization",
-  "host",
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "upgrade",
-  "expect",
-  "x-amz-date",
-  "x-amz-security-token",
-  "x-amz-content-sha256",
+/** The request headers S3 reads besides `x-amz-*` (RFC 9110 entity and conditional headers). */
+const FORWARD = new Set([
+  "content-type",
+  "content-length",
+  "content-md5",
+  "content-encoding",
+  "content-language",
+  "content-disposition",
+  "cache-control",
+  "expires",
+  "range",
+  "if-match",
+  "if-none-match",
+  "if-modified-since",
+  "if-unmodified-since",
+  "transfer-encoding",
 ]);
+/** The `x-amz-*` headers the re-signing replaces. */
+const RESIGNED = new Set(["x-amz-date", "x-amz-security-token", "x-amz-content-sha256"]);
+const forwarded = (k: string) => FORWARD.has(k) || (k.startsWith("x-amz-") && !RESIGNED.has(k));
 const HOP = new Set([
   "connection",
   "keep-alive",
@@ -151,7 +169,7 @@ export class DiskProxy {
     out.search = url.searchParams.size ? `?${url.searchParams.toString().replace(/\+/g, "%20")}` : "";
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
-      if (v === undefined || DROP.has(k)) continue;
+      if (v === undefined || !forwarded(k)) continue;
       headers[k] = Array.isArray(v) ? v.join(",") : v;
     }
     const copy = req.headers["x-amz-copy-source"];
@@ -175,23 +193,35 @@ export class DiskProxy {
       { accessKey: t.access_key, secretKey: t.secret_key, region: t.region || "us-east-1", service: "s3" },
     );
 
-    const up = (out.protocol === "https:" ? httpsRequest : httpRequest)(out, { method, headers }, (ur) => {
-      const h: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !HOP.has(k)) h[k] = v;
-      const status = ur.statusCode ?? 502;
-      const report = (v: string | null | undefined) =>
-        v !== undefined && this.deps.outcome?.(s.grant, v ?? undefined);
-      report(mountVerdict(status, s.key === "", t));
-      // S3 names the error in the body's first bytes; the pipe below still gets every chunk.
-      if (status === 404 && s.key !== "")
-        ur.once("data", (c: Buffer) =>
-          report(mountVerdict(status, false, t, /<Code>([^<]+)<\/Code>/.exec(c.toString("utf8"))?.[1])),
-        );
-      res.writeHead(status, h);
-      ur.pipe(res);
-      ur.once("error", () => res.destroy());
-    });
+    const rules = this.deps.rules();
+    const literal = refuseLiteral(out.hostname, rules);
+    if (literal) {
+      this.refused(res, s.grant, literal);
+      return;
+    }
+    const lookup = guardedLookup(rules);
+    const up = (out.protocol === "https:" ? httpsRequest : httpRequest)(
+      out,
+      { method, headers, lookup },
+      (ur) => {
+        const h: Record<string, string | string[]> = {};
+        for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !HOP.has(k)) h[k] = v;
+        const status = ur.statusCode ?? 502;
+        const report = (v: string | null | undefined) =>
+          v !== undefined && this.deps.outcome?.(s.grant, v ?? undefined);
+        report(mountVerdict(status, s.key === "", t));
+        // S3 names the error in the body's first bytes; the pipe below still gets every chunk.
+        if (status === 404 && s.key !== "")
+          ur.once("data", (c: Buffer) =>
+            report(mountVerdict(status, false, t, /<Code>([^<]+)<\/Code>/.exec(c.toString("utf8"))?.[1])),
+          );
+        res.writeHead(status, h);
+        ur.pipe(res);
+        ur.once("error", () => res.destroy());
+      },
+    );
     up.once("error", (e) => {
+      if (e instanceof OutboundRefused) return this.refused(res, s.grant, e);
       this.deps.log.warn("disk proxy upstream failed", { disk_id: s.grant.disk_id, err: String(e) });
       this.deps.outcome?.(
         s.grant,
@@ -204,5 +234,14 @@ export class DiskProxy {
       if (!res.writableFinished) up.destroy();
     });
     req.pipe(up);
+  }
+
+  /** The endpoint is somewhere the guest may not reach: nothing was sent; the mount says why. */
+  private refused(res: ServerResponse, grant: Grant, e: OutboundRefused): void {
+    const why = `the endpoint ${e.host} is at ${e.address}, ${e.reason}, which the host does not connect to for a guest (CREATEOS_SANDBOX_PRIVATE_EGRESS lists the private ranges it may)`;
+    this.deps.log.warn("disk proxy refused an endpoint", { disk_id: grant.disk_id, address: e.address });
+    this.deps.outcome?.(grant, why);
+    if (res.headersSent) res.destroy();
+    else s3Error(res, 403, "AccessDenied", why);
   }
 }

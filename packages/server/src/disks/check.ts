@@ -2,12 +2,21 @@
  * The registration check: one signed `ListObjectsV2 max-keys=1` on the bucket with the keys given, so a
  * typo fails at `POST /v1/disks` with its reason (name lookup, connect, credentials, bucket) instead of
  * later as a mount error. The control plane runs it from its own host, like the disk proxy that forwards
- * the guests' requests.
+ * the guests' requests; so, like the proxy, it connects only where a guest's own traffic may go
+ * (protocol/outbound.ts): no loopback, metadata service or unlisted private address, refused before any
+ * packet is sent, so the check cannot probe the operator's network either.
  */
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { type ApiError, apiError, type api as wire } from "@createos-sandbox/protocol";
+import {
+  OutboundRefused,
+  type OutboundRules,
+  guardedLookup,
+  refuseLiteral,
+} from "@createos-sandbox/protocol/outbound";
 import { EMPTY_SHA256, amzDate, bucketUrl, signV4 } from "@createos-sandbox/protocol/sigv4";
+import { privateEgress } from "../egress.js";
 
 const CHECK_TIMEOUT_MS = 10_000;
 const DNS_CODES = new Set(["ENOTFOUND", "EAI_AGAIN", "EAI_FAIL", "EAI_NONAME", "EAI_NODATA"]);
@@ -17,11 +26,13 @@ interface Reply {
   body: string;
 }
 
-function get(url: URL, headers: Record<string, string>): Promise<Reply> {
+function get(url: URL, headers: Record<string, string>, rules: OutboundRules): Promise<Reply> {
   return new Promise((resolve, reject) => {
+    const literal = refuseLiteral(url.hostname, rules);
+    if (literal) return reject(literal);
     const req = (url.protocol === "https:" ? httpsRequest : httpRequest)(
       url,
-      { method: "GET", headers, timeout: CHECK_TIMEOUT_MS },
+      { method: "GET", headers, timeout: CHECK_TIMEOUT_MS, lookup: guardedLookup(rules) },
       (res) => {
         let body = "";
         res.setEncoding("utf8");
@@ -41,7 +52,11 @@ function get(url: URL, headers: Record<string, string>): Promise<Reply> {
 const xmlCode = (body: string) => /<Code>([^<]{1,64})<\/Code>/.exec(body)?.[1];
 
 /** Resolves when the bucket answers a listing with these keys; else the catalog error that says why. */
-export async function checkBucket(cfg: wire.DiskConfig, creds: wire.DiskCredentials): Promise<void> {
+export async function checkBucket(
+  cfg: wire.DiskConfig,
+  creds: wire.DiskCredentials,
+  rules: OutboundRules = { privateEgress: privateEgress() },
+): Promise<void> {
   const url = bucketUrl(cfg, "");
   url.search = "list-type=2&max-keys=1";
   const headers: Record<string, string> = {
@@ -60,7 +75,7 @@ export async function checkBucket(cfg: wire.DiskConfig, creds: wire.DiskCredenti
   );
   let r: Reply;
   try {
-    r = await get(url, headers);
+    r = await get(url, headers, rules);
   } catch (e) {
     throw networkError(e, url, cfg.endpoint);
   }
@@ -74,6 +89,8 @@ export async function checkBucket(cfg: wire.DiskConfig, creds: wire.DiskCredenti
 }
 
 function networkError(e: unknown, url: URL, endpoint: string): ApiError {
+  if (e instanceof OutboundRefused)
+    return apiError("disk_endpoint_refused", { host: url.hostname, address: e.address, reason: e.reason });
   const code = (e as NodeJS.ErrnoException).code ?? "";
   if (DNS_CODES.has(code)) return apiError("disk_endpoint_unresolved", { host: url.hostname, detail: code });
   return apiError("disk_endpoint_unreachable", {

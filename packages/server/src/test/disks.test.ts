@@ -30,7 +30,8 @@ describe("disks API", () => {
 
   before(async () => {
     s3 = await startS3("127.0.0.1", ["data", "other"]);
-    s = await startProc();
+    // the test S3 server is on loopback: listed, as an operator lists a LAN endpoint (protocol/outbound.ts)
+    s = await startProc({ env: { CREATEOS_SANDBOX_PRIVATE_EGRESS: "127.0.0.1/32" } });
     key = s.adminKey;
     other = await newUser(s.dataDir, "bob");
   });
@@ -69,6 +70,35 @@ describe("disks API", () => {
     assert.equal(down.status, 400);
     assert.match(down.json.data["config.endpoint"], /ECONNREFUSED/);
     assert.equal((await req("GET", "/v1/disks")).json.data.pagination.total, 1, "none of them was kept");
+  });
+
+  it("an endpoint the guests may not reach is refused before anything is sent, by literal or by name", async () => {
+    const port = new URL(s3.endpoint).port;
+    // 127.0.0.2 is loopback outside the listed /32; unrefused, the check would get ECONNREFUSED
+    const lit = await req("POST", "/v1/disks", disk("loop", { endpoint: `http://127.0.0.2:${port}` }));
+    assert.equal(lit.status, 400, lit.text);
+    assert.equal(
+      lit.json.data["config.endpoint"],
+      "the endpoint 127.0.0.2 is at 127.0.0.2, an address in the private or reserved range 127.0.0.0/8: disks reach only public addresses and the private ranges the operator lists in CREATEOS_SANDBOX_PRIVATE_EGRESS",
+    );
+    const v6 = await req("POST", "/v1/disks", disk("v6", { endpoint: `http://[::1]:${port}` }));
+    assert.match(v6.json.data["config.endpoint"], /is at ::1, not a public IPv6 address/);
+    // by name, on what it resolves to: localhost is the listed 127.0.0.1 here, and refused where unlisted
+    const named = await req("POST", "/v1/disks", disk("named", { endpoint: `http://localhost:${port}` }));
+    assert.equal(named.status, 200, `localhost reaches the listed 127.0.0.1: ${named.text}`);
+    assert.equal((await req("DELETE", "/v1/disks/named")).status, 200);
+    const strict = await startProc();
+    try {
+      const r = await call(strict.url, "POST", "/v1/disks", {
+        key: strict.adminKey,
+        body: disk("named", { endpoint: `http://localhost:${port}` }),
+      });
+      assert.equal(r.status, 400, r.text);
+      assert.match(r.json.data["config.endpoint"], /^the endpoint localhost is at 127\.0\.0\.1, an address/);
+    } finally {
+      await strict.stop();
+      cleanup(strict.dataDir);
+    }
   });
 
   it("rotates keys (empty ones refused) and deletes by name; the name is free again", async () => {

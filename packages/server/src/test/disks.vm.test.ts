@@ -77,7 +77,8 @@ before(async () => {
     s3.once("exit", (code) => reject(new Error(`s3 server exited ${code}`)));
   });
   ({ createClient } = await import(SDK));
-  s = await startEngineServer();
+  // The test S3 host is private (10.254.54.1): listed, as an operator lists a LAN endpoint (outbound.ts).
+  s = await startEngineServer({ CREATEOS_SANDBOX_PRIVATE_EGRESS: `${S3_IP}/32` });
   process.env.CREATEOS_SANDBOX_API_KEY = s.adminKey;
   process.env.CREATEOS_SANDBOX_BASE_URL = s.url;
   process.env.S3_BUCKET = "data";
