@@ -122,6 +122,11 @@ function onConnection(
   conn.on("authentication", (ctx) => {
     void authenticate(app, ctx).then(
       (ok) => {
+        // A listed key only asked about: "acceptable" (PK_OK), not a login — the grace timer runs on.
+        if (ok === PROBE_OK) {
+          ctx.accept();
+          return;
+        }
         if (typeof ok === "string") {
           sandboxId = ok;
           who = `${ctx.username}@${addr}`;
@@ -162,15 +167,22 @@ function onConnection(
   });
 }
 
+/** What {@link authenticate} answers to a listed key offered without a signature. */
+const PROBE_OK = Symbol("acceptable");
+
 /**
  * The sandbox id this attempt logs into, or why not. A key offered without a signature is only asked
- * about (OpenSSH probes before signing): it is answered "acceptable" when listed, nothing more.
+ * about (OpenSSH probes before signing): it is answered "acceptable" when listed, nothing more — anyone
+ * may hold a public key, so only a signature makes a login.
  */
-async function authenticate(app: App, ctx: AuthContext): Promise<string | { refused: string }> {
+async function authenticate(
+  app: App,
+  ctx: AuthContext,
+): Promise<string | typeof PROBE_OK | { refused: string }> {
   if (ctx.method !== "publickey") return { refused: "" };
   const hit = await resolveLogin(app.store, ctx.username, ctx.key.data);
   if ("refused" in hit) return hit;
-  if (!ctx.signature || !ctx.blob) return hit.row.id;
+  if (!ctx.signature || !ctx.blob) return PROBE_OK;
   return verify(hit.key, ctx.blob, ctx.signature, ctx.hashAlgo) ? hit.row.id : { refused: "bad signature" };
 }
 

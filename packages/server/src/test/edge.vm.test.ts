@@ -14,6 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { CreateosSandboxClient, type Sandbox } from "@nodeops-createos/sandbox";
+import ssh2, { type ParsedKey } from "ssh2";
 import WebSocket from "ws";
 import { GUEST_SERVERS } from "./edge-guest.js";
 import { destroyAll, startEngineServer } from "./engine-helpers.js";
@@ -275,6 +276,40 @@ describe("ingress proxy and SSH gateway on a real VM", { timeout: 30 * 60_000 },
     const byName = await ssh("a", "edge-box", ["id -un"]);
     assert.equal(byName.out, "root\n", byName.err);
     await s.waitLog(new RegExp(`"msg":"ssh login".*"sandbox_id":"${sb.id}"`));
+  });
+
+  it("a listed key offered but never signed with is no login: no log line, nothing served", async () => {
+    const logins = () => s.logs.filter((l) => l.includes('"msg":"ssh login"')).length;
+    const before = logins();
+    const pub = ssh2.utils.parseKey(readFileSync(`${key("a")}.pub`, "utf8"));
+    assert.ok(!(pub instanceof Error));
+    // An agent that names the key and cannot sign: the client probes (the gateway says "acceptable"), then
+    // has no signature to send — what anyone holding only the public half can do.
+    class ProbeOnly extends ssh2.BaseAgent {
+      getIdentities(cb: (e: Error | undefined, keys?: ParsedKey[]) => void): void {
+        cb(undefined, [Array.isArray(pub) ? pub[0]! : (pub as ParsedKey)]);
+      }
+      sign(_k: ParsedKey, _d: Buffer, _o: unknown, cb?: (e?: Error) => void): void {
+        cb?.(new Error("this agent cannot sign"));
+      }
+    }
+    const c = new ssh2.Client();
+    const ended = new Promise<string>((resolve) => {
+      c.on("ready", () => resolve("ready"));
+      c.on("error", (e) => resolve(e.message));
+    });
+    c.connect({
+      host: "127.0.0.1",
+      port: sshPort,
+      username: sb.id,
+      agent: new ProbeOnly(),
+      tryKeyboard: false,
+    });
+    const how = await ended;
+    c.end();
+    assert.match(how, /authentication methods failed/);
+    await new Promise((r) => setTimeout(r, 1000)); // info lines reach stdout within 50 ms (log.ts)
+    assert.equal(logins(), before, "a probe is not a login");
   });
 
   it("a key added with POST …/ssh-pubkeys logs in at once; a wrong key and an unknown id are refused", async () => {
