@@ -71,6 +71,57 @@ test("the username is an id, or a name that one live sandbox listing the key has
   assert.ok("refused" in r && /several/.test(r.refused));
 });
 
+test("a name does not log in with a key that another account's live sandbox lists too", async () => {
+  const a = pub();
+  const mine = "sb-01jdx5k9v3m8q2w7e4r6t0y1aa";
+  const store = storeOf([
+    { id: mine, user_id: "alice", name: "dev", status: "running", ssh_pubkeys: [a] },
+    {
+      id: "sb-01jdx5k9v3m8q2w7e4r6t0y1ab",
+      user_id: "alice",
+      name: "ci",
+      status: "running",
+      ssh_pubkeys: [a],
+    },
+  ]);
+  const ok = await resolveLogin(store, "dev", blob(a));
+  assert.ok(!("refused" in ok) && ok.row.id === mine, "the same account's other sandboxes do not count");
+  // Mallory copies Alice's public key onto a sandbox of her own (any name; here also `dev`, as when Alice's
+  // is gone): by name neither is chosen; by id Alice still gets hers.
+  const copied = storeOf([
+    { id: mine, user_id: "alice", name: "dev", status: "running", ssh_pubkeys: [a] },
+    {
+      id: "sb-01jdx5k9v3m8q2w7e4r6t0y1ac",
+      user_id: "mallory",
+      name: "x",
+      status: "paused",
+      ssh_pubkeys: [a],
+    },
+  ]);
+  const r = await resolveLogin(copied, "dev", blob(a));
+  assert.ok("refused" in r && /more than one account/.test(r.refused), JSON.stringify(r));
+  const byId = await resolveLogin(copied, mine, blob(a));
+  assert.ok(!("refused" in byId) && byId.row.id === mine);
+  const hers = storeOf([
+    {
+      id: "sb-01jdx5k9v3m8q2w7e4r6t0y1ac",
+      user_id: "mallory",
+      name: "dev",
+      status: "running",
+      ssh_pubkeys: [a],
+    },
+    {
+      id: "sb-01jdx5k9v3m8q2w7e4r6t0y1ad",
+      user_id: "alice",
+      name: "old",
+      status: "paused",
+      ssh_pubkeys: [a],
+    },
+  ]);
+  const lure = await resolveLogin(hers, "dev", blob(a));
+  assert.ok("refused" in lure, "Alice's key on Mallory's `dev` while Alice holds it on a sandbox of hers");
+});
+
 test("the host key is made once (0600) and kept; a stored key that does not parse is made again", async () => {
   const dir = mkdtempSync(join(tmpdir(), "hostkey-"));
   try {

@@ -1,7 +1,7 @@
 /**
  * Who an SSH login is for: the username is a sandbox id (`sb-…`), or a sandbox name when exactly one live
- * sandbox of that name lists the offered key (names are unique per tenant only, so the key decides whose),
- * and the key must be one of the sandbox's `ssh_pubkeys`. Failed logins are counted per source address.
+ * sandbox of that name lists the offered key (names are unique per tenant only, so the key decides whose)
+ * and no other account's live sandbox lists it, and the key must be one of the sandbox's `ssh_pubkeys`. Failed logins are counted per source address.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -78,7 +78,19 @@ export async function resolveLogin(
     if (key) hits.push({ row, key });
   }
   if (hits.length > 1) return { refused: "name names several sandboxes with this key; use the id" };
-  return hits[0] ?? { refused: "key not listed" };
+  const hit = hits[0];
+  if (!hit) return { refused: "key not listed" };
+  // Names are the tenant's, public keys are anyone's: another account can list your key on a sandbox of
+  // your sandbox's name. A name logs in only when no other account's live sandbox lists the key, so
+  // such a copy is refused rather than chosen (the id form names the sandbox itself).
+  if (!id) {
+    const others = (await store.sandboxesInStatus([...HELD])).filter((r) => r.user_id !== hit.row.user_id);
+    if (others.some((r) => matchingKey(r, blob)))
+      return {
+        refused: "this key is listed by more than one account's sandboxes; log in with the sandbox id",
+      };
+  }
+  return hit;
 }
 
 /**
