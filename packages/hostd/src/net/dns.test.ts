@@ -81,6 +81,11 @@ test("the redirect catches port 53 to any address but ours, the masquerade only 
     r,
     /iifname "tap0" ip daddr != 169\.254\.0\.22 meta l4proto \{ udp, tcp \} th dport 53 counter redirect to :53/,
   );
+  assert.match(
+    r,
+    /chain input \{\n\s+type filter hook input priority filter; policy accept;\n\s+iifname "tap0" meta l4proto \{ udp, tcp \} th dport 53 limit rate over 200\/second burst 1000 packets counter drop/,
+    "the guest's queries are capped",
+  );
   const root = rootRules([{ ip: "10.0.0.2", port: 5353 }]);
   assert.match(
     root,

@@ -146,12 +146,27 @@ export function dnsmasqArgs(
   ];
 }
 
-/** The namespace's redirect: a guest's query to any other DNS server is answered by ours. */
+/**
+ * Query packets a guest may send its resolver: dnsmasq runs in the host daemon's cgroup, not the VM's, so a
+ * flood would spend the host's CPU (and the upstream's patience) past the VM's limits. Far above what
+ * package managers and browsers ask (tens a second, most from dnsmasq's cache); past it queries are
+ * dropped, and the guest's resolver retries after its timeout.
+ */
+export const DNS_RATE = { perSecond: 200, burst: 1000 };
+
+/**
+ * The namespace's redirect: a guest's query to any other DNS server is answered by ours; and the cap on
+ * the guest's queries ({@link DNS_RATE}).
+ */
 export function redirectRules(): string {
   return `table inet createos_dns {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "${TAP}" ip daddr != ${GATEWAY_IP} meta l4proto { udp, tcp } th dport 53 counter redirect to :53
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "${TAP}" meta l4proto { udp, tcp } th dport 53 limit rate over ${DNS_RATE.perSecond}/second burst ${DNS_RATE.burst} packets counter drop
   }
 }
 `;

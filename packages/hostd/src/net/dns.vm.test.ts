@@ -123,6 +123,68 @@ test("npm install of a small package", async () => {
   assert.match(out, /^true$/m, out);
 });
 
+/** Sends `n` queries for `localhost` (answered from /etc/hosts, nothing goes upstream), one at a time or all at once. */
+const QUERIES_PY = `
+import socket, struct, sys
+n, together = int(sys.argv[1]), sys.argv[2] == "together"
+name = b"".join(bytes([len(p)]) + p for p in b"localhost".split(b".")) + b"\\0"
+q = lambda i: struct.pack(">HHHHHH", i & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("169.254.0.22", 53))
+s.settimeout(1.0)
+ok = 0
+for i in range(n):
+    s.send(q(i))
+    if not together:
+        try:
+            s.recv(512); ok += 1
+        except socket.timeout:
+            pass
+if together:
+    s.settimeout(0.5)
+    try:
+        while True:
+            s.recv(512); ok += 1
+    except socket.timeout:
+        pass
+print("answered=%d" % ok)
+`;
+
+async function queries(n: number, how: "one by one" | "together"): Promise<number> {
+  const r = await run(d, id, [
+    "python3",
+    "-c",
+    QUERIES_PY,
+    String(n),
+    how === "together" ? "together" : "each",
+  ]);
+  const m = /answered=(\d+)/.exec(r.stdout);
+  assert.ok(m, r.stdout + r.stderr);
+  return Number(m[1]);
+}
+
+test("the guest's DNS is its egress: counted, stopped by the quota; a flood is cut at the rate cap", async () => {
+  await d.takeNetUsage(id);
+  assert.equal(await queries(20, "one by one"), 20);
+  const u = await d.takeNetUsage(id);
+  // a query for localhost is 55 bytes on the wire (IP + UDP + 27), its answer 71
+  assert.ok(u.egress_bytes >= 20 * 55 && u.ingress_bytes >= 20 * 71, JSON.stringify(u));
+  await d.setBandwidth(id, 0);
+  assert.equal(await queries(3, "one by one"), 0, "past the quota the resolver is out of reach too");
+  await d.setBandwidth(id, -1);
+  assert.equal(await queries(3, "one by one"), 3);
+  const dropped = () => {
+    const t = execFileSync("ip", ["netns", "exec", netns, "nft", "list", "table", "inet", "createos_dns"], {
+      encoding: "utf8",
+    });
+    return Number(/limit rate over .* counter packets (\d+)/.exec(t)?.[1]);
+  };
+  const before = dropped();
+  await queries(3000, "together");
+  // the burst (1,000) and 200 a second pass; sending 3,000 takes the guest well under 5 s
+  assert.ok(dropped() - before >= 1000, `dropped ${dropped() - before} of 3000`);
+});
+
 test("a restarted host daemon keeps the resolver (the namespace outlives the daemon)", async () => {
   const pid = resolverPid(netns);
   assert.ok(pid, "the sandbox's namespace runs a resolver");

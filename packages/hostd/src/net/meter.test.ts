@@ -10,8 +10,16 @@ const HEAD = `table inet createos_meter {
   chain forward {
     type filter hook forward priority filter + 10; policy accept;
   }
+  chain input {
+    type filter hook input priority filter + 10; policy accept;
+  }
+  chain output {
+    type filter hook output priority filter + 10; policy accept;
+  }
 }
 flush chain inet createos_meter forward
+flush chain inet createos_meter input
+flush chain inet createos_meter output
 add quota inet createos_meter cap { over 0 bytes }
 delete quota inet createos_meter cap
 add rule inet createos_meter forward oifname "ov*" accept
@@ -23,8 +31,11 @@ test("a metered sandbox: quota first, then the counters (golden)", () => {
     meterScript(1048576),
     `${HEAD}add quota inet createos_meter cap { over 1048576 bytes }
 add rule inet createos_meter forward iifname "tap0" quota name cap drop
+add rule inet createos_meter input iifname "tap0" quota name cap drop
 add rule inet createos_meter forward iifname "tap0" counter name tx
 add rule inet createos_meter forward oifname "tap0" counter name rx
+add rule inet createos_meter input iifname "tap0" counter name tx
+add rule inet createos_meter output oifname "tap0" counter name rx
 `,
   );
 });
@@ -34,6 +45,8 @@ test("unmetered: counters only; nothing left means nothing more gets out", () =>
     meterScript(-1),
     `${HEAD}add rule inet createos_meter forward iifname "tap0" counter name tx
 add rule inet createos_meter forward oifname "tap0" counter name rx
+add rule inet createos_meter input iifname "tap0" counter name tx
+add rule inet createos_meter output oifname "tap0" counter name rx
 `,
   );
   assert.match(meterScript(0), /cap \{ over 0 bytes \}\nadd rule .* quota name cap drop/);

@@ -11,6 +11,10 @@
  *     quota cap { over N bytes }  only when metered: N is what the sandbox may still send; past it every
  *                                  packet from the guest is dropped (exec, files, shells and tunnels do not
  *                                  use the NIC: they are never metered or stopped)
+ *     input / output hooks        the guest's traffic to the namespace itself — its DNS, the one service
+ *                                  there (the firewall refuses the rest) — counted and capped alike: the
+ *                                  resolver forwards what it is asked, so queries reach the outside world,
+ *                                  and a guest past its quota could otherwise still talk through DNS
  *
  * The control plane keeps the ledger: it adds each `takeUsage` to its row, and sets the quota to what is
  * left (`setQuota`) when the VM starts, after a recharge, and whenever it wants the cap to match its books.
@@ -24,6 +28,12 @@ import { OVERLAY_DEV_PREFIX } from "./overlayplan.js";
 import { TAP } from "./plan.js";
 
 export const METER_TABLE = "createos_meter";
+/** The meter's chains and their hooks. */
+const HOOKS = [
+  ["forward", "forward"],
+  ["input", "input"],
+  ["output", "output"],
+] as const;
 
 /** Bytes since the last take, and whether the quota has stopped the guest. */
 export interface Usage {
@@ -42,8 +52,8 @@ export interface Usage {
 export function meterScript(remaining: number): string {
   const t = `inet ${METER_TABLE}`;
   const lines = [
-    `table ${t} {\n  counter tx {\n  }\n  counter rx {\n  }\n  chain forward {\n    type filter hook forward priority filter + 10; policy accept;\n  }\n}`,
-    `flush chain ${t} forward`,
+    `table ${t} {\n  counter tx {\n  }\n  counter rx {\n  }\n${HOOKS.map(([c, h]) => `  chain ${c} {\n    type filter hook ${h} priority filter + 10; policy accept;\n  }\n`).join("")}}`,
+    ...HOOKS.map(([c]) => `flush chain ${t} ${c}`),
     // declared first so that the delete succeeds when there is none
     `add quota ${t} cap { over 0 bytes }`,
     `delete quota ${t} cap`,
@@ -53,9 +63,12 @@ export function meterScript(remaining: number): string {
   if (remaining >= 0) {
     lines.push(`add quota ${t} cap { over ${Math.floor(remaining)} bytes }`);
     lines.push(`add rule ${t} forward iifname "${TAP}" quota name cap drop`);
+    lines.push(`add rule ${t} input iifname "${TAP}" quota name cap drop`);
   }
   lines.push(`add rule ${t} forward iifname "${TAP}" counter name tx`);
   lines.push(`add rule ${t} forward oifname "${TAP}" counter name rx`);
+  lines.push(`add rule ${t} input iifname "${TAP}" counter name tx`);
+  lines.push(`add rule ${t} output oifname "${TAP}" counter name rx`);
   return `${lines.join("\n")}\n`;
 }
 
