@@ -153,7 +153,7 @@ export class Templates {
    */
   async gcLayers(hostId: string): Promise<void> {
     for (const l of this.store.layersBeyond(hostId, this.settings.layerCache)) {
-      this.store.dropLayer(l.hash, hostId);
+      this.store.dropLayer(l.hash, l.user_id, hostId);
       await this.hosts.daemonOf(hostId).deleteImage(l.image);
     }
   }
