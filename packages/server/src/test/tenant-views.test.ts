@@ -1,0 +1,100 @@
+/**
+ * What one tenant may see and do through the HTTP API of an in-process control plane over a scripted host
+ * daemon: the request id on responses a route writes itself.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import type { IncomingMessage } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { ScriptedDaemon } from "@createos-sandbox/hostd/remote/scripted";
+import WebSocket from "ws";
+import { type RunningServer, startServer } from "../app.js";
+import { loadConfig } from "../config.js";
+import { createLogger } from "../log.js";
+import { SHELL_WS_PROTOCOL } from "../routes/shell-ws.js";
+import { SqliteStore } from "../store/sqlite.js";
+import { EPHEMERAL_EDGE, attachReady, call } from "./helpers.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("what a tenant sees", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "csb-views-"));
+  const daemon = new ScriptedDaemon();
+  let srv: RunningServer;
+  const keys: Record<string, string> = {};
+
+  before(async () => {
+    const cfg = loadConfig({ dataDir, port: 0 }, { ...EPHEMERAL_EDGE });
+    const store = SqliteStore.open(join(dataDir, "db.sqlite"));
+    for (const name of ["admin", "alice"]) {
+      const user = (await store.getUserByName(name)) ?? (await store.createUser(name));
+      keys[name] = `skp_${name.at(-1)!.repeat(32)}`;
+      await store.addApiKey(user.id, keys[name]!);
+    }
+    srv = await startServer(
+      cfg,
+      createLogger(() => undefined),
+      store,
+    );
+    await attachReady(srv, daemon);
+  });
+  after(async () => {
+    await srv.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const req = (method: string, path: string, body?: unknown, who = "alice") =>
+    call(srv.url, method, path, { key: keys[who]!, ...(body === undefined ? {} : { body }) });
+  const created = async (body: Record<string, unknown> = {}): Promise<string> => {
+    const r = await req("POST", "/v1/sandboxes", { shape: "s-1vcpu-256mb", rootfs: "debian:12", ...body });
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.id;
+  };
+  const settled = async (path: string, busy: string[]) => {
+    for (let i = 0; i < 200; i++) {
+      const g = await req("GET", path);
+      if (!busy.includes(g.json.data.status)) return g.json.data;
+      await sleep(25);
+    }
+    assert.fail(`${path} never left ${busy.join("/")}`);
+  };
+  /** The daemon's next `method` call fails with `err`; later ones run as scripted. */
+  test("template logs, plain and followed, carry X-Request-Id like every response", async () => {
+    const t = await req("POST", "/v1/templates", {
+      name: "plain",
+      dockerfile: "FROM nodeops/sandbox:debian\n",
+    });
+    assert.equal(t.status, 200, t.text);
+    const id = t.json.data.id;
+    assert.equal((await settled(`/v1/templates/${id}`, ["pending", "building"])).status, "ready");
+    for (const q of ["", "?follow=true"]) {
+      const r = await call(srv.url, "GET", `/v1/templates/${id}/logs${q}`, {
+        key: keys.alice!,
+        headers: { "x-request-id": `logs-${q.length}` },
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.match(r.text, /Successfully built/);
+      assert.equal(r.headers.get("x-request-id"), `logs-${q.length}`, `logs${q}`);
+    }
+  });
+
+  test("the shell WebSocket's 101 carries X-Request-Id", async () => {
+    const id = await created();
+    const ws = new WebSocket(
+      `${srv.url.replace("http", "ws")}/v1/sandboxes/${id}/shell-ws`,
+      [SHELL_WS_PROTOCOL],
+      {
+        headers: { "x-api-key": keys.alice!, "x-request-id": "shell-ws-1" },
+      },
+    );
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      ws.once("upgrade", resolve);
+      ws.once("unexpected-response", (_q, r: IncomingMessage) => reject(new Error(`HTTP ${r.statusCode}`)));
+      ws.once("error", reject);
+    });
+    ws.terminate();
+    assert.equal(res.headers["x-request-id"], "shell-ws-1");
+  });
+});
