@@ -1,6 +1,6 @@
 /**
  * What one tenant may see and do through the HTTP API of an in-process control plane over a scripted host
- * daemon: the request id on responses a route writes itself.
+ * daemon: the request id on responses a route writes itself, and exec's declared-env rule.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -96,5 +96,27 @@ describe("what a tenant sees", () => {
     });
     ws.terminate();
     assert.equal(res.headers["x-request-id"], "shell-ws-1");
+  });
+
+  test("exec's env may only override declared keys, prototype names included", async () => {
+    const id = await created({ envs: { A: "1" } });
+    const exec = (env: Record<string, string>) =>
+      req("POST", `/v1/sandboxes/${id}/exec`, { cmd: "echo-stdin", env });
+    assert.equal((await exec({ A: "2" })).status, 200);
+    // As JSON text: an object literal's `__proto__` would set the prototype, not a key.
+    for (const env of [
+      '{"B":"1"}',
+      '{"constructor":"1","toString":"2"}',
+      '{"__proto__":"x"}',
+      '{"hasOwnProperty":"1"}',
+    ]) {
+      const r = await call(srv.url, "POST", `/v1/sandboxes/${id}/exec`, {
+        key: keys.alice!,
+        raw: `{"cmd":"echo-stdin","env":${env}}`,
+        headers: { "content-type": "application/json" },
+      });
+      assert.equal(r.status, 400, `${env}: ${r.text}`);
+      assert.match(r.json.data.env, /undeclared env key/);
+    }
   });
 });
