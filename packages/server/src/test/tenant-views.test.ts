@@ -1,6 +1,7 @@
 /**
  * What one tenant may see and do through the HTTP API of an in-process control plane over a scripted host
- * daemon: the request id on responses a route writes itself, and exec's declared-env rule.
+ * daemon: the request id on responses a route writes itself, exec's declared-env rule, and `GET /v1/hosts`
+ * without the host's own words (addresses, sockets, errors).
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -9,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ScriptedDaemon } from "@createos-sandbox/hostd/remote/scripted";
+import type { HostDaemon } from "@createos-sandbox/protocol";
 import WebSocket from "ws";
 import { type RunningServer, startServer } from "../app.js";
 import { loadConfig } from "../config.js";
@@ -18,6 +20,8 @@ import { SqliteStore } from "../store/sqlite.js";
 import { EPHEMERAL_EDGE, attachReady, call } from "./helpers.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** What a host daemon says for an operator: none of it may reach a tenant. */
+const HOST_WORDS = /var\/lib|hostd\.sock|ECONNREFUSED|10\.9\.8\.7|812 MiB|hostd-internal/;
 
 describe("what a tenant sees", () => {
   const dataDir = mkdtempSync(join(tmpdir(), "csb-views-"));
@@ -118,5 +122,37 @@ describe("what a tenant sees", () => {
       assert.equal(r.status, 400, `${env}: ${r.text}`);
       assert.match(r.json.data.env, /undeclared env key/);
     }
+  });
+
+  test("GET /v1/hosts: a tenant gets readyz's ids and words; the admin the address and the error", async () => {
+    // A daemon the control plane cannot reach, known by its URL alone.
+    const unreachable = {
+      info: async () => {
+        throw new Error("connect ECONNREFUSED 10.9.8.7:7070 /run/csb/hostd.sock");
+      },
+    } as unknown as HostDaemon;
+    void srv.attachHost(unreachable, "https://hostd-internal.corp:7070");
+    const hosts = async (who: string) => {
+      for (let i = 0; i < 100; i++) {
+        const r = await req("GET", "/v1/hosts", undefined, who);
+        assert.equal(r.status, 200, r.text);
+        const bad = r.json.data.data[1];
+        if (bad?.not_ready_reason?.includes("connect")) return r;
+        await sleep(50);
+      }
+      assert.fail("the unreachable host never showed its reason");
+    };
+    const mine = await hosts("alice");
+    assert.doesNotMatch(mine.text, HOST_WORDS);
+    assert.deepEqual(
+      mine.json.data.data.map((h: { id: string; not_ready_reason?: string }) => [h.id, h.not_ready_reason]),
+      [
+        ["scripted", undefined],
+        ["host 2", "connecting to the host daemon"],
+      ],
+    );
+    const op = await hosts("admin");
+    assert.equal(op.json.data.data[1].id, "https://hostd-internal.corp:7070");
+    assert.match(op.json.data.data[1].not_ready_reason, /ECONNREFUSED 10\.9\.8\.7:7070/);
   });
 });
