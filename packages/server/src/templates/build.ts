@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { StringDecoder } from "node:string_decoder";
 import type { HostDaemon } from "@createos-sandbox/protocol";
+import { publicMessage } from "../hosterr.js";
 import type { Hosts } from "../hosts.js";
 import type { BuildPlan, BuildStep } from "./dockerfile.js";
 import type { TemplateSettings } from "./service.js";
@@ -62,7 +63,10 @@ export async function runBuild(c: BuildCtx): Promise<{ size_bytes: number }> {
     } catch (e) {
       if (!start) throw e;
       // a layer the host lost (or cannot boot): forget it and build from the base
-      c.log("info", ` ---> cached layer unusable (${(e as Error).message}); building from ${plan.base}`);
+      c.log(
+        "info",
+        ` ---> cached layer unusable (${publicMessage(e, { action: "boot" })}); building from ${plan.base}`,
+      );
       store.dropLayer(keys[start - 1]!, owner, host.id);
       start = 0;
       await boot(c, daemon, builder, plan.base);

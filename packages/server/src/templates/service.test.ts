@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import type { ExecEvents, ExecRequest, HostDaemon } from "@createos-sandbox/protocol";
+import { type ExecEvents, type ExecRequest, type HostDaemon, HostdError } from "@createos-sandbox/protocol";
 import Database from "better-sqlite3";
 import type { HostRef } from "../hosts.js";
 import type { Logger } from "../log.js";
@@ -317,4 +317,31 @@ test("layers made before layers had an owner are never booted, and the next gc d
     "the unowned layer's image leaves the host",
   );
   assert.ok(!t.store.layersBeyond("h1", 0).some((l) => l.user_id === NO_OWNER));
+});
+
+test("a cached layer the host cannot boot: the build log gives the catalog's words, not the host's", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const df = "FROM nodeops/sandbox:debian\nRUN one\nRUN two\n";
+  assert.equal((await finished(t, t.submit("u1", "a", df).id)).status, "ready");
+  const daemon = h.hosts.daemonOf() as unknown as { create: (spec: { image: string }) => Promise<unknown> };
+  const create = daemon.create;
+  daemon.create = async (spec) => {
+    if (spec.image.startsWith("tpl_c"))
+      throw new HostdError(
+        "capacity",
+        "not enough free memory to create a sandbox: 812 MiB free, /var/lib/x",
+      );
+    return create(spec);
+  };
+  const row = t.submit("u1", "b", df);
+  assert.equal((await finished(t, row.id)).status, "ready");
+  const lines = t.store.readLog(row.id).map((f) => f.line);
+  assert.ok(
+    lines.includes(
+      " ---> cached layer unusable (no host capacity: not enough free memory on this host to create a sandbox); building from nodeops/sandbox:debian",
+    ),
+    lines.join("\n"),
+  );
+  assert.ok(!lines.some((l) => /var\/lib|812 MiB/.test(l)));
 });
