@@ -41,6 +41,18 @@ export function mapHostdError(
   return Object.assign(toCatalog(code, msg, ctx), { hostDetail: msg });
 }
 
+/**
+ * What a row's `status_reason` may say about a failed engine call: the message of the catalog row the
+ * client would get (mapHostdError), never the host's words; those go to the log with the row's id.
+ */
+export function publicMessage(
+  err: unknown,
+  ctx: { id?: string; action?: string; path?: string } = {},
+): string {
+  const mapped = mapHostdError(err, ctx);
+  return (mapped instanceof ApiError ? mapped : apiError("internal")).message;
+}
+
 function toCatalog(code: HostdErrorCode, msg: string, ctx: { action?: string; path?: string }): ApiError {
   switch (code) {
     case "not_found":

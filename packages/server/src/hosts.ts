@@ -80,12 +80,14 @@ export class Hosts {
     return this.refs.map((h, i) => `${publicHostId(h.id, i)}: ${this.publicWhyNot(h) ?? "ready"}`).join("; ");
   }
 
-  private publicWhyNot(h: HostRef): string | undefined {
+  /** `whyNot()` in fixed phrases, as a client may see it. */
+  publicWhyNot(h: HostRef): string | undefined {
     const why = this.whyNot(h);
     return why === undefined ? undefined : publicReason(why);
   }
 
-  private whyNot(h: HostRef): string | undefined {
+  /** Why the host cannot take new sandboxes, in the underlying error's words (for the operator). */
+  whyNot(h: HostRef): string | undefined {
     if (!h.daemon) return h.notReady ?? "no host daemon is loaded";
     if (!h.healthy) return `host daemon is unreachable (${h.lastError ?? "no answer"})`;
     return h.notReady;

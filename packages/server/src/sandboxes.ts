@@ -9,7 +9,7 @@ import type { HostDaemon, HostEvent, SnapshotRef, VmSpec } from "@createos-sandb
 import { type ApiError, apiError, validationError } from "@createos-sandbox/protocol";
 import { randomName } from "./catalog.js";
 import type { ServerConfig } from "./config.js";
-import { mapHostdError } from "./hosterr.js";
+import { mapHostdError, publicMessage } from "./hosterr.js";
 import type { HostRef, Hosts } from "./hosts.js";
 import { type Claim, checkTenantLimits } from "./limits.js";
 import type { Logger } from "./log.js";
@@ -154,7 +154,10 @@ export class Sandboxes {
         });
       } catch (e) {
         this.log.warn("create failed", { sandbox_id: row.id, err: errText(e) });
-        await this.store.transition(row.id, ["creating"], { status: "failed", status_reason: errText(e) });
+        await this.store.transition(row.id, ["creating"], {
+          status: "failed",
+          status_reason: publicMessage(e, { action: "create" }),
+        });
         await this.dropMemberships(row.id);
         await daemon.destroy(row.id).catch(() => undefined);
         throw mapHostdError(e, { action: "create" });
@@ -202,7 +205,7 @@ export class Sandboxes {
       const stillRunning = await this.vmPresent(daemon, id);
       await this.store.transition(id, ["pausing"], {
         status: stillRunning ? "running" : "error",
-        status_reason: `pause failed: ${errText(e)}`,
+        status_reason: `pause failed: ${publicMessage(e, { action: "pause" })}`,
         clear: ["pending_snapshot_id"],
       });
       return;
@@ -259,7 +262,7 @@ export class Sandboxes {
       // `error` keeps the snapshot: POST /resume again retries (protocol.md §2.0).
       await this.store.transition(id, ["resuming"], {
         status: "error",
-        status_reason: `resume failed: ${errText(e)}`,
+        status_reason: `resume failed: ${publicMessage(e, { action: "resume" })}`,
       });
     }
   }
@@ -331,7 +334,10 @@ export class Sandboxes {
       }
     } catch (e) {
       this.log.warn("fork failed", { sandbox_id: child.id, parent: child.forked_from, err: errText(e) });
-      await this.store.transition(child.id, ["forking"], { status: "failed", status_reason: errText(e) });
+      await this.store.transition(child.id, ["forking"], {
+        status: "failed",
+        status_reason: publicMessage(e, { action: "fork" }),
+      });
       await this.dropMemberships(child.id);
       await daemon.destroy(child.id).catch(() => undefined);
       throw mapHostdError(e, { action: "fork" });

@@ -79,6 +79,11 @@ export function userOf(ctx: Pick<Ctx, "principal">): string {
   return ctx.principal!.user_id;
 }
 
+/** The caller is the admin user: the operator's account (`createos-sandbox serve` ensures it). */
+export async function isAdmin(app: App, ctx: Pick<Ctx, "principal">): Promise<boolean> {
+  return (await app.store.getUserByName("admin"))?.id === userOf(ctx);
+}
+
 /** A network of this user by id (`net-`/`net_`) or name. */
 export function findNetwork(app: App, userId: string, ref: string): NetworkRow | undefined {
   return app.sandboxes.overlay.nets.get(userId, canonicalNetworkId(ref) ?? ref);

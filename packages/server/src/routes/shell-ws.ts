@@ -4,6 +4,7 @@
  * `{"type":"resize","rows":R,"cols":C}` resizes; close 1000 when the shell ends. Auth, tenant and state are
  * checked before the handshake, so a refusal is an ordinary JSend response.
  */
+import type { IncomingMessage } from "node:http";
 import { apiError } from "@createos-sandbox/protocol";
 import { WebSocketServer } from "ws";
 import type { Route, UpgradeCtx } from "../http/server.js";
@@ -38,6 +39,12 @@ export function shellWsRoutes(app: App): Route[] {
     perMessageDeflate: false,
     handleProtocols: (offered) => (offered.has(SHELL_WS_PROTOCOL) ? SHELL_WS_PROTOCOL : false),
   });
+  // The library writes the 101 itself: the request's id is added to it here, like on every response.
+  const reqIds = new WeakMap<IncomingMessage, string>();
+  wss.on("headers", (headers, req) => {
+    const id = reqIds.get(req);
+    if (id) headers.push(`x-request-id: ${id}`);
+  });
   const upgrade = async (u: UpgradeCtx): Promise<void> => {
     const h = u.req.headers;
     if (!originAllowed(h.origin, h.host))
@@ -59,6 +66,7 @@ export function shellWsRoutes(app: App): Route[] {
       pty.stream.destroy();
       claim.release();
     });
+    reqIds.set(u.req.raw, u.reqId);
     wss.handleUpgrade(u.req.raw, socket as never, u.head, (ws) => {
       linked = true;
       const close = linkShell(

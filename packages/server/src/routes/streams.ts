@@ -49,7 +49,8 @@ export function streamRoutes(app: App): Route[] {
       const streamFlag = b.stream;
       let row = await loadSandbox(app, ctx);
       if (env) {
-        const undeclared = Object.keys(env).filter((k) => !(k in row.envs));
+        // Own keys only: `in` also finds the prototype's (`constructor`, `toString`) on every object.
+        const undeclared = Object.keys(env).filter((k) => !Object.hasOwn(row.envs, k));
         if (undeclared.length) {
           throw validationError({
             env: `undeclared env key: ${undeclared.join(", ")} (exec env may only override keys declared in the sandbox's envs)`,

@@ -104,13 +104,18 @@ export function templateRoutes(templates?: Templates): Route[] {
           .map((f) => `${f.line}\n`)
           .join("");
         ctx.reply.hijack();
-        ctx.res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
+        // A hijacked reply skips the headers set on it: the id goes in by hand, like every response's.
+        ctx.res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "x-request-id": ctx.reqId });
         ctx.res.end(text);
         return undefined;
       }
       ctx.reply.hijack();
       const res = ctx.res;
-      res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+      res.writeHead(200, {
+        "content-type": "application/x-ndjson",
+        "cache-control": "no-store",
+        "x-request-id": ctx.reqId,
+      });
       const write = (e: FollowEvent) => res.write(`${JSON.stringify(e)}\n`);
       // Sync from here to the subscription: no frame can land between the replay and the follow.
       for (const f of t.store.readLog(row.id)) write(f);

@@ -1,6 +1,6 @@
 /**
  * One template build on one host. The builder VM boots the deepest cached layer of this Dockerfile (the
- * committed disk after step k, keyed by a hash of the base and every step up to k, so a rebuild that
+ * committed disk after step k, keyed by a hash of the tenant, the base and every step up to k, so a rebuild that
  * changes the last step re-runs only that step) or the base image; each further RUN is an exec through the
  * guest agent, its output streamed into the log as it comes, and after each the disk is committed as the
  * next layer (`commitImage` with `keep`: the VM runs on). Last, the disk becomes the template's image.
@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { StringDecoder } from "node:string_decoder";
 import type { HostDaemon } from "@createos-sandbox/protocol";
+import { publicMessage } from "../hosterr.js";
 import type { Hosts } from "../hosts.js";
 import type { BuildPlan, BuildStep } from "./dockerfile.js";
 import type { TemplateSettings } from "./service.js";
@@ -18,9 +19,12 @@ export class StepFailed extends Error {}
 /** Bump when what a layer holds for the same steps changes (how steps run, what the builder adds). */
 const LAYER_PROCEDURE = "template-layer v1";
 
-/** Layer key of the disk after steps[0..k]. */
-export function layerKeys(plan: BuildPlan): string[] {
-  const h = createHash("sha256").update(`${LAYER_PROCEDURE}\0${plan.base}`);
+/**
+ * Layer key of the disk after steps[0..k], for `userId` only: a layer holds what its tenant's steps
+ * fetched (private packages, tokens in the disk), so another tenant's same steps never boot it.
+ */
+export function layerKeys(plan: BuildPlan, userId: string): string[] {
+  const h = createHash("sha256").update(`${LAYER_PROCEDURE}\0${userId}\0${plan.base}`);
   return plan.steps.map((st: BuildStep) => {
     h.update(`\0${JSON.stringify([st.argv, st.env, st.cwd, st.user])}`);
     return h.copy().digest("hex").slice(0, 40);
@@ -40,7 +44,8 @@ export async function runBuild(c: BuildCtx): Promise<{ size_bytes: number }> {
   const { row, plan, settings: s, store } = c;
   const total = plan.steps.length + 1;
   const builder = `tb-${row.id.slice(4)}`;
-  const keys = layerKeys(plan);
+  const keys = layerKeys(plan, row.user_id);
+  const owner = row.user_id;
   const host = c.hosts.place(s.builderMemMib, plan.base);
   const daemon = host.daemon!;
   store.update(row.id, { status: "building", host_id: host.id });
@@ -50,16 +55,19 @@ export async function runBuild(c: BuildCtx): Promise<{ size_bytes: number }> {
   try {
     c.log("info", `Step 1/${total} : FROM ${plan.base}`);
     let start = plan.steps.length;
-    while (start > 0 && !store.layer(keys[start - 1]!, host.id)) start--;
-    if (start) store.touchLayer(keys[start - 1]!, host.id);
+    while (start > 0 && !store.layer(keys[start - 1]!, owner, host.id)) start--;
+    if (start) store.touchLayer(keys[start - 1]!, owner, host.id);
     const t0 = Date.now();
     try {
-      await boot(c, daemon, builder, start ? store.layer(keys[start - 1]!, host.id)! : plan.base);
+      await boot(c, daemon, builder, start ? store.layer(keys[start - 1]!, owner, host.id)! : plan.base);
     } catch (e) {
       if (!start) throw e;
       // a layer the host lost (or cannot boot): forget it and build from the base
-      c.log("info", ` ---> cached layer unusable (${(e as Error).message}); building from ${plan.base}`);
-      store.dropLayer(keys[start - 1]!, host.id);
+      c.log(
+        "info",
+        ` ---> cached layer unusable (${publicMessage(e, { action: "boot" })}); building from ${plan.base}`,
+      );
+      store.dropLayer(keys[start - 1]!, owner, host.id);
       start = 0;
       await boot(c, daemon, builder, plan.base);
     }
@@ -73,7 +81,7 @@ export async function runBuild(c: BuildCtx): Promise<{ size_bytes: number }> {
       }
       await runStep(c, daemon, builder, step, label, ac.signal);
       const layer = await daemon.commitImage(builder, `tpl_c${keys[i]}`, { keep: true });
-      store.putLayer(keys[i]!, host.id, layer.image);
+      store.putLayer(keys[i]!, owner, host.id, layer.image);
     }
     if (plan.cwd !== "/") await daemon.exec(builder, { argv: ["mkdir", "-p", plan.cwd] });
     c.log("info", "Committing the builder's disk as the template image");

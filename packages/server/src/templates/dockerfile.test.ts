@@ -76,6 +76,13 @@ describe("dockerfile grammar", () => {
     assert.equal(p.cwd, "/srv/app");
     assert.deepEqual(p.cmd, ["sleep", "1"]);
   });
+  test("a variable named like an Object method is unset, as in Docker, not the method's source", () => {
+    const p = planDockerfile(
+      `${B}ENV A=$constructor B=\${toString:-dflt} C=\${__proto__}x\nWORKDIR /w$hasOwnProperty\n`,
+    );
+    assert.deepEqual(p.env, { A: "", B: "dflt", C: "x" });
+    assert.equal(p.cwd, "/w");
+  });
   test("CRLF line endings and a BOM", () => {
     assert.equal(planDockerfile(`\uFEFF${B.trim()}\r\nRUN true\r\n`).steps[0]!.argv[2], "true");
   });

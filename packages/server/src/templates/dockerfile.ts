@@ -187,7 +187,9 @@ function expand(s: string, vars: Record<string, string>): string {
   return s.replace(
     /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g,
     (_, a, d, b) => {
-      const v = vars[(a ?? b) as string];
+      // Own keys only: a name like `constructor` must not find Object.prototype's.
+      const name = (a ?? b) as string;
+      const v = Object.hasOwn(vars, name) ? vars[name] : undefined;
       return v !== undefined && v !== "" ? v : ((d as string | undefined) ?? "");
     },
   );

@@ -1,16 +1,17 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import type { ExecEvents, ExecRequest, HostDaemon } from "@createos-sandbox/protocol";
+import { type ExecEvents, type ExecRequest, type HostDaemon, HostdError } from "@createos-sandbox/protocol";
 import Database from "better-sqlite3";
 import type { HostRef } from "../hosts.js";
 import type { Logger } from "../log.js";
 import type { SandboxRow } from "../store/types.js";
 import { DockerfileError } from "./dockerfile.js";
 import { type FollowEvent, INTERRUPTED, Templates, templateSettings } from "./service.js";
-import { TemplateStore } from "./store.js";
+import { NO_OWNER, TemplateStore } from "./store.js";
 
 const dirs: string[] = [];
 after(() => {
@@ -248,7 +249,99 @@ test("a layer table from before the cap is migrated; its layers count as the lea
     INSERT INTO template_layers VALUES ('old', 'h1', 'tpl_cold', '2026-01-01T00:00:00.000Z');`);
   old.close();
   const store = new TemplateStore(d);
-  store.putLayer("new", "h1", "tpl_cnew");
-  assert.deepEqual(store.layersBeyond("h1", 1), [{ hash: "old", image: "tpl_cold" }]);
+  store.putLayer("new", "u1", "h1", "tpl_cnew");
+  assert.deepEqual(store.layersBeyond("h1", 1), [{ hash: "old", user_id: NO_OWNER, image: "tpl_cold" }]);
   store.close();
+});
+
+const SHARED = "FROM nodeops/sandbox:debian\nRUN pip install acme-internal-billing==4.2.1\nRUN two\n";
+
+test("a step layer is its tenant's: another tenant's same Dockerfile builds from the base", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const booted = () =>
+    (h.calls.filter((c) => c.method === "create").at(-1)!.args[0] as { image: string }).image;
+  const layers = () => h.calls.filter((c) => c.method === "commitImage" && c.args[2]).map((c) => c.args[1]);
+  const cached = (id: string) => t.store.readLog(id).filter((f) => f.line === " ---> Using cache").length;
+  const alice = t.submit("alice", "billing", SHARED);
+  assert.equal((await finished(t, alice.id)).status, "ready");
+  const aliceLayers = layers();
+  assert.equal(aliceLayers.length, 2);
+  h.calls.length = 0;
+  const bob = t.submit("bob", "billing", SHARED);
+  assert.equal((await finished(t, bob.id)).status, "ready");
+  assert.equal(cached(bob.id), 0, "bob's build uses none of alice's layers");
+  assert.equal(booted(), "nodeops/sandbox:debian");
+  const ran = h.calls.filter((c) => c.method === "exec").map((c) => (c.args[1] as ExecRequest).argv.at(-1));
+  assert.deepEqual(ran, ["pip install acme-internal-billing==4.2.1", "two"]);
+  const bobLayers = layers();
+  assert.equal(bobLayers.length, 2);
+  assert.ok(!bobLayers.some((l) => aliceLayers.includes(l)), "bob's layers are images of his own");
+  h.calls.length = 0;
+  // The same tenant still builds from its cache.
+  const again = t.submit("alice", "billing", SHARED);
+  assert.equal((await finished(t, again.id)).status, "ready");
+  assert.equal(cached(again.id), 2);
+  assert.equal(booted(), aliceLayers[1]);
+});
+
+test("layers made before layers had an owner are never booted, and the next gc deletes their images", async () => {
+  const d = mkdtempSync(join(tmpdir(), "csb-tpl-"));
+  dirs.push(d);
+  // The key the unowned cache gave SHARED's first step: base and step, no tenant.
+  const oldKey = createHash("sha256")
+    .update("template-layer v1\0nodeops/sandbox:debian")
+    .update(
+      `\0${JSON.stringify([["/bin/sh", "-c", "pip install acme-internal-billing==4.2.1"], {}, "/", "root"])}`,
+    )
+    .digest("hex")
+    .slice(0, 40);
+  const old = new Database(join(d, "templates.sqlite"));
+  old.exec(`CREATE TABLE template_layers (hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL,
+    created_at TEXT NOT NULL, used_seq INTEGER, PRIMARY KEY (hash, host_id));
+    INSERT INTO template_layers VALUES ('${oldKey}', 'h1', 'tpl_c${oldKey}', '2026-01-01T00:00:00.000Z', 1);`);
+  old.close();
+  const h = fakeHost();
+  const { t } = open(h.hosts, d);
+  const row = t.submit("bob", "billing", SHARED);
+  assert.equal((await finished(t, row.id)).status, "ready");
+  assert.equal(
+    (h.calls.find((c) => c.method === "create")!.args[0] as { image: string }).image,
+    "nodeops/sandbox:debian",
+  );
+  assert.ok(!t.store.readLog(row.id).some((f) => f.line === " ---> Using cache"));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    h.calls.filter((c) => c.method === "deleteImage").map((c) => c.args[0]),
+    [`tpl_c${oldKey}`],
+    "the unowned layer's image leaves the host",
+  );
+  assert.ok(!t.store.layersBeyond("h1", 0).some((l) => l.user_id === NO_OWNER));
+});
+
+test("a cached layer the host cannot boot: the build log gives the catalog's words, not the host's", async () => {
+  const h = fakeHost();
+  const { t } = open(h.hosts);
+  const df = "FROM nodeops/sandbox:debian\nRUN one\nRUN two\n";
+  assert.equal((await finished(t, t.submit("u1", "a", df).id)).status, "ready");
+  const daemon = h.hosts.daemonOf() as unknown as { create: (spec: { image: string }) => Promise<unknown> };
+  const create = daemon.create;
+  daemon.create = async (spec) => {
+    if (spec.image.startsWith("tpl_c"))
+      throw new HostdError(
+        "capacity",
+        "not enough free memory to create a sandbox: 812 MiB free, /var/lib/x",
+      );
+    return create(spec);
+  };
+  const row = t.submit("u1", "b", df);
+  assert.equal((await finished(t, row.id)).status, "ready");
+  const lines = t.store.readLog(row.id).map((f) => f.line);
+  assert.ok(
+    lines.includes(
+      " ---> cached layer unusable (no host capacity: not enough free memory on this host to create a sandbox); building from nodeops/sandbox:debian",
+    ),
+    lines.join("\n"),
+  );
+  assert.ok(!lines.some((l) => /var\/lib|812 MiB/.test(l)));
 });

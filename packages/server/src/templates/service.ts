@@ -8,6 +8,7 @@
  */
 import { apiError } from "@createos-sandbox/protocol";
 import { SANDBOX_STATUSES } from "@createos-sandbox/protocol/api";
+import { publicMessage } from "../hosterr.js";
 import type { Hosts } from "../hosts.js";
 import type { Logger } from "../log.js";
 import type { Store } from "../store/types.js";
@@ -136,8 +137,12 @@ export class Templates {
       log("info", `Successfully built ${row.id} (${img.size_bytes} bytes)`);
       this.finish(row.id, "ready");
     } catch (e) {
-      const msg = e instanceof Error ? e.message : String(e);
-      log("error", e instanceof StepFailed ? msg : `build failed: ${msg}`);
+      // A failed step is the user's to read (the step, its exit code); anything else the host said names
+      // its paths and free memory: the log line gets it, the template's log and reason the catalog's words.
+      const msg =
+        e instanceof StepFailed ? e.message : `build failed: ${publicMessage(e, { action: "build" })}`;
+      if (!(e instanceof StepFailed)) this.log.warn("template build failed", { id: row.id, err: e });
+      log("error", msg);
       this.store.update(row.id, { status: "failed", status_reason: msg.slice(0, 1000) });
       this.finish(row.id, "failed");
     }
@@ -153,7 +158,7 @@ export class Templates {
    */
   async gcLayers(hostId: string): Promise<void> {
     for (const l of this.store.layersBeyond(hostId, this.settings.layerCache)) {
-      this.store.dropLayer(l.hash, hostId);
+      this.store.dropLayer(l.hash, l.user_id, hostId);
       await this.hosts.daemonOf(hostId).deleteImage(l.image);
     }
   }

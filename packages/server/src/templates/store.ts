@@ -31,6 +31,13 @@ export interface TemplateRow {
   image_gone: number;
 }
 
+/** A cached step layer: the disk after the steps hashed into `hash`, made by and for `user_id`. */
+export interface Layer {
+  hash: string;
+  user_id: string;
+  image: string;
+}
+
 export interface LogFrame {
   ts: string;
   level: "info" | "error";
@@ -45,8 +52,14 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS templates (
   host_id TEXT, status_reason TEXT, deleted_at TEXT, image_gone INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS templates_user ON templates(user_id, id);
 CREATE TABLE IF NOT EXISTS template_layers (
-  hash TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL, created_at TEXT NOT NULL,
-  used_seq INTEGER, PRIMARY KEY (hash, host_id));`;
+  hash TEXT NOT NULL, user_id TEXT NOT NULL, host_id TEXT NOT NULL, image TEXT NOT NULL,
+  created_at TEXT NOT NULL, used_seq INTEGER, PRIMARY KEY (hash, user_id, host_id));`;
+
+/**
+ * The owner of layers made before layers had one: no user has this id, so no build boots them, and the
+ * next layer gc on their host deletes them (row and image).
+ */
+export const NO_OWNER = "";
 
 export class TemplateStore {
   private readonly db: Database.Database;
@@ -56,12 +69,33 @@ export class TemplateStore {
     this.db = new Database(join(dataDir, "templates.sqlite"));
     this.db.pragma("journal_mode = WAL");
     this.db.exec(SCHEMA);
-    // Stores made before the layer cache had a cap lack `used_seq` (their layers count as the oldest).
-    const cols = this.db.pragma("table_info(template_layers)") as { name: string }[];
-    if (!cols.some((c) => c.name === "used_seq"))
-      this.db.exec("ALTER TABLE template_layers ADD COLUMN used_seq INTEGER");
+    this.migrateLayers();
     this.logDir = join(dataDir, "template-logs");
     mkdirSync(this.logDir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Older layer tables: before the cache had a cap they lack `used_seq` (their layers count as the
+   * oldest); before layers had an owner they lack `user_id`, and a layer one tenant's steps made was
+   * booted for any tenant with the same steps. Those layers are kept as NO_OWNER's — so their images are
+   * still known and deleted by the gc — and never booted again.
+   */
+  private migrateLayers(): void {
+    const cols = (this.db.pragma("table_info(template_layers)") as { name: string }[]).map((c) => c.name);
+    if (!cols.includes("used_seq")) this.db.exec("ALTER TABLE template_layers ADD COLUMN used_seq INTEGER");
+    if (cols.includes("user_id")) return;
+    // SQLite cannot change a primary key in place: a new table, the rows copied over, in one transaction.
+    this.db.transaction(() => {
+      this.db.exec("ALTER TABLE template_layers RENAME TO template_layers_unowned");
+      this.db.exec(SCHEMA);
+      this.db
+        .prepare(
+          `INSERT INTO template_layers (hash, user_id, host_id, image, created_at, used_seq)
+           SELECT hash, ?, host_id, image, created_at, used_seq FROM template_layers_unowned`,
+        )
+        .run(NO_OWNER);
+      this.db.exec("DROP TABLE template_layers_unowned");
+    })();
   }
 
   insert(row: TemplateRow): void {
@@ -129,47 +163,57 @@ export class TemplateStore {
       .all() as TemplateRow[];
   }
 
-  /** The committed disk after the steps hashed into `hash`, on `hostId`. */
-  layer(hash: string, hostId: string): string | undefined {
+  /** `userId`'s committed disk after the steps hashed into `hash`, on `hostId`: a layer is its tenant's. */
+  layer(hash: string, userId: string, hostId: string): string | undefined {
     const r = this.db
-      .prepare("SELECT image FROM template_layers WHERE hash = ? AND host_id = ?")
-      .get(hash, hostId) as { image: string } | undefined;
+      .prepare("SELECT image FROM template_layers WHERE hash = ? AND user_id = ? AND host_id = ?")
+      .get(hash, userId, hostId) as { image: string } | undefined;
     return r?.image;
   }
 
-  putLayer(hash: string, hostId: string, image: string): void {
+  putLayer(hash: string, userId: string, hostId: string, image: string): void {
     this.db
       .prepare(
-        `INSERT OR REPLACE INTO template_layers (hash, host_id, image, created_at, used_seq)
-         VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM template_layers))`,
+        `INSERT OR REPLACE INTO template_layers (hash, user_id, host_id, image, created_at, used_seq)
+         VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM template_layers))`,
       )
-      .run(hash, hostId, image, new Date().toISOString());
+      .run(hash, userId, hostId, image, new Date().toISOString());
   }
 
   /**
    * A build booted from the layer: it is the last to go when the host's cache is over its cap. A counter,
    * not a clock: layers made within one millisecond still have an order.
    */
-  touchLayer(hash: string, hostId: string): void {
+  touchLayer(hash: string, userId: string, hostId: string): void {
     this.db
       .prepare(
         `UPDATE template_layers SET used_seq = (SELECT COALESCE(MAX(used_seq), 0) + 1 FROM template_layers)
-         WHERE hash = ? AND host_id = ?`,
+         WHERE hash = ? AND user_id = ? AND host_id = ?`,
       )
-      .run(hash, hostId);
+      .run(hash, userId, hostId);
   }
 
-  /** The host's layers past the `keep` most recently made or booted, the least recent last. */
-  layersBeyond(hostId: string, keep: number): { hash: string; image: string }[] {
-    return this.db
+  /**
+   * The host's layers to delete: those past the `keep` most recently made or booted (the cap spans every
+   * tenant: each layer is a whole disk on the host), the least recent last, then every layer of NO_OWNER.
+   */
+  layersBeyond(hostId: string, keep: number): Layer[] {
+    const owned = this.db
       .prepare(
-        "SELECT hash, image FROM template_layers WHERE host_id = ? ORDER BY used_seq DESC LIMIT -1 OFFSET ?",
+        `SELECT hash, user_id, image FROM template_layers WHERE host_id = ? AND user_id <> ?
+         ORDER BY used_seq DESC LIMIT -1 OFFSET ?`,
       )
-      .all(hostId, keep) as { hash: string; image: string }[];
+      .all(hostId, NO_OWNER, keep) as Layer[];
+    const unowned = this.db
+      .prepare("SELECT hash, user_id, image FROM template_layers WHERE host_id = ? AND user_id = ?")
+      .all(hostId, NO_OWNER) as Layer[];
+    return [...owned, ...unowned];
   }
 
-  dropLayer(hash: string, hostId: string): void {
-    this.db.prepare("DELETE FROM template_layers WHERE hash = ? AND host_id = ?").run(hash, hostId);
+  dropLayer(hash: string, userId: string, hostId: string): void {
+    this.db
+      .prepare("DELETE FROM template_layers WHERE hash = ? AND user_id = ? AND host_id = ?")
+      .run(hash, userId, hostId);
   }
 
   appendLog(id: string, frame: LogFrame): void {
