@@ -18,6 +18,7 @@ import { gcLayers } from "./snapshot/layers.js";
 
 export async function destroy(host: Host, sandboxId: string): Promise<void> {
   if (!SANDBOX_ID_RE.test(sandboxId)) return;
+  await host.untilStarted(sandboxId);
   const vm = host.vms.get(sandboxId);
   if (vm) {
     await host.withVmLock(vm, async () => {

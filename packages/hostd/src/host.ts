@@ -71,6 +71,8 @@ export class Host {
   readonly vms = new Map<string, Vm>();
   /** Sandbox ids with a create/resume/fork in progress (no VM entry yet). */
   readonly starting = new Set<string>();
+  /** For each id in `starting`: settles (never rejects) when its create/resume/fork has. */
+  private readonly startSettled = new Map<string, Promise<void>>();
   readonly slots: SlotAllocator;
   readonly netPool: NetPool;
   readonly warmPool: WarmPool;
@@ -292,11 +294,29 @@ export class Host {
     if (this.vms.has(id) || this.starting.has(id) || existsSync(this.layout.vmDir(id)))
       throw new HostdError("conflict", `a VM for sandbox ${id} already exists on this host`);
     this.starting.add(id);
+    const started = fn();
+    this.startSettled.set(
+      id,
+      started.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
     try {
-      return await fn();
+      return await started;
     } finally {
       this.starting.delete(id);
+      this.startSettled.delete(id);
     }
+  }
+
+  /**
+   * Waits out a create/resume/fork of `id` in progress. A destroy meanwhile would find a record and no VM
+   * entry, clean the slot and files the bring-up is still using, and then the bring-up would register a
+   * VM nobody destroys (or undo into a slot another VM took): so it waits, then destroys what came of it.
+   */
+  async untilStarted(id: string): Promise<void> {
+    for (let p = this.startSettled.get(id); p; p = this.startSettled.get(id)) await p;
   }
 
   /** Registers a started VM: agent connected, events wired. */

@@ -7,8 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { connect } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { HostEvent, SnapshotRef } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "./daemon.js";
@@ -335,6 +336,31 @@ describe("a VM that dies", () => {
 });
 
 describe("destroy", () => {
+  test("of a VM still being created waits for the create, then the VM is gone", async () => {
+    const s = spec();
+    let settled = false;
+    const created = d.create(s).finally(() => {
+      settled = true;
+    });
+    // The create has written its record (it is under way, no VM entry yet): destroy now.
+    const dir = join(dataDir, "hostd", "vms", s.sandbox_id);
+    while (!existsSync(dir) && !settled) await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, "the destroy must come while the create is in progress");
+    await d.destroy(s.sandbox_id);
+    assert.equal(settled, true, "destroy returned before the create it waited for");
+    await created;
+    assert.equal(
+      (await d.list()).some((v) => v.sandbox_id === s.sandbox_id),
+      false,
+      "still listed",
+    );
+    assert.equal(existsSync(dir), false, "its record is gone");
+    await assert.rejects(
+      d.exec(s.sandbox_id, { argv: ["true"] }),
+      (e: Error & { code?: string }) => e.code === "not_found",
+    );
+  });
+
   test("leaves nothing behind: processes, namespaces, links, routes, sockets, files", async () => {
     const s = spec();
     await d.create(s);

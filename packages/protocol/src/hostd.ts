@@ -314,7 +314,11 @@ export interface HostDaemon {
     child: VmSpec,
     opts?: { start_paused?: boolean; snapshot_id?: string },
   ): Promise<{ runtime?: VmRuntime; snapshot?: SnapshotRef }>;
-  /** Running or stopped VM: kill it and free everything (processes, sockets, TAPs, files). Idempotent. */
+  /**
+   * Running or stopped VM: kill it and free everything (processes, sockets, TAPs, files). Idempotent. While
+   * a create, resume or fork of the same sandbox is in progress, it waits for that to end, then destroys
+   * what came of it.
+   */
   destroy(sandboxId: string): Promise<void>;
   /** Delete a snapshot's files. Idempotent. */
   deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
