@@ -68,6 +68,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   sandboxes = new Sandboxes(store, hosts, cfg, log, metrics, overlay);
   const catalog = new ImageCatalog(log, cfg.defaultImage);
   const templates = new Templates(new TemplateStore(cfg.dataDir), hosts, log, templateSettings(), store);
+  sandboxes.onDestroyed = (rootfs) => templates.sandboxEnded(rootfs);
   const scheduler = new Scheduler({ store, hosts, sandboxes, log, intervalMs: cfg.schedulerIntervalMs });
 
   const disks = new Disks(dbPath, cfg.diskKeyFile ?? join(cfg.dataDir, "disk-key"), !!cfg.diskKeyFile, log);

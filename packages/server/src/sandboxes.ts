@@ -54,6 +54,9 @@ export class Sandboxes {
     this.net = new NetLedger(store, metrics);
   }
 
+  /** Told of each sandbox destroyed, with its rootfs (a deleted template's image may now go: app.ts). */
+  onDestroyed: (rootfs: string) => void = () => undefined;
+
   /** The daemon of the sandbox's host, or a 503 before anything changed (so the client's retry is safe). */
   daemonFor(row: Pick<SandboxRow, "host_id">): HostDaemon {
     return this.hosts.daemonOf(row.host_id);
@@ -398,6 +401,7 @@ export class Sandboxes {
       clear: ["snapshot", "pending_snapshot_id", "access_token_hash"],
     });
     this.net.forget(id);
+    this.onDestroyed(row.rootfs);
   }
 
   /** A sandbox that ended (destroyed, failed) leaves its networks, so they can be deleted. */

@@ -200,6 +200,38 @@ test("a deleted template's image leaves its host once no live sandbox uses it", 
   assert.equal(t.store.get(row.id)!.image_gone, 1);
 });
 
+test("a deleted template's image goes when its build ends, or when its last sandbox is destroyed", async () => {
+  const h = fakeHost();
+  const live: { rootfs: string }[] = [];
+  const { t } = open(h.hosts, undefined, live);
+  const deletes = () => h.calls.filter((c) => c.method === "deleteImage").map((c) => c.args[0]);
+  const settle = async () => {
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  };
+  // deleted while building: nothing to collect yet; the image the build then makes is collected
+  const building = t.submit("u1", "b", "FROM nodeops/sandbox:debian\nRUN block\n");
+  await settle();
+  t.delete(t.store.get(building.id)!);
+  h.release();
+  assert.equal((await finished(t, building.id)).status, "ready");
+  await settle();
+  assert.ok(deletes().includes(building.id), "the image of a template deleted mid-build");
+  // deleted while a sandbox runs from it: collected once that sandbox is destroyed
+  const row = t.submit("u1", "g", "FROM nodeops/sandbox:debian\nRUN one\n");
+  await finished(t, row.id);
+  live.push({ rootfs: row.id });
+  t.delete(t.store.get(row.id)!);
+  await settle();
+  assert.ok(!deletes().includes(row.id), "a sandbox still uses it");
+  live.length = 0;
+  t.sandboxEnded("tpl_not_a_deleted_one");
+  await settle();
+  assert.ok(!deletes().includes(row.id), "another sandbox's end");
+  t.sandboxEnded(row.id);
+  await settle();
+  assert.ok(deletes().includes(row.id), "its last sandbox's end");
+});
+
 test("the step-layer cache keeps the most recently used layers per host and deletes the rest", async () => {
   const h = fakeHost();
   const d = mkdtempSync(join(tmpdir(), "csb-tpl-"));

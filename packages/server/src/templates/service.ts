@@ -136,6 +136,8 @@ export class Templates {
       });
       log("info", `Successfully built ${row.id} (${img.size_bytes} bytes)`);
       this.finish(row.id, "ready");
+      // Deleted while it was building: its image has no template to serve.
+      if (this.store.get(row.id)?.deleted_at) this.collect();
     } catch (e) {
       // A failed step is the user's to read (the step, its exit code); anything else the host said names
       // its paths and free memory: the log line gets it, the template's log and reason the catalog's words.
@@ -179,12 +181,22 @@ export class Templates {
   /** Refuses new creates from it; sandboxes made from it keep the host image until the last one is gone. */
   delete(row: TemplateRow): void {
     this.store.update(row.id, { deleted_at: new Date().toISOString() });
+    this.collect();
+  }
+
+  /** A sandbox was destroyed: if it was the last one on a deleted template's image, the image goes. */
+  sandboxEnded(rootfs: string): void {
+    if (this.store.get(rootfs)?.deleted_at) this.collect();
+  }
+
+  private collect(): void {
     void this.gcImages().catch((e) => this.log.warn("template image cleanup failed", { err: e }));
   }
 
   /**
    * Removes from their hosts the images of deleted templates no live sandbox uses (paused ones boot from
-   * them again). Runs at delete and at start: an image outlives its template until both are past.
+   * them again). Runs at start, at delete, when a build of a deleted template ends and when a sandbox of
+   * a deleted template is destroyed: an image outlives its template until both are past.
    */
   async gcImages(): Promise<void> {
     if (!this.sandboxes) return;
