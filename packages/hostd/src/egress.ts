@@ -84,7 +84,7 @@ export async function startNameProxy(host: Host): Promise<void> {
       privateEgress: host.opts.privateEgress ?? [],
       upstreams: dnsUpstreams().map((u) => `${u.ip}:${u.port}`),
     });
-    await ensureRootNet();
+    await ensureRootNet(host.netPool.fw);
     await proxy.start();
     host.nameProxy = proxy;
   } catch (e) {

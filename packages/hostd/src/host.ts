@@ -29,7 +29,7 @@ import {
   teardownSlot,
 } from "./net/index.js";
 import type { NameProxy } from "./net/proxy.js";
-import { overlayReleased } from "./overlay.js";
+import { overlayEndpoint, overlayReleased } from "./overlay.js";
 import { type Layout, type VmRecord, moveAside, readJson } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
@@ -116,7 +116,7 @@ export class Host {
       opts.netPool ?? 2,
       layout.netpool,
       (e) => this.log.warn("network pool", { error: String(e) }),
-      firewallConfig(opts.privateEgress),
+      firewallConfig(opts.privateEgress, process.env, overlayEndpoint(opts.overlay).port),
     );
     this.warmPool = new WarmPool(this);
     this.cgroups = Cgroups.detect(CGROUP_ROOT, Cgroups.parentFor(layout.root));

@@ -11,7 +11,8 @@
  *           leaves by the namespace's veth with source 10.200.<4·slot+2>; the root namespace's
  *           `table ip createos_dns` masquerades exactly that (source 10.200.0.0/16 to an upstream's
  *           address and port). It is not guest traffic (it never crosses tap0), so the guest firewall's
- *           rules do not apply to it.
+ *           rules do not apply to it; the root namespace's `createos_fw` (net/firewall.ts) lets nothing
+ *           else of the namespace's own through, and into the host only to an upstream that is local.
  *
  * dnsmasq daemonizes, writes its pid to {@link RESOLVER_RUN_DIR}/csb-<slot>.pid and lives as long as the
  * namespace: a restarted host daemon finds it still running (namespaces outlive the daemon), pooled

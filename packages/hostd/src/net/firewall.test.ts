@@ -30,7 +30,11 @@ test("CIDRs are parsed and normalised; anything else is refused with the variabl
   );
   assert.deepEqual(firewallConfig(["172.16.0.0/12"], { CREATEOS_SANDBOX_PRIVATE_EGRESS: "10.0.0.0/8" }), {
     privateEgress: ["172.16.0.0/12"],
+    vxlanPorts: [4789],
   });
+  // The daemon's own VXLAN port is refused to guests with IANA's, once.
+  assert.deepEqual(firewallConfig([], {}, 41000).vxlanPorts, [4789, 41000]);
+  assert.deepEqual(firewallConfig([], {}, 4789).vxlanPorts, [4789]);
 });
 
 test("the script lists the operator's CIDRs and an empty set without elements", () => {

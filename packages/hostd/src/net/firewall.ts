@@ -44,18 +44,40 @@
  *       anything else                                            accept (the outside world)
  *     chain refuse: tcp → reject with tcp reset; else reject with icmpx admin-prohibited
  *
- * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start):
- *     input:   iifname "csbv*", saddr 10.201.0.0/16, tcp to 10.200.0.1          accept (the proxies'
- *              address, names and disks; the namespace lets only its own DNAT through to it)
- *              iifname "csbv*", saddr 10.201.0.0/16, not established/related  → refuse
- *              (every local address of the host, whatever it is now — public, LAN, 0.0.0.0 listeners —
- *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it; guest traffic is the only traffic with
- *              a 10.201 source, the namespaces' own comes from 10.200). @host above refuses the same in
- *              the namespace, because the kernel rate-limits the ICMP errors of one namespace to one peer
+ * In the root namespace, `table inet createos_fw` (shared by every daemon on the host, replaced at start and
+ * whenever a daemon's settings differ from what its process last wrote). Everything that arrives by a
+ * sandbox veth is matched by its device, `iifname "csbv*"`, not by its source: besides the guest (10.201,
+ * after the namespace's SNAT) the namespace itself sends — its resolver and, should it be compromised, the
+ * VM's QEMU, which lives in the namespace and may open sockets (seccomp allows connect) with any of the
+ * namespace's addresses: 10.200.<4·slot+2>, 169.254.0.22 on tap0, a private network's address, or an IPv6
+ * link-local one on v0. Each of those must reach only what the design needs:
+ *     input (to the host itself), iifname "csbv*":
+ *       ct state established,related                           accept (answers on connections the host made)
+ *       saddr 10.201.0.0/16, tcp to 10.200.0.1                 accept (the proxies' address: names, net/proxy.ts,
+ *                                                              and disks, disks/; the guest gets there only by its
+ *                                                              namespace's DNAT, which names the proxies' ports)
+ *       saddr 10.200.0.0/16 to a DNS upstream ip:port (udp/tcp) accept (the resolvers, net/dns.ts, when
+ *                                                              CREATEOS_SANDBOX_DNS_SERVERS names a local address)
+ *       anything else                                          → refuse (every local address of the host,
+ *              whatever it is now — public, LAN, 0.0.0.0 and [::] listeners, 10.200.0.1's other ports —
+ *              even when CREATEOS_SANDBOX_PRIVATE_EGRESS lists it). @host above refuses the guest the same
+ *              in the namespace, because the kernel rate-limits the ICMP errors of one namespace to one peer
  *              (6, then 1 a second) and the root's limit is the host's to set; this table is the backstop
- *              for addresses the host gained later.
- *     forward: iifname "csbv*" oifname "csbv*", saddr 10.201.0.0/16, not established → refuse
- *              (sandbox to sandbox, also for namespaces set up before these rules existed)
+ *              for addresses the host gained later, and the only guard against the namespace's own sockets.
+ *     forward (through the host), iifname "csbv*":
+ *       udp to a port in @vxlan_ports (4789 and the daemon's own overlay port), whatever the destination and
+ *                                                              source → refuse (no guest or namespace frames
+ *                                                              into a private network on any host, net/overlay.ts)
+ *       ct state established,related                           accept
+ *       out another veth, "csbv*"                              → refuse (sandbox to sandbox, any source)
+ *       saddr 10.201.0.0/16                                    accept (the guest: its namespace filtered it)
+ *       saddr 10.200.0.0/16 to a DNS upstream ip:port (udp/tcp) accept (the resolvers' queries, masqueraded
+ *                                                              by `table ip createos_dns`, net/dns.ts)
+ *       anything else                                          → refuse (the namespace's own sockets reach no
+ *                                                              one else, IPv6 included)
+ * A daemon's private networks add their own root table (`createos_overlay_<tag>`, net/overlayplan.ts): its
+ * peers' VXLAN endpoints are refused to the veths like host addresses, and VXLAN to its own port is taken
+ * only from the remotes of the network (VNI) it names.
  *
  * Refusals answer at once (reset / ICMP unreachable), so a client fails in milliseconds instead of
  * waiting for a timeout; the namespace's `net.ipv4.icmp_ratelimit` is 0 so that every refusal is
@@ -66,6 +88,7 @@ import { networkInterfaces } from "node:os";
 import { HostdError } from "@createos-sandbox/protocol";
 import { PRIVATE_RANGES } from "@createos-sandbox/protocol/egress";
 import { nft, sysctl } from "../sys/index.js";
+import type { Upstream } from "./dns.js";
 import { OVERLAY_DEV_PREFIX } from "./overlayplan.js";
 import {
   GATEWAY_IP,
@@ -92,12 +115,17 @@ export const DENIED: readonly string[] = PRIVATE_RANGES;
 /** Never reachable from a guest, whatever the operator lists: the veths and every sandbox's address. */
 export const NEVER = [VETH_NET, SANDBOX_NET];
 
+/** VXLAN's IANA port: refused to guests whatever port this daemon's own endpoint has. */
+export const VXLAN_PORT = 4789;
+
 export interface FirewallConfig {
   /** CIDRs inside {@link DENIED} that guests may reach anyway (normalised `a.b.c.d/n`). */
   privateEgress: string[];
+  /** UDP ports no sandbox sends to, whatever the destination: VXLAN's, {@link VXLAN_PORT} and the overlay's. */
+  vxlanPorts: number[];
 }
 
-export const DEFAULT_FIREWALL: FirewallConfig = { privateEgress: [] };
+export const DEFAULT_FIREWALL: FirewallConfig = { privateEgress: [], vxlanPorts: [VXLAN_PORT] };
 
 /** `a.b.c.d` or `a.b.c.d/n` → the network in `a.b.c.d/n` form (host bits cleared, as nft wants it). */
 export function parseCidr(s: string): string {
@@ -128,13 +156,21 @@ export function deniedRange(ip: string): string | undefined {
   return isIPv4(ip) ? DENIED.find((c) => inCidr(ip, c)) : undefined;
 }
 
-/** The firewall settings: `privateEgress` when given, else `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated). */
+/**
+ * The firewall settings: `privateEgress` when given, else `$CREATEOS_SANDBOX_PRIVATE_EGRESS` (comma-separated);
+ * `overlayPort` is the daemon's VXLAN port (overlay.ts), refused to guests with {@link VXLAN_PORT}.
+ */
 export function firewallConfig(
   privateEgress?: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
+  overlayPort?: number,
 ): FirewallConfig {
   const list = privateEgress ?? (env[PRIVATE_EGRESS_ENV] ?? "").split(",");
-  return { privateEgress: list.filter((s) => s.trim() !== "").map(parseCidr) };
+  const ports = overlayPort === undefined ? [VXLAN_PORT] : [VXLAN_PORT, overlayPort];
+  return {
+    privateEgress: list.filter((s) => s.trim() !== "").map(parseCidr),
+    vxlanPorts: [...new Set(ports)].sort((a, b) => a - b),
+  };
 }
 
 function v4set(name: string, elements: readonly string[]): string {
@@ -153,7 +189,10 @@ function replaceTable(family: string, name: string, body: string): string {
 }
 
 /** The nft script of a sandbox namespace's two tables (see the block comment). */
-export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]): string {
+export function slotFirewallScript(
+  fw: Pick<FirewallConfig, "privateEgress">,
+  host: readonly string[],
+): string {
   const antispoof = `  chain ${TAP} {
     type filter hook ingress device "${TAP}" priority -500; policy drop;
     ether saddr != ${GUEST_MAC} drop
@@ -201,22 +240,47 @@ export function slotFirewallScript(fw: FirewallConfig, host: readonly string[]):
   );
 }
 
-/** The root namespace's table (see the block comment): the host's own addresses, sandbox to sandbox. */
-export function rootFirewallScript(): string {
-  const fromGuest = `iifname "${HOST_VETH_PREFIX}*" ip saddr ${SANDBOX_NET} ct state != { established, related }`;
+/**
+ * The root namespace's table (see the block comment): what may arrive from the sandbox veths. `upstreams`
+ * are the resolvers' DNS servers (net/dns.ts), the only destinations of the namespaces' own traffic.
+ */
+export function rootFirewallScript(
+  fw: Pick<FirewallConfig, "vxlanPorts">,
+  upstreams: readonly Upstream[],
+): string {
+  const veths = `"${HOST_VETH_PREFIX}*"`;
+  const dns = upstreams.map(
+    (u) => `    ip saddr ${VETH_NET} ip daddr ${u.ip} meta l4proto { udp, tcp } th dport ${u.port} accept`,
+  );
   return replaceTable(
     "inet",
     "createos_fw",
-    `  chain input {
-    type filter hook input priority filter; policy accept;
-    iifname "${HOST_VETH_PREFIX}*" ip saddr ${SANDBOX_NET} ip daddr ${PROXY_IP} meta l4proto tcp accept
-    ${fromGuest} goto refuse
-  }
-  chain forward {
-    type filter hook forward priority filter; policy accept;
-    ${fromGuest} oifname "${HOST_VETH_PREFIX}*" goto refuse
-  }
-${REFUSE}`,
+    [
+      `  set vxlan_ports {\n    type inet_service;\n    elements = { ${fw.vxlanPorts.join(", ")} }\n  }`,
+      "  chain input {",
+      "    type filter hook input priority filter; policy accept;",
+      `    iifname ${veths} jump from_sandbox`,
+      "  }",
+      "  chain from_sandbox {",
+      "    ct state established,related accept",
+      `    ip saddr ${SANDBOX_NET} ip daddr ${PROXY_IP} meta l4proto tcp accept`,
+      ...dns,
+      "    goto refuse",
+      "  }",
+      "  chain forward {",
+      "    type filter hook forward priority filter; policy accept;",
+      `    iifname ${veths} jump through_host`,
+      "  }",
+      "  chain through_host {",
+      "    udp dport @vxlan_ports goto refuse",
+      "    ct state established,related accept",
+      `    oifname ${veths} goto refuse`,
+      `    ip saddr ${SANDBOX_NET} accept`,
+      ...dns,
+      "    goto refuse",
+      "  }",
+      REFUSE,
+    ].join("\n"),
   );
 }
 
@@ -238,7 +302,7 @@ export async function applySlotFirewall(netns: string, fw: FirewallConfig): Prom
   await nft(slotFirewallScript(fw, hostAddresses()), netns);
 }
 
-/** Installs (or replaces, atomically) the root namespace's part. */
-export async function applyRootFirewall(): Promise<void> {
-  await nft(rootFirewallScript());
+/** Installs (or replaces, atomically) the root namespace's part: a script of {@link rootFirewallScript}. */
+export async function applyRootFirewall(script: string): Promise<void> {
+  await nft(script);
 }

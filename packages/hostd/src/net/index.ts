@@ -10,9 +10,23 @@ import { HostdError } from "@createos-sandbox/protocol";
 import type { EgressPolicy } from "@createos-sandbox/protocol/egress";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { ip, nft, nftCmd, procGone, run, sysctl } from "../sys/index.js";
-import { hostsFileOf, nonResolverPids, resolverServes, startResolver, stopResolver } from "./dns.js";
+import {
+  type Upstream,
+  dnsUpstreams,
+  hostsFileOf,
+  nonResolverPids,
+  resolverServes,
+  startResolver,
+  stopResolver,
+} from "./dns.js";
 import { applyEgressTable } from "./egress.js";
-import { DEFAULT_FIREWALL, type FirewallConfig, applyRootFirewall, applySlotFirewall } from "./firewall.js";
+import {
+  DEFAULT_FIREWALL,
+  type FirewallConfig,
+  applyRootFirewall,
+  applySlotFirewall,
+  rootFirewallScript,
+} from "./firewall.js";
 import { setQuota } from "./meter.js";
 import {
   GATEWAY_IP,
@@ -90,9 +104,25 @@ export class SlotAllocator {
 }
 
 let rootReady: Promise<void> | undefined;
+/** The root firewall this process last wrote (net/firewall.ts). */
+let rootFirewall: string | undefined;
 
-/** Root-namespace setup shared by all sandboxes: forwarding and the masquerade of sandbox traffic. */
-export function ensureRootNet(): Promise<void> {
+/** The resolvers' upstreams, or none when there are none (then no sandbox starts: startResolver says why). */
+function upstreamsOrNone(): Upstream[] {
+  try {
+    return dnsUpstreams();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Root-namespace setup shared by all sandboxes: forwarding, the masquerade of sandbox traffic (once per
+ * process) and the guard of the host and the other sandboxes, net/firewall.ts: replaced when `replace`
+ * (a daemon's start: a new daemon's rules win over an older one's, whichever process wrote them) or when
+ * what it would be differs from what this process last wrote.
+ */
+export async function ensureRootNet(fw: FirewallConfig = DEFAULT_FIREWALL, replace = false): Promise<void> {
   rootReady ??= (async () => {
     await sysctl("net.ipv4.ip_forward", "1");
     // The name proxies' address (net/proxy.ts); `replace` makes it idempotent.
@@ -110,14 +140,15 @@ export function ensureRootNet(): Promise<void> {
 }
 `);
     }
-    // The guard of the host's own addresses (net/firewall.ts): replaced on every start, so a new
-    // daemon's rules win over an older one's.
-    await applyRootFirewall();
   })().catch((e) => {
     rootReady = undefined;
     throw e;
   });
-  return rootReady;
+  await rootReady;
+  const script = rootFirewallScript(fw, upstreamsOrNone());
+  if (script === rootFirewall && !replace) return;
+  await applyRootFirewall(script);
+  rootFirewall = script;
 }
 
 /** Another daemon (or a crash's leftover) holds the slot's namespace: pick another slot. */
@@ -134,7 +165,7 @@ export class SlotBusyError extends HostdError {
  */
 export async function setupSlot(slot: number, fw: FirewallConfig = DEFAULT_FIREWALL): Promise<SlotAddrs> {
   const a = slotAddrs(slot);
-  await ensureRootNet();
+  await ensureRootNet(fw);
   try {
     await ip("netns", "add", a.netns);
   } catch (e) {
@@ -269,7 +300,7 @@ export class NetPool {
     private readonly target: number,
     private readonly stateFile: string,
     private readonly onError: (e: unknown) => void = () => {},
-    private readonly fw: FirewallConfig = DEFAULT_FIREWALL,
+    readonly fw: FirewallConfig = DEFAULT_FIREWALL,
   ) {}
 
   /**
@@ -277,7 +308,7 @@ export class NetPool {
    * VMs this daemon re-adopted its own firewall settings.
    */
   async init(isClaimed: (slot: number) => boolean): Promise<void> {
-    await ensureRootNet().catch(this.onError);
+    await ensureRootNet(this.fw, true).catch(this.onError);
     for (const s of existingSlots())
       if (isClaimed(s)) await applySlotFirewall(netnsName(s), this.fw).catch(this.onError);
     await reclaimDeadPools().catch(this.onError);

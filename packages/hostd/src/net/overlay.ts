@@ -183,13 +183,12 @@ function fdbEntry(addrPort: string): string {
 /** The root table each daemon (by tag) last wrote. */
 const rootScripts = new Map<string, string>();
 
-/** The daemon's root-namespace guard of every subnet it hosts (rewritten only when that set changes). */
+/**
+ * The daemon's root-namespace guard of every subnet it hosts, its peers' endpoints and its VXLAN port
+ * (rewritten only when what it would be changes).
+ */
 async function syncRoot(o: OverlayHost, all: readonly OverlayMembership[]): Promise<void> {
-  const script = rootOverlayScript(
-    o.tag,
-    all.map((m) => m.cidr),
-    HOST_VETH_PREFIX,
-  );
+  const script = rootOverlayScript(o.tag, all, HOST_VETH_PREFIX, o.endpoint);
   if (script === rootScripts.get(o.tag)) return;
   await nft(script);
   rootScripts.set(o.tag, script);

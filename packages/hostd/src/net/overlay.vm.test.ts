@@ -4,21 +4,22 @@
  * are refused, spoofed sources too; x joins A live and leaves it; overlay bytes are neither metered nor
  * refused by a deny-everything allowlist; membership survives pause/resume and a daemon restart (which
  * also rebuilds a veth removed behind its back); a second daemon on this machine (another VXLAN port) hosts
- * a3 on A, reached across VXLAN over 127.0.0.1; destroy leaves nothing. Every probe targets an address of
- * a sandbox on this machine.
+ * a3 on A, reached across VXLAN over 127.0.0.1, and A's VXLAN frames from a source that is no remote of A
+ * (127.0.0.2) are dropped; destroy leaves nothing. Every probe targets an address of this machine.
  *
  *   flock /tmp/csb-vmtest.lock node --test packages/hostd/dist/net/overlay.vm.test.js
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import type { OverlayEndpoint, OverlayMembership, VmSpec } from "@createos-sandbox/protocol";
 import { LocalHostDaemon } from "../daemon.js";
 import { overlayTag } from "../overlay.js";
 import { openOpts, run, sh, sleep, spec, tempDataDir } from "../testutil.js";
-import { sinkPy, uploadPy } from "./testhosts.js";
+import { sinkPy, uploadPy, vxlanMacOf, vxlanSendPy, vxlanSniffPy } from "./testhosts.js";
 import { PROBE_PY, echoServerPy, notOpen, notRefused, parseProbe } from "./testprobe.js";
 
 const dirs = [tempDataDir("ovl1"), tempDataDir("ovl2")];
@@ -308,6 +309,20 @@ test("across host daemons: VXLAN between two daemons on this machine", async () 
   assert.equal((await resolve("a3", ["a1.alpha"], 1))["a1.alpha"], ipA(5));
   // B spans only the first daemon: a3 reaches nothing of it.
   assert.deepEqual(notRefused(await probe("a3", kinds(ipB(2)), 1)), []);
+  // The first daemon's endpoint takes A's frames from A's remote (127.0.0.1, the second daemon) only:
+  // one from 127.0.0.2, which this machine owns but no daemon names, never reaches A's VXLAN device.
+  const ns = `csbn-${tagOf(0)}-${VNI_A}`;
+  const sniff = promisify(execFile)("ip", ["netns", "exec", ns, "python3", "-c", vxlanSniffPy("vx0")]);
+  await sleep(500);
+  execFileSync("python3", [
+    "-c",
+    vxlanSendPy(VNI_A, "127.0.0.1", ports[0] as number),
+    "127.0.0.1",
+    "127.0.0.2",
+  ]);
+  const frames = (await sniff).stdout.trim().split("\n");
+  assert.ok(frames.includes(vxlanMacOf("127.0.0.1")), `the remote's frame reaches vx0: ${frames}`);
+  assert.ok(!frames.includes(vxlanMacOf("127.0.0.2")), `another source's is dropped: ${frames}`);
 });
 
 test("destroy removes the members; the networks' namespaces go with the last one", async (t) => {

@@ -109,9 +109,16 @@ table ip createos_overlay {
   );
 });
 
-test("the root guard of a daemon's subnets (golden); none left: the table goes", () => {
+test("the root guard of a daemon's subnets, peers and VXLAN port (golden); none left: the table goes", () => {
+  const ep = { addr: "192.0.2.1", port: 4790 };
+  const peer = (addr: string) => ({ addr, port: 4790 });
+  // A's two members here were told different remotes (a change on its way): the union counts.
+  const a1 = { ...A, remotes: [peer("192.0.2.7"), peer("192.0.2.9")] };
+  const a2 = { ...A, ip: "10.240.3.6", remotes: [peer("192.0.2.7")] };
+  const b = { ...B, remotes: [peer("198.51.100.4")] };
+  const c = { ...B, network_id: "net_c", vni: 4102, cidr: "10.240.3.0/24", ip: "10.240.3.9" };
   assert.equal(
-    rootOverlayScript("ab12cd34", ["10.240.4.0/28", "10.240.3.0/24", "10.240.3.0/24"], "csbv"),
+    rootOverlayScript("ab12cd34", [b, a1, a2, c], "csbv", ep),
     `table inet createos_overlay_ab12cd34
 delete table inet createos_overlay_ab12cd34
 table inet createos_overlay_ab12cd34 {
@@ -119,16 +126,33 @@ table inet createos_overlay_ab12cd34 {
     type ipv4_addr; flags interval; auto-merge;
     elements = { 10.240.3.0/24, 10.240.4.0/28 }
   }
+  set peers {
+    type ipv4_addr; flags interval; auto-merge;
+    elements = { 192.0.2.7, 192.0.2.9, 198.51.100.4 }
+  }
   chain forward {
     type filter hook forward priority filter - 5; policy accept;
     iifname "csbv*" ip daddr @nets meta l4proto tcp reject with tcp reset
     iifname "csbv*" ip daddr @nets reject with icmpx type admin-prohibited
+    iifname "csbv*" ip daddr @peers meta l4proto tcp reject with tcp reset
+    iifname "csbv*" ip daddr @peers reject with icmpx type admin-prohibited
+    iifname "csbv*" udp dport 4790 reject with icmpx type admin-prohibited
+  }
+  chain input {
+    type filter hook input priority filter - 5; policy accept;
+    udp dport 4790 @th,96,24 4100 ip saddr != { 192.0.2.7, 192.0.2.9 } drop
+    udp dport 4790 @th,96,24 4101 ip saddr != { 198.51.100.4 } drop
   }
 }
 `,
   );
+  // A network on this host only has no VXLAN device: nothing to take, no peers to refuse.
+  assert.match(
+    rootOverlayScript("ab12cd34", [c], "csbv", ep),
+    /set peers \{\n {4}type ipv4_addr; flags interval; auto-merge;\n {2}\}[\s\S]*chain input \{\n[^\n]*\n {2}\}/,
+  );
   assert.equal(
-    rootOverlayScript("ab12cd34", [], "csbv"),
+    rootOverlayScript("ab12cd34", [], "csbv", ep),
     "table inet createos_overlay_ab12cd34\ndelete table inet createos_overlay_ab12cd34\n",
   );
 });

@@ -177,25 +177,65 @@ export function sandboxOverlayScript(list: readonly OverlayMembership[]): string
 }
 
 /**
- * The root namespace's table of one daemon (`createos_overlay_<tag>`): guest traffic to a subnet of a
- * network this daemon hosts never leaves through the default route (a sandbox that is no member routes it
- * there; the guest firewall refuses it first unless the operator listed the range as private egress).
- * Every daemon has its own table, so one's restart never drops another's subnets.
+ * The root namespace's table of one daemon (`createos_overlay_<tag>`), from the memberships of every sandbox
+ * it hosts and its VXLAN `endpoint`. Every daemon has its own table, so one's restart never drops another's.
+ *   forward, from the sandbox veths (`<vethPrefix>*`, whatever the source):
+ *     to a subnet of a network hosted here       → refuse (a sandbox that is no member routes it by the default
+ *                                                  route; the guest firewall refuses it first unless the
+ *                                                  operator listed the range as private egress)
+ *     to a peer's endpoint address (@peers: every remote of those networks) → refuse, like the host's own
+ *                                                  addresses: a peer host is no destination for a guest, and
+ *                                                  its VXLAN port would take frames for any network there
+ *     udp to this daemon's VXLAN port            → refuse (as net/firewall.ts's root table does for 4789 and the
+ *                                                  port the daemon started with, which may be another's)
+ *   input, VXLAN to this daemon's port carrying the VNI of a network hosted here: dropped unless its source is
+ *     one of that network's remotes (the kernel's VXLAN device takes a frame from any source).
  */
-export function rootOverlayScript(tag: string, cidrs: readonly string[], vethPrefix: string): string {
+export function rootOverlayScript(
+  tag: string,
+  memberships: readonly OverlayMembership[],
+  vethPrefix: string,
+  endpoint: OverlayEndpoint,
+): string {
   const name = `${OVERLAY_TABLE}_${tag}`;
   // No subnet left: no table (a daemon that hosts no network leaves nothing in the root namespace).
-  if (cidrs.length === 0) return `table inet ${name}\ndelete table inet ${name}\n`;
-  const el = cidrs.length > 0 ? `\n    elements = { ${[...new Set(cidrs)].sort().join(", ")} }` : "";
+  if (memberships.length === 0) return `table inet ${name}\ndelete table inet ${name}\n`;
+  const el = (list: Iterable<string>) => {
+    const sorted = [...new Set(list)].sort();
+    return sorted.length > 0 ? `\n    elements = { ${sorted.join(", ")} }` : "";
+  };
+  const remotes = new Map<number, Set<string>>();
+  for (const m of memberships) {
+    const set = remotes.get(m.vni) ?? new Set<string>();
+    for (const r of m.remotes) set.add(r.addr);
+    remotes.set(m.vni, set);
+  }
+  const fromPeers = [...remotes]
+    .filter(([, addrs]) => addrs.size > 0)
+    .sort(([a], [b]) => a - b)
+    .map(
+      ([vni, addrs]) =>
+        `    udp dport ${endpoint.port} @th,96,24 ${vni} ip saddr != { ${[...addrs].sort().join(", ")} } drop`,
+    );
+  const veths = `iifname "${vethPrefix}*"`;
   return `table inet ${name}\ndelete table inet ${name}\ntable inet ${name} {
   set nets {
-    type ipv4_addr; flags interval; auto-merge;${el}
+    type ipv4_addr; flags interval; auto-merge;${el(memberships.map((m) => m.cidr))}
+  }
+  set peers {
+    type ipv4_addr; flags interval; auto-merge;${el([...remotes.values()].flatMap((a) => [...a]))}
   }
   chain forward {
     type filter hook forward priority filter - 5; policy accept;
-    iifname "${vethPrefix}*" ip daddr @nets meta l4proto tcp reject with tcp reset
-    iifname "${vethPrefix}*" ip daddr @nets reject with icmpx type admin-prohibited
+    ${veths} ip daddr @nets meta l4proto tcp reject with tcp reset
+    ${veths} ip daddr @nets reject with icmpx type admin-prohibited
+    ${veths} ip daddr @peers meta l4proto tcp reject with tcp reset
+    ${veths} ip daddr @peers reject with icmpx type admin-prohibited
+    ${veths} udp dport ${endpoint.port} reject with icmpx type admin-prohibited
   }
+  chain input {
+    type filter hook input priority filter - 5; policy accept;
+${fromPeers.map((l) => `${l}\n`).join("")}  }
 }
 `;
 }

@@ -222,3 +222,38 @@ export function testHostNs(
     spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
   };
 }
+
+/** A python3 program: prints the source MAC of every frame `dev` takes in 2 s. */
+export function vxlanSniffPy(dev: string): string {
+  return `
+import socket, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind(("${dev}", 0)); s.settimeout(0.2)
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    try:
+        f = s.recv(2000)
+    except socket.timeout:
+        continue
+    print(f[6:12].hex(":"), flush=True)
+`;
+}
+
+/**
+ * A python3 program: from each source address in its arguments, one VXLAN datagram for `vni` to
+ * `host`:`port` carrying a broadcast frame of a local experimental ethertype from {@link vxlanMacOf}(source).
+ */
+export function vxlanSendPy(vni: number, host: string, port: number): string {
+  return `
+import socket, struct, sys
+for src in sys.argv[1:]:
+    mac = bytes([2, 0]) + socket.inet_aton(src)
+    inner = b"\\xff" * 6 + mac + b"\\x88\\xb5" + b"overlay test".ljust(46, b"\\0")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((src, 0))
+    s.sendto(struct.pack("!II", 0x08000000, ${vni} << 8) + inner, ("${host}", ${port}))
+`;
+}
+
+/** The inner source MAC {@link vxlanSendPy} uses for a datagram from `ip`: 02:00 and its four octets. */
+export function vxlanMacOf(ip: string): string {
+  return ["02", "00", ...ip.split(".").map((o) => Number(o).toString(16).padStart(2, "0"))].join(":");
+}

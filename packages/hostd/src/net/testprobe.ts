@@ -108,3 +108,34 @@ while True:
         pass  # a source it cannot answer (a spoofed one that got through): the test reports that
 `;
 }
+
+/**
+ * A python3 program: a TCP connect to each `[addr%dev]:port` argument (IPv6, `dev` naming a link-local
+ * address's interface); one line per target, `<target> <outcome> <seconds>` as {@link PROBE_PY} prints.
+ */
+export const PROBE6_PY = `
+import errno, socket, sys, time
+for t in sys.argv[1:]:
+    host, port = t[1:].split("]:")
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection((host, int(port)), timeout=3)
+        s.close()
+        r = "open"
+    except socket.timeout:
+        r = "timeout"
+    except OSError as e:
+        r = "errno:" + errno.errorcode.get(e.errno, str(e.errno))
+    print("%s %s %.3f" % (t, r, time.monotonic() - t0), flush=True)
+`;
+
+/** A python3 TCP listener on [::]:`port` (IPv6 only) that accepts and closes each connection. */
+export function listen6Py(port: number): string {
+  return `
+import socket
+t = socket.socket(socket.AF_INET6); t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("::", ${port})); t.listen(16)
+while True:
+    c, _ = t.accept(); c.close()
+`;
+}
