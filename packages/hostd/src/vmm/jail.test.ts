@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { qemuImg } from "../sys/index.js";
-import { DEFAULT_UID_BASE, backingChain, jailArgv, jailIds } from "./jail.js";
+import { victimFile } from "../testutil.js";
+import { DEFAULT_UID_BASE, backingChain, jailArgv, jailIds, ownVmFiles } from "./jail.js";
 
 test("jailIds: base + slot, configurable, never 0", () => {
   assert.deepEqual(jailIds(3, {}), { uid: DEFAULT_UID_BASE + 3, gid: DEFAULT_UID_BASE + 3 });
@@ -75,4 +76,47 @@ test("jailArgv: root, pidfile, ids, cgroups, mounts by kind, then the program", 
       "-S",
     ],
   );
+});
+
+// A resumed or forked VM brings files an earlier (possibly compromised) QEMU could replace with links.
+test("ownVmFiles: hands over regular files, and refuses a planted link without touching its target", async () => {
+  const d = mkdtempSync(join(tmpdir(), "jail-own-"));
+  const ids = { uid: 200_123, gid: 200_124 };
+  try {
+    const vm = join(d, "vm");
+    const ram = join(vm, "ram");
+    const disk = join(vm, "disk.qcow2");
+    const con = join(vm, "console.log");
+    mkdirSync(vm);
+    writeFileSync(disk, "disk", { mode: 0o644 });
+    await ownVmFiles(vm, { ram, others: [disk, con] }, ids);
+    for (const f of [vm, ram, disk])
+      assert.deepEqual([statSync(f).uid, statSync(f).gid], [200_123, 200_124], f);
+    assert.equal(statSync(ram).mode & 0o777, 0o600);
+    assert.equal(statSync(vm).mode & 0o777, 0o700);
+    assert.throws(() => lstatSync(con), /ENOENT/, "a missing console is QEMU's to create");
+
+    const v1 = victimFile(d, "victim-ram");
+    rmSync(ram);
+    symlinkSync(v1.path, ram);
+    await assert.rejects(ownVmFiles(vm, { ram, others: [disk] }, ids), /not a regular file/);
+    v1.assertIntact("a planted ram link");
+
+    const v2 = victimFile(d, "victim-disk");
+    rmSync(ram);
+    rmSync(disk);
+    symlinkSync(v2.path, disk);
+    await assert.rejects(ownVmFiles(vm, { ram, others: [disk, con] }, ids), /not a regular file/);
+    v2.assertIntact("a planted disk link");
+
+    const v3 = victimFile(d, "victim-dangling");
+    rmSync(disk);
+    rmSync(ram);
+    rmSync(v3.path);
+    symlinkSync(v3.path, ram);
+    await assert.rejects(ownVmFiles(vm, { ram, others: [] }, ids), /not a regular file/);
+    assert.throws(() => lstatSync(v3.path), /ENOENT/, "a dangling link's target is not created");
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });

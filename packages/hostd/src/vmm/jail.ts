@@ -22,7 +22,7 @@
  * uid just before launch. The host daemon still reaches everything (it is root), and everything in the
  * VM dir is deleted with it.
  */
-import { existsSync } from "node:fs";
+import { constants, existsSync } from "node:fs";
 import { chmod, chown, mkdir, open, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,6 +30,7 @@ import { HostdError } from "@createos-sandbox/protocol";
 import { goBuild } from "../images/agent.js";
 import { hashTree } from "../images/util.js";
 import { SingleFlight } from "../sys/fs.js";
+import { ownRegular, withRegular } from "../sys/nofollow.js";
 
 export const DEFAULT_UID_BASE = 200_000;
 
@@ -138,7 +139,10 @@ export function jailArgv(
 /**
  * Hands the VM's own files to its uid just before launch: the VM dir (QEMU creates its sockets and
  * console there; 0700), the RAM file (0600: nobody else's to read), the top disk layer and console. A
- * resumed or forked VM brings files an earlier VM (another uid) owned.
+ * resumed or forked VM brings files an earlier VM (another uid) owned — and an earlier QEMU may have
+ * replaced any of them with a link to a host file (a pause moves them as they are), so each is opened
+ * without following a link and must be a regular file (sys/nofollow.ts); the dir itself is a name in
+ * the daemon's own vms/, out of QEMU's reach.
  */
 export async function ownVmFiles(
   dir: string,
@@ -149,13 +153,19 @@ export async function ownVmFiles(
   await chmod(dir, 0o700);
   if (files.ram) {
     // A cold boot has no RAM file yet: made empty here with our mode, QEMU sizes it (ftruncate) at start.
-    await (await open(files.ram, "a", 0o600)).close();
-    await chown(files.ram, ids.uid, ids.gid);
-    await chmod(files.ram, 0o600);
+    await withRegular(
+      files.ram,
+      constants.O_WRONLY | constants.O_CREAT,
+      async (fh) => {
+        await fh.chown(ids.uid, ids.gid);
+        await fh.chmod(0o600);
+      },
+      0o600,
+    );
   }
   for (const f of files.others) {
     try {
-      await chown(f, ids.uid, ids.gid);
+      await ownRegular(f, ids.uid, ids.gid);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
