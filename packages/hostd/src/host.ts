@@ -98,6 +98,8 @@ export class Host {
   /** The HTTP/TLS name proxy of the egress allowlists (net/proxy.ts); absent if it could not start. */
   nameProxy: NameProxy | undefined;
   private consoleTimer: NodeJS.Timeout | undefined;
+  /** The dirs of the rootfses `resolveImage` answered (an image pinned outside the cache, in tests). */
+  private readonly imageDirs = new Set<string>();
 
   constructor(
     readonly opts: OpenOptions,
@@ -198,7 +200,24 @@ export class Host {
     if (img.rootfs.startsWith(join(this.layout.cache, "rootfs")))
       await touchImage(img.rootfs).catch((e) => this.log.warn("image cache marker", { error: String(e) }));
     if (!built) capCaches(this);
+    this.imageDirs.add(dirname(img.rootfs));
     return img;
+  }
+
+  /**
+   * Where the files below a VM's own disk layer may lie (vmm/jail.ts `diskChain`): what the daemon made
+   * disks of — frozen layers, warm disks, the image cache's rootfses, committed images — never a name
+   * only a qcow2 header (which a jailed QEMU can rewrite) vouches for.
+   */
+  diskRoots(): string[] {
+    const { layout } = this;
+    return [
+      layout.layers,
+      layout.warm,
+      join(layout.cache, "rootfs"),
+      join(layout.root, "images"),
+      ...this.imageDirs,
+    ];
   }
 
   baseCmdline(): string {
@@ -260,6 +279,7 @@ export class Host {
       jail: {
         ...jailIds(rec.slot),
         cacheDir: this.layout.cache,
+        diskRoots: this.diskRoots(),
         cgroups: this.cgroups.available ? this.cgroups.dirs(cgroupName(rec, dir)) : undefined,
       },
     };

@@ -116,7 +116,7 @@ class QemuMachine implements Machine {
     const mounts = {
       cg: c.jail.cgroups,
       netns: c.netns ? `/run/netns/${c.netns}` : undefined,
-      ro: [c.kernel, ...(await backingChain(c.diskPath))],
+      ro: [c.kernel, ...(await backingChain(c.diskPath, c.jail.diskRoots))],
       rw: [c.dir, ...(c.ramShared === false ? [c.ramPath] : [])],
       dev: [
         "/dev/null",
