@@ -36,6 +36,7 @@ import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
+import { readTail } from "./sys/nofollow.js";
 import { capConsoleLog } from "./vmm/devices/console.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import { GuestEventGate } from "./vmm/guest-events.js";
@@ -430,7 +431,8 @@ export function cgroupName(rec: VmRecord, dir: string): string {
 
 /** The pid in a VM dir's qemu.pid (0 when there is none). */
 export async function pidOf(dir: string): Promise<number> {
-  return Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
+  // The VM dir is QEMU's: never read through a link (or a FIFO) it put there.
+  return Number((await readTail(join(dir, "qemu.pid"), 64).catch(() => "")).trim());
 }
 
 /** The spec's sandbox as the API reports it once it runs. */

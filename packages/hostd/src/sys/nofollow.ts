@@ -110,3 +110,12 @@ export function createExclusive(path: string, mode: number, extra = 0): Promise<
 function refused(path: string, why: string): HostdError {
   return new HostdError("internal", `${path} ${why}: refused (a jailed VMM may have planted it)`);
 }
+
+/**
+ * Runs `fn` with `/proc/<pid>/fd/<n>` of the regular file `path` opened without following a link: a
+ * path API (copyFile) or a program run as root (cp, qemu-img) that opens that name gets this very file,
+ * whatever the name in the VM dir has become meanwhile.
+ */
+export function viaFd<T>(path: string, fn: (fdPath: string) => Promise<T>): Promise<T> {
+  return withRegular(path, O_RDONLY, (fh) => fn(`/proc/${process.pid}/fd/${fh.fd}`));
+}

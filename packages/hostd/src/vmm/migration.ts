@@ -6,7 +6,7 @@
  * stays in the shared RAM file), so the copy through this process costs nothing measurable.
  */
 import { createReadStream, createWriteStream } from "node:fs";
-import { chown, rm, stat } from "node:fs/promises";
+import { lchown, lstat, rm, stat } from "node:fs/promises";
 import { type Server, connect, createServer } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { HostdError } from "@createos-sandbox/protocol";
@@ -35,8 +35,9 @@ export async function receiveState(
     srv.once("error", reject);
     srv.listen(sock, () => resolve());
   });
-  // A jailed QEMU connects as its own uid: the socket must be its to connect to.
-  if (owner) await chown(sock, owner.uid, owner.gid);
+  // A jailed QEMU connects as its own uid: the socket must be its to connect to. lchown: the name is in
+  // QEMU's dir, and chown would follow a link it put there meanwhile to whatever host file it names.
+  if (owner) await lchown(sock, owner.uid, owner.gid);
   return {
     written,
     close: async () => {
@@ -51,6 +52,10 @@ export async function sendState(sock: string, statePath: string, timeoutMs: numb
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
+      // The socket is QEMU's, in its dir: a link there (to a host daemon's socket, say) is not connected
+      // to. What is left is the moment between this check and the connect (see docs/ARCHITECTURE.md).
+      if (!(await lstat(sock)).isSocket())
+        throw new HostdError("internal", `${sock} is not a socket: refused`);
       const conn = await new Promise<ReturnType<typeof connect>>((resolve, reject) => {
         const s = connect(sock);
         s.once("connect", () => {
