@@ -16,8 +16,9 @@ import { freezeParent, freezeRam } from "../snapshot/layers.js";
 import { type SnapshotStore, cloneRam } from "../snapshot/store.js";
 import { tempDataDir, victimFile } from "../testutil.js";
 import { sendState } from "../vmm/migration.js";
+import { QmpClient } from "../vmm/qmp.js";
 import { writeJsonAtomic } from "./fs.js";
-import { openRegular, readTail, viaFd } from "./nofollow.js";
+import { connectUnix, openRegular, readTail, viaFd } from "./nofollow.js";
 import { spawnDetached } from "./spawn.js";
 
 const dir = tempDataDir("nofollow");
@@ -101,6 +102,7 @@ test("sendState: a socket name that is a link to another socket is not connected
   let connected = false;
   const srv = createServer((c) => {
     connected = true;
+    c.on("error", () => undefined);
     c.resume();
   });
   await new Promise<void>((r) => srv.listen(other, r));
@@ -149,4 +151,37 @@ test("freezeParent: a snapshot's disk that is a link does not make its target ro
   await assert.rejects(freezeParent(host as any, meta), /not a regular file/);
   victim.assertIntact("after the refused disk freeze");
   assert.equal(meta.frozen, undefined);
+});
+
+test("connectUnix and QMP: a socket is connected to, a link to another socket is not", async () => {
+  const { d } = setup();
+  const other = join(dir, `qmp${n}.sock`);
+  let connections = 0;
+  const srv = createServer((c) => {
+    connections++;
+    c.on("error", () => undefined);
+    c.end('{"QMP": {}}\n');
+  });
+  await new Promise<void>((r) => srv.listen(other, r));
+  try {
+    const ok = connectUnix(other);
+    await new Promise<void>((resolve, reject) => ok.once("connect", resolve).once("error", reject));
+    ok.destroy();
+    assert.equal(connections, 1, "a real socket is connected to");
+    symlinkSync(other, join(d, "qmp.sock"));
+    const bad = connectUnix(join(d, "qmp.sock"));
+    await assert.rejects(
+      new Promise((resolve, reject) => bad.once("connect", resolve).once("error", reject)),
+      /not a socket/,
+    );
+    await assert.rejects(QmpClient.connect(join(d, "qmp.sock"), 100), /not a socket/);
+    const missing = connectUnix(join(d, "missing.sock"));
+    await assert.rejects(
+      new Promise((resolve, reject) => missing.once("connect", resolve).once("error", reject)),
+      { code: "ENOENT" },
+    );
+    assert.equal(connections, 1, "nothing connected through the link");
+  } finally {
+    srv.close();
+  }
 });

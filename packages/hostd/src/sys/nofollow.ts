@@ -9,8 +9,9 @@
  * (fchown, fchmod, ftruncate, reads and writes through the handle). The directories above the name are
  * the daemon's own (root-owned), so only the last component needs this.
  */
-import { constants, type Stats } from "node:fs";
+import { constants, type Stats, closeSync, fstatSync, openSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
+import { Socket, connect } from "node:net";
 import { HostdError } from "@createos-sandbox/protocol";
 
 const { O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_CREAT, O_EXCL, O_WRONLY } = constants;
@@ -105,6 +106,50 @@ export async function readTail(path: string, maxBytes: number): Promise<string> 
  */
 export function createExclusive(path: string, mode: number, extra = 0): Promise<FileHandle> {
   return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | extra, mode);
+}
+
+/** Linux's O_PATH (a descriptor that names an inode without opening it), absent from `fs.constants`. */
+const O_PATH = 0o10000000;
+
+/**
+ * Connects to the Unix socket `path` in a QEMU-writable dir (QMP, the guest agent, the migration
+ * socket): a connect(2) by name follows a link QEMU put there, to any socket root can reach (another
+ * VM's agent, a host daemon's). So the name is opened O_PATH|O_NOFOLLOW, must be a socket, and the
+ * connect goes through `/proc/self/fd/<n>`, which names that very inode however the name changes
+ * meanwhile. Errors (ENOENT while QEMU has not made it yet, the refusal) arrive as the socket's 'error'.
+ */
+export function connectUnix(path: string): Socket {
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | O_NOFOLLOW);
+  } catch (e) {
+    return failed(e as Error);
+  }
+  try {
+    if (!fstatSync(fd).isSocket()) {
+      closeSync(fd);
+      return failed(refused(path, "is not a socket"));
+    }
+  } catch (e) {
+    closeSync(fd);
+    return failed(e as Error);
+  }
+  const s = connect(`/proc/self/fd/${fd}`);
+  // The kernel resolves the name in connect(2); the descriptor is kept until that has settled.
+  const done = () => {
+    s.off("connect", done);
+    s.off("error", done);
+    closeSync(fd);
+  };
+  s.once("connect", done);
+  s.once("error", done);
+  return s;
+}
+
+function failed(err: Error): Socket {
+  const s = new Socket();
+  process.nextTick(() => s.destroy(err));
+  return s;
 }
 
 function refused(path: string, why: string): HostdError {

@@ -6,10 +6,11 @@
  * stays in the shared RAM file), so the copy through this process costs nothing measurable.
  */
 import { createReadStream, createWriteStream } from "node:fs";
-import { lchown, lstat, rm, stat } from "node:fs/promises";
-import { type Server, connect, createServer } from "node:net";
+import { lchown, rm, stat } from "node:fs/promises";
+import { type Server, type Socket, createServer } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { HostdError } from "@createos-sandbox/protocol";
+import { connectUnix } from "../sys/nofollow.js";
 
 /**
  * Listens on `sock` for QEMU's `migrate unix:…` and writes what it sends to `statePath`. `listening`
@@ -52,12 +53,9 @@ export async function sendState(sock: string, statePath: string, timeoutMs: numb
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      // The socket is QEMU's, in its dir: a link there (to a host daemon's socket, say) is not connected
-      // to. What is left is the moment between this check and the connect (see docs/ARCHITECTURE.md).
-      if (!(await lstat(sock)).isSocket())
-        throw new HostdError("internal", `${sock} is not a socket: refused`);
-      const conn = await new Promise<ReturnType<typeof connect>>((resolve, reject) => {
-        const s = connect(sock);
+      const conn = await new Promise<Socket>((resolve, reject) => {
+        // QEMU's socket, in its dir: never connected to through a link (sys/nofollow.ts).
+        const s = connectUnix(sock);
         s.once("connect", () => {
           s.removeAllListeners("error");
           resolve(s);
