@@ -11,7 +11,7 @@
  *                                          warm/cap.ts; its `used` marker is the LRU clock)
  */
 import { constants } from "node:fs";
-import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import {
   type Accel,
@@ -303,7 +303,8 @@ export async function quarantine(layout: Layout, path: string, why: string, log:
 
 async function allocatedBytes(path: string): Promise<number> {
   try {
-    const s = await stat(path);
+    // lstat: a snapshot's names came from a VM dir, and a planted link must not report a host file's size.
+    const s = await lstat(path);
     return s.blocks * 512;
   } catch {
     return 0;

@@ -11,7 +11,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { pidOf } from "../host.js";
-import { Layout, type SnapMeta, readVmRecord } from "../records.js";
+import { Layout, type SnapMeta, readVmRecord, snapRef } from "../records.js";
 import { freezeParent, freezeRam } from "../snapshot/layers.js";
 import { type SnapshotStore, cloneRam } from "../snapshot/store.js";
 import { tempDataDir, victimFile } from "../testutil.js";
@@ -184,4 +184,13 @@ test("connectUnix and QMP: a socket is connected to, a link to another socket is
   } finally {
     srv.close();
   }
+});
+
+test("snapRef: a snapshot file that is a link does not report its target's size", async () => {
+  const host = freezeHost();
+  const { sdir, meta } = snapWith(host.layout, "snap-size");
+  const big = join(dir, `big${n}`);
+  writeFileSync(big, Buffer.alloc(1 << 20, 1));
+  symlinkSync(big, join(sdir, "ram"));
+  assert.equal((await snapRef(host.layout, meta)).size_bytes, 0);
 });
