@@ -147,8 +147,11 @@ func launch(j *job) {
 		os.Exit(111)
 	}
 	// The pidfile is in the VM dir, bind-mounted at its own path, so the path is the same inside the jail.
+	// The VM dir is QEMU's, and QEMU runs by now: the temp file is created new (O_EXCL, no link
+	// followed; the host daemon removed any stale one before the launch), never written through a link
+	// QEMU put at its name to a host file.
 	tmp := j.pidfile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+	if err := writeNew(tmp, []byte(strconv.Itoa(cmd.Process.Pid)+"\n")); err != nil {
 		cmd.Process.Kill()
 		die("pidfile %s: %v", j.pidfile, err)
 	}
@@ -158,4 +161,17 @@ func launch(j *job) {
 	}
 	// Not waited for: the VMM outlives us and is re-parented; the host daemon tracks it by pid.
 	os.Exit(0)
+}
+
+// writeNew writes data to a file it creates (O_EXCL|O_NOFOLLOW: an existing name, a link included, fails).
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -11,7 +11,7 @@
  * record of why a boot or restore failed, is added to the error).
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type VmSpec } from "@createos-sandbox/protocol";
 import { netOnBringUp } from "./egress.js";
@@ -20,6 +20,7 @@ import type { SlotAddrs } from "./net/index.js";
 import { overlayOnBringUp } from "./overlay.js";
 import { type BaseRecord, type VmRecord, writeVmRecord } from "./records.js";
 import { vmLimits } from "./sys/cgroup.js";
+import { readTail } from "./sys/nofollow.js";
 import type { Machine } from "./vmm/driver.js";
 import { type AgentLike, connectAgentWith } from "./vmm/guest.js";
 
@@ -186,7 +187,8 @@ export async function bringUp(
     return { vm, laps: sw.laps };
   } catch (e) {
     if (p && e instanceof Error) {
-      const con = await readFile(join(p.dir, "console.log"), "utf8").catch(() => "");
+      // QEMU's dir: a console.log that is a link to a host file must not end up in an error message.
+      const con = await readTail(join(p.dir, "console.log"), 4 * CONSOLE_TAIL_CHARS).catch(() => "");
       if (con) e.message += `\n--- guest console (last lines) ---\n${con.slice(-CONSOLE_TAIL_CHARS)}`;
     }
     await undo.run();

@@ -36,6 +36,7 @@ import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
 import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
+import { readTail } from "./sys/nofollow.js";
 import { capConsoleLog } from "./vmm/devices/console.js";
 import type { Machine, MachineConfig, VmmDriver } from "./vmm/driver.js";
 import { GuestEventGate } from "./vmm/guest-events.js";
@@ -100,6 +101,8 @@ export class Host {
   /** The HTTP/TLS name proxy of the egress allowlists (net/proxy.ts); absent if it could not start. */
   nameProxy: NameProxy | undefined;
   private consoleTimer: NodeJS.Timeout | undefined;
+  /** The dirs of the rootfses `resolveImage` answered (an image pinned outside the cache, in tests). */
+  private readonly imageDirs = new Set<string>();
 
   constructor(
     readonly opts: OpenOptions,
@@ -200,7 +203,24 @@ export class Host {
     if (img.rootfs.startsWith(join(this.layout.cache, "rootfs")))
       await touchImage(img.rootfs).catch((e) => this.log.warn("image cache marker", { error: String(e) }));
     if (!built) capCaches(this);
+    this.imageDirs.add(dirname(img.rootfs));
     return img;
+  }
+
+  /**
+   * Where the files below a VM's own disk layer may lie (vmm/jail.ts `diskChain`): what the daemon made
+   * disks of — frozen layers, warm disks, the image cache's rootfses, committed images — never a name
+   * only a qcow2 header (which a jailed QEMU can rewrite) vouches for.
+   */
+  diskRoots(): string[] {
+    const { layout } = this;
+    return [
+      layout.layers,
+      layout.warm,
+      join(layout.cache, "rootfs"),
+      join(layout.root, "images"),
+      ...this.imageDirs,
+    ];
   }
 
   baseCmdline(): string {
@@ -262,6 +282,7 @@ export class Host {
       jail: {
         ...jailIds(rec.slot),
         cacheDir: this.layout.cache,
+        diskRoots: this.diskRoots(),
         cgroups: this.cgroups.available ? this.cgroups.dirs(cgroupName(rec, dir)) : undefined,
       },
     };
@@ -430,7 +451,8 @@ export function cgroupName(rec: VmRecord, dir: string): string {
 
 /** The pid in a VM dir's qemu.pid (0 when there is none). */
 export async function pidOf(dir: string): Promise<number> {
-  return Number((await readFile(join(dir, "qemu.pid"), "utf8").catch(() => "")).trim());
+  // The VM dir is QEMU's: never read through a link (or a FIFO) it put there.
+  return Number((await readTail(join(dir, "qemu.pid"), 64).catch(() => "")).trim());
 }
 
 /** The spec's sandbox as the API reports it once it runs. */

@@ -10,7 +10,8 @@
  *   <cacheDir>/warm/<hash>-<v>c-<m>m-<d>d/ warm snapshot of a booted image, root fs grown to d MiB (size cap:
  *                                          warm/cap.ts; its `used` marker is the LRU clock)
  */
-import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import {
   type Accel,
@@ -20,6 +21,7 @@ import {
   type VmSpec,
 } from "@createos-sandbox/protocol";
 import { fsyncDir, writeJsonAtomic } from "./sys/fs.js";
+import { fsyncRegular, withRegular } from "./sys/nofollow.js";
 
 interface Logger {
   warn(msg: string, fields?: Record<string, unknown>): void;
@@ -236,14 +238,15 @@ export function baseOf(r: BaseRecord): BaseRecord {
 }
 
 /** Flushes a data file (RAM, device state, disk layer) that a record is about to point at. */
+/** fsync of a regular file; a link (a VM dir's names are its QEMU's to replace) or a FIFO is refused. */
 export async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, "r");
-  await fh.sync().finally(() => fh.close());
+  await fsyncRegular(path);
 }
 
+/** A record, or undefined; never read through a link, a FIFO or a device (sys/nofollow.ts). */
 export async function readJson<T>(path: string): Promise<T | undefined> {
   try {
-    return JSON.parse(await readFile(path, "utf8")) as T;
+    return JSON.parse(await withRegular(path, constants.O_RDONLY, (fh) => fh.readFile("utf8"))) as T;
   } catch {
     return undefined;
   }
@@ -300,7 +303,8 @@ export async function quarantine(layout: Layout, path: string, why: string, log:
 
 async function allocatedBytes(path: string): Promise<number> {
   try {
-    const s = await stat(path);
+    // lstat: a snapshot's names came from a VM dir, and a planted link must not report a host file's size.
+    const s = await lstat(path);
     return s.blocks * 512;
   } catch {
     return 0;

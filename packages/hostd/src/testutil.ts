@@ -1,9 +1,18 @@
+import assert from "node:assert/strict";
 /**
  * Helpers shared by the VM integration tests (not named *.test.ts: it registers no test, so the runner must not count it as one).
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -48,6 +57,27 @@ export function catalogNames(): string[] {
 
 export function tempDataDir(tag: string): string {
   return mkdtempSync(join(tmpdir(), `csb-${tag}-`));
+}
+
+/**
+ * A file outside a VM-like dir that a planted link names (the /etc/shadow of the tests): another uid's,
+ * with a mode of its own. `assertIntact` checks that nothing the daemon did wrote, truncated, chowned or
+ * chmodded it. Needs root (the chown), as the daemon does.
+ */
+export function victimFile(dir: string, name = "victim"): { path: string; assertIntact(what: string): void } {
+  const path = join(dir, name);
+  const bytes = "the victim's own bytes\n";
+  writeFileSync(path, bytes, { mode: 0o640 });
+  chownSync(path, 4242, 4243);
+  return {
+    path,
+    assertIntact(what) {
+      const s = lstatSync(path);
+      assert.equal(readFileSync(path, "utf8"), bytes, `${what}: the victim's content`);
+      assert.deepEqual([s.uid, s.gid], [4242, 4243], `${what}: the victim's owner`);
+      assert.equal(s.mode & 0o7777, 0o640, `${what}: the victim's mode`);
+    },
+  };
 }
 
 let n = 0;

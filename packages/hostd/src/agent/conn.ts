@@ -4,7 +4,6 @@
  * starts a new agent session, so it is only ever sent on a new connection (PROTOCOL.md "Sessions").
  */
 import { EventEmitter } from "node:events";
-import net from "node:net";
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentEvent,
@@ -13,6 +12,7 @@ import {
   type HelloResult,
   type OpenRequest,
 } from "@createos-sandbox/protocol";
+import { connectUnix } from "../sys/nofollow.js";
 import { type Channel, type Json, Mux } from "./channel.js";
 import { unreachable } from "./errors.js";
 import { OutputBudget } from "./exec.js";
@@ -156,7 +156,8 @@ export class AgentConnection extends EventEmitter {
 
   private dial(timeoutMs: number): Promise<Mux> {
     return new Promise((resolve, reject) => {
-      const sock = net.createConnection({ path: this.socketPath });
+      // QEMU's socket, in its dir: never connected to through a link (sys/nofollow.ts).
+      const sock = connectUnix(this.socketPath);
       const timer = setTimeout(() => {
         sock.destroy();
         reject(unreachable("connect timeout"));

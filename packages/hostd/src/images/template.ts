@@ -5,14 +5,16 @@
  * built-in image: create boots it cold once, captures its warm snapshot, and later creates restore that.
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { constants, existsSync, readFileSync } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError } from "@createos-sandbox/protocol";
 import type { Host } from "../host.js";
 import { writeJsonAtomic } from "../sys/fs.js";
 import { NO_TIMEOUT, qemuImg, run } from "../sys/index.js";
+import { openRegular } from "../sys/nofollow.js";
 import { runRaw } from "../sys/run.js";
+import { chainSpec, diskChain } from "../vmm/jail.js";
 import { sha256 } from "./util.js";
 
 /** Names the control plane gives committed images (template ids); never a built-in's `name:tag`. */
@@ -83,7 +85,7 @@ export async function commitImage(
     await host.withVmLock(vm, async () => {
       await vm.machine.pause();
       try {
-        await qemuImg(["convert", "-U", "-q", "-f", "qcow2", "-O", "raw", join(vm.dir, "disk.qcow2"), out]);
+        await convertTop(host, join(vm.dir, "disk.qcow2"), out);
       } finally {
         if (opts.keep) await vm.machine.resume();
       }
@@ -117,4 +119,21 @@ export async function commitImage(
 export async function deleteImage(host: Host, name: string): Promise<void> {
   if (!COMMITTED_IMAGE_RE.test(name)) throw new HostdError("bad_request", `${name} is not a committed image`);
   await rm(committedDir(host.layout.root, name), { recursive: true, force: true });
+}
+
+/**
+ * Flattens the builder's disk into `out` with qemu-img, run as root on a disk a jailed QEMU wrote: the
+ * chain is checked against the daemon's own layer and image dirs (vmm/jail.ts `diskChain`) and handed to
+ * qemu-img layer by layer (`chainSpec`), so no backing name from a header (which the still-running QEMU
+ * can rewrite) is followed, and the top is read through a descriptor opened without following a link.
+ */
+export async function convertTop(host: Host, top: string, out: string): Promise<void> {
+  const chain = await diskChain(top, host.diskRoots());
+  const fh = await openRegular(top, constants.O_RDONLY);
+  try {
+    const spec = chainSpec(chain, `/proc/${process.pid}/fd/${fh.fd}`);
+    await qemuImg(["convert", "-U", "-q", spec, "-O", "raw", out]);
+  } finally {
+    await fh.close();
+  }
 }

@@ -29,6 +29,7 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { viaFd } from "../sys/nofollow.js";
 import { freezeParent, freezeRam } from "./layers.js";
 import { cloneRam } from "./store.js";
 
@@ -83,8 +84,9 @@ async function forkNew(
       const ramBase = map ? await freezeRam(host, m) : undefined;
       await Promise.all([
         map ? undefined : cloneRam(host.store, join(psdir, "ram"), join(dest, "ram")),
-        copyFile(join(psdir, "state"), join(dest, "state")),
-        copyFile(join(psdir, "disk.qcow2"), join(dest, "disk.qcow2")),
+        // The parent's files came from its VM dir: a link a QEMU planted there is refused, not copied.
+        viaFd(join(psdir, "state"), (from) => copyFile(from, join(dest, "state"))),
+        viaFd(join(psdir, "disk.qcow2"), (from) => copyFile(from, join(dest, "disk.qcow2"))),
       ]);
       return { meta: m, ramBase, ...f };
     });

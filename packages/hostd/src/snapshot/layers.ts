@@ -4,12 +4,13 @@
  * onto it.
  */
 import { randomUUID } from "node:crypto";
-import { chmod, chown, link, readdir, rename, rm, stat } from "node:fs/promises";
+import { link, readdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Host } from "../host.js";
 import { type SnapMeta, readSnapMeta, readVmRecord, writeSnapMeta } from "../records.js";
 import { fsyncDir } from "../sys/fs.js";
 import { qemuImg } from "../sys/index.js";
+import { chmodRegular, ownRegular } from "../sys/nofollow.js";
 
 /** Makes the parent's top layer immutable (once) and returns the frozen layer children back onto. */
 export async function freezeParent(host: Host, meta: SnapMeta): Promise<{ base: string; chain: string[] }> {
@@ -41,8 +42,8 @@ async function freezeInto(
   try {
     // A frozen layer is shared by every fork and never written again: no VM's uid may own it (it was the
     // parent's writable top, owned by the parent's jail uid), and every jail reads it.
-    await chown(layer, 0, 0);
-    await chmod(layer, 0o444);
+    // Through a descriptor: a link a QEMU planted as the top (link(2) links the link itself) is refused.
+    await ownRegular(layer, 0, 0, 0o444);
     await fsyncDir(dirname(layer));
     await qemuImg(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, next]);
   } catch (e) {
@@ -73,8 +74,11 @@ export async function freezeRam(host: Host, meta: SnapMeta): Promise<string> {
   try {
     const sdir = host.layout.snapDir(meta.snapshot_id);
     await link(join(sdir, "ram"), layer);
-    await chown(layer, 0, 0);
-    await chmod(layer, 0o666);
+    // A planted link as `ram` must not make its target everyone's to write (0666).
+    await ownRegular(layer, 0, 0, 0o666).catch(async (e) => {
+      await rm(layer, { force: true });
+      throw e;
+    });
     await fsyncDir(host.layout.ramLayers);
     const updated: SnapMeta = { ...meta, ram_layer: layer };
     await writeSnapMeta(sdir, updated);
@@ -135,7 +139,7 @@ export async function finishFreeze(sdir: string, meta: SnapMeta): Promise<void> 
     await rename(next, top);
   } else {
     await rm(next, { force: true });
-    await chmod(top, 0o600);
+    await chmodRegular(top, 0o600);
   }
   await fsyncDir(sdir);
 }

@@ -7,7 +7,8 @@
  * made. What is left (QEMU's exit, its cgroup, the namespace, the old VM dir) finishes in the background.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef } from "@createos-sandbox/protocol";
 import { MIB, TIMEOUTS, now, stopwatch } from "../bringup.js";
@@ -25,6 +26,7 @@ import {
 } from "../records.js";
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
+import { openRegular } from "../sys/nofollow.js";
 import { gcLayers } from "./layers.js";
 
 /** The files a pause moves from the VM dir into the snapshot dir (re-adoption finishes the move). */
@@ -109,7 +111,8 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
 
 /** A sparse RAM file of the guest's size, all holes (what a restore of a stream with RAM fills). */
 async function emptyRam(path: string, memMib: number): Promise<void> {
-  const f = await open(path, "w", 0o600);
+  // In the VM dir: never through a link its QEMU planted (which would truncate the link's target).
+  const f = await openRegular(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
   try {
     await f.truncate(memMib * MIB);
     await f.sync();

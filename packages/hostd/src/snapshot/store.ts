@@ -22,6 +22,7 @@ import type { Logger } from "../daemon.js";
 import type { Layout } from "../records.js";
 import { fsyncDir, writeFileAtomic } from "../sys/fs.js";
 import { cpSparse, fstrim, mkfsXfsReflink, mountXfsImage, umount } from "../sys/index.js";
+import { viaFd } from "../sys/nofollow.js";
 
 export type SnapshotFsMode = "auto" | "xfs-image" | "plain";
 
@@ -214,6 +215,9 @@ export async function closeStore(layout: Layout, store: SnapshotStore, log: Logg
  * copied: the blocks are shared until either side writes), else a sparse copy.
  */
 export async function cloneRam(store: SnapshotStore, src: string, dst: string): Promise<void> {
-  if (store.reflink) await copyFile(src, dst, constants.COPYFILE_FICLONE_FORCE);
-  else await cpSparse(src, dst);
+  // `src` came from a VM dir (a pause moves names as they are): a planted link is refused, not copied.
+  await viaFd(src, async (from) => {
+    if (store.reflink) await copyFile(from, dst, constants.COPYFILE_FICLONE_FORCE);
+    else await cpSparse(from, dst);
+  });
 }

@@ -5,6 +5,7 @@
  * across a power cut: temp file, fsync it, rename over, fsync the directory (the rename itself is only
  * durable once the directory entry is).
  */
+import { constants } from "node:fs";
 import { chmod, mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 
@@ -13,7 +14,15 @@ let seq = 0;
 /** Replaces `path` with `data` atomically and durably. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${++seq}`;
-  const fh = await open(tmp, "w", mode);
+  // A new file of our own (O_EXCL): a record's dir may be a VM dir, whose QEMU could have put a link at
+  // this name (which "w" would follow, truncating and writing its target). A stale temp of an earlier
+  // daemon with the same pid is cleared first; a name planted after that fails the write.
+  await rm(tmp, { force: true });
+  const fh = await open(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    mode,
+  );
   try {
     await fh.writeFile(data);
     await fh.sync();

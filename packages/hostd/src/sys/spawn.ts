@@ -5,7 +5,7 @@
  * log file rather than to pipes the daemon would have to keep reading (the next daemon re-adopts it by pid).
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
+import { constants, closeSync, fstatSync, openSync } from "node:fs";
 import { SysError, inNetns } from "./run.js";
 
 export interface Detached {
@@ -18,7 +18,23 @@ export interface Detached {
 /** Starts `cmd` detached (own session, stdin /dev/null, stdout and stderr appended to `logPath`). */
 export function spawnDetached(cmd: string, args: string[], opts: { logPath: string }): Promise<Detached> {
   // No `ip netns exec` wrapper: the jailer enters the VM's network namespace itself.
-  const log = openSync(opts.logPath, "a", 0o600);
+  // The log is in the VM dir, QEMU's to plant a link in: appended to only as a regular file of its own.
+  const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW, O_NONBLOCK } = constants;
+  const refuse = () =>
+    Promise.reject(new SysError([cmd, ...args], "", null, `${opts.logPath} is not a regular file: refused`));
+  let log: number;
+  try {
+    log = openSync(opts.logPath, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o600);
+  } catch (e) {
+    // ELOOP: a link; ENXIO: a FIFO nobody reads
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP" || code === "ENXIO") return refuse();
+    throw e;
+  }
+  if (!fstatSync(log).isFile()) {
+    closeSync(log);
+    return refuse();
+  }
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", log, log], detached: true });
     closeSync(log);

@@ -22,14 +22,15 @@
  * uid just before launch. The host daemon still reaches everything (it is root), and everything in the
  * VM dir is deleted with it.
  */
-import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, open, rm } from "node:fs/promises";
+import { constants, existsSync } from "node:fs";
+import { chmod, chown, mkdir, realpath, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HostdError } from "@createos-sandbox/protocol";
 import { goBuild } from "../images/agent.js";
 import { hashTree } from "../images/util.js";
 import { SingleFlight } from "../sys/fs.js";
+import { openRegular, ownRegular, withRegular } from "../sys/nofollow.js";
 
 export const DEFAULT_UID_BASE = 200_000;
 
@@ -49,6 +50,11 @@ export interface JailConfig {
   cacheDir: string;
   /** The VM's cgroup directories (one per hierarchy), joined by the jailer before QEMU exists. */
   cgroups?: string[];
+  /**
+   * The dirs every file below the VM's own disk layer must lie in (`diskChain`): the daemon's frozen
+   * layers, warm disks and image rootfses. A backing name elsewhere fails the launch.
+   */
+  diskRoots: string[];
 }
 
 /** `packages/hostd/jailer/` (a Go module): the same relative path from `src/vmm/` and `dist/vmm/`. */
@@ -79,32 +85,98 @@ export function jailRootOf(jailer: string): string {
   return join(dirname(jailer), "root");
 }
 
+/** One file of a disk's chain and how it is read: qcow2 layers above, the raw ext4 bottom. */
+export interface DiskLayer {
+  path: string;
+  format: "qcow2" | "raw";
+}
+
+/** What a layer below a VM's own may be: a frozen layer, a warm disk, or an image's rootfs. */
+const LAYER_NAME = /\.(qcow2|ext4)$/;
+
 /**
- * The files below a qcow2 image: its backing file, that one's backing file, … (absolute paths), read from
- * the headers (offset 8: backing file name offset, 16: its length) so the jail can bind each of them.
+ * A disk's chain, the image itself first, then its backing file, that one's backing file, … (absolute
+ * paths), read from the qcow2 headers (offset 8: backing file name offset, 16: its length) so the jail
+ * can bind each of them and `qemu-img` can be told each of them.
+ *
+ * Those headers are not the daemon's word: every layer was some VM's writable top before it was frozen,
+ * and a compromised QEMU can write any backing name into it. So each file is opened without following a
+ * link and must be a regular file (sys/nofollow.ts), and with `roots` (the dirs that hold what the daemon
+ * itself made disks of: frozen layers, warm disks, image rootfses) every name below the image must be a
+ * normalised absolute `*.qcow2` or `*.ext4` path that resolves (realpath) inside one of them, or the
+ * chain is refused: a rewritten name can no longer bind a host file into a jail or feed it to qemu-img.
  */
-export async function backingChain(image: string): Promise<string[]> {
-  const chain: string[] = [];
+export async function diskChain(image: string, roots?: string[]): Promise<DiskLayer[]> {
+  const realRoots = roots && (await Promise.all(roots.map((r) => realpath(r).catch(() => undefined))));
+  const chain: DiskLayer[] = [];
   let cur = image;
   for (let depth = 0; depth < 64; depth++) {
-    const fh = await open(cur, "r");
+    const fh = await openRegular(cur, constants.O_RDONLY);
+    let next: string;
     try {
       const head = Buffer.alloc(20);
-      await fh.read(head, 0, 20, 0);
-      if (head.readUInt32BE(0) !== 0x514649fb) return chain; // "QFI\xfb": not qcow2 (the raw ext4 bottom)
+      const { bytesRead } = await fh.read(head, 0, 20, 0);
+      // "QFI\xfb": qcow2; anything else is the raw ext4 bottom
+      if (bytesRead < 20 || head.readUInt32BE(0) !== 0x514649fb) {
+        chain.push({ path: cur, format: "raw" });
+        return chain;
+      }
+      chain.push({ path: cur, format: "qcow2" });
       const off = Number(head.readBigUInt64BE(8));
       const len = head.readUInt32BE(16);
       if (off === 0 || len === 0) return chain;
+      // qcow2 caps the name at 1023 bytes: a longer one is not a header qemu-img wrote.
+      if (len > 1023) throw refusedLayer(image, `backing name of ${len} bytes in ${cur}`);
       const name = Buffer.alloc(len);
       await fh.read(name, 0, len, off);
-      const next = name.toString("utf8");
-      cur = isAbsolute(next) ? next : resolve(dirname(cur), next);
-      chain.push(cur);
+      const raw = name.toString("utf8");
+      next = isAbsolute(raw) ? raw : resolve(dirname(cur), raw);
     } finally {
       await fh.close();
     }
+    if (realRoots) await checkLayer(image, next, realRoots);
+    cur = next;
   }
   throw new HostdError("internal", `disk ${image}: backing chain deeper than 64`);
+}
+
+/**
+ * A `json:` image spec that names every layer of `chain` explicitly (its `backing`, down to `null` under
+ * the last): a qemu-img run as root on it reads those files and no backing name from any header, even one
+ * rewritten after the chain was checked. `top` replaces the first layer's path (a /proc/<pid>/fd/<n> of a
+ * descriptor opened without following a link).
+ */
+export function chainSpec(chain: DiskLayer[], top?: string): string {
+  let spec: Record<string, unknown> | null = null;
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const l = chain[i] as DiskLayer;
+    const filename = i === 0 && top ? top : l.path;
+    spec = {
+      driver: l.format,
+      file: { driver: "file", filename },
+      ...(l.format === "qcow2" ? { backing: spec } : {}),
+    };
+  }
+  return `json:${JSON.stringify(spec)}`;
+}
+
+/** The files below a qcow2 image (its `diskChain` without the image itself): what its jail binds. */
+export async function backingChain(image: string, roots?: string[]): Promise<string[]> {
+  return (await diskChain(image, roots)).slice(1).map((l) => l.path);
+}
+
+async function checkLayer(image: string, p: string, realRoots: (string | undefined)[]): Promise<void> {
+  if (p !== resolve(p) || !LAYER_NAME.test(p)) throw refusedLayer(image, JSON.stringify(p));
+  const real = await realpath(p).catch(() => undefined);
+  if (!real || !realRoots.some((r) => r !== undefined && real.startsWith(`${r}/`)))
+    throw refusedLayer(image, `${JSON.stringify(p)}, outside the daemon's layer and image dirs`);
+}
+
+function refusedLayer(image: string, what: string): HostdError {
+  return new HostdError(
+    "internal",
+    `disk ${image}: backing file ${what} refused (a rewritten qcow2 header?)`,
+  );
 }
 
 /** What the VMM may open, besides /usr: read-only files, its writable dir, device nodes; where it runs. */
@@ -138,7 +210,10 @@ export function jailArgv(
 /**
  * Hands the VM's own files to its uid just before launch: the VM dir (QEMU creates its sockets and
  * console there; 0700), the RAM file (0600: nobody else's to read), the top disk layer and console. A
- * resumed or forked VM brings files an earlier VM (another uid) owned.
+ * resumed or forked VM brings files an earlier VM (another uid) owned — and an earlier QEMU may have
+ * replaced any of them with a link to a host file (a pause moves them as they are), so each is opened
+ * without following a link and must be a regular file (sys/nofollow.ts); the dir itself is a name in
+ * the daemon's own vms/, out of QEMU's reach.
  */
 export async function ownVmFiles(
   dir: string,
@@ -149,13 +224,19 @@ export async function ownVmFiles(
   await chmod(dir, 0o700);
   if (files.ram) {
     // A cold boot has no RAM file yet: made empty here with our mode, QEMU sizes it (ftruncate) at start.
-    await (await open(files.ram, "a", 0o600)).close();
-    await chown(files.ram, ids.uid, ids.gid);
-    await chmod(files.ram, 0o600);
+    await withRegular(
+      files.ram,
+      constants.O_WRONLY | constants.O_CREAT,
+      async (fh) => {
+        await fh.chown(ids.uid, ids.gid);
+        await fh.chmod(0o600);
+      },
+      0o600,
+    );
   }
   for (const f of files.others) {
     try {
-      await chown(f, ids.uid, ids.gid);
+      await ownRegular(f, ids.uid, ids.gid);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }

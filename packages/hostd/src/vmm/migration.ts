@@ -6,10 +6,11 @@
  * stays in the shared RAM file), so the copy through this process costs nothing measurable.
  */
 import { createReadStream, createWriteStream } from "node:fs";
-import { chown, rm, stat } from "node:fs/promises";
-import { type Server, connect, createServer } from "node:net";
+import { lchown, rm, stat } from "node:fs/promises";
+import { type Server, type Socket, createServer } from "node:net";
 import { pipeline } from "node:stream/promises";
 import { HostdError } from "@createos-sandbox/protocol";
+import { connectUnix } from "../sys/nofollow.js";
 
 /**
  * Listens on `sock` for QEMU's `migrate unix:…` and writes what it sends to `statePath`. `listening`
@@ -35,8 +36,9 @@ export async function receiveState(
     srv.once("error", reject);
     srv.listen(sock, () => resolve());
   });
-  // A jailed QEMU connects as its own uid: the socket must be its to connect to.
-  if (owner) await chown(sock, owner.uid, owner.gid);
+  // A jailed QEMU connects as its own uid: the socket must be its to connect to. lchown: the name is in
+  // QEMU's dir, and chown would follow a link it put there meanwhile to whatever host file it names.
+  if (owner) await lchown(sock, owner.uid, owner.gid);
   return {
     written,
     close: async () => {
@@ -51,8 +53,9 @@ export async function sendState(sock: string, statePath: string, timeoutMs: numb
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const conn = await new Promise<ReturnType<typeof connect>>((resolve, reject) => {
-        const s = connect(sock);
+      const conn = await new Promise<Socket>((resolve, reject) => {
+        // QEMU's socket, in its dir: never connected to through a link (sys/nofollow.ts).
+        const s = connectUnix(sock);
         s.once("connect", () => {
           s.removeAllListeners("error");
           resolve(s);

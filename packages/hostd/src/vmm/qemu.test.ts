@@ -13,7 +13,7 @@ const config: MachineConfig = {
   diskPath: "/d/disk.qcow2",
   mac: "02:fc:00:00:00:01",
   accel: "tcg",
-  jail: { uid: 200_001, gid: 200_001, cacheDir: "/c" },
+  jail: { uid: 200_001, gid: 200_001, cacheDir: "/c", diskRoots: [] },
 };
 
 // The exact argv, order included: microvm assigns virtio-mmio slots in command-line order, so a change

@@ -7,11 +7,11 @@
  * its seccomp filter: VMs outlive the host daemon and the next one re-adopts them through the pidfile and
  * QMP socket. The snapshot's device state travels over a Unix socket (migration.ts), never through a shell.
  */
-import { readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Accel, HostdError } from "@createos-sandbox/protocol";
 import { pidAlive, procCmdline, procGone, signal, spawnDetached } from "../sys/index.js";
+import { readTail } from "../sys/nofollow.js";
 import { ROOT_DRIVE, blockArgs } from "./devices/block.js";
 import { consoleArgs } from "./devices/console.js";
 import { controlArgs } from "./devices/control.js";
@@ -116,7 +116,7 @@ class QemuMachine implements Machine {
     const mounts = {
       cg: c.jail.cgroups,
       netns: c.netns ? `/run/netns/${c.netns}` : undefined,
-      ro: [c.kernel, ...(await backingChain(c.diskPath))],
+      ro: [c.kernel, ...(await backingChain(c.diskPath, c.jail.diskRoots))],
       rw: [c.dir, ...(c.ramShared === false ? [c.ramPath] : [])],
       dev: [
         "/dev/null",
@@ -137,10 +137,11 @@ class QemuMachine implements Machine {
     // The jailer exits once the jailed QEMU is forked off (pid 1 of its own pid namespace); the pid the
     // host sees is in the pidfile it wrote.
     const { code, signal: sig } = await launcher.exited;
-    const why = () => readFileSync(logPath, "utf8").slice(-2000).trim() || "no output";
+    // Both files are in the VM dir, which is QEMU's: read without following a link, and bounded.
+    const why = async () => (await readTail(logPath, 2000).catch((e) => String(e))).trim() || "no output";
     if (code !== 0)
-      throw new HostdError("internal", `QEMU's jail failed (${sig ?? `exit ${code}`}): ${why()}`);
-    const pid = Number(readFileSync(this.paths.pidfile, "utf8").trim());
+      throw new HostdError("internal", `QEMU's jail failed (${sig ?? `exit ${code}`}): ${await why()}`);
+    const pid = Number((await readTail(this.paths.pidfile, 64)).trim());
     if (!Number.isInteger(pid) || pid <= 0)
       throw new HostdError("internal", `bad QEMU pidfile ${this.paths.pidfile}`);
     this.pid = pid;
@@ -148,7 +149,7 @@ class QemuMachine implements Machine {
     let up = false;
     const gone = (async () => {
       while (!up && !procGone(pid)) await new Promise((r) => setTimeout(r, 20));
-      if (!up) throw new HostdError("internal", `QEMU exited at start: ${why()}`);
+      if (!up) throw new HostdError("internal", `QEMU exited at start: ${await why()}`);
     })();
     gone.catch(() => undefined);
     try {

@@ -4,8 +4,9 @@
  * listeners. The connection closing means QEMU exited (or is exiting).
  */
 import { EventEmitter } from "node:events";
-import { type Socket, connect } from "node:net";
+import type { Socket } from "node:net";
 import { HostdError } from "@createos-sandbox/protocol";
+import { connectUnix } from "../sys/nofollow.js";
 
 export interface QmpEvent {
   event: string;
@@ -58,7 +59,8 @@ export class QmpClient extends EventEmitter {
     for (;;) {
       try {
         const sock = await new Promise<Socket>((resolve, reject) => {
-          const s = connect(path);
+          // QEMU's socket, in its dir: never connected to through a link (sys/nofollow.ts).
+          const s = connectUnix(path);
           s.once("connect", () => {
             s.removeAllListeners("error");
             resolve(s);

@@ -13,6 +13,7 @@ import { capCaches } from "../cachecap.js";
 import { type Host, type VmParts, runtimeOf } from "../host.js";
 import { type WarmMeta, fsyncFile, writeWarmMeta } from "../records.js";
 import { cpSparse, qemuImg } from "../sys/index.js";
+import { viaFd } from "../sys/nofollow.js";
 
 export interface BuiltImage {
   name: string;
@@ -94,8 +95,9 @@ async function captureWarm(
     await machine.pause();
     await machine.snapshot(join(tmp, "state"));
     await Promise.all([
-      cpSparse(join(dir, "ram"), join(tmp, "ram")),
-      cpSparse(join(dir, "disk.qcow2"), join(tmp, "disk.qcow2")),
+      // The running VM's dir is its QEMU's to plant links in: each file is read through a descriptor.
+      viaFd(join(dir, "ram"), (from) => cpSparse(from, join(tmp, "ram"))),
+      viaFd(join(dir, "disk.qcow2"), (from) => cpSparse(from, join(tmp, "disk.qcow2"))),
     ]);
     const meta: WarmMeta = {
       key,

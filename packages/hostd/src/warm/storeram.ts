@@ -14,6 +14,7 @@ import type { Host } from "../host.js";
 import type { Layout } from "../records.js";
 import { SingleFlight } from "../sys/fs.js";
 import { cpSparse } from "../sys/index.js";
+import { viaFd } from "../sys/nofollow.js";
 
 const copies = new SingleFlight<string>();
 
@@ -37,7 +38,7 @@ export async function warmRamSource(host: Host, warm: string): Promise<string> {
   return copies.do(p, async () => {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = `${p}.tmp-${randomUUID().slice(0, 8)}`;
-    await cpSparse(join(warm, "ram"), tmp);
+    await viaFd(join(warm, "ram"), (from) => cpSparse(from, tmp));
     // Complete only under its final name: a crash leaves a `.tmp-` file, which the next start deletes.
     await rename(tmp, p);
     const key = `${basename(warm)}-`;
