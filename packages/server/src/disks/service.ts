@@ -4,7 +4,7 @@
  * mounts it serves — its disk proxy re-signs the guest's requests — and nothing else ever does: no
  * response, no log line, no guest.
  */
-import { type HostDaemon, apiError, type api as wire } from "@createos-sandbox/protocol";
+import { type HostDaemon, apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
 import type { Logger } from "../log.js";
 import { type AttachmentRow, type DiskRow, DiskStore } from "../store/disks.js";
 import type { SandboxRow } from "../store/types.js";
@@ -125,14 +125,18 @@ export class Disks {
     this.store.softDelete(d.id);
   }
 
-  /** Resolves and checks the attachments a create asks for, before any VM exists (400 on an unknown disk). */
-  resolve(userId: string, list: AttachInput[]): AttachmentRow[] {
+  /**
+   * Resolves and checks the attachments a create or an attach asks for, before any VM exists (404 on an
+   * unknown disk). `at` is the body's key of the attachment (`disks` on create, `disk` on attach): a
+   * mount path refused is reported under `<at>.mount_path`, as the schema reports its own failures.
+   */
+  resolve(userId: string, list: AttachInput[], at: "disk" | "disks"): AttachmentRow[] {
     const seen = new Set<string>();
     return list.map((a) => {
       const d = this.find(userId, a.disk_id);
       const mount_path = canonicalMountPath(a.mount_path);
       const problem = mountPathProblem(mount_path);
-      if (problem) throw apiError("validation", { message: problem });
+      if (problem) throw validationError({ [`${at}.mount_path`]: problem });
       if (seen.has(mount_path)) throw apiError("mount_path_taken", { path: mount_path });
       seen.add(mount_path);
       const sub = a.sub_path?.replace(/^\/+|\/+$/g, "");

@@ -92,7 +92,7 @@ export function diskRoutes(app: App): Route[] {
     }),
     route("POST /v1/sandboxes/:id/disks", json(AttachBody), async (ctx) => {
       const row = await loadSandbox(app, ctx);
-      const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment]);
+      const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment], "disk");
       requireRunning(row, "attach a disk to");
       await app.disks.attach(row, a!, app.sandboxes.daemonFor(row));
       return { data: { ok: true } };
@@ -114,7 +114,7 @@ export async function mountAtBoot(app: App, row: SandboxRow, body: unknown): Pro
   const list = (body as { disks?: wire.DiskAttachment[] | null }).disks;
   if (!list?.length || row.status !== "running") return;
   const daemon = app.sandboxes.daemonFor(row);
-  for (const a of app.disks.resolve(row.user_id, list)) await app.disks.attach(row, a, daemon);
+  for (const a of app.disks.resolve(row.user_id, list, "disks")) await app.disks.attach(row, a, daemon);
 }
 
 /** Every attached host daemon: a rotation reaches the live mounts wherever they are. */

@@ -178,7 +178,7 @@ export async function createInput(app: App, ctx: Ctx): Promise<CreateInput> {
   const b = ctx.body as CreateBody;
   const network_ids = networkIds(app, ctx, b.networks);
   // Unknown disks and colliding mount paths are refused before any VM exists; mounted once it runs.
-  if (b.disks?.length) app.disks.resolve(ctx.principal!.user_id, b.disks as AttachInput[]);
+  if (b.disks?.length) app.disks.resolve(ctx.principal!.user_id, b.disks as AttachInput[], "disks");
   const s = shapeById(b.shape)!;
   const images = await app.images();
   const rootfs = b.rootfs || defaultImage(images);

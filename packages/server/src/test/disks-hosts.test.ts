@@ -1,0 +1,162 @@
+/**
+ * Disk attachments over two scripted host daemons (in process, no VM): what the API answers and keeps when
+ * a host or its guest agent fails under a mount, a detach or a rotation (a catalog error, never a 500; the
+ * mount status back where a retry can start; a down host skipped and given the keys when it is back), a
+ * disk deleted while the VM of a create boots, and the mount-path rule's field. The disks against real VMs
+ * are disks.vm.test.ts.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { S3_KEYS, type TestS3, startS3 } from "@createos-sandbox/hostd/disks/s3test";
+import { ScriptedDaemon } from "@createos-sandbox/hostd/remote/scripted";
+import {
+  type DiskMount,
+  type HostInfo,
+  HostdError,
+  type VmRuntime,
+  type VmSpec,
+} from "@createos-sandbox/protocol";
+import { type RunningServer, startServer } from "../app.js";
+import { loadConfig } from "../config.js";
+import { createLogger } from "../log.js";
+import { SqliteStore } from "../store/sqlite.js";
+import { EPHEMERAL_EDGE, attachReady, call } from "./helpers.js";
+
+const KEY = `skp_${"d".repeat(32)}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** What a host says of itself when it fails: paths and addresses that must stay in the log. */
+const HOST_TEXT = "agent on /var/lib/createos-sandbox/vms/x/agent.sock did not answer (10.201.0.7)";
+
+/** A scripted host with its own id that can be taken down, and whose disk calls can be made to fail. */
+class Host extends ScriptedDaemon {
+  down = false;
+  failMount: Error | undefined;
+  failUnmount: Error | undefined;
+  failCredentials: Error | undefined;
+  /** Held while set: create() waits for it (a VM that is still booting). */
+  booting: Promise<void> | undefined;
+  readonly mounts: { id: string; mount_path: string; access_key: string; disk_id: string }[] = [];
+  readonly credentials: { diskId: string; accessKey: string }[] = [];
+  constructor(readonly hostId: string) {
+    super();
+  }
+  private gone(): void {
+    if (this.down)
+      throw new HostdError("unreachable", `host daemon ${this.hostId} is unreachable: ECONNREFUSED`);
+  }
+  override async info(): Promise<HostInfo> {
+    this.gone();
+    return { ...(await super.info()), id: this.hostId };
+  }
+  override async create(spec: VmSpec): Promise<VmRuntime> {
+    const r = await super.create(spec);
+    await this.booting;
+    return r;
+  }
+  override async mountDisk(id: string, m: DiskMount) {
+    this.gone();
+    await super.mountDisk(id, m);
+    this.mounts.push({ id, mount_path: m.mount_path, access_key: m.access_key, disk_id: m.disk_id });
+    if (this.failMount) throw this.failMount;
+  }
+  override async unmountDisk(id: string, mountPath: string) {
+    this.gone();
+    if (this.failUnmount) throw this.failUnmount;
+    await super.unmountDisk(id, mountPath);
+  }
+  // (access key, secret key): the scripted base declares only the id.
+  override async setDiskCredentials(diskId: string, ...keys: string[]) {
+    this.gone();
+    if (this.failCredentials) throw this.failCredentials;
+    await super.setDiskCredentials(diskId);
+    this.credentials.push({ diskId, accessKey: keys[0]! });
+  }
+}
+
+describe("disk attachments when hosts and agents fail", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "csb-disks-hosts-"));
+  const h1 = new Host("h1");
+  const h2 = new Host("h2");
+  const logs: string[] = [];
+  let srv: RunningServer;
+  let s3: TestS3;
+  let disk = "";
+  const api = (method: string, path: string, body?: unknown) =>
+    call(srv.url, method, path, { key: KEY, ...(body === undefined ? {} : { body }) });
+  const register = async (name: string) => {
+    const r = await api("POST", "/v1/disks", {
+      name,
+      kind: "s3",
+      config: { bucket: "data", endpoint: s3.endpoint, use_path_style: true },
+      credentials: S3_KEYS,
+    });
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.id as string;
+  };
+  const create = async (host: string, disks: unknown[]) => {
+    const r = await api("POST", "/v1/sandboxes", {
+      shape: "s-1vcpu-256mb",
+      rootfs: "debian:12",
+      host_id: host,
+      disks,
+    });
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.id as string;
+  };
+  const views = async (id: string) => {
+    const r = await api("GET", `/v1/sandboxes/${id}/disks`);
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.data as Record<string, unknown>[];
+  };
+  const health = async (h: Host, healthy: boolean) => {
+    for (let i = 0; i < 100; i++) {
+      if (srv.app.hosts.byId(h.hostId)?.healthy === healthy) return;
+      await sleep(100);
+    }
+    assert.fail(`${h.hostId} never became ${healthy ? "healthy" : "unhealthy"}`);
+  };
+
+  before(async () => {
+    s3 = await startS3("127.0.0.1", ["data"]);
+    const store = SqliteStore.open(join(dataDir, "db.sqlite"));
+    await store.addApiKey((await store.createUser("dora")).id, KEY);
+    await store.close();
+    srv = await startServer(
+      loadConfig({ dataDir, port: 0 }, EPHEMERAL_EDGE),
+      createLogger((l) => void logs.push(l)),
+      SqliteStore.open(join(dataDir, "db.sqlite")),
+    );
+    await attachReady(srv, h1);
+    await attachReady(srv, h2);
+    disk = await register("d1");
+  });
+  after(async () => {
+    await srv.close();
+    await s3.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test("a mount path under a system dir is a 400 under the field the client sent", async () => {
+    const id = await create("h1", []);
+    const attach = await api("POST", `/v1/sandboxes/${id}/disks`, { disk_id: disk, mount_path: "/etc/x" });
+    assert.equal(attach.status, 400, attach.text);
+    assert.deepEqual(attach.json, {
+      status: "fail",
+      data: { "disk.mount_path": "mount_path must not be under /etc" },
+    });
+    const made = await api("POST", "/v1/sandboxes", {
+      shape: "s-1vcpu-256mb",
+      rootfs: "debian:12",
+      disks: [{ disk_id: disk, mount_path: "/data/../x" }],
+    });
+    assert.equal(made.status, 400, made.text);
+    assert.deepEqual(made.json, {
+      status: "fail",
+      data: { "disks.mount_path": "mount_path must not contain . or .." },
+    });
+    await api("DELETE", `/v1/sandboxes/${id}`);
+  });
+});
