@@ -4,7 +4,14 @@
  * mounts it serves — its disk proxy re-signs the guest's requests — and nothing else ever does: no
  * response, no log line, no guest.
  */
-import { type HostDaemon, apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
+import {
+  ApiError,
+  type HostDaemon,
+  apiError,
+  validationError,
+  type api as wire,
+} from "@createos-sandbox/protocol";
+import { mapHostdError } from "../hosterr.js";
 import type { Logger } from "../log.js";
 import { type AttachmentRow, type DiskRow, DiskStore } from "../store/disks.js";
 import type { SandboxRow } from "../store/types.js";
@@ -48,6 +55,14 @@ export function mountPathProblem(p: string): string | undefined {
 }
 
 export const canonicalMountPath = (p: string) => `/${p.split("/").filter(Boolean).join("/")}`;
+
+const text = (e: unknown) => (e instanceof Error ? e.message : String(e)).slice(0, 500);
+
+/** What a client may read of a host's failure: the catalog's words for it (the host's own go to the log). */
+function publicFailure(e: unknown, ctx: { id: string; action: string }): string {
+  const mapped = mapHostdError(e, ctx);
+  return mapped instanceof ApiError ? mapped.message : apiError("internal").message;
+}
 
 export class Disks {
   readonly store: DiskStore;
@@ -157,6 +172,11 @@ export class Disks {
     return this.mount(row, at, daemon);
   }
 
+  /**
+   * Mounts on the sandbox's host. A failure is kept in mount_error in the catalog's words for it (a
+   * refusal about the mount itself, bad_request, is the guest's s3fs saying why); the host's own text,
+   * which names its paths and addresses, goes to the log only.
+   */
   async mount(row: SandboxRow, a: AttachmentRow, daemon: HostDaemon): Promise<AttachmentRow> {
     const d = this.store.byId(a.disk_id)!;
     try {
@@ -170,9 +190,14 @@ export class Disks {
       this.store.setStatus(row.id, a.mount_path, "mounted");
       return { ...a, mount_status: "mounted" };
     } catch (e) {
-      const msg = (e instanceof Error ? e.message : String(e)).slice(0, 500);
+      const msg = publicFailure(e, { id: row.id, action: "mount a disk on" }).slice(0, 500);
       this.store.setStatus(row.id, a.mount_path, "error", msg);
-      this.log.warn("disk mount failed", { sandbox_id: row.id, disk_id: d.id, err: msg });
+      this.log.warn("disk mount failed", {
+        sandbox_id: row.id,
+        disk_id: d.id,
+        mount_path: a.mount_path,
+        err: text(e),
+      });
       return { ...a, mount_status: "error", mount_error: msg };
     }
   }

@@ -139,6 +139,27 @@ describe("disk attachments when hosts and agents fail", () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
+  test("a failed mount keeps the catalog's words in mount_error and the host's in the log", async () => {
+    h1.failMount = new HostdError("agent_unreachable", HOST_TEXT);
+    const id = await create("h1", [{ disk_id: disk, mount_path: "/data" }]);
+    h1.failMount = undefined;
+    const [v] = await views(id);
+    assert.equal(v?.mount_status, "error");
+    assert.equal(v?.mount_error, "the sandbox's agent did not answer: it did not answer in time");
+    const line = logs.find((l) => l.includes('"disk mount failed"') && l.includes(id));
+    assert.ok(line?.includes("agent.sock") && line.includes(disk), line);
+    // A refusal about the mount itself (the guest's s3fs said why) is the user's to read, as bad_request is.
+    h1.failMount = new HostdError("bad_request", "s3fs did not mount /more");
+    const r = await api("POST", `/v1/sandboxes/${id}/disks`, { disk_id: disk, mount_path: "/more" });
+    h1.failMount = undefined;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(
+      (await views(id)).find((x) => x.mount_path === "/more")?.mount_error,
+      "s3fs did not mount /more",
+    );
+    await api("DELETE", `/v1/sandboxes/${id}`);
+  });
+
   test("a mount path under a system dir is a 400 under the field the client sent", async () => {
     const id = await create("h1", []);
     const attach = await api("POST", `/v1/sandboxes/${id}/disks`, { disk_id: disk, mount_path: "/etc/x" });
