@@ -64,6 +64,13 @@ function publicFailure(e: unknown, ctx: { id: string; action: string }): string 
   return mapped instanceof ApiError ? mapped.message : apiError("internal").message;
 }
 
+/** A host that holds a disk's mounts, as a rotation reaches it. */
+export interface DiskHost {
+  /** As clients may see it (hosterr.ts publicHostId). */
+  name: string;
+  daemon: HostDaemon;
+}
+
 export class Disks {
   readonly store: DiskStore;
   private readonly box: KeyBox;
@@ -127,10 +134,30 @@ export class Disks {
     return row;
   }
 
-  /** New keys: sealed, then handed to every host that serves a live mount of the disk. */
-  async rotate(d: DiskRow, c: wire.DiskCredentials, daemons: HostDaemon[]): Promise<void> {
+  /**
+   * New keys: sealed, then handed to every host that is up (the caller leaves out the hosts that are down:
+   * they get the keys from the remount when they are back). A host that fails the call is a 503 once the
+   * others have the keys: the keys are stored, so the client's retry (the same PATCH) hands them over.
+   */
+  async rotate(d: DiskRow, c: wire.DiskCredentials, hosts: readonly DiskHost[]): Promise<void> {
     this.store.setSecret(d.id, this.seal(d.id, c));
-    for (const h of daemons) await h.setDiskCredentials(d.id, c.access_key, c.secret_key);
+    const failed: string[] = [];
+    await Promise.all(
+      hosts.map((h) =>
+        h.daemon.setDiskCredentials(d.id, c.access_key, c.secret_key).catch((e: unknown) => {
+          failed.push(h.name);
+          this.log.warn("disk credentials not taken by a host", {
+            disk_id: d.id,
+            host_id: h.name,
+            err: text(e),
+          });
+        }),
+      ),
+    );
+    if (failed.length)
+      throw apiError("host_unavailable", {
+        reason: `${failed.sort().join(", ")} did not take the new credentials (they are stored); retry`,
+      });
     this.log.info("disk credentials rotated", { disk_id: d.id });
   }
 
@@ -218,14 +245,29 @@ export class Disks {
     }
   }
 
-  /** Flushes and unmounts, then forgets the attachment. False when there was none. */
+  /**
+   * Flushes and unmounts, then forgets the attachment. False when there was none. A host or agent that
+   * fails the unmount leaves the attachment as it was (its status back from `unmounting`), so the listing
+   * stays true and the detach can be retried; the client gets the catalog's error for the failure.
+   */
   async detach(row: SandboxRow, diskId: string, mountPath: string, daemon?: HostDaemon): Promise<boolean> {
     const path = canonicalMountPath(mountPath);
     const a = this.store.attachments(row.id).find((x) => x.disk_id === diskId && x.mount_path === path);
     if (!a) return false;
     if (daemon) {
       this.store.setStatus(row.id, path, "unmounting");
-      await daemon.unmountDisk(row.id, path);
+      try {
+        await daemon.unmountDisk(row.id, path);
+      } catch (e) {
+        this.store.setStatus(row.id, path, a.mount_status, a.mount_error);
+        this.log.warn("disk unmount failed", {
+          sandbox_id: row.id,
+          disk_id: diskId,
+          mount_path: path,
+          err: text(e),
+        });
+        throw mapHostdError(e, { id: row.id, action: "detach a disk from" });
+      }
     }
     return this.store.detach(row.id, diskId, path);
   }

@@ -5,7 +5,9 @@
  */
 import { apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
 import { type TObject, Type } from "@sinclair/typebox";
-import { diskView } from "../disks/service.js";
+import { type DiskHost, diskView } from "../disks/service.js";
+import { publicHostId } from "../hosterr.js";
+import { isUp } from "../hosts.js";
 import type { Ctx, Route } from "../http/server.js";
 import { str } from "../schema.js";
 import type { SandboxRow } from "../store/types.js";
@@ -76,7 +78,7 @@ export function diskRoutes(app: App): Route[] {
     })),
     route("PATCH /v1/disks/:ref", json(PatchBody), async (ctx) => {
       const d = app.disks.find(userOf(ctx), ctx.params.ref!);
-      await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveDaemons(app));
+      await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveHosts(app));
       return { data: diskView(d) };
     }),
     route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, async (ctx) => {
@@ -117,9 +119,11 @@ export async function mountAtBoot(app: App, row: SandboxRow, body: unknown): Pro
   for (const a of app.disks.resolve(row.user_id, list, "disks")) await app.disks.attach(row, a, daemon);
 }
 
-/** Every attached host daemon: a rotation reaches the live mounts wherever they are. */
-function liveDaemons(app: App) {
-  return app.hosts.all().flatMap((h) => (h.daemon ? [h.daemon] : []));
+/** The hosts up now: a rotation reaches their live mounts; one down gets the keys when it is back. */
+function liveHosts(app: App): DiskHost[] {
+  return app.hosts
+    .all()
+    .flatMap((h, i) => (isUp(h) ? [{ name: publicHostId(h.id, i), daemon: h.daemon }] : []));
 }
 
 /** Detach by `disk_…` id (as the seed says: names are not resolved here) and mount path. */

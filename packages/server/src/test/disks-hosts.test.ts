@@ -139,6 +139,28 @@ describe("disk attachments when hosts and agents fail", () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
+  test("a detach the agent does not answer: 503 agent_unreachable, the mount as it was, a retry detaches", async () => {
+    const id = await create("h1", [{ disk_id: disk, mount_path: "/data" }]);
+    assert.equal((await views(id))[0]?.mount_status, "mounted");
+    h1.failUnmount = new HostdError("agent_unreachable", HOST_TEXT);
+    const r = await api("DELETE", `/v1/sandboxes/${id}/disks/${disk}?mount_path=/data`);
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.status, "error");
+    assert.equal(r.json.message, "the sandbox's agent did not answer: it did not answer in time");
+    assert.ok(!r.text.includes("agent.sock"), r.text);
+    assert.deepEqual(
+      (await views(id)).map((v) => [v.mount_path, v.mount_status]),
+      [["/data", "mounted"]],
+      "the attachment is not left unmounting",
+    );
+    h1.failUnmount = undefined;
+    const again = await api("DELETE", `/v1/sandboxes/${id}/disks/${disk}?mount_path=/data`);
+    assert.equal(again.status, 200, again.text);
+    assert.deepEqual(again.json.data, { detached: true });
+    assert.deepEqual(await views(id), []);
+    await api("DELETE", `/v1/sandboxes/${id}`);
+  });
+
   test("a failed mount keeps the catalog's words in mount_error and the host's in the log", async () => {
     h1.failMount = new HostdError("agent_unreachable", HOST_TEXT);
     const id = await create("h1", [{ disk_id: disk, mount_path: "/data" }]);
@@ -179,5 +201,43 @@ describe("disk attachments when hosts and agents fail", () => {
       data: { "disks.mount_path": "mount_path must not contain . or .." },
     });
     await api("DELETE", `/v1/sandboxes/${id}`);
+  });
+
+  test("a rotation skips a down host, which gets the new keys once it is back; a failing host is a 503", async () => {
+    const a = await create("h1", [{ disk_id: disk, mount_path: "/data" }]);
+    const b = await create("h2", [{ disk_id: disk, mount_path: "/data" }]);
+    h2.down = true;
+    await health(h2, false);
+    const rot = await api("PATCH", "/v1/disks/d1", {
+      credentials: { ...S3_KEYS, access_key: "AKIAROTATED00001" },
+    });
+    assert.equal(rot.status, 200, rot.text);
+    assert.deepEqual(h1.credentials.at(-1), { diskId: disk, accessKey: "AKIAROTATED00001" });
+    assert.equal(h2.credentials.length, 0);
+    h2.down = false;
+    await health(h2, true);
+    for (let i = 0; i < 50 && !h2.mounts.some((m) => m.access_key === "AKIAROTATED00001"); i++)
+      await sleep(50);
+    assert.deepEqual(
+      h2.mounts.filter((m) => m.access_key === "AKIAROTATED00001").map((m) => [m.id, m.mount_path]),
+      [[b, "/data"]],
+      "mounted again with the new keys when it came back",
+    );
+    // A host that counts as healthy and still fails: the others get the keys, the client a 503 to retry.
+    h2.failCredentials = new HostdError(
+      "unreachable",
+      "host daemon http://10.0.0.9:7070 is unreachable: reset",
+    );
+    const flaky = await api("PATCH", "/v1/disks/d1", { credentials: S3_KEYS });
+    assert.equal(flaky.status, 503, flaky.text);
+    assert.equal(flaky.json.status, "error");
+    assert.ok(!flaky.text.includes("10.0.0.9"), flaky.text);
+    assert.deepEqual(h1.credentials.at(-1), { diskId: disk, accessKey: S3_KEYS.access_key });
+    h2.failCredentials = undefined;
+    const retried = await api("PATCH", "/v1/disks/d1", { credentials: S3_KEYS });
+    assert.equal(retried.status, 200, retried.text);
+    assert.deepEqual(h2.credentials.at(-1), { diskId: disk, accessKey: S3_KEYS.access_key });
+    await api("DELETE", `/v1/sandboxes/${a}`);
+    await api("DELETE", `/v1/sandboxes/${b}`);
   });
 });
