@@ -200,14 +200,38 @@ export class Disks {
   }
 
   /**
+   * The attachments of a create, resolved before its VM was made, once it runs. A disk deleted while the
+   * VM booted is not mounted (its id, not its name: a registration of the same name since is another
+   * bucket): the attachment keeps `disk_not_found` as its mount_error, as a failed mount keeps its own.
+   * The row is recorded first, so a delete from now on sees the disk held.
+   */
+  async attachAtBoot(row: SandboxRow, list: AttachmentRow[], daemon: () => HostDaemon): Promise<void> {
+    for (const a of list) {
+      const at = { ...a, sandbox_id: row.id, mount_status: "pending" as const };
+      if (!this.store.attach(at)) continue;
+      if (this.store.get(row.user_id, a.disk_id)) {
+        await this.mount(row, at, daemon);
+        continue;
+      }
+      const msg = apiError("disk_not_found", { id: a.disk_id }).message;
+      this.store.setStatus(row.id, a.mount_path, "error", msg);
+      this.log.warn("disk deleted before its mount", { sandbox_id: row.id, disk_id: a.disk_id });
+    }
+  }
+
+  /**
    * Mounts on the sandbox's host. A failure is kept in mount_error in the catalog's words for it (a
    * refusal about the mount itself, bad_request, is the guest's s3fs saying why); the host's own text,
    * which names its paths and addresses, goes to the log only.
    */
-  async mount(row: SandboxRow, a: AttachmentRow, daemon: HostDaemon): Promise<AttachmentRow> {
+  async mount(
+    row: SandboxRow,
+    a: AttachmentRow,
+    daemon: HostDaemon | (() => HostDaemon),
+  ): Promise<AttachmentRow> {
     const d = this.store.byId(a.disk_id)!;
     try {
-      await daemon.mountDisk(row.id, {
+      await (typeof daemon === "function" ? daemon() : daemon).mountDisk(row.id, {
         disk_id: d.id,
         mount_path: a.mount_path,
         ...(a.sub_path ? { sub_path: a.sub_path } : {}),

@@ -203,6 +203,78 @@ describe("disk attachments when hosts and agents fail", () => {
     await api("DELETE", `/v1/sandboxes/${id}`);
   });
 
+  /** A create with one disk, `during` run while its VM boots; its answer once the VM is up. */
+  const bootWhile = async (diskName: string, during: () => Promise<void>) => {
+    let boot!: () => void;
+    h1.booting = new Promise((r) => {
+      boot = r;
+    });
+    const creates = () => h1.calls.filter((c) => c.method === "create").length;
+    const before = creates();
+    const pending = api("POST", "/v1/sandboxes", {
+      shape: "s-1vcpu-256mb",
+      rootfs: "debian:12",
+      host_id: "h1",
+      disks: [{ disk_id: diskName, mount_path: "/data" }],
+    });
+    for (let i = 0; i < 200 && creates() === before; i++) await sleep(20);
+    assert.equal(creates(), before + 1, "the VM is booting");
+    await during();
+    h1.booting = undefined;
+    boot();
+    return pending;
+  };
+
+  test("a disk deleted while the VM boots: the create answers its sandbox, the attachment its mount_error", async () => {
+    for (const again of [false, true]) {
+      const gone = await register("short-lived");
+      let other = "";
+      const mountsBefore = h1.mounts.length;
+      const r = await bootWhile("short-lived", async () => {
+        const del = await api("DELETE", `/v1/disks/${gone}`);
+        assert.equal(del.status, 200, del.text);
+        // The name registered again is another bucket's registration: the booting sandbox must not get it.
+        if (again) other = await register("short-lived");
+      });
+      assert.equal(r.status, 200, r.text);
+      const id = r.json.data.id as string;
+      assert.equal((await api("GET", `/v1/sandboxes/${id}`)).json.data.status, "running");
+      assert.deepEqual(await views(id), [
+        {
+          disk_id: gone,
+          name: "short-lived",
+          kind: "s3",
+          config: { bucket: "data", endpoint: s3.endpoint, use_path_style: true },
+          mount_path: "/data",
+          mount_status: "error",
+          mount_error: `disk ${gone} not found`,
+        },
+      ]);
+      assert.equal(h1.mounts.length, mountsBefore, "nothing was mounted");
+      await api("DELETE", `/v1/sandboxes/${id}`);
+      if (other) assert.equal((await api("DELETE", `/v1/disks/${other}`)).status, 200);
+    }
+  });
+
+  test("a host gone while the VM boots: the create answers its sandbox, the attachment says why", async () => {
+    // Down (as the health check would mark it, and it cannot mark it back meanwhile) once its VM booted.
+    const r = await bootWhile("d1", async () => {
+      h1.down = true;
+      srv.app.hosts.byId("h1")!.healthy = false;
+    });
+    assert.equal(r.status, 200, r.text);
+    // Read in the store: the listing asks the host, which is down.
+    const [v] = srv.app.disks.views(r.json.data.id);
+    assert.equal(v?.mount_status, "error");
+    assert.match(String(v?.mount_error), /^no usable host: h1: host daemon is unreachable/);
+    h1.down = false;
+    await health(h1, true);
+    for (let i = 0; i < 50 && srv.app.disks.views(r.json.data.id)[0]?.mount_status !== "mounted"; i++)
+      await sleep(50);
+    assert.equal((await views(r.json.data.id))[0]?.mount_status, "mounted", "mounted once the host is back");
+    await api("DELETE", `/v1/sandboxes/${r.json.data.id}`);
+  });
+
   test("a rotation skips a down host, which gets the new keys once it is back; a failing host is a 503", async () => {
     const a = await create("h1", [{ disk_id: disk, mount_path: "/data" }]);
     const b = await create("h2", [{ disk_id: disk, mount_path: "/data" }]);
