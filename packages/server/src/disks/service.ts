@@ -256,7 +256,8 @@ export class Disks {
   /**
    * A host (re)attached: its daemon may have restarted and lost the mounts' grants, which live in its
    * memory. Mounting again is idempotent in the guest (a live s3fs is kept) and gives the daemon the grants
-   * and keys back, so the guests' s3fs carry on at their next retry.
+   * and keys back, so the guests' s3fs carry on at their next retry. Not an attachment of a disk deleted
+   * since (one a create recorded after the disk went, with its mount_error): that registration is gone.
    */
   async remountHost(
     hostId: string,
@@ -265,7 +266,7 @@ export class Disks {
   ) {
     for (const a of this.store.runningOn(hostId)) {
       const row = await load(a.sandbox_id);
-      if (row) await this.mount(row, a, daemon);
+      if (row && this.store.get(row.user_id, a.disk_id)) await this.mount(row, a, daemon);
     }
   }
 

@@ -251,6 +251,20 @@ describe("disk attachments when hosts and agents fail", () => {
         },
       ]);
       assert.equal(h1.mounts.length, mountsBefore, "nothing was mounted");
+      if (again) {
+        // Nor once its host comes back from being down, when its running sandboxes' disks are mounted again.
+        h1.down = true;
+        await health(h1, false);
+        h1.down = false;
+        await health(h1, true);
+        await sleep(200);
+        assert.deepEqual(
+          h1.mounts.slice(mountsBefore).filter((m) => m.id === id),
+          [],
+          "the remount leaves the deleted disk's attachment alone",
+        );
+        assert.equal((await views(id))[0]?.mount_error, `disk ${gone} not found`);
+      }
       await api("DELETE", `/v1/sandboxes/${id}`);
       if (other) assert.equal((await api("DELETE", `/v1/disks/${other}`)).status, 200);
     }
