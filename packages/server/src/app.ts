@@ -60,7 +60,15 @@ export async function startServer(cfg: ServerConfig, log: Logger, storeIn?: Stor
   let sandboxes: Sandboxes;
   const hosts = new Hosts(
     log,
-    (h) => sandboxes.reconcile(h),
+    // A host back from being down missed what changed meanwhile: its VMs' states, and a disk's rotated
+    // keys (a rotation skips hosts that are down); mounting again hands it the keys stored now.
+    async (h) => {
+      await sandboxes.reconcile(h);
+      if (h.daemon)
+        await disks
+          .remountHost(h.id, h.daemon, (id) => store.getSandbox(id))
+          .catch((err) => log.error("disk remount failed", { host_id: h.id, err }));
+    },
     cfg.hostd === "none" ? "no engine: CREATEOS_SANDBOX_HOSTD=none" : undefined,
   );
   const dbPath = join(cfg.dataDir, "db.sqlite");

@@ -4,7 +4,14 @@
  * mounts it serves — its disk proxy re-signs the guest's requests — and nothing else ever does: no
  * response, no log line, no guest.
  */
-import { type HostDaemon, apiError, type api as wire } from "@createos-sandbox/protocol";
+import {
+  ApiError,
+  type HostDaemon,
+  apiError,
+  validationError,
+  type api as wire,
+} from "@createos-sandbox/protocol";
+import { mapHostdError } from "../hosterr.js";
 import type { Logger } from "../log.js";
 import { type AttachmentRow, type DiskRow, DiskStore } from "../store/disks.js";
 import type { SandboxRow } from "../store/types.js";
@@ -48,6 +55,21 @@ export function mountPathProblem(p: string): string | undefined {
 }
 
 export const canonicalMountPath = (p: string) => `/${p.split("/").filter(Boolean).join("/")}`;
+
+const text = (e: unknown) => (e instanceof Error ? e.message : String(e)).slice(0, 500);
+
+/** What a client may read of a host's failure: the catalog's words for it (the host's own go to the log). */
+function publicFailure(e: unknown, ctx: { id: string; action: string }): string {
+  const mapped = mapHostdError(e, ctx);
+  return mapped instanceof ApiError ? mapped.message : apiError("internal").message;
+}
+
+/** A host that holds a disk's mounts, as a rotation reaches it. */
+export interface DiskHost {
+  /** As clients may see it (hosterr.ts publicHostId). */
+  name: string;
+  daemon: HostDaemon;
+}
 
 export class Disks {
   readonly store: DiskStore;
@@ -112,10 +134,30 @@ export class Disks {
     return row;
   }
 
-  /** New keys: sealed, then handed to every host that serves a live mount of the disk. */
-  async rotate(d: DiskRow, c: wire.DiskCredentials, daemons: HostDaemon[]): Promise<void> {
+  /**
+   * New keys: sealed, then handed to every host that is up (the caller leaves out the hosts that are down:
+   * they get the keys from the remount when they are back). A host that fails the call is a 503 once the
+   * others have the keys: the keys are stored, so the client's retry (the same PATCH) hands them over.
+   */
+  async rotate(d: DiskRow, c: wire.DiskCredentials, hosts: readonly DiskHost[]): Promise<void> {
     this.store.setSecret(d.id, this.seal(d.id, c));
-    for (const h of daemons) await h.setDiskCredentials(d.id, c.access_key, c.secret_key);
+    const failed: string[] = [];
+    await Promise.all(
+      hosts.map((h) =>
+        h.daemon.setDiskCredentials(d.id, c.access_key, c.secret_key).catch((e: unknown) => {
+          failed.push(h.name);
+          this.log.warn("disk credentials not taken by a host", {
+            disk_id: d.id,
+            host_id: h.name,
+            err: text(e),
+          });
+        }),
+      ),
+    );
+    if (failed.length)
+      throw apiError("host_unavailable", {
+        reason: `${failed.sort().join(", ")} did not take the new credentials (they are stored); retry`,
+      });
     this.log.info("disk credentials rotated", { disk_id: d.id });
   }
 
@@ -125,14 +167,18 @@ export class Disks {
     this.store.softDelete(d.id);
   }
 
-  /** Resolves and checks the attachments a create asks for, before any VM exists (400 on an unknown disk). */
-  resolve(userId: string, list: AttachInput[]): AttachmentRow[] {
+  /**
+   * Resolves and checks the attachments a create or an attach asks for, before any VM exists (404 on an
+   * unknown disk). `at` is the body's key of the attachment (`disks` on create, `disk` on attach): a
+   * mount path refused is reported under `<at>.mount_path`, as the schema reports its own failures.
+   */
+  resolve(userId: string, list: AttachInput[], at: "disk" | "disks"): AttachmentRow[] {
     const seen = new Set<string>();
     return list.map((a) => {
       const d = this.find(userId, a.disk_id);
       const mount_path = canonicalMountPath(a.mount_path);
       const problem = mountPathProblem(mount_path);
-      if (problem) throw apiError("validation", { message: problem });
+      if (problem) throw validationError({ [`${at}.mount_path`]: problem });
       if (seen.has(mount_path)) throw apiError("mount_path_taken", { path: mount_path });
       seen.add(mount_path);
       const sub = a.sub_path?.replace(/^\/+|\/+$/g, "");
@@ -153,10 +199,39 @@ export class Disks {
     return this.mount(row, at, daemon);
   }
 
-  async mount(row: SandboxRow, a: AttachmentRow, daemon: HostDaemon): Promise<AttachmentRow> {
+  /**
+   * The attachments of a create, resolved before its VM was made, once it runs. A disk deleted while the
+   * VM booted is not mounted (its id, not its name: a registration of the same name since is another
+   * bucket): the attachment keeps `disk_not_found` as its mount_error, as a failed mount keeps its own.
+   * The row is recorded first, so a delete from now on sees the disk held.
+   */
+  async attachAtBoot(row: SandboxRow, list: AttachmentRow[], daemon: () => HostDaemon): Promise<void> {
+    for (const a of list) {
+      const at = { ...a, sandbox_id: row.id, mount_status: "pending" as const };
+      if (!this.store.attach(at)) continue;
+      if (this.store.get(row.user_id, a.disk_id)) {
+        await this.mount(row, at, daemon);
+        continue;
+      }
+      const msg = apiError("disk_not_found", { id: a.disk_id }).message;
+      this.store.setStatus(row.id, a.mount_path, "error", msg);
+      this.log.warn("disk deleted before its mount", { sandbox_id: row.id, disk_id: a.disk_id });
+    }
+  }
+
+  /**
+   * Mounts on the sandbox's host. A failure is kept in mount_error in the catalog's words for it (a
+   * refusal about the mount itself, bad_request, is the guest's s3fs saying why); the host's own text,
+   * which names its paths and addresses, goes to the log only.
+   */
+  async mount(
+    row: SandboxRow,
+    a: AttachmentRow,
+    daemon: HostDaemon | (() => HostDaemon),
+  ): Promise<AttachmentRow> {
     const d = this.store.byId(a.disk_id)!;
     try {
-      await daemon.mountDisk(row.id, {
+      await (typeof daemon === "function" ? daemon() : daemon).mountDisk(row.id, {
         disk_id: d.id,
         mount_path: a.mount_path,
         ...(a.sub_path ? { sub_path: a.sub_path } : {}),
@@ -166,9 +241,14 @@ export class Disks {
       this.store.setStatus(row.id, a.mount_path, "mounted");
       return { ...a, mount_status: "mounted" };
     } catch (e) {
-      const msg = (e instanceof Error ? e.message : String(e)).slice(0, 500);
+      const msg = publicFailure(e, { id: row.id, action: "mount a disk on" }).slice(0, 500);
       this.store.setStatus(row.id, a.mount_path, "error", msg);
-      this.log.warn("disk mount failed", { sandbox_id: row.id, disk_id: d.id, err: msg });
+      this.log.warn("disk mount failed", {
+        sandbox_id: row.id,
+        disk_id: d.id,
+        mount_path: a.mount_path,
+        err: text(e),
+      });
       return { ...a, mount_status: "error", mount_error: msg };
     }
   }
@@ -176,7 +256,8 @@ export class Disks {
   /**
    * A host (re)attached: its daemon may have restarted and lost the mounts' grants, which live in its
    * memory. Mounting again is idempotent in the guest (a live s3fs is kept) and gives the daemon the grants
-   * and keys back, so the guests' s3fs carry on at their next retry.
+   * and keys back, so the guests' s3fs carry on at their next retry. Not an attachment of a disk deleted
+   * since (one a create recorded after the disk went, with its mount_error): that registration is gone.
    */
   async remountHost(
     hostId: string,
@@ -185,18 +266,33 @@ export class Disks {
   ) {
     for (const a of this.store.runningOn(hostId)) {
       const row = await load(a.sandbox_id);
-      if (row) await this.mount(row, a, daemon);
+      if (row && this.store.get(row.user_id, a.disk_id)) await this.mount(row, a, daemon);
     }
   }
 
-  /** Flushes and unmounts, then forgets the attachment. False when there was none. */
+  /**
+   * Flushes and unmounts, then forgets the attachment. False when there was none. A host or agent that
+   * fails the unmount leaves the attachment as it was (its status back from `unmounting`), so the listing
+   * stays true and the detach can be retried; the client gets the catalog's error for the failure.
+   */
   async detach(row: SandboxRow, diskId: string, mountPath: string, daemon?: HostDaemon): Promise<boolean> {
     const path = canonicalMountPath(mountPath);
     const a = this.store.attachments(row.id).find((x) => x.disk_id === diskId && x.mount_path === path);
     if (!a) return false;
     if (daemon) {
       this.store.setStatus(row.id, path, "unmounting");
-      await daemon.unmountDisk(row.id, path);
+      try {
+        await daemon.unmountDisk(row.id, path);
+      } catch (e) {
+        this.store.setStatus(row.id, path, a.mount_status, a.mount_error);
+        this.log.warn("disk unmount failed", {
+          sandbox_id: row.id,
+          disk_id: diskId,
+          mount_path: path,
+          err: text(e),
+        });
+        throw mapHostdError(e, { id: row.id, action: "detach a disk from" });
+      }
     }
     return this.store.detach(row.id, diskId, path);
   }

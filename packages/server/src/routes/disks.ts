@@ -5,9 +5,12 @@
  */
 import { apiError, validationError, type api as wire } from "@createos-sandbox/protocol";
 import { type TObject, Type } from "@sinclair/typebox";
-import { diskView } from "../disks/service.js";
+import { type AttachInput, type DiskHost, diskView } from "../disks/service.js";
+import { publicHostId } from "../hosterr.js";
+import { isUp } from "../hosts.js";
 import type { Ctx, Route } from "../http/server.js";
 import { str } from "../schema.js";
+import type { AttachmentRow } from "../store/disks.js";
 import type { SandboxRow } from "../store/types.js";
 import { absolutePathError, pageParams } from "../validate.js";
 import { page } from "../views.js";
@@ -76,7 +79,7 @@ export function diskRoutes(app: App): Route[] {
     })),
     route("PATCH /v1/disks/:ref", json(PatchBody), async (ctx) => {
       const d = app.disks.find(userOf(ctx), ctx.params.ref!);
-      await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveDaemons(app));
+      await app.disks.rotate(d, (ctx.body as wire.DiskUpdateRequest).credentials, liveHosts(app));
       return { data: diskView(d) };
     }),
     route("DELETE /v1/disks/:ref", { auth: "user", body: "none" }, async (ctx) => {
@@ -92,7 +95,7 @@ export function diskRoutes(app: App): Route[] {
     }),
     route("POST /v1/sandboxes/:id/disks", json(AttachBody), async (ctx) => {
       const row = await loadSandbox(app, ctx);
-      const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment]);
+      const [a] = app.disks.resolve(userOf(ctx), [ctx.body as wire.DiskAttachment], "disk");
       requireRunning(row, "attach a disk to");
       await app.disks.attach(row, a!, app.sandboxes.daemonFor(row));
       return { data: { ok: true } };
@@ -107,19 +110,30 @@ export function diskRoutes(app: App): Route[] {
 }
 
 /**
- * `CreateSandboxRequest.disks`, once the VM runs: each is mounted before the create answers, so the
- * caller's first command sees it (a mount that fails is kept with its mount_error, as listDisks shows).
+ * `CreateSandboxRequest.disks`, resolved and checked before any VM exists (an unknown disk or a refused
+ * mount path is answered before anything is made): what mountAtBoot mounts once the VM runs.
  */
-export async function mountAtBoot(app: App, row: SandboxRow, body: unknown): Promise<void> {
-  const list = (body as { disks?: wire.DiskAttachment[] | null }).disks;
-  if (!list?.length || row.status !== "running") return;
-  const daemon = app.sandboxes.daemonFor(row);
-  for (const a of app.disks.resolve(row.user_id, list)) await app.disks.attach(row, a, daemon);
+export function bootDisks(app: App, ctx: Ctx): AttachmentRow[] {
+  const list = (ctx.body as { disks?: AttachInput[] | null }).disks;
+  return list?.length ? app.disks.resolve(ctx.principal!.user_id, list, "disks") : [];
 }
 
-/** Every attached host daemon: a rotation reaches the live mounts wherever they are. */
-function liveDaemons(app: App) {
-  return app.hosts.all().flatMap((h) => (h.daemon ? [h.daemon] : []));
+/**
+ * The create's disks, once the VM runs: each is mounted before the create answers, so the caller's first
+ * command sees it. Nothing here fails the create (the sandbox exists and counts against the limits): a
+ * disk that cannot be mounted, its host gone or the disk deleted while the VM booted, keeps why in its
+ * mount_error, as listDisks shows.
+ */
+export async function mountAtBoot(app: App, row: SandboxRow, disks: AttachmentRow[]): Promise<void> {
+  if (!disks.length || row.status !== "running") return;
+  await app.disks.attachAtBoot(row, disks, () => app.sandboxes.daemonFor(row));
+}
+
+/** The hosts up now: a rotation reaches their live mounts; one down gets the keys when it is back. */
+function liveHosts(app: App): DiskHost[] {
+  return app.hosts
+    .all()
+    .flatMap((h, i) => (isUp(h) ? [{ name: publicHostId(h.id, i), daemon: h.daemon }] : []));
 }
 
 /** Detach by `disk_…` id (as the seed says: names are not resolved here) and mount path. */

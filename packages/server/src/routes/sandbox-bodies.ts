@@ -2,7 +2,6 @@
 import { apiError, validationError } from "@createos-sandbox/protocol";
 import { type Static, Type } from "@sinclair/typebox";
 import { DEFAULT_DISK_MIB, shapeById } from "../catalog.js";
-import type { AttachInput } from "../disks/service.js";
 import { egressRulesError } from "../egress.js";
 import type { Ctx } from "../http/server.js";
 import type { CreateInput, ForkInput } from "../rows.js";
@@ -177,8 +176,6 @@ export function networkIds(app: App, ctx: Ctx, refs: readonly { id: string }[] |
 export async function createInput(app: App, ctx: Ctx): Promise<CreateInput> {
   const b = ctx.body as CreateBody;
   const network_ids = networkIds(app, ctx, b.networks);
-  // Unknown disks and colliding mount paths are refused before any VM exists; mounted once it runs.
-  if (b.disks?.length) app.disks.resolve(ctx.principal!.user_id, b.disks as AttachInput[]);
   const s = shapeById(b.shape)!;
   const images = await app.images();
   const rootfs = b.rootfs || defaultImage(images);

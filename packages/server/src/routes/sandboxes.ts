@@ -11,7 +11,7 @@ import type { SandboxPatch } from "../store/types.js";
 import { MAX_SSH_KEYS, SandboxListQuery, mergeSshKeys, pageParams } from "../validate.js";
 import { bandwidthView, createResponse, sandboxPageJson, sandboxView, sandboxViewJson } from "../views.js";
 import { type App, loadSandbox, route } from "./common.js";
-import { mountAtBoot } from "./disks.js";
+import { bootDisks, mountAtBoot } from "./disks.js";
 
 type Errs = Record<string, string>;
 import {
@@ -81,9 +81,11 @@ export function sandboxRoutes(app: App): Route[] {
   return [
     route("POST /v1/sandboxes", create, async (ctx) => {
       const input = await createInput(app, ctx);
+      // Resolved once, before the VM: the disks mounted after boot are these, whatever happens meanwhile.
+      const disks = bootDisks(app, ctx);
       const row = await app.sandboxes.create(ctx.principal!.user_id, ctx.principal!.user_id, input);
       ctx.logFields.sandbox_id = row.id;
-      await mountAtBoot(app, row, ctx.body);
+      await mountAtBoot(app, row, disks);
       return { data: createResponse(row, app.cfg) };
     }),
     route("GET /v1/sandboxes", list, async (ctx) => {
