@@ -120,6 +120,8 @@ describe("disk attachments when hosts and agents fail", () => {
   };
 
   before(async () => {
+    // The test S3 server is on loopback: listed, as an operator lists a LAN endpoint (protocol/outbound.ts).
+    process.env.CREATEOS_SANDBOX_PRIVATE_EGRESS = "127.0.0.1/32";
     s3 = await startS3("127.0.0.1", ["data"]);
     const store = SqliteStore.open(join(dataDir, "db.sqlite"));
     await store.addApiKey((await store.createUser("dora")).id, KEY);
@@ -134,6 +136,7 @@ describe("disk attachments when hosts and agents fail", () => {
     disk = await register("d1");
   });
   after(async () => {
+    delete process.env.CREATEOS_SANDBOX_PRIVATE_EGRESS;
     await srv.close();
     await s3.close();
     rmSync(dataDir, { recursive: true, force: true });
