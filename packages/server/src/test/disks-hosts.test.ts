@@ -136,7 +136,7 @@ describe("disk attachments when hosts and agents fail", () => {
     disk = await register("d1");
   });
   after(async () => {
-    delete process.env.CREATEOS_SANDBOX_PRIVATE_EGRESS;
+    process.env.CREATEOS_SANDBOX_PRIVATE_EGRESS = "";
     await srv.close();
     await s3.close();
     rmSync(dataDir, { recursive: true, force: true });
