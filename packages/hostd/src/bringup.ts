@@ -160,7 +160,7 @@ export async function bringUp(
     const up = kept
       ? { agent: kept, configured: false }
       : await connectAgentWith(
-          join(p.dir, "agent.sock"),
+          machine.paths.agent,
           plan.agentMs,
           fold ? () => identityParams(plan.spec, plan.identity) : undefined,
         );

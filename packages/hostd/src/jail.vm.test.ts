@@ -66,6 +66,34 @@ function assertJailed(id: string): void {
   }
   assert.ok(!existsSync(join(root, "etc")), "the host's /etc is in the jail");
   assert.deepEqual(readdirSync(join(root, dirname(launch))), [basename(launch)]);
+  // Its uid cannot change a name in the VM dir (vm.json, which re-adoption trusts, or a planted link): it
+  // makes its sockets in run/ only. Tried in the jail's own mount namespace (its view of the dir), as that
+  // uid with nothing else (setpriv, util-linux); the write into run/ shows the refusals are the dir's rule.
+  const asQemu = (...argv: string[]) =>
+    execFileSync(
+      "nsenter",
+      [
+        `--target=${pid}`,
+        "--mount",
+        "--",
+        "setpriv",
+        `--reuid=${ids.uid}`,
+        `--regid=${ids.gid}`,
+        "--clear-groups",
+        ...argv,
+      ],
+      { stdio: "pipe" },
+    );
+  asQemu("touch", join(launch, "run", "probe"));
+  assert.ok(existsSync(join(vmDir(id), "run", "probe")));
+  assert.throws(
+    () => asQemu("mv", join(launch, "vm.json"), join(launch, "run", "vm.json")),
+    /Permission denied/,
+  );
+  assert.throws(() => asQemu("ln", "-s", "/etc/shadow", join(launch, "console.log.1")), /Permission denied/);
+  assert.throws(() => asQemu("rm", "-f", join(launch, "disk.qcow2")), /Permission denied/);
+  assert.ok(readdirSync(join(vmDir(id), "run")).includes("qmp.sock"), "QEMU's sockets are in run/");
+  rmSync(join(vmDir(id), "run", "probe"));
   // its TAP is its uid's to open, so QEMU needs no capability for it
   const tap = execFileSync("ip", ["-n", `csb-${rec.slot}`, "-d", "link", "show", "tap0"], {
     encoding: "utf8",

@@ -117,7 +117,7 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
       await host.cgroups.adopt(cgroupName(rec, dir), pid, vmLimits(rec));
       // A daemon died mid-pause: the guest is intact, let it run again.
       if (machine.state === "paused") await machine.resume();
-      agent = await connectAgent(join(dir, "agent.sock"), TIMEOUTS.reconnectAgentMs);
+      agent = await connectAgent(machine.paths.agent, TIMEOUTS.reconnectAgentMs);
     }
   } catch (e) {
     host.log.warn("cannot re-adopt VM", { sandbox_id: rec.sandbox_id, error: String(e) });

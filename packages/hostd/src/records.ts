@@ -3,7 +3,8 @@
  * VMs and snapshots from these records alone, so every write goes through `writeJsonAtomic` (temp file,
  * fsync, rename, fsync of the directory): a crash leaves the old record or the new one, never a torn one.
  *
- *   <dataDir>/hostd/vms/<sandbox>/        vm.json, qemu.pid, qemu.log, qmp.sock, agent.sock, ram, disk.qcow2, console.log
+ *   <dataDir>/hostd/vms/<sandbox>/        vm.json, qemu.pid, qemu.log, ram, disk.qcow2, console.log (root's dir),
+ *                                          run/qmp.sock, run/agent.sock (run/ is the jailed QEMU's: vmm/jail.ts)
  *   <dataDir>/hostd/snapshots/<snap>/     meta.json, ram, state, disk.qcow2
  *   <dataDir>/hostd/layers/<id>.qcow2     frozen disk layers shared by forks (never written again)
  *   <dataDir>/hostd/netpool.json          network namespaces set up ahead of need

@@ -108,12 +108,20 @@ test("ownVmFiles: hands over regular files, and refuses a planted link without t
     const con = join(vm, "console.log");
     mkdirSync(vm);
     writeFileSync(disk, "disk", { mode: 0o644 });
-    await ownVmFiles(vm, { ram, others: [disk, con] }, ids);
-    for (const f of [vm, ram, disk])
+    // an older layout's QEMU made `run` a link: removed, its target untouched
+    const elsewhere = mkdtempSync(join(tmpdir(), "jail-run-"));
+    symlinkSync(elsewhere, join(vm, "run"));
+    await ownVmFiles(vm, { ram, others: [disk], create: [con] }, ids);
+    const run = join(vm, "run");
+    for (const f of [ram, disk, con, run])
       assert.deepEqual([statSync(f).uid, statSync(f).gid], [200_123, 200_124], f);
     assert.equal(statSync(ram).mode & 0o777, 0o600);
-    assert.equal(statSync(vm).mode & 0o777, 0o700);
-    assert.throws(() => lstatSync(con), /ENOENT/, "a missing console is QEMU's to create");
+    assert.equal(statSync(con).mode & 0o777, 0o600, "the console log is made for QEMU");
+    assert.ok(lstatSync(run).isDirectory() && (statSync(run).mode & 0o777) === 0o700, "run/ is QEMU's");
+    // the VM dir stays root's: QEMU opens what it is given, creates names only in run/
+    assert.deepEqual([statSync(vm).uid, statSync(vm).gid, statSync(vm).mode & 0o777], [0, 0, 0o711]);
+    assert.deepEqual([statSync(elsewhere).uid, statSync(elsewhere).mode & 0o777], [0, 0o700]);
+    rmSync(elsewhere, { recursive: true });
 
     const v1 = victimFile(d, "victim-ram");
     rmSync(ram);

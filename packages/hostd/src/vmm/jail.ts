@@ -23,7 +23,7 @@
  * VM dir is deleted with it.
  */
 import { constants, existsSync } from "node:fs";
-import { chmod, chown, mkdir, realpath, rm } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, realpath, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HostdError } from "@createos-sandbox/protocol";
@@ -208,24 +208,35 @@ export function jailArgv(
 }
 
 /**
- * Hands the VM's own files to its uid just before launch: the VM dir (QEMU creates its sockets and
- * console there; 0700), the RAM file (0600: nobody else's to read), the top disk layer and console. A
- * resumed or forked VM brings files an earlier VM (another uid) owned — and an earlier QEMU may have
- * replaced any of them with a link to a host file (a pause moves them as they are), so each is opened
- * without following a link and must be a regular file (sys/nofollow.ts); the dir itself is a name in
- * the daemon's own vms/, out of QEMU's reach.
+ * Hands the VM's own files to its uid just before launch: the RAM file (0600: nobody else's to read), the
+ * top disk layer and the console log (made here if missing), and `run/`, the only dir QEMU creates names
+ * in (its QMP, agent and migration sockets; 0700). The VM dir itself stays root's (0711: QEMU may open
+ * what it is given, not list, create, rename or remove), so a compromised QEMU can neither rewrite the
+ * record the daemon re-adopts from (vm.json: its slot, cgroup, launch dir, egress, networks) nor plant a
+ * name there. A resumed or forked VM brings files an earlier VM (another uid) owned — and an earlier QEMU
+ * may have replaced one with a link to a host file before this rule (or in an older daemon's layout), so
+ * each is opened without following a link and must be a regular file (sys/nofollow.ts).
  */
 export async function ownVmFiles(
   dir: string,
-  files: { ram?: string; others: string[] },
+  files: { ram?: string; others: string[]; create?: string[] },
   ids: { uid: number; gid: number },
 ): Promise<void> {
-  await chown(dir, ids.uid, ids.gid);
-  await chmod(dir, 0o700);
-  if (files.ram) {
+  await chown(dir, 0, 0);
+  await chmod(dir, 0o711);
+  // From here no one but root changes the dir's names. A `run` that is not a real dir (an older layout's
+  // QEMU could have made it a link) is removed, not followed.
+  const run = join(dir, "run");
+  const st = await lstat(run).catch(() => undefined);
+  if (st && !st.isDirectory()) await rm(run, { force: true });
+  if (!st?.isDirectory()) await mkdir(run, { mode: 0o700 });
+  await chown(run, ids.uid, ids.gid);
+  await chmod(run, 0o700);
+  const made = [...(files.ram ? [files.ram] : []), ...(files.create ?? [])];
+  for (const f of made) {
     // A cold boot has no RAM file yet: made empty here with our mode, QEMU sizes it (ftruncate) at start.
     await withRegular(
-      files.ram,
+      f,
       constants.O_WRONLY | constants.O_CREAT,
       async (fh) => {
         await fh.chown(ids.uid, ids.gid);

@@ -7,6 +7,7 @@
  * its seccomp filter: VMs outlive the host daemon and the next one re-adopts them through the pidfile and
  * QMP socket. The snapshot's device state travels over a Unix socket (migration.ts), never through a shell.
  */
+import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type Accel, HostdError } from "@createos-sandbox/protocol";
@@ -39,10 +40,21 @@ export const QEMU_BIN = "qemu-system-x86_64";
 
 export { MICROVM } from "./devices/machine.js";
 
+/**
+ * Where QEMU's sockets are: `run/`, the one name in the VM dir the jailed QEMU may create entries in (its
+ * uid owns it; the VM dir itself stays root's, so QEMU can neither replace vm.json nor plant a name the
+ * daemon would later act on). A VM started before that layout has its sockets in the VM dir itself.
+ */
+export function socketDir(dir: string): string {
+  const run = join(dir, "run");
+  return !existsSync(run) && existsSync(join(dir, "qmp.sock")) ? dir : run;
+}
+
 export function machinePaths(dir: string): MachinePaths {
+  const run = socketDir(dir);
   return {
-    qmp: join(dir, "qmp.sock"),
-    agent: join(dir, "agent.sock"),
+    qmp: join(run, "qmp.sock"),
+    agent: join(run, "agent.sock"),
     console: join(dir, "console.log"),
     pidfile: join(dir, "qemu.pid"),
   };
@@ -50,7 +62,7 @@ export function machinePaths(dir: string): MachinePaths {
 
 /** The socket a snapshot's device state crosses (migration.ts). */
 function migrationSocket(dir: string): string {
-  return join(dir, "mig.sock");
+  return join(socketDir(dir), "mig.sock");
 }
 
 /**
@@ -112,7 +124,7 @@ class QemuMachine implements Machine {
     const jailer = await ensureJailer(c.jail.cacheDir);
     // A private RAM layer is shared by the forks of one parent: never given to one VM's uid (layers.ts).
     const ram = c.ramShared === false ? undefined : c.ramPath;
-    await ownVmFiles(c.dir, { ram, others: [c.diskPath, this.paths.console] }, c.jail);
+    await ownVmFiles(c.dir, { ram, others: [c.diskPath], create: [this.paths.console] }, c.jail);
     const mounts = {
       cg: c.jail.cgroups,
       netns: c.netns ? `/run/netns/${c.netns}` : undefined,
@@ -343,7 +355,8 @@ export function isOurQemu(pid: number, dir: string): boolean {
   if (!pidAlive(pid) || procGone(pid)) return false;
   const argv = procCmdline(pid);
   if (!argv) return false;
-  return (argv[0] ?? "").includes("qemu-system") && argv.some((a) => a.includes(join(dir, "qmp.sock")));
+  const qmp = [join(dir, "run", "qmp.sock"), join(dir, "qmp.sock")];
+  return (argv[0] ?? "").includes("qemu-system") && argv.some((a) => qmp.some((q) => a.includes(q)));
 }
 
 export class QemuDriver implements VmmDriver {
