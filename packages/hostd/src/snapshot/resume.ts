@@ -6,7 +6,7 @@
  * failure; after it, the device state is saved again first (`resave`), so what goes back is consistent.
  * Idempotent by the sandbox id: a repeat joins the resume in flight or answers the VM it started.
  */
-import { rename, rm } from "node:fs/promises";
+import { rename } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
 import { TIMEOUTS, bringUp, now, stopwatch } from "../bringup.js";
@@ -15,6 +15,7 @@ import {
   type SnapMeta,
   baseOf,
   fsyncFile,
+  removeDir,
   snapMeta,
   validateSpec,
   writeSnapMeta,
@@ -23,7 +24,7 @@ import {
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import type { Machine } from "../vmm/driver.js";
-import { gcLayers } from "./layers.js";
+import { gcLayers, withLayerLock } from "./layers.js";
 import { SNAP_FILES } from "./pause.js";
 import { cloneRam } from "./store.js";
 
@@ -93,14 +94,21 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
     register: true,
   });
   const sw = stopwatch();
-  await rm(sdir, { recursive: true, force: true });
-  await fsyncDir(host.layout.snaps);
+  await dropSnapshot(host, sdir);
   // Its RAM layer may now be named by nothing (no fork left).
   if (meta.ram_layer) host.background(() => gcLayers(host));
   sw.lap("drop_snapshot");
   const rt = runtimeOf(spec, vm.rec, t0, "resume");
   host.log.info("VM resumed", { sandbox_id: spec.sandbox_id, spawn_ms: rt.spawn_ms, ...laps, ...sw.laps });
   return rt;
+}
+
+/**
+ * The resumed VM's record names the snapshot's layers now: the snapshot dir goes (crash-safely, moved aside
+ * first), under the layer lock, since gc may have read vms/ before that record was written (layers.ts).
+ */
+export async function dropSnapshot(host: Pick<Host, "layerLock">, sdir: string): Promise<void> {
+  await withLayerLock(host, () => removeDir(sdir));
 }
 
 /** Moves whichever of the snapshot's files are in the VM dir back into the snapshot dir. */
