@@ -134,7 +134,7 @@ async function checkFiles(host: Host, sdir: string, meta: SnapMeta): Promise<voi
 async function giveBackAll(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | undefined) {
   const vmDir = host.layout.vmDir(meta.sandbox_id);
   if (rec) await host.killStale(vmDir, rec.launch_dir);
-  await giveBack(sdir, vmDir);
+  await giveBack(sdir, vmDir, meta);
   const missing = FILES.filter((f) => !existsSync(join(sdir, f)));
   if (missing.length > 0) return lost(host, sdir, meta, rec);
   await writeSnapMeta(sdir, { ...meta, state: "complete" });
@@ -145,7 +145,7 @@ async function lost(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | un
   const vmDir = host.layout.vmDir(meta.sandbox_id);
   if (rec?.from_snapshot === meta.snapshot_id) {
     await host.killStale(vmDir, rec.launch_dir);
-    await giveBack(sdir, vmDir);
+    await giveBack(sdir, vmDir, meta);
     await host.cleanupVmFiles(rec, vmDir);
   }
   await quarantine(
