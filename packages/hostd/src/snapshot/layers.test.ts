@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, link, mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, afterEach, test } from "node:test";
 import type { Host } from "../host.js";
@@ -14,7 +14,7 @@ import { Layout, type SnapMeta, readSnapMeta, writeSnapMeta, writeVmRecord } fro
 import { Mutex } from "../sys/fs.js";
 import { qemuImg } from "../sys/index.js";
 import { tempDataDir } from "../testutil.js";
-import { freezeParent, gcHooks, gcLayers } from "./layers.js";
+import { finishFreeze, freezeParent, gcHooks, gcLayers } from "./layers.js";
 import { dropSnapshot } from "./resume.js";
 
 const dataDir = tempDataDir("layers");
@@ -148,4 +148,49 @@ test("gc still deletes a layer nothing names", async () => {
   assert.ok(existsSync(named));
   assert.ok(!existsSync(orphan));
   assert.ok(!existsSync(ramOrphan));
+});
+
+test("a freeze whose overlay cannot be made gives the parent's top back its owner and mode", async () => {
+  const { layout, asHost } = await fakeHost();
+  const sdir = layout.snapDir("P");
+  await mkdir(sdir);
+  const top = join(sdir, "disk.qcow2");
+  // Not a qcow2: qemu-img cannot make an overlay on it (stands in for any qemu-img failure).
+  await writeFile(top, "not a qcow2", { mode: 0o600 });
+  await chown(top, 4321, 4321);
+  await writeSnapMeta(sdir, snap("P", []));
+  const meta = (await readSnapMeta(sdir))!;
+  await assert.rejects(freezeParent(asHost, meta));
+  const t = await stat(top);
+  assert.deepEqual(
+    [t.mode & 0o7777, t.uid, t.gid],
+    [0o600, 4321, 4321],
+    "the parent's jail can open it again",
+  );
+  assert.equal(t.nlink, 1, "no layer links it");
+  assert.deepEqual(await readdir(layout.layers), []);
+  assert.deepEqual((await readdir(sdir)).sort(), ["disk.qcow2", "meta.json"]);
+  assert.equal((await readSnapMeta(sdir))?.frozen, undefined);
+});
+
+test("finishFreeze makes a top a crash left read-only writable again, and leaves a frozen layer alone", async () => {
+  const { layout } = await fakeHost();
+  const sdir = layout.snapDir("P");
+  await mkdir(sdir);
+  const top = join(sdir, "disk.qcow2");
+  await writeFile(top, "full");
+  // A crash after the freeze's chmod, before the overlay: the top is the unnamed layer's inode, 0444.
+  const stray = join(layout.layers, "stray.qcow2");
+  await link(top, stray);
+  await chmod(top, 0o444);
+  await finishFreeze(sdir, snap("P", []));
+  assert.equal((await stat(top)).mode & 0o777, 0o600);
+  assert.equal(await readFile(top, "utf8"), "full");
+  // A top that is the layer meta.json names is never made writable (only its overlay would be).
+  const named = join(layout.layers, "named.qcow2");
+  await rm(stray);
+  await link(top, named);
+  await chmod(top, 0o444);
+  await finishFreeze(sdir, snap("P", [named], true));
+  assert.equal((await stat(named)).mode & 0o777, 0o444);
 });

@@ -53,6 +53,9 @@ async function freezeInto(
   const top = join(sdir, "disk.qcow2");
   const next = `${top}.new`;
   await rm(next, { force: true });
+  // The layer is the top's inode: the chown and chmod below change the top too, until the overlay
+  // replaces it; a freeze that fails gives the top back its owner and mode (finishFreeze after a crash).
+  const was = await stat(top);
   await link(top, layer);
   try {
     // A frozen layer is shared by every fork and never written again: no VM's uid may own it (it was the
@@ -64,6 +67,8 @@ async function freezeInto(
   } catch (e) {
     await rm(layer, { force: true });
     await rm(next, { force: true });
+    await chown(top, was.uid, was.gid);
+    await chmod(top, was.mode & 0o7777);
     throw e;
   }
   const chain = [layer, ...meta.chain];
@@ -141,21 +146,27 @@ export function gcLayers(host: Host): Promise<void> {
 }
 
 /**
- * Re-adoption's half of freezeInto's order: a crash left `disk.qcow2.new` beside the top. If meta.json
- * already names the layer (the top is still that layer's inode), the overlay takes the top's place; if
- * not, the overlay goes and the top gets back the mode the freeze had taken from it.
+ * Re-adoption's half of freezeInto's order. If meta.json already names the layer and the top is still
+ * that layer's inode, a crash left the overlay `disk.qcow2.new` beside it, which takes the top's place.
+ * Otherwise the freeze never happened as far as meta.json knows: an overlay goes, and a top the freeze
+ * made read-only (a crash after its chmod, with or without the overlay made) is writable again (its
+ * owner is the VM's jail uid again at the next start: vmm/jail.ts), or its QEMU could never open it.
  */
 export async function finishFreeze(sdir: string, meta: SnapMeta): Promise<void> {
   const top = join(sdir, "disk.qcow2");
   const next = `${top}.new`;
   const n = await stat(next).catch(() => undefined);
-  if (!n) return;
-  const t = await stat(top);
+  // No top: checkFiles sets the snapshot aside.
+  const t = await stat(top).catch(() => undefined);
+  if (!t) return;
   const layer = meta.chain[0] ? await stat(meta.chain[0]).catch(() => undefined) : undefined;
   if (meta.frozen && layer && layer.ino === t.ino && layer.dev === t.dev) {
+    if (!n) return;
     await rename(next, top);
   } else {
-    await rm(next, { force: true });
+    const readOnly = (t.mode & 0o200) === 0;
+    if (!n && !readOnly) return;
+    if (n) await rm(next, { force: true });
     await chmod(top, 0o600);
   }
   await fsyncDir(sdir);
