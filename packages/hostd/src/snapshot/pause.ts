@@ -123,10 +123,13 @@ async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>)
   const ram = join(vm.dir, "ram");
   // A private RAM mapping: the RAM goes into the state; `ram` is the empty file the resume loads it into.
   if (vm.rec.ram_base) await emptyRam(ram, vm.rec.mem_mib);
+  let quiesced = false;
   try {
     // Most of a pause is flushing the RAM file's dirty pages: start while the agent quiesces (what the
     // guest dirties meanwhile is caught by the second flush, after the vCPUs stopped).
     const early = fsyncFile(ram).catch(() => undefined);
+    // Set before the reply: a quiesce that timed out may still have reached the guest.
+    quiesced = true;
     await vm.agent.quiesce();
     sw.lap("quiesce");
     await vm.machine.pause();
@@ -138,10 +141,14 @@ async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>)
     sw.lap("fsync");
   } catch (e) {
     await rm(sdir, { recursive: true, force: true });
-    if (vm.machine.state === "paused") {
-      await vm.machine.resume().catch(() => undefined);
-      await vm.agent.hello().catch(() => undefined);
-    }
+    if (vm.machine.state === "paused") await vm.machine.resume().catch(() => undefined);
+    // A quiesced agent sends nothing more (exec output, files, pty) until told: `thaw` lifts it on the
+    // same session (channels go on); an agent from before `thaw` gets a new session with `hello`.
+    if (quiesced)
+      await vm.agent
+        .thaw()
+        .catch(() => vm.agent.hello())
+        .catch(() => undefined);
     throw e;
   }
 }
