@@ -134,6 +134,28 @@ test("recoverSnapshots finishes, discards, gives back and quarantines by marker"
   }
 });
 
+test("an interrupted resume of a RAM layer's snapshot keeps the snapshot's RAM, not the VM's copy", async () => {
+  const root = await mkdtemp(join(tmpdir(), "csb-recover-"));
+  try {
+    const layout = new Layout(root, join(root, "cache"));
+    await mkdir(layout.vms, { recursive: true });
+    await mkdir(layout.snaps, { recursive: true });
+    const cleaned: string[] = [];
+    // The resume copied the RAM (a copy maybe cut short) and moved the disk; the guest never ran.
+    const m = { ...meta("s-rl", "sb-rl", "resuming"), ram_layer: join(root, "ram-layers", "x.ram") };
+    await snapDir(layout, m, ["state", "ram"]);
+    await vmDir(layout, "sb-rl", ["ram", "disk.qcow2"], { state: "starting", from_snapshot: "s-rl" });
+    await recoverSnapshots(fakeHost(layout, cleaned, []));
+    const sdir = layout.snapDir("s-rl");
+    assert.equal((await readSnapMeta(sdir))?.state, "complete");
+    assert.equal(await readFile(join(sdir, "ram"), "utf8"), "s-rl:ram", "the snapshot's own RAM");
+    assert.equal(await readFile(join(sdir, "disk.qcow2"), "utf8"), "vm:disk.qcow2", "the disk came back");
+    assert.deepEqual(cleaned, [layout.vmDir("sb-rl")]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("finishFreeze completes a freeze meta.json names and undoes one it does not", async () => {
   const root = await mkdtemp(join(tmpdir(), "csb-freeze-"));
   try {
