@@ -9,7 +9,7 @@
  * flight, or answers the child VM or snapshot it made.
  */
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
 import { TIMEOUTS, bringUp, now } from "../bringup.js";
@@ -20,6 +20,7 @@ import {
   checkSnapshotId,
   fsyncFile,
   readSnapMeta,
+  removeDir,
   snapMeta,
   snapRef,
   snapState,
@@ -150,8 +151,9 @@ async function forkPaused(
   copyParent: (dest: string, record: (c: Copied) => Promise<SnapMeta>) => Promise<{ recorded: SnapMeta }>,
 ): Promise<SnapshotRef> {
   const sdir = host.layout.snapDir(snapId);
-  // A pending dir of this id is a copy a crash interrupted: started again from the parent.
-  await rm(sdir, { recursive: true, force: true });
+  // A pending dir of this id is a copy a crash interrupted: started again from the parent. Deleted (as
+  // below) moved aside first, so a crash mid-delete leaves a `_gone-` dir the next start deletes.
+  await removeDir(sdir);
   await mkdir(sdir, { recursive: true });
   await fsyncDir(host.layout.snaps);
   try {
@@ -183,7 +185,7 @@ async function forkPaused(
     });
     return await snapRef(host.layout, recorded);
   } catch (e) {
-    await rm(sdir, { recursive: true, force: true });
+    await removeDir(sdir);
     throw e;
   }
 }

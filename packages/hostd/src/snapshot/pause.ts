@@ -19,6 +19,7 @@ import {
   checkSnapshotId,
   fsyncFile,
   readSnapMeta,
+  removeDir,
   snapRef,
   snapState,
   writeSnapMeta,
@@ -53,8 +54,9 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
   await host.checkDiskReserve("pause a sandbox");
   const t0 = now();
   const sdir = host.layout.snapDir(snapId);
-  // A pending dir of this id is an attempt a crash interrupted while this VM ran on: nothing of it is needed.
-  await rm(sdir, { recursive: true, force: true });
+  // A pending dir of this id is an attempt a crash interrupted while this VM ran on: nothing of it is needed
+  // (moved aside first, as on a failure below: a crash mid-delete leaves a `_gone-` dir the next start deletes).
+  await removeDir(sdir);
   await mkdir(sdir, { recursive: true });
   await fsyncDir(host.layout.snaps);
   const meta: SnapMeta = {
@@ -140,7 +142,7 @@ async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>)
     await Promise.all([ramSync, fsyncFile(join(sdir, "state")), fsyncFile(join(vm.dir, "disk.qcow2"))]);
     sw.lap("fsync");
   } catch (e) {
-    await rm(sdir, { recursive: true, force: true });
+    await removeDir(sdir);
     if (vm.machine.state === "paused") await vm.machine.resume().catch(() => undefined);
     // A quiesced agent sends nothing more (exec output, files, pty) until told: `thaw` lifts it on the
     // same session (channels go on); an agent from before `thaw` gets a new session with `hello`.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { link, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -151,6 +151,37 @@ test("an interrupted resume of a RAM layer's snapshot keeps the snapshot's RAM, 
     assert.equal(await readFile(join(sdir, "ram"), "utf8"), "s-rl:ram", "the snapshot's own RAM");
     assert.equal(await readFile(join(sdir, "disk.qcow2"), "utf8"), "vm:disk.qcow2", "the disk came back");
     assert.deepEqual(cleaned, [layout.vmDir("sb-rl")]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("a snapshot dir whose delete is cut short leaves nothing under the snapshot's name", async () => {
+  const root = await mkdtemp(join(tmpdir(), "csb-recover-"));
+  try {
+    const layout = new Layout(root, join(root, "cache"));
+    await mkdir(layout.vms, { recursive: true });
+    await mkdir(layout.snaps, { recursive: true });
+    const sdir = await snapDir(layout, meta("s-pend", "sb-p", "pending"), ["state"]);
+    // A mount point inside cannot be deleted: the delete fails part-way, as a crash would stop it.
+    await mkdir(join(sdir, "pin"));
+    execFileSync("mount", ["-t", "tmpfs", "tmpfs", join(sdir, "pin")]);
+    try {
+      await recoverSnapshots(fakeHost(layout, [], []));
+    } finally {
+      // Wherever the dir went (moved aside, or set aside in quarantine/).
+      for (const d of [layout.snaps, layout.quarantine])
+        for (const n of await readdir(d).catch(() => [] as string[]))
+          spawnSync("umount", [join(d, n, "pin")]);
+    }
+    const left = await readdir(layout.snaps);
+    assert.ok(!left.includes("s-pend"), "not under its own name");
+    assert.deepEqual(await readdir(layout.quarantine).catch(() => []), [], "nor quarantined for ever");
+    assert.equal(left.length, 1);
+    assert.ok(left[0]!.startsWith("_gone-s-pend-"), "moved aside, for the next start to delete");
+    // Which it does.
+    await recoverSnapshots(fakeHost(layout, [], []));
+    assert.deepEqual(await readdir(layout.snaps), []);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -17,6 +17,7 @@ import {
   quarantine,
   readSnapMeta,
   readVmRecord,
+  removeDir,
   snapState,
   writeSnapMeta,
 } from "../records.js";
@@ -100,14 +101,11 @@ async function recoverOne(host: Host, name: string, sdir: string): Promise<void>
   switch (action) {
     case "keep":
       return;
+    // Moved aside first (durably), then deleted: a crash mid-delete leaves a `_gone-` dir the next start
+    // deletes, never a half-deleted one under the snapshot's name (quarantined for ever: no meta.json).
     case "discard":
-      await rm(sdir, { recursive: true, force: true });
-      await fsyncDir(layout.snaps);
-      return;
     case "drop":
-      await rm(sdir, { recursive: true, force: true });
-      await fsyncDir(layout.snaps);
-      return;
+      return removeDir(sdir);
     case "resave":
       // The state now matches the RAM the guest ran on, no longer a frozen RAM layer, and no longer
       // carries the RAM (the resumed VM's is a shared file): the next fork freezes anew.
