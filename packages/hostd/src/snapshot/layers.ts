@@ -40,8 +40,9 @@ export function withLayerLock<T>(host: Pick<Host, "layerLock">, fn: () => Promis
 }
 
 /**
- * Crash-safe in this order: the layer is a hard link to the top (the top itself is untouched), a new
- * empty overlay is made beside it, meta.json names the layer, then the overlay replaces the top. A crash
+ * Crash-safe in this order: the layer is a hard link to the top (the top's data is untouched; its owner
+ * and mode are the layer's until the overlay replaces it), a new empty overlay is made beside it,
+ * meta.json names the layer, then the overlay replaces the top. A crash
  * before meta.json leaves a layer nothing names (gc removes the link; the top still holds the data); after
  * it, the top is either the old full layer (still correct, only not empty) or the new overlay on it.
  */
