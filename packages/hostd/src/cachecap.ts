@@ -3,12 +3,14 @@
  * snapshots (warm/cap.ts, CREATEOS_SANDBOX_WARM_CACHE_MIB) and the image layers (images/cap.ts,
  * CREATEOS_SANDBOX_IMAGE_CACHE_MIB). What this daemon's disks back onto is never evicted.
  */
-import { readdir } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { numSetting } from "./diskreserve.js";
 import type { Host } from "./host.js";
 import { DEFAULT_IMAGE_CACHE_MIB, evictImages } from "./images/cap.js";
+import type { Layout } from "./records.js";
 import { usedLayers } from "./snapshot/layers.js";
+import { pidAlive } from "./sys/proc.js";
 import { backingChain } from "./vmm/jail.js";
 import { DEFAULT_WARM_CACHE_MIB, evictWarm } from "./warm/cap.js";
 
@@ -49,4 +51,32 @@ async function backedOnto(host: Host): Promise<Set<string>> {
   const refs = new Set<string>();
   for (const top of tops) for (const f of await backingChain(top).catch(() => [])) refs.add(f);
   return refs;
+}
+
+/** An entry sys/lru.ts `removeAway` renamed away: deleted next, so never anything still needed. */
+const EVICTED_RE = /\.evict-[0-9a-f]{8}$/;
+/** A warm capture in progress (warm/capture.ts): `<key>.tmp-<pid of its daemon>-<8 hex>`. */
+const CAPTURE_RE = /\.tmp-(\d+)-[0-9a-f]{8}$/;
+/** A commit in progress (images/template.ts): `<name>.tmp-<8 hex>` beside the committed images. */
+const COMMIT_RE = /\.tmp-[0-9a-f]{8}$/;
+
+/**
+ * At start: what a crash (a SIGKILL) left half made or half deleted, which nothing else ever deletes —
+ * evictions cut short in both caches, warm captures whose daemon is gone (the cache may be shared by
+ * daemons on one host: a live one's, or this process's, is kept), and this daemon's unfinished commits.
+ */
+export async function sweepLeftovers(layout: Layout): Promise<void> {
+  const names = (dir: string) => readdir(dir).catch(() => [] as string[]);
+  const gone = (dir: string, name: string) => rm(join(dir, name), { recursive: true, force: true });
+  for (const name of await names(layout.warm)) {
+    const capture = CAPTURE_RE.exec(name);
+    const dead = capture && Number(capture[1]) !== process.pid && !pidAlive(Number(capture[1]));
+    if (EVICTED_RE.test(name) || dead) await gone(layout.warm, name);
+  }
+  const rootfs = join(layout.cache, "rootfs");
+  for (const image of await names(rootfs))
+    for (const name of await names(join(rootfs, image)))
+      if (EVICTED_RE.test(name)) await gone(join(rootfs, image), name);
+  const committed = join(layout.root, "images");
+  for (const name of await names(committed)) if (COMMIT_RE.test(name)) await gone(committed, name);
 }

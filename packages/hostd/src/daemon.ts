@@ -29,7 +29,7 @@ import type {
   VmSpec,
 } from "@createos-sandbox/protocol";
 import { HostdError } from "@createos-sandbox/protocol";
-import { capCaches } from "./cachecap.js";
+import { capCaches, sweepLeftovers } from "./cachecap.js";
 import { create } from "./create.js";
 import { deleteSnapshot, destroy, listSnapshots, resizeDisk } from "./destroy.js";
 import { HostDisks } from "./disks/mounts.js";
@@ -199,6 +199,7 @@ export class LocalHostDaemon implements HostDaemon {
     log.info("snapshot store", { ...host.store });
     await gcWarmRam(layout);
     await ensurePrivateDir(layout.root);
+    await sweepLeftovers(layout);
     for (const p of [layout.vms, layout.snaps, layout.layers]) await mkdir(p, { recursive: true });
     await mkdir(layout.ramLayers, { recursive: true, mode: 0o700 });
     // Before re-adoption: the re-adopted VMs' allowlists redirect to its ports.

@@ -34,7 +34,7 @@ import { type Layout, type VmRecord, moveAside, readJson } from "./records.js";
 import { gcLayers } from "./snapshot/layers.js";
 import { type SnapshotStore, forkRamMode } from "./snapshot/store.js";
 import { CGROUP_ROOT, Cgroups } from "./sys/cgroup.js";
-import { SingleFlight, writeJsonAtomic } from "./sys/fs.js";
+import { Mutex, SingleFlight, writeJsonAtomic } from "./sys/fs.js";
 import { memAvailableMib } from "./sys/index.js";
 import { readTail } from "./sys/nofollow.js";
 import { capConsoleLog } from "./vmm/devices/console.js";
@@ -84,8 +84,8 @@ export class Host {
    * retrying after its own restart) joins the one running instead of racing it.
    */
   readonly ops = new SingleFlight<unknown>();
-  /** Layers being frozen: not in any meta.json yet, so layer gc must spare them. */
-  readonly freezing = new Set<string>();
+  /** Orders layer gc against the steps that make a layer or hand a reference to one on (snapshot/layers.ts). */
+  readonly layerLock = new Mutex();
   /** Each VM's own cgroup (sys/cgroup.ts), under a parent of this daemon instance's. */
   readonly cgroups: Cgroups;
   private readonly events = new EventEmitter();

@@ -9,7 +9,7 @@
  * flight, or answers the child VM or snapshot it made.
  */
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError, type SnapshotRef, type VmRuntime, type VmSpec } from "@createos-sandbox/protocol";
 import { TIMEOUTS, bringUp, now } from "../bringup.js";
@@ -20,6 +20,7 @@ import {
   checkSnapshotId,
   fsyncFile,
   readSnapMeta,
+  removeDir,
   snapMeta,
   snapRef,
   snapState,
@@ -30,7 +31,7 @@ import {
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import { viaFd } from "../sys/nofollow.js";
-import { freezeParent, freezeRam } from "./layers.js";
+import { freezeParent, freezeRam, withLayerLock } from "./layers.js";
 import { cloneRam } from "./store.js";
 
 export interface ForkOpts {
@@ -40,6 +41,9 @@ export interface ForkOpts {
 }
 
 export type ForkResult = { runtime?: VmRuntime; snapshot?: SnapshotRef };
+
+/** What a fork took from its parent: the parent's meta, the child's chain and its RAM layer if mapped. */
+type Copied = { meta: SnapMeta; base: string; chain: string[]; ramBase?: string };
 
 export function fork(host: Host, parent: SnapshotRef, child: VmSpec, opts: ForkOpts): Promise<ForkResult> {
   validateSpec(child);
@@ -74,9 +78,11 @@ async function forkNew(
    * frozen and mapped (`ram_base`) when the daemon's `forkRam` is `map`, or cloned: by default (daemon.ts
    * says why), and where the child needs a file of its
    * own (a `start_paused` child's snapshot dir; a parent whose state carries its RAM, whose `ram` is empty). Once frozen, the parent's top layer is an empty overlay on the frozen
-   * layer, so a copy of it is the child's overlay, without a qemu-img run.
+   * layer, so a copy of it is the child's overlay, without a qemu-img run. `record` writes the child's
+   * record naming the parent's layers: still under the parent's lock (the parent keeps its own reference
+   * meanwhile) and under the layer lock (layers.ts: gc may have read past the child's record already).
    */
-  const copyParent = (dest: string, mapRam: boolean) =>
+  const copyParent = <R>(dest: string, mapRam: boolean, record: (c: Copied) => Promise<R>, sync = false) =>
     host.withSnapLock(parent.snapshot_id, async () => {
       const m = await snapMeta(host.layout, parent);
       const f = await freezeParent(host, m);
@@ -88,11 +94,19 @@ async function forkNew(
         viaFd(join(psdir, "state"), (from) => copyFile(from, join(dest, "state"))),
         viaFd(join(psdir, "disk.qcow2"), (from) => copyFile(from, join(dest, "disk.qcow2"))),
       ]);
-      return { meta: m, ramBase, ...f };
+      // A snapshot's files are durable before its meta.json says complete (outside the layer lock: slow).
+      if (sync) {
+        await Promise.all(["ram", "state", "disk.qcow2"].map((n) => fsyncFile(join(dest, n))));
+        await fsyncDir(dest);
+      }
+      const c: Copied = { meta: m, ramBase, ...f };
+      return { ...c, recorded: await withLayerLock(host, () => record(c)) };
     });
   if (opts.start_paused)
     return {
-      snapshot: await forkPaused(host, child, opts.snapshot_id, meta0, t0, (dest) => copyParent(dest, false)),
+      snapshot: await forkPaused(host, child, opts.snapshot_id, meta0, t0, (dest, record) =>
+        copyParent(dest, false, record, true),
+      ),
     };
 
   host.checkCapacity(meta0.mem_mib);
@@ -105,11 +119,12 @@ async function forkNew(
         boot: { restore: join(host.layout.vmDir(child.sandbox_id), "state"), ramInState: meta0.ram_in_state },
       },
       files: async (p) => {
-        const { meta, chain, ramBase } = await copyParent(p.dir, host.forkRam === "map");
+        const { meta } = await copyParent(p.dir, host.forkRam === "map", async ({ chain, ramBase }) => {
+          p.rec.chain = chain;
+          p.rec.ram_base = ramBase;
+          await writeVmRecord(p.dir, p.rec);
+        });
         parentDisk = meta.disk_mib;
-        p.rec.chain = chain;
-        p.rec.ram_base = ramBase;
-        await writeVmRecord(p.dir, p.rec);
         crashPoint("fork.after_copy");
       },
       agentMs: TIMEOUTS.restoreAgentMs,
@@ -135,11 +150,12 @@ async function forkPaused(
   snapId: string,
   parentMeta: SnapMeta,
   t0: number,
-  copyParent: (dest: string) => Promise<{ meta: SnapMeta; chain: string[] }>,
+  copyParent: (dest: string, record: (c: Copied) => Promise<SnapMeta>) => Promise<{ recorded: SnapMeta }>,
 ): Promise<SnapshotRef> {
   const sdir = host.layout.snapDir(snapId);
-  // A pending dir of this id is a copy a crash interrupted: started again from the parent.
-  await rm(sdir, { recursive: true, force: true });
+  // A pending dir of this id is a copy a crash interrupted: started again from the parent. Deleted (as
+  // below) moved aside first, so a crash mid-delete leaves a `_gone-` dir the next start deletes.
+  await removeDir(sdir);
   await mkdir(sdir, { recursive: true });
   await fsyncDir(host.layout.snaps);
   try {
@@ -149,29 +165,29 @@ async function forkPaused(
       sandbox_id: child.sandbox_id,
       state: "pending",
     });
-    const { meta, chain } = await copyParent(sdir);
-    await Promise.all(["ram", "state", "disk.qcow2"].map((f) => fsyncFile(join(sdir, f))));
-    await fsyncDir(sdir);
-    const m: SnapMeta = {
-      ...meta,
-      snapshot_id: snapId,
-      sandbox_id: child.sandbox_id,
-      // The child's own identity is applied by configure when it is resumed.
-      hostname: child.hostname,
-      needs_configure: true,
-      // Its `ram` is a copy of its own: the parent's RAM layer is not this snapshot's.
-      ram_layer: undefined,
-      disk_mib: child.disk_mib,
-      chain,
-      frozen: true,
-      pause_ms: Math.round(now() - t0),
-      created_at: new Date().toISOString(),
-      state: "complete",
-    };
-    await writeSnapMeta(sdir, m);
-    return await snapRef(host.layout, m);
+    const { recorded } = await copyParent(sdir, async ({ meta, chain }) => {
+      const m: SnapMeta = {
+        ...meta,
+        snapshot_id: snapId,
+        sandbox_id: child.sandbox_id,
+        // The child's own identity is applied by configure when it is resumed.
+        hostname: child.hostname,
+        needs_configure: true,
+        // Its `ram` is a copy of its own: the parent's RAM layer is not this snapshot's.
+        ram_layer: undefined,
+        disk_mib: child.disk_mib,
+        chain,
+        frozen: true,
+        pause_ms: Math.round(now() - t0),
+        created_at: new Date().toISOString(),
+        state: "complete",
+      };
+      await writeSnapMeta(sdir, m);
+      return m;
+    });
+    return await snapRef(host.layout, recorded);
   } catch (e) {
-    await rm(sdir, { recursive: true, force: true });
+    await removeDir(sdir);
     throw e;
   }
 }

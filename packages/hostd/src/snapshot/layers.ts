@@ -2,6 +2,22 @@
  * Frozen disk layers (layers/<id>.qcow2): a fork freezes its parent's top layer once, and every child and
  * the parent then back onto it. A frozen layer is never written again and is deleted once nothing backs
  * onto it.
+ *
+ * Layer gc reads every reference (live VMs, then vms/, then snapshots/) and deletes what none named. That
+ * is wrong only if, while it reads, a layer is made, or gains a reference in a place the scan has already
+ * passed while its other references go before the scan reaches them. So gc runs under `host.layerLock`,
+ * and so does every step that could do either ({@link withLayerLock}):
+ *   - a freeze: a new file, named in the parent's meta.json before the lock is let go;
+ *   - a fork writing its child's record (vm.json, or a `start_paused` child's meta.json): a copy of the
+ *     parent's chain and RAM layer, written while the parent's snapshot lock still keeps the parent's own
+ *     reference, which a destroy or a resume may drop at any time after;
+ *   - a resume dropping its snapshot dir: the resumed VM's record, which took its references over, may
+ *     have been written after gc read vms/.
+ * Then every reference a layer has once gc ends either existed all through the scan (and was seen), or
+ * was made after it, from one that existed all through it. A pause needs no lock: its snapshot's
+ * meta.json names the VM's layers before the VM leaves `host.vms`, and gc reads snapshots last. The lock
+ * is never held across a VM's cleanup (which runs gc itself) and is taken inside a snapshot lock, never
+ * the other way round.
  */
 import { randomUUID } from "node:crypto";
 import { link, readdir, rename, rm, stat } from "node:fs/promises";
@@ -16,17 +32,18 @@ import { chmodRegular, ownRegular } from "../sys/nofollow.js";
 export async function freezeParent(host: Host, meta: SnapMeta): Promise<{ base: string; chain: string[] }> {
   if (meta.frozen && meta.chain[0]) return { base: meta.chain[0], chain: meta.chain };
   const layer = join(host.layout.layers, `${randomUUID()}.qcow2`);
-  host.freezing.add(layer);
-  try {
-    return await freezeInto(host.layout.snapDir(meta.snapshot_id), meta, layer);
-  } finally {
-    host.freezing.delete(layer);
-  }
+  return withLayerLock(host, () => freezeInto(host.layout.snapDir(meta.snapshot_id), meta, layer));
+}
+
+/** Runs `fn` with layer gc held off (the header says which steps must). */
+export function withLayerLock<T>(host: Pick<Host, "layerLock">, fn: () => Promise<T>): Promise<T> {
+  return host.layerLock.run(fn);
 }
 
 /**
- * Crash-safe in this order: the layer is a hard link to the top (the top itself is untouched), a new
- * empty overlay is made beside it, meta.json names the layer, then the overlay replaces the top. A crash
+ * Crash-safe in this order: the layer is a hard link to the top (the top's data is untouched; its owner
+ * and mode are the layer's until the overlay replaces it), a new empty overlay is made beside it,
+ * meta.json names the layer, then the overlay replaces the top. A crash
  * before meta.json leaves a layer nothing names (gc removes the link; the top still holds the data); after
  * it, the top is either the old full layer (still correct, only not empty) or the new overlay on it.
  */
@@ -38,6 +55,9 @@ async function freezeInto(
   const top = join(sdir, "disk.qcow2");
   const next = `${top}.new`;
   await rm(next, { force: true });
+  // The layer is the top's inode: the chown and chmod below change the top too, until the overlay
+  // replaces it; a freeze that fails gives the top back its owner and mode (finishFreeze after a crash).
+  const was = await stat(top);
   await link(top, layer);
   try {
     // A frozen layer is shared by every fork and never written again: no VM's uid may own it (it was the
@@ -49,6 +69,8 @@ async function freezeInto(
   } catch (e) {
     await rm(layer, { force: true });
     await rm(next, { force: true });
+    // Through a descriptor too; a top that is not a regular file was never changed (the freeze refused it).
+    await ownRegular(top, was.uid, was.gid, was.mode & 0o7777).catch(() => undefined);
     throw e;
   }
   const chain = [layer, ...meta.chain];
@@ -70,8 +92,7 @@ async function freezeInto(
 export async function freezeRam(host: Host, meta: SnapMeta): Promise<string> {
   if (meta.ram_layer) return meta.ram_layer;
   const layer = join(host.layout.ramLayers, `${randomUUID()}.ram`);
-  host.freezing.add(layer);
-  try {
+  return withLayerLock(host, async () => {
     const sdir = host.layout.snapDir(meta.snapshot_id);
     await link(join(sdir, "ram"), layer);
     // A planted link as `ram` must not make its target everyone's to write (0666).
@@ -84,9 +105,7 @@ export async function freezeRam(host: Host, meta: SnapMeta): Promise<string> {
     await writeSnapMeta(sdir, updated);
     Object.assign(meta, updated);
     return layer;
-  } finally {
-    host.freezing.delete(layer);
-  }
+  });
 }
 
 /** Every backing file (disk layer or RAM layer) a VM (running, pooled or on record) or a snapshot uses. */
@@ -101,6 +120,7 @@ export async function usedLayers(host: Host): Promise<Set<string>> {
   for (const v of host.vms.values()) add(v.rec);
   for (const name of await readdir(layout.vms).catch(() => [] as string[]))
     add(await readVmRecord(join(layout.vms, name)));
+  await gcHooks.between?.("vms");
   for (const name of await readdir(layout.snaps).catch(() => [] as string[])) {
     const m = await readSnapMeta(join(layout.snaps, name));
     if (!m && !name.endsWith(".tmp")) continue;
@@ -109,36 +129,49 @@ export async function usedLayers(host: Host): Promise<Set<string>> {
   return used;
 }
 
-/** Deletes frozen disk and RAM layers no VM or snapshot uses any more. */
-export async function gcLayers(host: Host): Promise<void> {
-  const { layout } = host;
-  const used = await usedLayers(host);
-  for (const dir of [layout.layers, layout.ramLayers]) {
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      const p = join(dir, name);
-      // A layer being frozen is not in any meta.json yet.
-      if (used.has(p) || host.freezing.has(p)) continue;
-      await rm(p, { force: true });
+/**
+ * Test-only: awaited between gc's passes (after the VM records; after the whole scan), where layers.test.ts
+ * interleaves a freeze or a hand-over. Unset in the daemon.
+ */
+export const gcHooks: { between?: (pass: "vms" | "scan") => Promise<void> } = {};
+
+/** Deletes frozen disk and RAM layers no VM or snapshot uses any more (under the layer lock: see the header). */
+export function gcLayers(host: Host): Promise<void> {
+  return withLayerLock(host, async () => {
+    const { layout } = host;
+    const used = await usedLayers(host);
+    await gcHooks.between?.("scan");
+    for (const dir of [layout.layers, layout.ramLayers]) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const p = join(dir, name);
+        if (!used.has(p)) await rm(p, { force: true });
+      }
     }
-  }
+  });
 }
 
 /**
- * Re-adoption's half of freezeInto's order: a crash left `disk.qcow2.new` beside the top. If meta.json
- * already names the layer (the top is still that layer's inode), the overlay takes the top's place; if
- * not, the overlay goes and the top gets back the mode the freeze had taken from it.
+ * Re-adoption's half of freezeInto's order. If meta.json already names the layer and the top is still
+ * that layer's inode, a crash left the overlay `disk.qcow2.new` beside it, which takes the top's place.
+ * Otherwise the freeze never happened as far as meta.json knows: an overlay goes, and a top the freeze
+ * made read-only (a crash after its chmod, with or without the overlay made) is writable again (its
+ * owner is the VM's jail uid again at the next start: vmm/jail.ts), or its QEMU could never open it.
  */
 export async function finishFreeze(sdir: string, meta: SnapMeta): Promise<void> {
   const top = join(sdir, "disk.qcow2");
   const next = `${top}.new`;
   const n = await stat(next).catch(() => undefined);
-  if (!n) return;
-  const t = await stat(top);
+  // No top: checkFiles sets the snapshot aside.
+  const t = await stat(top).catch(() => undefined);
+  if (!t) return;
   const layer = meta.chain[0] ? await stat(meta.chain[0]).catch(() => undefined) : undefined;
   if (meta.frozen && layer && layer.ino === t.ino && layer.dev === t.dev) {
+    if (!n) return;
     await rename(next, top);
   } else {
-    await rm(next, { force: true });
+    const readOnly = (t.mode & 0o200) === 0;
+    if (!n && !readOnly) return;
+    if (n) await rm(next, { force: true });
     await chmodRegular(top, 0o600);
   }
   await fsyncDir(sdir);

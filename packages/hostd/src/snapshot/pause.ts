@@ -20,6 +20,7 @@ import {
   checkSnapshotId,
   fsyncFile,
   readSnapMeta,
+  removeDir,
   snapRef,
   snapState,
   writeSnapMeta,
@@ -55,8 +56,9 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
   await host.checkDiskReserve("pause a sandbox");
   const t0 = now();
   const sdir = host.layout.snapDir(snapId);
-  // A pending dir of this id is an attempt a crash interrupted while this VM ran on: nothing of it is needed.
-  await rm(sdir, { recursive: true, force: true });
+  // A pending dir of this id is an attempt a crash interrupted while this VM ran on: nothing of it is needed
+  // (moved aside first, as on a failure below: a crash mid-delete leaves a `_gone-` dir the next start deletes).
+  await removeDir(sdir);
   await mkdir(sdir, { recursive: true });
   await fsyncDir(host.layout.snaps);
   const meta: SnapMeta = {
@@ -126,10 +128,13 @@ async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>)
   const ram = join(vm.dir, "ram");
   // A private RAM mapping: the RAM goes into the state; `ram` is the empty file the resume loads it into.
   if (vm.rec.ram_base) await emptyRam(ram, vm.rec.mem_mib);
+  let quiesced = false;
   try {
     // Most of a pause is flushing the RAM file's dirty pages: start while the agent quiesces (what the
     // guest dirties meanwhile is caught by the second flush, after the vCPUs stopped).
     const early = fsyncFile(ram).catch(() => undefined);
+    // Set before the reply: a quiesce that timed out may still have reached the guest.
+    quiesced = true;
     await vm.agent.quiesce();
     sw.lap("quiesce");
     await vm.machine.pause();
@@ -140,11 +145,15 @@ async function saveState(vm: Vm, sdir: string, sw: ReturnType<typeof stopwatch>)
     await Promise.all([ramSync, fsyncFile(join(sdir, "state")), fsyncFile(join(vm.dir, "disk.qcow2"))]);
     sw.lap("fsync");
   } catch (e) {
-    await rm(sdir, { recursive: true, force: true });
-    if (vm.machine.state === "paused") {
-      await vm.machine.resume().catch(() => undefined);
-      await vm.agent.hello().catch(() => undefined);
-    }
+    await removeDir(sdir);
+    if (vm.machine.state === "paused") await vm.machine.resume().catch(() => undefined);
+    // A quiesced agent sends nothing more (exec output, files, pty) until told: `thaw` lifts it on the
+    // same session (channels go on); an agent from before `thaw` gets a new session with `hello`.
+    if (quiesced)
+      await vm.agent
+        .thaw()
+        .catch(() => vm.agent.hello())
+        .catch(() => undefined);
     throw e;
   }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { link, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -129,6 +129,59 @@ test("recoverSnapshots finishes, discards, gives back and quarantines by marker"
     const q = (await readdir(layout.quarantine)).map((n) => n.replace(/\.\d+$/, "")).sort();
     assert.deepEqual(q, ["s-consumed", "s-nometa", "s-torn"], "set aside, not deleted");
     assert.ok(warnings.includes("quarantined what re-adoption could not explain"));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("an interrupted resume of a RAM layer's snapshot keeps the snapshot's RAM, not the VM's copy", async () => {
+  const root = await mkdtemp(join(tmpdir(), "csb-recover-"));
+  try {
+    const layout = new Layout(root, join(root, "cache"));
+    await mkdir(layout.vms, { recursive: true });
+    await mkdir(layout.snaps, { recursive: true });
+    const cleaned: string[] = [];
+    // The resume copied the RAM (a copy maybe cut short) and moved the disk; the guest never ran.
+    const m = { ...meta("s-rl", "sb-rl", "resuming"), ram_layer: join(root, "ram-layers", "x.ram") };
+    await snapDir(layout, m, ["state", "ram"]);
+    await vmDir(layout, "sb-rl", ["ram", "disk.qcow2"], { state: "starting", from_snapshot: "s-rl" });
+    await recoverSnapshots(fakeHost(layout, cleaned, []));
+    const sdir = layout.snapDir("s-rl");
+    assert.equal((await readSnapMeta(sdir))?.state, "complete");
+    assert.equal(await readFile(join(sdir, "ram"), "utf8"), "s-rl:ram", "the snapshot's own RAM");
+    assert.equal(await readFile(join(sdir, "disk.qcow2"), "utf8"), "vm:disk.qcow2", "the disk came back");
+    assert.deepEqual(cleaned, [layout.vmDir("sb-rl")]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("a snapshot dir whose delete is cut short leaves nothing under the snapshot's name", async () => {
+  const root = await mkdtemp(join(tmpdir(), "csb-recover-"));
+  try {
+    const layout = new Layout(root, join(root, "cache"));
+    await mkdir(layout.vms, { recursive: true });
+    await mkdir(layout.snaps, { recursive: true });
+    const sdir = await snapDir(layout, meta("s-pend", "sb-p", "pending"), ["state"]);
+    // A mount point inside cannot be deleted: the delete fails part-way, as a crash would stop it.
+    await mkdir(join(sdir, "pin"));
+    execFileSync("mount", ["-t", "tmpfs", "tmpfs", join(sdir, "pin")]);
+    try {
+      await recoverSnapshots(fakeHost(layout, [], []));
+    } finally {
+      // Wherever the dir went (moved aside, or set aside in quarantine/).
+      for (const d of [layout.snaps, layout.quarantine])
+        for (const n of await readdir(d).catch(() => [] as string[]))
+          spawnSync("umount", [join(d, n, "pin")]);
+    }
+    const left = await readdir(layout.snaps);
+    assert.ok(!left.includes("s-pend"), "not under its own name");
+    assert.deepEqual(await readdir(layout.quarantine).catch(() => []), [], "nor quarantined for ever");
+    assert.equal(left.length, 1);
+    assert.ok(left[0]!.startsWith("_gone-s-pend-"), "moved aside, for the next start to delete");
+    // Which it does.
+    await recoverSnapshots(fakeHost(layout, [], []));
+    assert.deepEqual(await readdir(layout.snaps), []);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

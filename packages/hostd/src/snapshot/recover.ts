@@ -17,6 +17,7 @@ import {
   quarantine,
   readSnapMeta,
   readVmRecord,
+  removeDir,
   snapState,
   writeSnapMeta,
 } from "../records.js";
@@ -100,14 +101,11 @@ async function recoverOne(host: Host, name: string, sdir: string): Promise<void>
   switch (action) {
     case "keep":
       return;
+    // Moved aside first (durably), then deleted: a crash mid-delete leaves a `_gone-` dir the next start
+    // deletes, never a half-deleted one under the snapshot's name (quarantined for ever: no meta.json).
     case "discard":
-      await rm(sdir, { recursive: true, force: true });
-      await fsyncDir(layout.snaps);
-      return;
     case "drop":
-      await rm(sdir, { recursive: true, force: true });
-      await fsyncDir(layout.snaps);
-      return;
+      return removeDir(sdir);
     case "resave":
       // The state now matches the RAM the guest ran on, no longer a frozen RAM layer, and no longer
       // carries the RAM (the resumed VM's is a shared file): the next fork freezes anew.
@@ -134,7 +132,7 @@ async function checkFiles(host: Host, sdir: string, meta: SnapMeta): Promise<voi
 async function giveBackAll(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | undefined) {
   const vmDir = host.layout.vmDir(meta.sandbox_id);
   if (rec) await host.killStale(vmDir, rec.launch_dir);
-  await giveBack(sdir, vmDir);
+  await giveBack(sdir, vmDir, meta);
   const missing = FILES.filter((f) => !existsSync(join(sdir, f)));
   if (missing.length > 0) return lost(host, sdir, meta, rec);
   await writeSnapMeta(sdir, { ...meta, state: "complete" });
@@ -145,7 +143,7 @@ async function lost(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | un
   const vmDir = host.layout.vmDir(meta.sandbox_id);
   if (rec?.from_snapshot === meta.snapshot_id) {
     await host.killStale(vmDir, rec.launch_dir);
-    await giveBack(sdir, vmDir);
+    await giveBack(sdir, vmDir, meta);
     await host.cleanupVmFiles(rec, vmDir);
   }
   await quarantine(

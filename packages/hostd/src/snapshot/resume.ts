@@ -15,6 +15,7 @@ import {
   type SnapMeta,
   baseOf,
   fsyncFile,
+  removeDir,
   snapMeta,
   validateSpec,
   writeSnapMeta,
@@ -23,7 +24,7 @@ import {
 import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import type { Machine } from "../vmm/driver.js";
-import { gcLayers } from "./layers.js";
+import { gcLayers, withLayerLock } from "./layers.js";
 import { SNAP_FILES } from "./pause.js";
 import { cloneRam } from "./store.js";
 
@@ -44,20 +45,24 @@ export function resume(host: Host, snapshot: SnapshotRef, spec: VmSpec): Promise
 async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0: number): Promise<VmRuntime> {
   const meta = await snapMeta(host.layout, snapshot);
   if (spec.disk_mib < meta.disk_mib) throw new HostdError("bad_request", "disk_mib cannot shrink");
+  // Only a copy of the RAM (a RAM layer's snapshot) writes new data: as much as the guest's memory.
+  if (meta.ram_layer) await host.checkDiskReserve("resume a sandbox");
   const sdir = host.layout.snapDir(meta.snapshot_id);
   const mark = (state: SnapMeta["state"]) => writeSnapMeta(sdir, { ...meta, state });
   await mark("resuming");
   let consumed = false;
-  const { vm, laps } = await bringUp(host, {
+  // Until `files` pushes the undo that gives the files back, a failure (no slot, the namespace, the VM
+  // dir, vm.json) has moved nothing: the marker goes back here, or the snapshot stayed `resuming` — hidden
+  // from the list and refused by every resume — until the next start's re-adoption.
+  let givesBack = false;
+  const up = await bringUp(host, {
     spec,
     start: { base: baseOf(meta), boot: { restore: join(sdir, "state"), ramInState: meta.ram_in_state } },
     files: async (p, undo) => {
-      p.rec.from_snapshot = meta.snapshot_id;
-      await writeVmRecord(p.dir, p.rec);
       // Runs after QEMU stopped: the snapshot gets its files back, complete unless the guest ran and its
       // state could not be saved again (then it stays `consumed`, which no resume accepts).
       undo.push(async () => {
-        await giveBack(sdir, p.dir);
+        await giveBack(sdir, p.dir, meta);
         if (!consumed) await mark("complete");
         else
           host.log.error("snapshot lost: its resumed guest ran and could not be saved again", {
@@ -65,8 +70,11 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
             sandbox_id: spec.sandbox_id,
           });
       });
+      givesBack = true;
+      p.rec.from_snapshot = meta.snapshot_id;
+      await writeVmRecord(p.dir, p.rec);
       for (const f of SNAP_FILES) {
-        if (f === "ram" && meta.ram_layer) await cloneRam(host.store, join(sdir, f), join(p.dir, f));
+        if (f === "ram" && meta.ram_layer) await copyRam(host, join(sdir, f), join(p.dir, f));
         else await rename(join(sdir, f), join(p.dir, f));
       }
       await Promise.all([fsyncDir(sdir), fsyncDir(p.dir)]);
@@ -91,10 +99,19 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
     identity: meta.needs_configure ? "configure" : "sync",
     grow: () => spec.disk_mib > meta.disk_mib,
     register: true,
+  }).catch(async (e: unknown) => {
+    if (!givesBack)
+      await mark("complete").catch((err) =>
+        host.log.error("a failed resume could not mark its snapshot complete again", {
+          snapshot_id: meta.snapshot_id,
+          error: String(err),
+        }),
+      );
+    throw e;
   });
+  const { vm, laps } = up;
   const sw = stopwatch();
-  await rm(sdir, { recursive: true, force: true });
-  await fsyncDir(host.layout.snaps);
+  await dropSnapshot(host, sdir);
   // Its RAM layer may now be named by nothing (no fork left).
   if (meta.ram_layer) host.background(() => gcLayers(host));
   sw.lap("drop_snapshot");
@@ -103,9 +120,46 @@ async function resumeLocked(host: Host, snapshot: SnapshotRef, spec: VmSpec, t0:
   return rt;
 }
 
-/** Moves whichever of the snapshot's files are in the VM dir back into the snapshot dir. */
-export async function giveBack(sdir: string, vmDir: string): Promise<void> {
+/**
+ * The resumed VM's record names the snapshot's layers now: the snapshot dir goes (crash-safely, moved aside
+ * first), under the layer lock, since gc may have read vms/ before that record was written (layers.ts).
+ */
+export async function dropSnapshot(host: Pick<Host, "layerLock">, sdir: string): Promise<void> {
+  await withLayerLock(host, () => removeDir(sdir));
+}
+
+/**
+ * A RAM layer's snapshot keeps its `ram` (forks map the same file): the VM gets a copy, made under a temp
+ * name and renamed into place, so `ram` in the VM dir is only ever a whole copy (a copy cut short by a
+ * full disk, a timeout or a SIGKILL leaves only the temp, which goes with the VM dir).
+ */
+async function copyRam(host: Host, src: string, dst: string): Promise<void> {
+  const tmp = `${dst}.copying`;
+  try {
+    await cloneRam(host.store, src, tmp);
+    await rename(tmp, dst);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Moves whichever of the snapshot's files are in the VM dir back into the snapshot dir. With `ram_layer`
+ * the snapshot's own `ram` never left (copyRam): the VM dir's is a copy the guest never ran on (a resume
+ * whose guest ran saves its state again and clears `ram_layer` first), deleted instead — moved back, a
+ * copy cut short would have replaced the snapshot's whole RAM.
+ */
+export async function giveBack(
+  sdir: string,
+  vmDir: string,
+  meta: Pick<SnapMeta, "ram_layer">,
+): Promise<void> {
   for (const f of SNAP_FILES) {
+    if (f === "ram" && meta.ram_layer) {
+      await rm(join(vmDir, f), { force: true });
+      continue;
+    }
     await rename(join(vmDir, f), join(sdir, f)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== "ENOENT") throw e;
     });

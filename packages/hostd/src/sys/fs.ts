@@ -79,3 +79,19 @@ export class SingleFlight<T> {
     return p;
   }
 }
+
+/** An async mutex: each `run` starts once every earlier one has settled, in call order. */
+export class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  /** Calls running or waiting their turn (a test sees a call blocked on the lock by it). */
+  pending = 0;
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const p = this.tail.then(fn).finally(() => {
+      this.pending--;
+    });
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+}

@@ -17,7 +17,7 @@ import { type SnapshotStore, cloneRam } from "../snapshot/store.js";
 import { tempDataDir, victimFile } from "../testutil.js";
 import { sendState } from "../vmm/migration.js";
 import { QmpClient } from "../vmm/qmp.js";
-import { writeJsonAtomic } from "./fs.js";
+import { Mutex, writeJsonAtomic } from "./fs.js";
 import { connectUnix, openRegular, readTail, viaFd } from "./nofollow.js";
 import { spawnDetached } from "./spawn.js";
 
@@ -116,12 +116,12 @@ test("sendState: a socket name that is a link to another socket is not connected
   }
 });
 
-/** The host parts the freezes use: the layout and the set of layers being frozen. */
-function freezeHost(): { layout: Layout; freezing: Set<string> } {
+/** The host parts the freezes use: the layout and the lock layer gc shares with them. */
+function freezeHost(): { layout: Layout; layerLock: Mutex } {
   const data = join(dir, `data${++n}`);
   const layout = new Layout(data, join(data, "cache"));
   for (const p of [layout.layers, layout.ramLayers, layout.snaps]) mkdirSync(p, { recursive: true });
-  return { layout, freezing: new Set() };
+  return { layout, layerLock: new Mutex() };
 }
 
 function snapWith(layout: Layout, id: string): { sdir: string; meta: SnapMeta } {

@@ -28,6 +28,8 @@ export interface AgentLike {
   }): Promise<void>;
   sync(p: { time_ns: number; entropy: string }): Promise<void>;
   quiesce(): Promise<void>;
+  /** Lifts a quiesce on the same session (the pause it prepared for was abandoned). */
+  thaw(): Promise<void>;
   resizeFs(device: string): Promise<void>;
   exec(req: ExecRequest, events?: ExecEvents, signal?: AbortSignal): Promise<ExecResult>;
   openPty(req: PtyRequest): Promise<PtySession>;
@@ -89,6 +91,9 @@ export async function connectAgentWith(
     },
     quiesce: async () => {
       await w(c.quiesce());
+    },
+    thaw: async () => {
+      await w(c.thaw());
     },
     resizeFs: async (device) => {
       await w(c.resizeFs(device));
