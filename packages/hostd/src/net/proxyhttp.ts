@@ -134,7 +134,8 @@ export function forwardRequest(req: IncomingMessage, res: ServerResponse, up: So
   } catch (e) {
     // a head Node's server parsed but its client will not send (a byte it refuses in the target)
     up.destroy();
-    return refuse(res, 400, `the request cannot be forwarded: ${(e as Error).message}`);
+    refuse(res, 400, `the request cannot be forwarded: ${(e as Error).message}`);
+    return;
   }
   out.on("response", (pres) => {
     try {
