@@ -3,7 +3,13 @@
  * the host daemon (enforcement, packages/hostd/src/net/egress.ts). Grammar (protocol.md §2.5): `*`,
  * `host`, `*.host`, `host:port`, `ip`, `ip:port`, `cidr`, `cidr:port`; IPv6 literals as `[addr]` /
  * `[addr]:port` are accepted and allow nothing (guests have no IPv6). `[]`, `["*"]` or any list holding
- * `*` allows everything; any other list is default deny for the outside world. A port covers TCP and UDP.
+ * `*` allows everything; any other list is default deny for the outside world. A port covers TCP and UDP,
+ * with one exception: a name rule (`host`, `host:port`, `*.host`) never allows UDP 80 or 443 (QUIC) to the
+ * name's addresses, because the host checks the name of HTTP/TLS only on TCP (its name proxy reads the Host
+ * header / TLS SNI); clients fall back to TCP. A name rule is enforced by the addresses the sandbox's
+ * resolver handed out for the name: on ports other than TCP 80/443 it allows those addresses whatever name
+ * the guest uses for them, so an address shared by many names (a CDN's) is open to all of them there. An
+ * address rule (`ip`, `cidr`, with or without a port) allows TCP and UDP alike, 80 and 443 included.
  *
  * An IPv4 rule lying wholly inside a private or reserved range (PRIVATE_RANGES) is refused unless a CIDR of
  * `CREATEOS_SANDBOX_PRIVATE_EGRESS` contains it: the host firewall refuses those ranges whatever the list

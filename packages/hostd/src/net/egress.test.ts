@@ -40,7 +40,8 @@ table inet createos_egress {
     oifname "ov*" accept
     ip daddr @nets accept
     meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept
-    ip daddr @dns accept
+    meta l4proto != udp ip daddr @dns accept
+    udp dport != { 80, 443 } ip daddr @dns accept
     meta l4proto { tcp, udp } ip daddr @dns_p5432 th dport 5432 accept
     meta l4proto { tcp, udp } update @recent_denied { ip daddr . meta l4proto . th dport }
     meta l4proto != { tcp, udp } update @recent_denied { ip daddr . meta l4proto . 0 }
@@ -50,6 +51,24 @@ table inet createos_egress {
   }
 }
 `,
+  );
+});
+
+test("to a name's addresses UDP 80/443 (QUIC, which the name proxy cannot check) is never accepted", () => {
+  const script = egressScript(egressPolicy(["pypi.org:443", "web.example.com:80", "db.example.com:5432"]));
+  const accepts = script.split("\n").filter((l) => l.includes("@dns") && l.endsWith(" accept"));
+  assert.deepEqual(accepts, [
+    "    tcp dport 80 ip daddr @dns_p80 accept",
+    "    tcp dport 443 ip daddr @dns_p443 accept",
+    "    meta l4proto { tcp, udp } ip daddr @dns_p5432 th dport 5432 accept",
+  ]);
+  // an address rule is an address rule: UDP 443 to a listed address is still accepted (before the names)
+  const withNet = egressScript(egressPolicy(["pypi.org", "8.8.8.8", "9.9.9.9:443"])).split("\n");
+  const at = (l: string) => withNet.indexOf(l);
+  assert.ok(at("    ip daddr @nets accept") < at("    udp dport != { 80, 443 } ip daddr @dns accept"));
+  assert.ok(
+    at("    meta l4proto { tcp, udp } ip daddr . th dport @net_ports accept") <
+      at("    meta l4proto != udp ip daddr @dns accept"),
   );
 });
 

@@ -12,7 +12,8 @@
  *     chain from_guest (forward hook, iifname tap0, after the firewall's chain):
  *       ct direction reply accept       answers on connections made *to* the guest (ingress)
  *       oifname ov* accept              a private network's members (net/overlay.ts): never allowlisted
- *       daddr in nets / daddr . port in net_ports / daddr in dns / daddr in dns_pN and port N  accept
+ *       daddr in nets / daddr . port in net_ports accept
+ *       daddr in dns (but UDP 80/443) / daddr in dns_pN and port N (TCP only for N = 80/443)  accept
  *       update @recent_denied; counter name denied; tcp → reject with tcp reset; else → icmpx
  *       admin-prohibited
  *     set recent_denied  ipv4_addr . inet_proto . inet_service, dynamic, timeout 10m, size 64
@@ -26,7 +27,10 @@
  *
  * HTTP and TLS: with name rules, TCP 80 and 443 to an address pinned for a name (not also allowed by an
  * address rule) is DNATed to the daemon's name proxy (net/proxy.ts; `chain prerouting` → `to_proxy`), which
- * lets it through only when the Host header / SNI is a listed name; `from_guest` accepts that DNAT.
+ * lets it through only when the Host header / SNI is a listed name; `from_guest` accepts that DNAT. UDP 80
+ * and 443 to such an address are refused: QUIC would carry any name to a shared (CDN) address unchecked,
+ * and clients fall back to TCP. On every other port a name rule allows the name's addresses, whatever
+ * name the guest uses for them (an address shared with other names is open to them too on those ports).
  *
  * Names: the sandbox's resolver (net/dns.ts) forwards only the listed names (`host` also covers names
  * under it, as dnsmasq's `/host/` does; `*.host` only those under it) and answers NXDOMAIN for every other
@@ -55,6 +59,9 @@ export const RECENT_DENIED_TTL_S = 600;
  */
 export const RECENT_DENIED_MAX = 64;
 export const RECENT_DENIED_SET = "recent_denied";
+
+/** The ports the name proxy checks (TCP only): to a name's addresses, UDP is refused on them. */
+const PROXIED_PORTS: readonly number[] = [80, 443];
 
 const setOf = (port: number | undefined) => (port === undefined ? "dns" : `dns_p${port}`);
 
@@ -109,11 +116,17 @@ export function egressScript(policy: EgressPolicy, proxy?: ProxyPorts): string {
     ),
     `  set ${RECENT_DENIED_SET} {\n    type ipv4_addr . inet_proto . inet_service; flags dynamic, timeout;\n    timeout ${RECENT_DENIED_TTL_S}s; size ${RECENT_DENIED_MAX};\n  }`,
   ];
-  const nameRules = ports(policy.names).map((p) =>
-    p === undefined
-      ? "    ip daddr @dns accept"
-      : `    meta l4proto { tcp, udp } ip daddr @${setOf(p)} th dport ${p} accept`,
-  );
+  // UDP 80/443 (QUIC) to a name's addresses is never accepted: the name proxy sees TCP only, and a QUIC
+  // handshake to a shared (CDN) address could name any site on it. Clients fall back to TCP, which it checks.
+  const nameRules = ports(policy.names).flatMap((p) => {
+    if (p === undefined)
+      return [
+        "    meta l4proto != udp ip daddr @dns accept",
+        `    udp dport != { ${PROXIED_PORTS.join(", ")} } ip daddr @dns accept`,
+      ];
+    if (PROXIED_PORTS.includes(p)) return [`    tcp dport ${p} ip daddr @${setOf(p)} accept`];
+    return [`    meta l4proto { tcp, udp } ip daddr @${setOf(p)} th dport ${p} accept`];
+  });
   const chain = [
     "  chain forward {",
     "    type filter hook forward priority filter + 1; policy accept;",

@@ -5,7 +5,9 @@
  * a third, all in 10.79.<n>.0/29, which the daemon lists as private egress. The namespace is linked to the
  * root namespace by a veth; no route leaves 10.0.0.0/8. One VM serves every assertion: each rule form
  * allows what it names and nothing else, refusals come at once, a change applies live (an established
- * flow to a removed destination is cut), names outside the list are NXDOMAIN, and the bypasses fail.
+ * flow to a removed destination is cut), names outside the list are NXDOMAIN, and the bypasses fail (a
+ * kept-alive connection's next request, a second Host or an absolute URL for another name on port 80; QUIC,
+ * UDP 443, to a name's address).
  *
  *   flock /tmp/csb-vmtest.lock node --test packages/hostd/dist/net/egress.vm.test.js
  */
@@ -20,6 +22,7 @@ import {
   dnsServerPy,
   holdClientPy,
   holdEchoPy,
+  httpSessionPy,
   nameClientPy,
   sinkPy,
   testHostNs,
@@ -193,28 +196,63 @@ test("bypasses fail: another DNS server (UDP and TCP) is our resolver; a listed 
     assert.match(out, /rcode=3 answers=0/, `${proto} to ${DNS}: answered by the sandbox's resolver`);
   }
   // rebind.test answers the host's own address on the test link: never reachable, whatever the list says
-  // (on 80/443 the name proxy takes the connection and resets it: it will not dial that address either)
+  // (on 80/443 the name proxy takes the connection and refuses it: it will not dial that address either)
   await expect(["tcp:web-a.test:8080"], ["tcp:rebind.test:8080", "udp:rebind.test:8080"]);
-  assert.equal(await say("rebind.test", 80, "rebind.test", "http"), "errno:ECONNRESET");
+  assert.equal(await say("rebind.test", 80, "rebind.test", "http"), "reply=HTTP/1.1 403 Forbidden");
+  assert.equal(await say("rebind.test", 443, "rebind.test", "tls"), "errno:ECONNRESET");
   // dialling a listed name's address is fine; another address on the same host is not
   await expect([`tcp:${A}:8080`], [`tcp:${B}:8080`]);
 });
 
 test("HTTP and TLS to a name's address go through the name proxy: the Host / SNI must be a listed name", async () => {
   await setEgress(["web-a.test", "web-b.test:8080"]);
-  // the listed name, by name (which pins A): through the proxy to A
-  assert.equal(await say("web-a.test", 80, "web-a.test", "http"), "reply=HTTP/1.0 200 OK");
+  // the listed name, by name (which pins A): through the proxy to A (HTTP re-served by the proxy as 1.1,
+  // TLS spliced as the server sent it)
+  assert.equal(await say("web-a.test", 80, "web-a.test", "http"), "reply=HTTP/1.1 200 OK");
   assert.equal(await say("web-a.test", 443, "web-a.test", "tls"), "reply=HTTP/1.0 200 OK");
   // A is allowed, but not for another name on it, nor without one
-  assert.equal(await say(A, 80, "web-b.test", "http"), "errno:ECONNRESET");
+  assert.equal(await say(A, 80, "web-b.test", "http"), "reply=HTTP/1.1 403 Forbidden");
   assert.equal(await say(A, 443, "web-b.test", "tls"), "errno:ECONNRESET");
   assert.equal(await say(A, 443, "", "tls"), "errno:ECONNRESET");
   // an /etc/hosts entry in the guest changes nothing: the name is what counts, and the proxy resolves it
   await sh(daemon(), id, `echo "${A} web-b.test" >> /etc/hosts`);
-  assert.equal(await say("web-b.test", 80, "web-b.test", "http"), "errno:ECONNRESET");
+  assert.equal(await say("web-b.test", 80, "web-b.test", "http"), "reply=HTTP/1.1 403 Forbidden");
   await sh(daemon(), id, "sed -i '/web-b.test/d' /etc/hosts");
   // ports other than 80/443 are matched by address: web-b.test:8080 as listed
   await expect(["tcp:web-b.test:8080"], [`tcp:${B}:80`]);
+});
+
+test("HTTP: every request on a connection is checked, not only the first", async () => {
+  await setEgress(["web-a.test"]);
+  const session = async (requests: string[]) => {
+    const r = await run(daemon(), id, ["python3", "-c", httpSessionPy("web-a.test", 80, requests)]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  const get = (target: string, host: string) => `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+  // a kept-alive connection's second request naming another site on the pinned address: refused
+  assert.equal(
+    await session([get("/", "web-a.test"), get("/", "web-b.test")]),
+    "200 hello\n403 name proxy: web-b.test is not on this sandbox's egress allowlist for port 80\nclosed",
+  );
+  // an absolute-form target naming another site behind an allowed Host; a second Host header
+  assert.match(
+    await session([get("http://web-b.test/", "web-a.test")]),
+    /^403 .*names another host.*\nclosed$/,
+  );
+  const twice = "GET / HTTP/1.1\r\nHost: web-a.test\r\nHost: web-b.test\r\n\r\n";
+  assert.match(await session([twice]), /^403 name proxy: the request has more than one Host header\nclosed$/);
+});
+
+test("UDP 80/443 (QUIC) to a name's address is refused, TCP goes through the proxy; other ports by address", async () => {
+  await setEgress(["web-a.test", "web-b.test:443"]);
+  await expect(
+    ["tcp:web-a.test:80", "tcp:web-a.test:443", "udp:web-a.test:8080", "tcp:web-b.test:443"],
+    ["udp:web-a.test:443", "udp:web-a.test:80", "udp:web-b.test:443"],
+  );
+  // an address rule is an address rule: UDP 443 to it is allowed
+  await setEgress(["web-a.test", `${A}:443`]);
+  await expect([`udp:${A}:443`], [`udp:${A}:80`]);
 });
 
 test("an established flow to a removed destination is cut at once", async () => {

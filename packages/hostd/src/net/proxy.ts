@@ -1,10 +1,15 @@
 /**
  * The name proxy for HTTP (80) and TLS (443): with name rules in a sandbox's allowlist, an allowed address
  * is not enough on those ports — a CDN address serves many sites — so the guest's connections to an address
- * its resolver pinned (net/egress.ts) are DNATed to this proxy, which reads the Host header or the TLS
- * ClientHello's SNI, checks the name against the sandbox's list, resolves it itself (the sandboxes'
- * upstream DNS, so `/etc/hosts` tricks in the guest do not help) and splices the connection to it. A name
- * not on the list, a request with no name, or a name that resolves only to refused addresses is reset.
+ * its resolver pinned (net/egress.ts) are DNATed to this proxy, which checks the name the guest asks for
+ * against the sandbox's list and resolves it itself (the sandboxes' upstream DNS, so `/etc/hosts` tricks in
+ * the guest do not help):
+ * - TLS: the ClientHello's SNI; the connection is spliced to the name's address. A name not on the list,
+ *   none, or one that resolves only to refused addresses is reset. What the encrypted requests name inside
+ *   is not seen (no interception): a shared address's server that routes by the inner Host over any SNI
+ *   (domain fronting, which large CDNs have stopped serving) is beyond this check.
+ * - HTTP: every request on the connection, by Node's parser (net/proxyhttp.ts), each forwarded on an
+ *   upstream connection of its own; a refused one is answered 403 saying why, and the connection closed.
  *
  *   guest ─tcp 80/443 to a pinned address─▶ (namespace prerouting, `createos_egress`) dnat to
  *     PROXY_IP:<port> ─▶ veth ─▶ root namespace, this daemon's listener (PROXY_IP on lo)
@@ -16,17 +21,22 @@
  * the guest sends through it crosses its namespace, so it is metered (and capped) like the rest.
  */
 import { Resolver } from "node:dns/promises";
+import { type IncomingMessage, type ServerResponse, createServer as createHttpServer } from "node:http";
 import { type AddressInfo, type Server, type Socket, connect, createServer, isIPv4 } from "node:net";
+import type { Duplex } from "node:stream";
 import type { EgressPolicy, NameRule } from "@createos-sandbox/protocol/egress";
 import { cidrWithin } from "@createos-sandbox/protocol/egress";
 import { DENIED, NEVER, hostAddresses } from "./firewall.js";
 import { PROXY_IP } from "./plan.js";
+import { forwardRequest, forwardUpgrade, hostName, refuse, refuseRaw, requestName } from "./proxyhttp.js";
 
 export { PROXY_IP } from "./plan.js";
 
-/** How long a guest has to send the request line / ClientHello, and the most we read to find the name. */
+/** How long a guest has to send a request head / the ClientHello, and the most we read to find the name. */
 const FIRST_BYTES_MS = 5000;
 const MAX_FIRST_BYTES = 16 * 1024;
+/** How long a kept-alive HTTP connection may sit idle between two requests. */
+const HTTP_IDLE_MS = 60_000;
 
 export interface ProxyPorts {
   http: number;
@@ -66,19 +76,12 @@ export function sniOf(b: Buffer): string | undefined {
   return undefined;
 }
 
-/** The Host header of an HTTP/1 request head (port and trailing dot stripped), or undefined. */
-export function httpHostOf(b: Buffer): string | undefined {
-  const head = b.toString("latin1");
-  const end = head.indexOf("\r\n\r\n");
-  if (end === -1) return undefined;
-  const m = /\r\nhost:[ \t]*([^\r\n]*)/i.exec(head.slice(0, end + 2));
-  const host = m?.[1]?.trim().toLowerCase();
-  if (!host || host.startsWith("[")) return undefined;
-  return host.replace(/:\d+$/, "").replace(/\.$/, "");
-}
-
-/** Whether `name` on `port` is allowed by a name rule (`host` covers names under it, as the resolver does). */
+/**
+ * Whether `name` on `port` is allowed by a name rule (`host` covers names under it, as the resolver does).
+ * Only a host name can be: anything else (`evil.com x.allowed`) might mean another site to the upstream.
+ */
 export function nameAllowed(names: readonly NameRule[], name: string, port: number): boolean {
+  if (hostName(name) !== name) return false;
   return names.some(
     (n) =>
       (n.port === undefined || n.port === port) &&
@@ -100,6 +103,12 @@ export function slotOfSource(ip: string): number | undefined {
   return m ? Number(m[1]) * 256 + Number(m[2]) : undefined;
 }
 
+/** A name whose addresses are all ones the sandbox may not reach: a refusal, not an upstream failure. */
+class NoAddress extends Error {}
+
+type Dialled = { up: Socket; path: string };
+type Refusal = { status: 403 | 502; why: string };
+
 export interface ProxyDeps {
   /** The policy of the sandbox on `slot`, if one runs there. */
   policyOf(slot: number): EgressPolicy | undefined;
@@ -107,45 +116,150 @@ export interface ProxyDeps {
   /** DNS servers to resolve names with (`ip:port`), the sandboxes' upstreams. */
   upstreams: readonly string[];
   onError?(e: unknown): void;
+  /** Tests only: the address to listen on (PROXY_IP), a source's slot ({@link slotOfSource}), the port dialled. */
+  listenIp?: string;
+  slotOf?(source: string): number | undefined;
+  upstreamPort?(port: 80 | 443): number;
 }
 
 export class NameProxy {
   private servers: Server[] = [];
   private readonly conns = new Set<Socket>();
+  /** HTTP connections a refusal was answered on (they close after it). */
+  private readonly closing = new WeakSet<Socket>();
   ports: ProxyPorts = { http: 0, tls: 0 };
 
   constructor(private readonly deps: ProxyDeps) {}
 
   async start(): Promise<ProxyPorts> {
-    const listen = (port: 80 | 443) =>
+    const listen = (s: Server) =>
       new Promise<number>((resolve, reject) => {
-        const s = createServer((c) => this.serve(c, port));
         s.once("error", reject);
-        s.listen(0, PROXY_IP, () => resolve((s.address() as AddressInfo).port));
+        s.listen(0, this.deps.listenIp ?? PROXY_IP, () => resolve((s.address() as AddressInfo).port));
         this.servers.push(s);
       });
-    this.ports = { http: await listen(80), tls: await listen(443) };
+    this.ports = {
+      http: await listen(this.httpServer()),
+      tls: await listen(createServer((c) => this.tls(c))),
+    };
     return this.ports;
   }
 
-  private serve(c: Socket, port: 80 | 443): void {
+  /** A connection's sandbox policy with name rules, or undefined (reset: not a sandbox, or no list). */
+  private policyOf(c: Socket): Extract<EgressPolicy, { all: false }> | undefined {
+    const slot = (this.deps.slotOf ?? slotOfSource)(c.remoteAddress ?? "");
+    const policy = slot === undefined ? undefined : this.deps.policyOf(slot);
+    return policy && !policy.all ? policy : undefined;
+  }
+
+  /** Tracks `c` (for close) and resets it unless its sandbox has a list. */
+  private admit(c: Socket): Extract<EgressPolicy, { all: false }> | undefined {
     this.conns.add(c);
     c.once("close", () => this.conns.delete(c));
     c.on("error", () => undefined);
-    const slot = slotOfSource(c.remoteAddress ?? "");
-    const policy = slot === undefined ? undefined : this.deps.policyOf(slot);
-    if (!policy || policy.all) return void c.resetAndDestroy();
+    const policy = this.policyOf(c);
+    if (!policy) c.resetAndDestroy();
+    return policy;
+  }
+
+  /**
+   * Port 80: Node's HTTP server, so that every request of a connection is parsed and checked (the policy
+   * read again for each: a name taken off the list stops at the connection's next request).
+   */
+  private httpServer(): Server {
+    const s = createHttpServer(
+      {
+        maxHeaderSize: MAX_FIRST_BYTES,
+        headersTimeout: FIRST_BYTES_MS,
+        connectionsCheckingInterval: 500,
+        // bodies stream as long as they take, as a spliced connection's did
+        requestTimeout: 0,
+        keepAliveTimeout: HTTP_IDLE_MS,
+        // a missing Host is our 403 saying so, not Node's bare 400
+        requireHostHeader: false,
+      },
+      (req, res) =>
+        void this.onRequest(req, res).catch((e) => {
+          this.deps.onError?.(e);
+          res.destroy();
+        }),
+    );
+    s.on("connection", (c: Socket) => this.admit(c));
+    s.on(
+      "upgrade",
+      (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+        void this.onUpgrade(req, socket, head).catch((e) => {
+          this.deps.onError?.(e);
+          socket.destroy();
+        }),
+    );
+    s.on("connect", (_req: IncomingMessage, socket: Duplex) =>
+      refuseRaw(socket, 403, "CONNECT is not allowed through the name proxy"),
+    );
+    return s;
+  }
+
+  /** The request's name and target if the sandbox may reach that name on port 80, or the refusal. */
+  private check(req: IncomingMessage): { name: string; path: string } | Refusal {
+    const policy = this.policyOf(req.socket);
+    const named = requestName(req);
+    if ("why" in named) return { status: 403, why: named.why };
+    if (!policy || !nameAllowed(policy.names, named.name, 80))
+      return { status: 403, why: `${named.name} is not on this sandbox's egress allowlist for port 80` };
+    return named;
+  }
+
+  /** Its name's address dialled, or the refusal: 403 when none may be reached, 502 when dialling failed. */
+  private async dialFor(named: { name: string; path: string }): Promise<Dialled | Refusal> {
+    try {
+      return { up: await this.dial(named.name, 80), path: named.path };
+    } catch (e) {
+      return { status: e instanceof NoAddress ? 403 : 502, why: (e as Error).message };
+    }
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // After a refusal the connection closes: requests pipelined behind it go nowhere. The check is
+    // synchronous so that it marks the socket before the parser hands over the next pipelined request.
+    if (this.closing.has(req.socket)) return;
+    const named = this.check(req);
+    const r = "why" in named ? named : await this.dialFor(named);
+    if ("why" in r) {
+      this.closing.add(req.socket);
+      return refuse(res, r.status, r.why);
+    }
+    if (res.destroyed) return void r.up.destroy();
+    forwardRequest(req, res, r.up, r.path);
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on("error", () => undefined);
+    if (this.closing.has(req.socket)) return void socket.destroy();
+    // h2c (or any protocol but WebSocket) would carry requests for other names past the parser
+    if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket")
+      return refuseRaw(socket, 403, "only WebSocket upgrades pass the name proxy");
+    const named = this.check(req);
+    const r = "why" in named ? named : await this.dialFor(named);
+    if ("why" in r) return refuseRaw(socket, r.status, r.why);
+    if (socket.destroyed) return void r.up.destroy();
+    forwardUpgrade(req, socket, head, r.up, r.path);
+  }
+
+  /** Port 443: the ClientHello's SNI decides, then the connection is spliced. */
+  private tls(c: Socket): void {
+    const policy = this.admit(c);
+    if (!policy) return;
     let buf = Buffer.alloc(0);
     const timer = setTimeout(() => c.resetAndDestroy(), FIRST_BYTES_MS);
     const onData = (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
-      const name = port === 443 ? sniOf(buf) : httpHostOf(buf);
-      if (name === undefined && buf.length < MAX_FIRST_BYTES && !complete(buf, port)) return;
+      const name = sniOf(buf);
+      if (name === undefined && buf.length < MAX_FIRST_BYTES && !complete(buf)) return;
       clearTimeout(timer);
       c.off("data", onData);
       c.pause();
-      if (!name || !nameAllowed(policy.names, name, port)) return void c.resetAndDestroy();
-      this.dial(name, port).then(
+      if (!name || !nameAllowed(policy.names, name, 443)) return void c.resetAndDestroy();
+      this.dial(name, 443).then(
         (up) => splice(c, up, buf),
         () => c.resetAndDestroy(),
       );
@@ -153,12 +267,13 @@ export class NameProxy {
     c.on("data", onData);
   }
 
-  private async dial(name: string, port: number): Promise<Socket> {
+  private async dial(name: string, proxied: 80 | 443): Promise<Socket> {
+    const port = this.deps.upstreamPort?.(proxied) ?? proxied;
     const r = new Resolver({ timeout: 3000, tries: 2 });
     r.setServers([...this.deps.upstreams]);
     const addrs = (await r.resolve4(name)).filter((a) => dialable(a, this.deps.privateEgress));
     const ip = addrs[0];
-    if (!ip) throw new Error(`${name}: no address the sandbox may reach`);
+    if (!ip) throw new NoAddress(`${name} has no address the sandbox may reach`);
     return await new Promise<Socket>((resolve, reject) => {
       const up = connect({ host: ip, port, timeout: 10_000 }, () => {
         up.setTimeout(0);
@@ -176,9 +291,8 @@ export class NameProxy {
   }
 }
 
-/** A whole ClientHello record or request head has arrived (so a missing name is final). */
-function complete(b: Buffer, port: number): boolean {
-  if (port === 80) return b.includes("\r\n\r\n");
+/** A whole ClientHello record has arrived (so a missing name is final). */
+function complete(b: Buffer): boolean {
   return b.length >= 5 && b.length >= 5 + b.readUInt16BE(3);
 }
 

@@ -196,6 +196,62 @@ except OSError as e:
 }
 
 /**
+ * A guest program: one connection to host:port, on which each raw request of `requests` is sent after the
+ * previous answer; prints one line per answer, `<status> <body, first 100 chars>`, then `closed` when the
+ * server said it closes (or ended the body by closing), `eof` when it closed instead of answering, or the
+ * error (`errno:<name>`, `timeout`). HTTP/1.1 parsed by hand: the guest's python has no http (nor json)
+ * package; the requests are a JSON array, which is a python list literal too.
+ */
+export function httpSessionPy(host: string, port: number, requests: readonly string[]): string {
+  return `
+import errno, socket
+def answer(f):
+    line = f.readline()
+    if not line:
+        return None, b"", True
+    h = {}
+    while True:
+        l = f.readline().strip().decode("latin1")
+        if not l:
+            break
+        k, _, v = l.partition(":")
+        h[k.strip().lower()] = v.strip().lower()
+    close = h.get("connection") == "close" or line.startswith(b"HTTP/1.0")
+    if "content-length" in h:
+        body = f.read(int(h["content-length"]))
+    elif h.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            n = int(f.readline().split(b";")[0], 16)
+            if n == 0:
+                f.readline()
+                break
+            body += f.read(n)
+            f.readline()
+    else:
+        body, close = f.read(), True
+    return int(line.split()[1]), body, close
+try:
+    s = socket.create_connection(("${host}", ${port}), timeout=5)
+    f = s.makefile("rb")
+    for req in ${JSON.stringify(requests)}:
+        s.sendall(req.encode())
+        status, body, close = answer(f)
+        if status is None:
+            print("eof", flush=True)
+            break
+        print(status, body.decode("latin1").strip().replace("\\n", " ")[:100], flush=True)
+        if close:
+            print("closed", flush=True)
+            break
+except socket.timeout:
+    print("timeout", flush=True)
+except OSError as e:
+    print("errno:" + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+`;
+}
+
+/**
  * A test host: network namespace `ns` linked to the root namespace by veth `link` (`gw` on the root side,
  * `addrs` inside, one /29, no other route), running each python3 program of `programs` inside. Returns
  * its teardown (programs killed, link and namespace deleted).
