@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { type Socket as UdpSocket, createSocket as createUdpSocket } from "node:dgram";
 import { type Server as HttpServer, type IncomingMessage, createServer as createHttpServer } from "node:http";
-import { type AddressInfo, type Server, connect, createServer } from "node:net";
+import { type AddressInfo, type Server, type Socket, connect, createServer } from "node:net";
 import type { Duplex } from "node:stream";
 import { after, before, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { egressPolicy } from "@createos-sandbox/protocol/egress";
 import { egressScript } from "./egress.js";
-import { NameProxy, dialable, nameAllowed, slotOfSource, sniOf } from "./proxy.js";
+import { MAX_PROXIED_PER_SANDBOX, NameProxy, dialable, nameAllowed, slotOfSource, sniOf } from "./proxy.js";
 
 /** The first bytes a TLS client sends (its ClientHello) for `servername`. */
 async function clientHello(servername: string): Promise<Buffer> {
@@ -405,4 +405,30 @@ test("a connection from no sandbox with a list is reset; TLS goes by the SNI", a
   const o = guest(proxy.ports.tls);
   o.write(await clientHello("other.test"));
   assert.equal(await o.closed(), "<ECONNRESET>");
+});
+
+test("a sandbox holds at most MAX_PROXIED_PER_SANDBOX proxied connections; a closed one frees its place", async () => {
+  // held open by their sandbox: TLS connections that have not sent their ClientHello yet
+  const held = await Promise.all(
+    Array.from(
+      { length: MAX_PROXIED_PER_SANDBOX },
+      () =>
+        new Promise<Socket>((resolve, reject) => {
+          const c = connect(proxy.ports.tls, "127.0.0.1", () => resolve(c));
+          c.once("error", reject);
+        }),
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 200)); // the proxy has taken each of them
+  const over = guest(proxy.ports.http);
+  over.write(get("allowed.test"));
+  assert.equal(await over.closed(), "<ECONNRESET>", "one more is reset at once");
+  const freed = new Promise((r) => held[0]!.once("close", r));
+  held[0]!.destroy();
+  await freed;
+  await new Promise((r) => setTimeout(r, 100));
+  const again = guest(proxy.ports.http);
+  again.write(get("allowed.test"));
+  assert.match(await again.see("ok allowed.test"), /^HTTP\/1\.1 200/, "a place freed by a close");
+  for (const c of held) c.destroy();
 });

@@ -122,9 +122,18 @@ export interface ProxyDeps {
   upstreamPort?(port: 80 | 443): number;
 }
 
+/**
+ * Proxied connections one sandbox may hold at once. Each costs the host daemon two descriptors (and a
+ * lookup), and the daemon's descriptors serve every sandbox and the API: without a cap one guest opening
+ * connections to an allowed name could starve them all. Far above a browser's or a package manager's.
+ */
+export const MAX_PROXIED_PER_SANDBOX = 256;
+
 export class NameProxy {
   private servers: Server[] = [];
   private readonly conns = new Set<Socket>();
+  /** Open proxied connections by slot (for {@link MAX_PROXIED_PER_SANDBOX}). */
+  private readonly perSlot = new Map<number, number>();
   /** HTTP connections a refusal was answered on (they close after it). */
   private readonly closing = new WeakSet<Socket>();
   ports: ProxyPorts = { http: 0, tls: 0 };
@@ -152,13 +161,27 @@ export class NameProxy {
     return policy && !policy.all ? policy : undefined;
   }
 
-  /** Tracks `c` (for close) and resets it unless its sandbox has a list. */
+  /**
+   * Tracks `c` (for close) and resets it unless its sandbox has a list and fewer than
+   * {@link MAX_PROXIED_PER_SANDBOX} proxied connections open.
+   */
   private admit(c: Socket): Extract<EgressPolicy, { all: false }> | undefined {
     this.conns.add(c);
     c.once("close", () => this.conns.delete(c));
     c.on("error", () => undefined);
     const policy = this.policyOf(c);
-    if (!policy) c.resetAndDestroy();
+    const slot = (this.deps.slotOf ?? slotOfSource)(c.remoteAddress ?? "");
+    const open = slot === undefined ? 0 : (this.perSlot.get(slot) ?? 0);
+    if (!policy || slot === undefined || open >= MAX_PROXIED_PER_SANDBOX) {
+      c.resetAndDestroy();
+      return undefined;
+    }
+    this.perSlot.set(slot, open + 1);
+    c.once("close", () => {
+      const n = (this.perSlot.get(slot) ?? 1) - 1;
+      if (n > 0) this.perSlot.set(slot, n);
+      else this.perSlot.delete(slot);
+    });
     return policy;
   }
 
