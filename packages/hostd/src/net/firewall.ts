@@ -31,6 +31,7 @@
  *       anything else                                            → refuse
  *     chain forward (through the namespace, from tap0):
  *       ct state established,related accept                     (replies on connections made to the guest)
+ *       a new flow past GUEST_FLOWS (4,096) open                 → refuse (the root's conntrack table is shared)
  *       not IPv4                                                 → refuse
  *       out a private network's veth (ov*, net/overlay.ts)        accept (routed there only for a subnet the
  *                                                                sandbox is a member of; the overlay table
@@ -188,10 +189,20 @@ function replaceTable(family: string, name: string, body: string): string {
   return `table ${family} ${name}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}\n}\n`;
 }
 
+/**
+ * Flows a guest may have open at once (new ones past it are refused). Each is a conntrack entry in its
+ * namespace and, once masqueraded, one in the root namespace's table, which the host and every sandbox
+ * share (nf_conntrack_max, 262,144 here): a guest spraying UDP at random ports would fill it in seconds and
+ * the host would drop new connections of everyone. Far above what builds, package managers and browsers
+ * keep open.
+ */
+export const GUEST_FLOWS = 4096;
+
 /** The nft script of a sandbox namespace's two tables (see the block comment). */
 export function slotFirewallScript(
   fw: Pick<FirewallConfig, "privateEgress">,
   host: readonly string[],
+  flows = GUEST_FLOWS,
 ): string {
   const antispoof = `  chain ${TAP} {
     type filter hook ingress device "${TAP}" priority -500; policy drop;
@@ -225,6 +236,7 @@ export function slotFirewallScript(
   }
   chain from_guest {
     ct state established,related accept
+    ct state new ct count over ${flows} goto refuse
     meta nfproto != ipv4 goto refuse
     oifname "${OVERLAY_DEV_PREFIX}*" accept
     ip daddr ${PROXY_IP} ct status dnat meta l4proto tcp accept
