@@ -6,7 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { constants, existsSync, readFileSync } from "node:fs";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { HostdError } from "@createos-sandbox/protocol";
 import type { Host } from "../host.js";
@@ -14,7 +14,7 @@ import { writeJsonAtomic } from "../sys/fs.js";
 import { NO_TIMEOUT, qemuImg, run } from "../sys/index.js";
 import { openRegular } from "../sys/nofollow.js";
 import { runRaw } from "../sys/run.js";
-import { chainSpec, diskChain } from "../vmm/jail.js";
+import { chainSpec, diskChain, jailIds } from "../vmm/jail.js";
 import { sha256 } from "./util.js";
 
 /** Names the control plane gives committed images (template ids); never a built-in's `name:tag`. */
@@ -91,11 +91,7 @@ export async function commitImage(
       }
     });
     if (!opts.keep) await destroy(sandboxId);
-    // exit 1 means "errors corrected" (the journal the stopped guest left): fine; ≥ 4 is not
-    const fsck = await runRaw("e2fsck", ["-f", "-y", out], { timeoutMs: NO_TIMEOUT });
-    if (fsck.code >= 4)
-      throw new HostdError("internal", `e2fsck of the committed disk failed: ${fsck.stdout}`);
-    await run("resize2fs", ["-M", out], { timeoutMs: NO_TIMEOUT });
+    await checkAndShrink(out);
     const size = (await stat(out)).size;
     const meta: CommittedMeta = {
       name,
@@ -116,6 +112,29 @@ export async function commitImage(
 }
 
 /** Removes a committed image. VMs running from it keep their open file; built-in names are refused. */
+/**
+ * `e2fsck -f -y` then `resize2fs -M` of a committed disk. The filesystem is the guest's work, byte for byte,
+ * and e2fsprogs has had memory-safety bugs on crafted filesystems: so the two run as a uid no VM has (the
+ * jail's base + 0), without groups or capabilities, on a descriptor of the image (/dev/fd/3, handed over
+ * owned by that uid: no path they would need to reach), and give the file back to root after.
+ */
+export async function checkAndShrink(image: string): Promise<void> {
+  const { uid, gid } = jailIds(0);
+  const fh = await open(image, constants.O_RDWR | constants.O_NOFOLLOW);
+  try {
+    await fh.chown(uid, gid);
+    const as = { uid, gid, fds: [fh.fd], timeoutMs: NO_TIMEOUT };
+    // exit 1 means "errors corrected" (the journal the stopped guest left): fine; ≥ 4 is not
+    const fsck = await runRaw("e2fsck", ["-f", "-y", "/dev/fd/3"], as);
+    if (fsck.code >= 4)
+      throw new HostdError("internal", `e2fsck of the committed disk failed: ${fsck.stdout}${fsck.stderr}`);
+    await run("resize2fs", ["-M", "/dev/fd/3"], as);
+    await fh.chown(0, 0);
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function deleteImage(host: Host, name: string): Promise<void> {
   if (!COMMITTED_IMAGE_RE.test(name)) throw new HostdError("bad_request", `${name} is not a committed image`);
   await rm(committedDir(host.layout.root, name), { recursive: true, force: true });

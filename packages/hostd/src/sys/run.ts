@@ -55,6 +55,14 @@ export interface RunOptions {
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   /** Run inside network namespace `netns` (via `ip netns exec`). */
   netns?: string;
+  /**
+   * Run as this uid/gid (no supplementary groups, no capabilities): for programs that parse what a guest
+   * made, so that a bug in them is not root's.
+   */
+  uid?: number;
+  gid?: number;
+  /** Descriptors the program gets as 3, 4, … (it opens them as /dev/fd/3 …: no path it must be able to reach). */
+  fds?: number[];
   cwd?: string;
   env?: NodeJS.ProcessEnv;
 }
@@ -113,8 +121,11 @@ export function runRaw(cmd: string, args: string[], opts: RunOptions = {}): Prom
     const child = spawn(file, argv, {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
-      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe", ...(opts.fds ?? [])],
       detached: ownGroup,
+      // libuv drops the supplementary groups when it sets the ids; the kernel then clears the capabilities
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     });
     const out = { stdout: new OutputTail(), stderr: new OutputTail() };
     const partial = { stdout: "", stderr: "" };
