@@ -110,8 +110,10 @@ async function readoptVm(host: Host, name: string, dir: string, rec: VmRecord): 
   let machine: Machine | undefined;
   let agent: AgentLike | undefined;
   try {
-    // Pooled VMs belong to no sandbox: they are never re-adopted.
-    if (pid > 0 && !name.startsWith(POOL_PREFIX))
+    // Pooled VMs belong to no sandbox: they are never re-adopted. Nor is one whose disk left its dir: a
+    // pause that died after moving the files into its snapshot (the snapshot's recovery keeps them), whose
+    // QEMU may not have exited yet — resumed, it would write into what is the snapshot's RAM and disk now.
+    if (pid > 0 && !name.startsWith(POOL_PREFIX) && existsSync(join(dir, "disk.qcow2")))
       machine = await host.driver.adopt(host.machineConfig(rec, dir, addrs), pid, rec.launch_dir);
     if (machine) {
       await host.cgroups.adopt(cgroupName(rec, dir), pid, vmLimits(rec));
