@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import type { MachineConfig } from "./driver.js";
 import { machinePaths, qemuArgs } from "./qemu.js";
@@ -101,3 +104,16 @@ const EXPECTED_RESTORE = [
   "-incoming",
   "defer",
 ];
+
+test("machinePaths: sockets in run/, but where a VM of the older layout made them (re-adoption)", () => {
+  const d = mkdtempSync(join(tmpdir(), "qemu-paths-"));
+  try {
+    assert.equal(machinePaths(d).qmp, join(d, "run", "qmp.sock"), "a new VM");
+    writeFileSync(join(d, "qmp.sock"), "");
+    assert.equal(machinePaths(d).agent, join(d, "agent.sock"), "an older VM's dir, sockets in it");
+    mkdirSync(join(d, "run"));
+    assert.equal(machinePaths(d).agent, join(d, "run", "agent.sock"), "run/ wins once it exists");
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
