@@ -6,19 +6,19 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { Host } from "../host.js";
 import { Layout } from "../records.js";
 import { Mutex, SingleFlight } from "../sys/fs.js";
 import { tempDataDir } from "../testutil.js";
-import { pause } from "./pause.js";
+import { pause, pauseHooks } from "./pause.js";
 
 const dataDir = tempDataDir("pause");
 after(() => rm(dataDir, { recursive: true, force: true }));
 
-type Fail = "quiesce" | "stop" | "snapshot";
+type Fail = "quiesce" | "stop" | "snapshot" | "none";
 
 async function setup(fail: Fail, agentHasThaw = true) {
   const layout = new Layout(join(dataDir, fail + String(agentHasThaw)), join(dataDir, "cache"));
@@ -57,9 +57,14 @@ async function setup(fail: Fail, agentHasThaw = true) {
       calls.push("cont");
       state = "running";
     },
-    async snapshot() {
+    async snapshot(path: string) {
       calls.push("snapshot");
-      throw new Error("migration failed");
+      if (fail !== "none") throw new Error("migration failed");
+      await writeFile(path, "state");
+    },
+    async stop() {
+      calls.push("quit");
+      state = "stopped";
     },
   };
   const vm = {
@@ -83,10 +88,24 @@ async function setup(fail: Fail, agentHasThaw = true) {
     machine,
     lock: Promise.resolve(),
   };
+  await writeFile(join(dir, "vm.json"), JSON.stringify({ ...vm.rec, slot: 7, ip: "", created_at: "" }));
   const vms = new Map([["sb1", vm]]);
   const host = {
     layout,
     vms,
+    log: { warn: (m: string) => calls.push(`warn: ${m}`), info() {} },
+    async killStale() {},
+    async cleanupVmFiles(_rec: unknown, d: string) {
+      calls.push("cleanup");
+      await rm(d, { recursive: true, force: true });
+    },
+    background(fn: () => Promise<void>) {
+      void fn().catch(() => undefined);
+    },
+    async removeCgroup() {},
+    async releaseSlot() {
+      calls.push("release slot");
+    },
     ops: new SingleFlight(),
     layerLock: new Mutex(),
     async checkDiskReserve() {},
@@ -120,4 +139,26 @@ test("an agent from before thaw gets a new session instead", async () => {
   const { host, calls } = await setup("stop", false);
   await assert.rejects(pause(host, "sb1", "snap-1"), /QMP stop failed/);
   assert.deepEqual(calls, ["quiesce", "stop", "thaw", "hello"]);
+});
+
+test("a pause failing after its state was saved still completes the snapshot and frees the VM", async () => {
+  const { host, calls, layout, vms } = await setup("none");
+  pauseHooks.afterMove = () => {
+    pauseHooks.afterMove = undefined;
+    throw new Error("ENOSPC: no space left on device, write");
+  };
+  try {
+    const ref = await pause(host, "sb1", "snap-1");
+    assert.equal(ref.snapshot_id, "snap-1");
+  } finally {
+    pauseHooks.afterMove = undefined;
+  }
+  const meta = JSON.parse(await readFile(join(layout.snapDir("snap-1"), "meta.json"), "utf8"));
+  assert.equal(meta.state, "complete");
+  for (const f of ["ram", "disk.qcow2", "state"]) assert.ok(existsSync(join(layout.snapDir("snap-1"), f)), f);
+  assert.ok(calls.includes("cleanup"), `the VM's slot, cgroup and dir are freed: ${calls.join(", ")}`);
+  assert.ok(!existsSync(layout.vmDir("sb1")));
+  assert.ok(!vms.has("sb1"));
+  // and a repeat of the pause answers the same snapshot
+  assert.equal((await pause(host, "sb1", "snap-1")).snapshot_id, "snap-1");
 });

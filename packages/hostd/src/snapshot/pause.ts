@@ -20,6 +20,7 @@ import {
   checkSnapshotId,
   fsyncFile,
   readSnapMeta,
+  readVmRecord,
   removeDir,
   snapRef,
   snapState,
@@ -29,9 +30,13 @@ import { crashPoint } from "../sys/crash.js";
 import { fsyncDir } from "../sys/fs.js";
 import { openRegular } from "../sys/nofollow.js";
 import { gcLayers } from "./layers.js";
+import { giveBackAll } from "./recover.js";
 
 /** The files a pause moves from the VM dir into the snapshot dir (re-adoption finishes the move). */
 export const SNAP_FILES = ["ram", "disk.qcow2"] as const;
+
+/** Tests only: runs once the files are in the snapshot dir, before it is marked complete. */
+export const pauseHooks: { afterMove?: () => void } = {};
 
 export function pause(host: Host, sandboxId: string, snapshotId?: string): Promise<SnapshotRef> {
   const snapId = snapshotId ?? `snap-${randomUUID()}`;
@@ -39,10 +44,13 @@ export function pause(host: Host, sandboxId: string, snapshotId?: string): Promi
   return host.ops.do(`pause:${snapId}`, () =>
     host.withSnapLock(snapId, async () => {
       const done = await readSnapMeta(host.layout.snapDir(snapId));
-      if (done && snapState(done) === "complete") {
-        if (done.sandbox_id !== sandboxId)
-          throw new HostdError("conflict", `snapshot ${snapId} belongs to sandbox ${done.sandbox_id}`);
-        return snapRef(host.layout, done);
+      if (done && done.sandbox_id !== sandboxId && snapState(done) !== "pending")
+        throw new HostdError("conflict", `snapshot ${snapId} belongs to sandbox ${done.sandbox_id}`);
+      if (done && snapState(done) === "complete") return snapRef(host.layout, done);
+      // A pause of this id that failed past "saved" (its VM is gone): the retry finishes it.
+      if (done && snapState(done) === "saved" && !host.vms.has(sandboxId)) {
+        const ref = await finishSaved(host, done);
+        if (ref) return ref;
       }
       const vm = host.getVm(sandboxId);
       return host.withVmLock(vm, () => pauseVm(host, vm, snapId));
@@ -85,9 +93,46 @@ async function pauseVm(host: Host, vm: Vm, snapId: string): Promise<SnapshotRef>
   // After the state transfer QEMU writes nothing more (its disk is inactive, RAM is a mapping of the
   // file just flushed), so the files can move while it exits.
   const exited = vm.machine.stop(TIMEOUTS.stopMs);
+  try {
+    return await moveIntoSnapshot(host, vm, sdir, meta, exited, t0, sw);
+  } catch (e) {
+    // The files are the snapshot's whatever failed: finish the move as a restart's recovery would, now, so
+    // the pause still answers and the VM's slot and cgroup go; else a retry of this id tries again.
+    host.log.warn("pause failed after its state was saved; finishing the snapshot", {
+      sandbox_id: sandboxId,
+      snapshot_id: meta.snapshot_id,
+      error: String(e),
+    });
+    const ref = await finishSaved(host, meta).catch(() => undefined);
+    if (ref) return ref;
+    throw e;
+  }
+}
+
+/** A saved pause's snapshot completed (recover.ts `giveBackAll`), or undefined when it could not be. */
+async function finishSaved(host: Host, meta: SnapMeta): Promise<SnapshotRef | undefined> {
+  const sdir = host.layout.snapDir(meta.snapshot_id);
+  const vmDir = host.layout.vmDir(meta.sandbox_id);
+  await giveBackAll(host, sdir, meta, await readVmRecord(vmDir));
+  const after = await readSnapMeta(sdir);
+  return after && snapState(after) === "complete" ? snapRef(host.layout, after) : undefined;
+}
+
+async function moveIntoSnapshot(
+  host: Host,
+  vm: Vm,
+  sdir: string,
+  meta: SnapMeta,
+  exited: Promise<unknown>,
+  t0: number,
+  sw: ReturnType<typeof stopwatch>,
+): Promise<SnapshotRef> {
+  const sandboxId = vm.rec.sandbox_id;
+  const snapId = meta.snapshot_id;
   for (const f of SNAP_FILES) await rename(join(vm.dir, f), join(sdir, f));
   await Promise.all([fsyncDir(sdir), fsyncDir(vm.dir)]);
   crashPoint("pause.after_rename");
+  pauseHooks.afterMove?.();
   const pause_ms = Math.round(now() - t0);
   const complete: SnapMeta = { ...meta, pause_ms, state: "complete" };
   await writeSnapMeta(sdir, complete);

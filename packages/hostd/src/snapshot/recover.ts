@@ -129,7 +129,7 @@ async function checkFiles(host: Host, sdir: string, meta: SnapMeta): Promise<voi
 }
 
 /** The VM dir's QEMU (a pause's, quitting; a resume's, restored) is stopped and the files come home. */
-async function giveBackAll(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | undefined) {
+export async function giveBackAll(host: Host, sdir: string, meta: SnapMeta, rec: VmRecord | undefined) {
   const vmDir = host.layout.vmDir(meta.sandbox_id);
   if (rec) await host.killStale(vmDir, rec.launch_dir);
   await giveBack(sdir, vmDir, meta);
