@@ -81,7 +81,17 @@ export function forwardRequest(
   const done = new Promise<void>((resolve) => {
     up.on("response", (pres) => {
       clearTimeout(timer);
-      res.writeHead(pres.statusCode ?? 502, pres.statusMessage, endToEnd(pres.rawHeaders));
+      try {
+        res.writeHead(pres.statusCode ?? 502, pres.statusMessage, endToEnd(pres.rawHeaders));
+      } catch {
+        // The guest's head is its own: one Node's client parses but its server will not send (a status
+        // out of 100–999, a control byte in the reason phrase) would throw here and end the control plane.
+        pres.destroy();
+        // writeHead kept the reason it refused: the refusal's own head must not reuse it
+        res.statusMessage = "";
+        fail("broken");
+        return;
+      }
       // Headers go out at once, so an event stream's client sees the response before its first event.
       res.flushHeaders();
       pres.pipe(res);
@@ -166,8 +176,16 @@ function send(
   timeoutMs: number,
   fail: (why: Failure) => void,
 ) {
-  // No agent: each exchange has its own tunnel, handed to the client as its socket.
-  const up = request({ method: req.method, path: req.url, headers, createConnection: () => conn as never });
+  // No agent: each exchange has its own tunnel, handed to the client as its socket. A request that came
+  // with a chunked body goes on chunked whatever its method: Node's client frames GET, HEAD, DELETE and
+  // OPTIONS bodies by nothing else, and the guest would read the body as a second request (smuggling).
+  const chunked = req.headers["transfer-encoding"] !== undefined;
+  const up = request({
+    method: req.method,
+    path: req.url,
+    headers: chunked ? [...headers, "Transfer-Encoding", "chunked"] : headers,
+    createConnection: () => conn as never,
+  });
   const timer = setTimeout(() => {
     fail("timeout");
     up.destroy();
