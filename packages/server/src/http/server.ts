@@ -120,6 +120,8 @@ const genReqId = (req: IncomingMessage): string => {
 };
 
 const UPGRADE = Symbol("upgrade");
+/** How long a refused upgrade's socket may stay after the refusal was written. */
+const REFUSED_UPGRADE_LINGER_MS = 2000;
 type UpgradeReq = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer; watch: UpgradeWatch } };
 /** The only paths that take upgrades; any other upgrade request is refused before routing. */
 const UPGRADE_PATH = /^\/v1\/sandboxes\/[^/]+\/(shell|shell-ws|tunnel\/[^/]+)\/*(\?|$)/;
@@ -229,11 +231,19 @@ export async function createHttp(
       );
       return;
     }
-    req[UPGRADE] = { socket, head, watch: watchUpgrade(socket) };
+    const watch = watchUpgrade(socket);
+    req[UPGRADE] = { socket, head, watch };
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as never);
-    res.once("finish", () => socket.end());
+    // An upgrade answered with an HTTP response was refused (auth, 404, 429…): the bytes kept for the
+    // handler go, and the socket — which no header or request deadline covers any more — is ended and,
+    // whatever the client does, destroyed a moment later (it would be held open for as long as it likes).
+    res.once("finish", () => {
+      watch.take();
+      socket.end();
+      setTimeout(() => socket.destroy(), REFUSED_UPGRADE_LINGER_MS).unref();
+    });
     app.routing(req, res);
   });
   return { fastify: app, server, admission };

@@ -286,15 +286,31 @@ function shell(app: App) {
     if (!opened) return;
     const { row, pty, claim } = opened;
     const sock = u.accept();
-    const close = linkShell(app, row, pty, claim, () => sock.end(), 0);
+    let buf: Buffer = Buffer.alloc(0);
+    let ended = false;
+    // Once the shell is over nothing is parsed again: what the client still sends is dropped (not kept
+    // for a frame that will never be read), and a client that does not close goes after a moment.
+    const close = linkShell(
+      app,
+      row,
+      pty,
+      claim,
+      () => {
+        ended = true;
+        buf = Buffer.alloc(0);
+        sock.end();
+        setTimeout(() => sock.destroy(), 2000).unref();
+      },
+      0,
+    );
     pty.stream.on("data", (d: Buffer) => {
       if (!sock.write(d)) {
         pty.stream.pause();
         sock.once("drain", () => pty.stream.resume());
       }
     });
-    let buf: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
+      if (ended) return;
       buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
       while (buf.length >= 5) {
         const type = buf[0]!;

@@ -173,6 +173,31 @@ describe("connections", () => {
     assert.ok(ms > 1500 && ms < 6000, `cut after ${ms.toFixed(0)} ms`);
   });
 
+  it("a refused upgrade's socket is closed soon after its answer, whatever the client does", async () => {
+    const s = await server({});
+    // no key: a 401; the client never closes its side and keeps sending
+    const c = connect({ port: s.port, host: "127.0.0.1", allowHalfOpen: true });
+    c.on("error", () => undefined);
+    let got = "";
+    c.on("data", (d: Buffer) => {
+      got += d.toString();
+    });
+    const closed = new Promise<number>((r) => c.once("close", () => r(performance.now())));
+    const t0 = performance.now();
+    c.write(
+      "GET /v1/sandboxes/sb-x/shell-ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    const junk = setInterval(() => c.write(Buffer.alloc(64 * 1024, 0x41)), 50);
+    const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 8000))]);
+    clearInterval(junk);
+    c.destroy();
+    assert.match(got, /^HTTP\/1.1 401 /);
+    assert.ok(
+      at > 0 && at - t0 < 5000,
+      `closed by the server after ${at < 0 ? "never" : (at - t0).toFixed(0)} ms`,
+    );
+  });
+
   it("per-address connection cap: the excess is refused with 429, other addresses are not", async () => {
     const s = await server({ CREATEOS_SANDBOX_MAX_CONNECTIONS_PER_IP: "4" });
     const held = await Promise.all(Array.from({ length: 4 }, () => rawSocket(s.port, "", "127.0.0.2")));
