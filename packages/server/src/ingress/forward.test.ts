@@ -7,14 +7,14 @@ import assert from "node:assert/strict";
 import { type AddressInfo, type Server, type Socket, connect, createServer } from "node:net";
 import { after, before, test } from "node:test";
 import type { App } from "../routes/common.js";
-import { Ingress } from "./proxy.js";
+import { Ingress, type IngressServer } from "./proxy.js";
 
 const ID = "sb-01hzzzzzzzzzzzzzzzzzzzzzzz";
 const HOST = `${ID.slice(3)}-8080.preview.test`;
 let guestAnswer = (_s: Socket, _got: string) => undefined as void;
 const guestGot: string[] = [];
 let guest: Server;
-let ingress: { url: string; close(): Promise<void> };
+let ingress: IngressServer;
 
 before(async () => {
   guest = createServer((s) => {
@@ -101,4 +101,23 @@ test("a chunked body on a GET reaches the guest chunked: no second request hides
   const seen = guestGot.join("");
   assert.match(seen, /\r\ntransfer-encoding: chunked\r\n/i, "framed as the client framed it");
   assert.ok(seen.includes(`\r\n\r\n${inner.length.toString(16)}\r\nGET /admin`), JSON.stringify(seen));
+});
+
+test("a refused upgrade's socket is let go a moment after its answer, though the client keeps it open", async () => {
+  const c = connect({ port: Number(new URL(ingress.url).port), host: "127.0.0.1", allowHalfOpen: true });
+  c.on("error", () => undefined);
+  let got = "";
+  c.on("data", (d: Buffer) => {
+    got += d.toString("latin1");
+  });
+  await new Promise((r) => c.once("connect", r));
+  const other = `${"sb-01hyyyyyyyyyyyyyyyyyyyyyyy".slice(3)}-8080.preview.test`;
+  c.write(`GET / HTTP/1.1\r\nHost: ${other}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+  await new Promise((r) => c.once("end", r));
+  assert.match(got, /^HTTP\/1\.1 404 /);
+  // the server ended its side, and lets the socket go a moment later whatever the client does
+  await new Promise((r) => setTimeout(r, 2500));
+  const open = await new Promise<number>((r) => ingress.server.getConnections((_e, n) => r(n)));
+  c.destroy();
+  assert.equal(open, 0, "the server holds no connection");
 });

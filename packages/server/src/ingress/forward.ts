@@ -156,7 +156,10 @@ export function forwardUpgrade(
       const hs = [...endToEnd(pres.rawHeaders), "Connection", "close"];
       socket.write(rawHead(pres.statusCode ?? 502, pres.statusMessage ?? "", hs));
       pres.pipe(socket);
-      pres.on("end", () => socket.end());
+      pres.on("end", () => {
+        socket.end();
+        setTimeout(() => socket.destroy(), 2000).unref();
+      });
     });
     up.on("error", () => {
       clearTimeout(timer);

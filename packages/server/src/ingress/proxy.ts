@@ -142,6 +142,8 @@ export class Ingress {
         "close",
       ];
       if (socket.writable) socket.end(rawHead(r.status, "", lenHeaders) + r.text);
+      // out of the HTTP server's hands, no deadline covers it: a client that does not close is let go
+      setTimeout(() => socket.destroy(), 2000).unref();
       this.logLine(req, r.status, t0, routed.id, e);
     };
     socket.on("error", () => socket.destroy());
