@@ -11,7 +11,7 @@ import { Ingress, type IngressServer } from "./proxy.js";
 
 const ID = "sb-01hzzzzzzzzzzzzzzzzzzzzzzz";
 const HOST = `${ID.slice(3)}-8080.preview.test`;
-let guestAnswer = (_s: Socket, _got: string) => undefined as void;
+let guestAnswer: (s: Socket, got: string) => void = () => undefined;
 const guestGot: string[] = [];
 let guest: Server;
 let ingress: IngressServer;
