@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { endToEnd, hostName, requestName } from "./proxyhttp.js";
+import { endToEnd } from "@createos-sandbox/protocol/http-relay";
+import { hostName, requestName } from "./proxyhttp.js";
 
 const req = (url: string, ...hosts: string[]) => ({ url, rawHeaders: hosts.flatMap((h) => ["Host", h]) });
 

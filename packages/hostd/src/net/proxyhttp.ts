@@ -12,6 +12,7 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from "node:http";
 import { request } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { endToEnd, rawHead } from "@createos-sandbox/protocol/http-relay";
 
 /** What a request head names: its host and the origin-form target to send upstream, or why it is refused. */
 export type RequestName = { name: string; path: string } | { why: string };
@@ -52,40 +53,6 @@ export function requestName(req: Pick<IncomingMessage, "rawHeaders" | "url">): R
     };
   const rest = abs[2] ?? "";
   return { name, path: rest.startsWith("/") ? rest : `/${rest}` };
-}
-
-const HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "expect",
-]);
-
-/** Raw header pairs without hop-by-hop ones (RFC 9110 §7.6.1) and those `Connection` names. */
-export function endToEnd(raw: readonly string[]): string[] {
-  const named = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2)
-    if (raw[i]?.toLowerCase() === "connection")
-      for (const t of (raw[i + 1] ?? "").split(",")) named.add(t.trim().toLowerCase());
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = (raw[i] ?? "").toLowerCase();
-    if (!HOP.has(k) && !named.has(k)) out.push(raw[i] ?? "", raw[i + 1] ?? "");
-  }
-  return out;
-}
-
-/** The status line and headers, for a socket the HTTP server has let go of (upgrades, CONNECT). */
-export function rawHead(status: number, message: string, headers: readonly string[]): string {
-  let s = `HTTP/1.1 ${status} ${message}\r\n`;
-  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${s}\r\n`;
 }
 
 type Status = 400 | 403 | 502;

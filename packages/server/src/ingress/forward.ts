@@ -6,34 +6,7 @@
  */
 import { type IncomingMessage, type ServerResponse, request } from "node:http";
 import type { Duplex } from "node:stream";
-
-const HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "expect",
-]);
-
-/** Raw header pairs without hop-by-hop ones (and those `Connection` names). */
-export function endToEnd(raw: string[]): string[] {
-  const named = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === "connection")
-      for (const t of raw[i + 1]!.split(",")) named.add(t.trim().toLowerCase());
-  }
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i]!.toLowerCase();
-    if (!HOP.has(k) && !named.has(k)) out.push(raw[i]!, raw[i + 1]!);
-  }
-  return out;
-}
+import { endToEnd, rawHead } from "@createos-sandbox/protocol/http-relay";
 
 /** The request headers the guest sees: end-to-end ones, the forwarding trio, and the upgrade if any. */
 export function upstreamHeaders(req: IncomingMessage, client: string, proto: "http" | "https"): string[] {
@@ -56,13 +29,6 @@ export type Failure = "timeout" | "broken";
 export interface Exchange {
   /** Settles when the exchange is over (either side closed); never rejects. */
   done: Promise<void>;
-}
-
-/** The raw bytes of a response head, for sockets that left the HTTP server (upgrades, refusals). */
-export function rawHead(status: number, message: string, headers: string[]): string {
-  let s = `HTTP/1.1 ${status} ${message}\r\n`;
-  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${s}\r\n`;
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { endToEnd } from "./forward.js";
+import { endToEnd } from "@createos-sandbox/protocol/http-relay";
 import { ingressTemplate, parseIngressHost, portSuffix } from "./host.js";
 
 const ULID = "01jdx5k9v3m8q2w7e4r6t0y1ab";
